@@ -1,0 +1,1 @@
+"""Pure functions on arrays, images and paths. Never imports nipype."""

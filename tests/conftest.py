@@ -1,0 +1,56 @@
+"""Shared fixtures: the shared data folder (skip or fail when absent) and small synthetic images."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import nibabel as nb
+import numpy as np
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("SMRIFLOW_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
+
+
+def require_shared(*relative: str) -> Path:
+    """Return ``SHARED_DATA/relative``; skip the test when it is absent, fail instead in CI.
+
+    CI sets ``SMRIFLOW_REQUIRE_SHARED=1`` so that a missing shared file is an error, not a silent skip.
+    """
+    path = SHARED_DATA.joinpath(*relative)
+    if not path.exists():
+        message = f"shared data not found: {path}"
+        if os.environ.get("SMRIFLOW_REQUIRE_SHARED") == "1":
+            pytest.fail(message + " (SMRIFLOW_REQUIRE_SHARED=1)")
+        pytest.skip(message)
+    return path
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The shared data folder (``../shared/data`` beside the repository)."""
+    return require_shared()
+
+
+@pytest.fixture
+def synthetic_t1w(tmp_path: Path) -> Path:
+    """A 24³ 2 mm 'head': a bright ellipsoid 'brain' in a dimmer shell, with seeded noise."""
+    return write_synthetic_t1w(tmp_path / "sub-01_T1w.nii.gz")
+
+
+def write_synthetic_t1w(path: Path, *, shape=(24, 24, 24), zoom: float = 2.0, seed: int = 0) -> Path:
+    rng = np.random.default_rng(seed)
+    grid = np.indices(shape).astype(np.float32)
+    centre = (np.array(shape) - 1) / 2
+    radius = ((grid - centre[:, None, None, None]) ** 2 / (np.array(shape)[:, None, None, None] / 3) ** 2).sum(0)
+    data = np.where(radius < 1, 100.0, np.where(radius < 1.6, 40.0, 0.0)).astype(np.float32)
+    data += rng.normal(0, 2, shape).astype(np.float32) * (data > 0)
+    affine = np.diag([zoom, zoom, zoom, 1.0])
+    affine[:3, 3] = -zoom * centre
+    img = nb.Nifti1Image(data, affine)
+    img.set_qform(affine, code=1)
+    img.set_sform(affine, code=1)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img.to_filename(str(path))
+    return path

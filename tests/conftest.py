@@ -43,7 +43,9 @@ def write_synthetic_t1w(path: Path, *, shape=(24, 24, 24), zoom: float = 2.0, se
     rng = np.random.default_rng(seed)
     grid = np.indices(shape).astype(np.float32)
     centre = (np.array(shape) - 1) / 2
-    radius = ((grid - centre[:, None, None, None]) ** 2 / (np.array(shape)[:, None, None, None] / 3) ** 2).sum(0)
+    radius = (
+        (grid - centre[:, None, None, None]) ** 2 / (np.array(shape)[:, None, None, None] / 3) ** 2
+    ).sum(0)
     data = np.where(radius < 1, 100.0, np.where(radius < 1.6, 40.0, 0.0)).astype(np.float32)
     data += rng.normal(0, 2, shape).astype(np.float32) * (data > 0)
     affine = np.diag([zoom, zoom, zoom, 1.0])

@@ -1,0 +1,185 @@
+"""The workflow YAML schema, version 1 (``smriflow: 1``).
+
+These pydantic models check the *shape* of a workflow file: required keys, types, and that no unknown key
+is present (``extra="forbid"``). Whether the interfaces, ports and ``$arg`` references exist is checked
+afterwards by :mod:`smriflow.engine.validate`, which knows the interfaces. The reference in
+``docs/yaml-reference.md`` is generated from these models (``python -m smriflow.config.docs``).
+
+Short forms are normalised before validation (see :func:`normalise_short_forms`):
+
+* ``inputs: [t1w, t2w]`` → ``inputs: {t1w: {}, t2w: {}}``
+* ``outputs: {t1w_mask: brain.out_mask}`` → ``outputs: {t1w_mask: {from: brain.out_mask}}``
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+SPEC_VERSION = 1
+NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
+ARG_REF_RE = re.compile(r"^\$([A-Za-z_][A-Za-z0-9_]*)$")
+SOURCE_RE = re.compile(r"^([a-z][a-z0-9_]*)\.([A-Za-z_][A-Za-z0-9_.]*)$")
+RESERVED_NODE_NAMES = frozenset({"inputs", "inputnode", "outputnode"})
+
+ArgType = Literal["int", "float", "str", "bool", "list", "dict", "path"]
+PYTHON_TYPES: dict[str, tuple[type, ...]] = {
+    "int": (int,),
+    "float": (float, int),
+    "str": (str,),
+    "bool": (bool,),
+    "list": (list,),
+    "dict": (dict,),
+    "path": (str,),
+}
+
+
+class _Strict(BaseModel):
+    # strict: no silent coercion ("yes" is not a boolean, "4" is not a number); extra: unknown keys rejected.
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, strict=True)
+
+
+class ArgSpec(_Strict):
+    """A workflow argument: a keyword-only parameter of the factory, settable with ``--set NAME=VALUE``."""
+
+    type: ArgType = Field(description="Value type: int, float, str, bool, list, dict or path.")
+    default: Any = Field(description="Value used when the caller does not set the argument.")
+    doc: str = Field("", description="One line shown in `smriflow list` and the docs.")
+    choices: list[Any] | None = Field(None, description="If given, the only values accepted.")
+
+
+class InputSpec(_Strict):
+    """A field of the workflow's ``inputnode``."""
+
+    doc: str = Field("", description="What the input is.")
+    bids: dict[str, Any] | None = Field(
+        None,
+        description=(
+            "pybids query that fills this input per subject when the workflow runs on a BIDS dataset "
+            "(e.g. `{datatype: anat, suffix: T1w, extension: [.nii, .nii.gz]}`). Top-level workflows only."
+        ),
+    )
+    required: bool = Field(True, description="With `bids`: a subject without a match is an error.")
+
+
+class OutputSpec(_Strict):
+    """A field of the workflow's ``outputnode``, fed by one node output."""
+
+    from_: str = Field(alias="from", description="Source, `<node>.<output>`.")
+    doc: str = Field("", description="What the output is.")
+    bids: dict[str, Any] | None = Field(
+        None,
+        description=(
+            "BIDS-derivatives entities of the written file (e.g. `{desc: preproc, suffix: T1w}`). Only "
+            "the top-level run writes derivatives; embedded workflows ignore this."
+        ),
+    )
+
+    @field_validator("from_")
+    @classmethod
+    def _source_form(cls, value: str) -> str:
+        if not SOURCE_RE.match(value):
+            raise ValueError(f"must be '<node>.<output>'; got {value!r}")
+        return value
+
+
+class ResourcesSpec(_Strict):
+    """What one node needs; MultiProc budgets with it and SLURM jobs request it."""
+
+    n_procs: int | str = Field(1, description="CPU cores (threads) the node uses; an int or `$arg`.")
+    mem_gb: float | str = Field(0.5, description="Peak memory in GB; a number or `$arg`.")
+
+    @field_validator("n_procs", "mem_gb")
+    @classmethod
+    def _positive_or_ref(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            if not ARG_REF_RE.match(value):
+                raise ValueError(f"must be a number or an '$arg' reference; got {value!r}")
+        elif isinstance(value, bool) or value <= 0:
+            raise ValueError(f"must be a positive number; got {value!r}")
+        return value
+
+
+class NodeSpec(_Strict):
+    """One step of the workflow: an interface or a nested workflow."""
+
+    interface: str | None = Field(
+        None, description="Registered interface name (see `smriflow list`) or a dotted path module.Class."
+    )
+    workflow: str | None = Field(
+        None,
+        description="A packaged or relative YAML workflow, or a dotted path to a Python `init_*_wf` factory.",
+    )
+    doc: str = Field("", description="Optional note on what this node does.")
+    params: dict[str, Any] = Field(
+        default_factory=dict, description="Interface input values (`interface:` nodes); `$arg` allowed."
+    )
+    args: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Arguments of the nested workflow (`workflow:` nodes); `$arg` allowed.",
+    )
+    resources: ResourcesSpec = Field(default_factory=ResourcesSpec, description="CPU and memory needs.")
+    in_: dict[str, str] = Field(
+        default_factory=dict,
+        alias="in",
+        description="Connections, target port → source (`inputs.<name>` or `<node>.<output>`).",
+    )
+    map_over: list[str] | None = Field(
+        None, description="Ports to iterate over (the node becomes a MapNode); `interface:` nodes only."
+    )
+    run_without_submitting: bool = Field(
+        False, description="Run in the scheduler's process (for trivial nodes); never for heavy work."
+    )
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> NodeSpec:
+        if (self.interface is None) == (self.workflow is None):
+            raise ValueError("exactly one of 'interface' or 'workflow' is required")
+        return self
+
+
+class WorkflowSpec(_Strict):
+    """A workflow file (``workflows/<name>.yml``)."""
+
+    smriflow: Literal[1] = Field(description="Spec version; 1.")
+    name: str = Field(description="Workflow name, `<file stem>_wf`.")
+    doc: str = Field(description="What the workflow does; becomes the methods text (`__desc__`).")
+    args: dict[str, ArgSpec] = Field(
+        default_factory=dict, description="Arguments, each typed with a default."
+    )
+    inputs: dict[str, InputSpec] = Field(description="Fields of `inputnode`.")
+    outputs: dict[str, OutputSpec] = Field(description="Fields of `outputnode`, each fed by a node output.")
+    nodes: dict[str, NodeSpec] = Field(description="Steps, keyed by node name (snake_case).")
+
+    @field_validator("name")
+    @classmethod
+    def _name_form(cls, value: str) -> str:
+        if not (NAME_RE.match(value) and value.endswith("_wf")):
+            raise ValueError(f"must be snake_case ending in '_wf'; got {value!r}")
+        return value
+
+    @field_validator("nodes", "inputs", "outputs")
+    @classmethod
+    def _not_empty(cls, value: dict, info) -> dict:
+        # nipype's IdentityInterface (inputnode/outputnode) cannot have zero fields
+        if not value:
+            raise ValueError(f"a workflow needs at least one entry under '{info.field_name}'")
+        return value
+
+
+def normalise_short_forms(data: Any) -> Any:
+    """Expand the short forms of ``inputs`` and ``outputs`` in raw YAML data (returns a new dict)."""
+    if not isinstance(data, dict):
+        return data
+    data = dict(data)
+    inputs = data.get("inputs")
+    if isinstance(inputs, list) and all(isinstance(i, str) for i in inputs):
+        data["inputs"] = {name: {} for name in inputs}
+    elif isinstance(inputs, dict):
+        data["inputs"] = {k: ({} if v is None else v) for k, v in inputs.items()}
+    outputs = data.get("outputs")
+    if isinstance(outputs, dict):
+        data["outputs"] = {k: ({"from": v} if isinstance(v, str) else v) for k, v in outputs.items()}
+    return data

@@ -1,0 +1,594 @@
+"""Validate a workflow YAML file in phases, collecting every problem before reporting.
+
+1. syntax: :func:`smriflow.config.loader.load_yaml` (duplicate keys rejected);
+2. schema: the pydantic models of :mod:`smriflow.config.spec` (unknown keys rejected);
+3. references: interfaces and workflows exist, ``params`` exist on the input spec and pass trait validation,
+   ports exist, mandatory inputs are set exactly once, ``$arg`` references are declared, no cycles.
+
+Phase 3 needs phase 2 to have passed for the part it checks, so a file with schema errors reports those
+first. :func:`load_spec` runs 1–2, :func:`check_spec` runs 3, :func:`validate_file` runs all of them.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import networkx as nx
+from pydantic import ValidationError
+
+from smriflow.config.errors import Problem, SpecError, did_you_mean
+from smriflow.config.loader import KeyPath, Positions, load_yaml
+from smriflow.config.spec import (
+    ARG_REF_RE,
+    NAME_RE,
+    PYTHON_TYPES,
+    RESERVED_NODE_NAMES,
+    SOURCE_RE,
+    ArgSpec,
+    NodeSpec,
+    WorkflowSpec,
+    normalise_short_forms,
+)
+from smriflow.engine.registry import UnresolvedReference, resolve_interface, resolve_workflow
+
+#: Arguments every workflow has without declaring them; they flow into nested workflows and fill the
+#: ``num_threads``/``seed`` traits of every node that has them.
+BUILTIN_ARGS: dict[str, ArgSpec] = {
+    "omp_nthreads": ArgSpec(type="int", default=1, doc="threads each node may use (run-level)"),
+    "seed": ArgSpec(type="int", default=20161, doc="random seed of every node that draws numbers"),
+}
+RESERVED_ARGS = frozenset({*BUILTIN_ARGS, "name"})
+_HIDDEN_TRAITS = frozenset({"trait_added", "trait_modified"})
+
+
+@dataclass
+class LoadedSpec:
+    """A workflow file that passed phases 1–2: the model, the raw data and where everything sits."""
+
+    spec: WorkflowSpec
+    path: Path
+    positions: Positions
+    #: nodes left out because their own schema is broken (validation only; never built)
+    broken: frozenset[str] = frozenset()
+
+    @property
+    def stem(self) -> str:
+        return self.path.stem
+
+    def all_args(self) -> dict[str, ArgSpec]:
+        """Declared arguments plus the built-in ones."""
+        return {**BUILTIN_ARGS, **self.spec.args}
+
+
+def load_spec(path: str | Path, *, display_name: str | None = None) -> LoadedSpec:
+    """Run phases 1 (syntax) and 2 (schema) on a workflow file.
+
+    Raises
+    ------
+    SpecError
+        Listing every syntax or schema problem.
+    """
+    loaded, problems = _load_partial(Path(path), display_name)
+    if problems:
+        raise SpecError(problems)
+    return loaded
+
+
+def _load_partial(path: Path, display_name: str | None = None) -> tuple[LoadedSpec | None, list[Problem]]:
+    """Phases 1–2, tolerant of broken nodes so that phase 3 can still check the rest of the file.
+
+    Returns the spec without the nodes whose own schema failed (``None`` if the file-level structure
+    failed) and the schema problems found.
+    """
+    data, positions = load_yaml(path, display_name=display_name)
+    if not isinstance(data, dict):
+        return None, [Problem(positions.file, 1, 1, "", "a workflow file must be a YAML mapping")]
+    data = normalise_short_forms(data)
+    try:
+        return LoadedSpec(WorkflowSpec.model_validate(data), path, positions), []
+    except ValidationError as exc:
+        problems = _schema_problems(exc, data, positions)
+        error_paths = [_real_path(error["loc"], data) for error in exc.errors()]
+    broken = {path[1] for path in error_paths if len(path) > 1 and path[0] == "nodes"}
+    nodes = data.get("nodes")
+    if not broken or not isinstance(nodes, dict) or len(broken) == len(nodes):
+        return None, problems
+    partial = {**data, "nodes": {k: v for k, v in nodes.items() if k not in broken}}
+    try:
+        spec = WorkflowSpec.model_validate(partial)
+    except ValidationError:
+        return None, problems  # the file-level structure is broken too: phase 3 would only add noise
+    return LoadedSpec(spec, path, positions, frozenset(broken)), problems
+
+
+def _schema_problems(exc: ValidationError, data: dict, positions: Positions) -> list[Problem]:
+    """Translate pydantic errors into located problems, one per place, without pydantic's wording."""
+    problems: dict[KeyPath, Problem] = {}
+    for error in exc.errors():
+        path = _real_path(error["loc"], data)
+        if path in problems:  # a union reports once per member; one message per place is enough
+            continue
+        kind = error["type"]
+        if kind == "extra_forbidden":
+            key = str(path[-1])
+            hint = did_you_mean(key, _allowed_keys(path[:-1], data))
+            if " " in key:  # `{doc: a, b}` splits at the comma and makes 'b' a key
+                hint = "Is there an unquoted comma inside a {…} value? Quote that text. " + hint
+            problems[path] = positions.problem(path, f"unknown key '{key}'", hint, at_key=True)
+        elif kind == "missing":
+            missing = error["loc"][-1]
+            parent = path if path and path[-1] != missing else path[:-1]
+            problems[(*parent, missing)] = positions.problem(
+                parent, f"required key '{missing}' is missing", at_key=True
+            )
+        elif kind == "literal_error" and path == ("smriflow",):
+            problems[path] = positions.problem(
+                path, f"unsupported spec version {error['input']!r}", "This smriflow reads 'smriflow: 1'."
+            )
+        elif kind == "value_error":
+            message = str(error["ctx"].get("error", error["msg"]))
+            problems[path] = positions.problem(path, message)
+        else:
+            problems[path] = positions.problem(path, _type_message(error))
+    return list(problems.values())
+
+
+def _real_path(loc: tuple, data: Any) -> KeyPath:
+    """Keep the part of a pydantic location that exists in the data (drops union member tags)."""
+    path: list[str | int] = []
+    node = data
+    for part in loc:
+        part = "from" if part == "from_" else "in" if part == "in_" else part
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and isinstance(part, int) and part < len(node):
+            node = node[part]
+        elif isinstance(node, dict) and isinstance(part, str) and not path_has_tag(part):
+            path.append(part)  # a key that is missing or unknown: keep it, stop descending
+            break
+        else:
+            continue
+        path.append(part)
+    return tuple(path)
+
+
+def path_has_tag(part: str) -> bool:
+    """pydantic tags union members with names like 'int', 'str' or 'function-after[...]'."""
+    return part in {"int", "str", "float", "bool", "list", "dict"} or "[" in part
+
+
+_TYPE_WORDS = {
+    "int_type": "an integer",
+    "int_parsing": "an integer",
+    "int_from_float": "an integer",
+    "float_type": "a number",
+    "float_parsing": "a number",
+    "string_type": "a string",
+    "bool_type": "true or false",
+    "bool_parsing": "true or false",
+    "dict_type": "a mapping",
+    "list_type": "a list",
+}
+
+
+def _type_message(error: dict) -> str:
+    expected = _TYPE_WORDS.get(error["type"])
+    got = _describe(error.get("input"))
+    if expected:
+        return f"must be {expected}; got {got}"
+    return f"invalid value {got}"
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    if value is None:
+        return "nothing (null)"
+    return repr(value)
+
+
+def _allowed_keys(path: KeyPath, data: dict) -> list[str]:
+    """The keys allowed where an unknown key was found, from the model that owns that mapping."""
+    from smriflow.config.spec import InputSpec, OutputSpec, ResourcesSpec
+
+    per_entry = {"args": ArgSpec, "inputs": InputSpec, "outputs": OutputSpec, "nodes": NodeSpec}
+    if len(path) == 0:
+        model = WorkflowSpec
+    elif len(path) == 2:
+        model = per_entry.get(str(path[0]))
+    elif len(path) == 3 and path[0] == "nodes" and path[2] == "resources":
+        model = ResourcesSpec
+    else:
+        model = None
+    if model is None:
+        return []
+    return [f.alias or name for name, f in model.model_fields.items()]
+
+
+# --------------------------------------------------------------------------------------------- phase 3 --
+
+
+@dataclass
+class Ports:
+    """What a node offers: its input and output port names, and what must be connected."""
+
+    inputs: set[str]
+    outputs: set[str]
+    mandatory: set[str] = field(default_factory=set)
+    xor: dict[str, set[str]] = field(default_factory=dict)
+    label: str = ""
+
+
+def check_spec(loaded: LoadedSpec, *, _stack: tuple[Path, ...] = ()) -> list[Problem]:
+    """Phase 3: check every reference of a schema-valid workflow file. Returns all problems found."""
+    spec, pos = loaded.spec, loaded.positions
+    problems: list[Problem] = []
+    arg_names = set(loaded.all_args())
+
+    if spec.name != f"{loaded.stem}_wf" and loaded.path.suffix in (".yml", ".yaml"):
+        problems.append(pos.problem(("name",), f"must be '{loaded.stem}_wf' to match the file name"))
+    for name, arg in spec.args.items():
+        problems += _check_arg_decl(name, arg, pos)
+    for name in spec.inputs:
+        if not NAME_RE.match(name):
+            problems.append(
+                pos.problem(("inputs", name), f"input name '{name}' must be snake_case", at_key=True)
+            )
+
+    for path, ref in _arg_refs(loaded):
+        if ref not in arg_names:
+            problems.append(
+                pos.problem(path, f"'${ref}' is not a declared argument", did_you_mean(ref, spec.args))
+            )
+
+    ports: dict[str, Ports] = {}
+    for node_name, node in spec.nodes.items():
+        where = ("nodes", node_name)
+        if not NAME_RE.match(node_name) or node_name in RESERVED_NODE_NAMES:
+            problems.append(
+                pos.problem(
+                    where, f"node name '{node_name}' must be snake_case and not reserved", at_key=True
+                )
+            )
+            continue
+        try:
+            node_ports, node_problems = _node_ports(loaded, node_name, node, _stack)
+        except UnresolvedReference as exc:
+            key = "interface" if node.interface is not None else "workflow"
+            problems.append(pos.problem((*where, key), exc.message, exc.hint))
+            continue
+        problems += node_problems
+        if node_ports is not None:
+            ports[node_name] = node_ports
+
+    graph = nx.DiGraph()
+    graph.add_nodes_from(spec.nodes)
+    for node_name, node in spec.nodes.items():
+        if node_name not in ports:
+            continue
+        problems += _check_node_inputs(loaded, node_name, node, ports, graph)
+    for out_name, out in spec.outputs.items():
+        problems += _check_source(loaded, ("outputs", out_name, "from"), out.from_, ports)
+
+    try:
+        cycle = nx.find_cycle(graph)
+    except nx.NetworkXNoCycle:
+        cycle = None
+    if cycle:
+        names = [edge[0] for edge in cycle] + [cycle[0][0]]
+        problems.append(
+            pos.problem(
+                ("nodes", names[0]), "the connections form a cycle: " + " → ".join(names), at_key=True
+            )
+        )
+    return problems
+
+
+def _check_arg_decl(name: str, arg: ArgSpec, pos: Positions) -> list[Problem]:
+    where = ("args", name)
+    if name in RESERVED_ARGS:
+        return [pos.problem(where, f"'{name}' is a built-in argument and cannot be redeclared", at_key=True)]
+    if not NAME_RE.match(name):
+        return [pos.problem(where, f"argument name '{name}' must be snake_case", at_key=True)]
+    problems = []
+    error = arg_value_error(arg, arg.default)
+    if error:
+        problems.append(pos.problem((*where, "default"), f"default {error}"))
+    return problems
+
+
+def arg_value_error(arg: ArgSpec, value: Any) -> str | None:
+    """Why ``value`` does not suit ``arg`` (type, choices), or ``None`` when it does."""
+    expected = PYTHON_TYPES[arg.type]
+    if isinstance(value, bool) and arg.type != "bool" or not isinstance(value, expected):
+        return f"{_describe(value)} is not of type {arg.type}"
+    if arg.choices is not None and value not in arg.choices:
+        return f"{_describe(value)} is not one of {arg.choices}"
+    return None
+
+
+def _arg_refs(loaded: LoadedSpec) -> Iterator[tuple[KeyPath, str]]:
+    """Every ``$name`` string in params, nested-workflow args and resources, with its key path."""
+    for node_name, node in loaded.spec.nodes.items():
+        base = ("nodes", node_name)
+        yield from _refs_in(node.params, (*base, "params"))
+        yield from _refs_in(node.args, (*base, "args"))
+        yield from _refs_in(node.resources.model_dump(), (*base, "resources"))
+
+
+def _refs_in(value: Any, path: KeyPath) -> Iterator[tuple[KeyPath, str]]:
+    if isinstance(value, str):
+        match = ARG_REF_RE.match(value)
+        if match:
+            yield path, match.group(1)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from _refs_in(item, (*path, key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _refs_in(item, (*path, index))
+
+
+def substitute(value: Any, args: dict[str, Any]) -> Any:
+    """Replace every ``$name`` string (whole value only) by ``args[name]``, recursively."""
+    if isinstance(value, str):
+        match = ARG_REF_RE.match(value)
+        return args[match.group(1)] if match and match.group(1) in args else value
+    if isinstance(value, dict):
+        return {key: substitute(item, args) for key, item in value.items()}
+    if isinstance(value, list):
+        return [substitute(item, args) for item in value]
+    return value
+
+
+def default_args(loaded: LoadedSpec) -> dict[str, Any]:
+    """Default value of every argument whose default is valid (invalid ones are reported on their own)."""
+    return {
+        name: arg.default
+        for name, arg in loaded.all_args().items()
+        if arg_value_error(arg, arg.default) is None
+    }
+
+
+def _node_ports(
+    loaded: LoadedSpec, node_name: str, node: NodeSpec, stack: tuple[Path, ...]
+) -> tuple[Ports | None, list[Problem]]:
+    """Resolve a node's interface or workflow and list its ports; check params or nested args."""
+    if node.interface is not None:
+        return _interface_ports(loaded, node_name, node)
+    return _workflow_ports(loaded, node_name, node, stack)
+
+
+def _interface_ports(loaded: LoadedSpec, node_name: str, node: NodeSpec) -> tuple[Ports, list[Problem]]:
+    pos = loaded.positions
+    where = ("nodes", node_name)
+    cls = resolve_interface(node.interface)
+    params = substitute(node.params, default_args(loaded))
+    try:
+        iface = cls()
+    except TypeError:  # interfaces whose ports depend on constructor arguments (e.g. IdentityInterface)
+        iface = _instantiate_with(cls, params, pos, where)
+        if iface is None:
+            return Ports(set(), set()), [
+                pos.problem((*where, "interface"), f"cannot create '{node.interface}'")
+            ]
+    inputs = set(iface.inputs.trait_names()) - _HIDDEN_TRAITS
+    outputs = set(iface._outputs().trait_names()) - _HIDDEN_TRAITS if iface.output_spec else set()
+    mandatory = {n for n in inputs if iface.inputs.trait(n).mandatory}
+    xor = {n: set(iface.inputs.trait(n).xor or ()) for n in inputs if iface.inputs.trait(n).xor}
+    label = f"{node_name} ({cls.__name__})"
+    problems = []
+    for key, value in params.items():
+        if key == "num_threads" and key in inputs:
+            problems.append(
+                pos.problem(
+                    (*where, "params", key),
+                    "set the threads of a node with 'resources.n_procs'",
+                    "nipype sets 'num_threads' from n_procs, so a value here would be overwritten.",
+                    at_key=True,
+                )
+            )
+            continue
+        if key not in inputs:
+            problems.append(
+                pos.problem(
+                    (*where, "params", key),
+                    f"'{key}' is not an input of {cls.__name__}",
+                    did_you_mean(key, inputs),
+                    at_key=True,
+                )
+            )
+            continue
+        if isinstance(value, str) and ARG_REF_RE.match(value):
+            continue  # an undeclared or ill-typed $arg: reported once, where it is declared or used
+        try:
+            setattr(iface.inputs, key, value)
+        except Exception as exc:  # traits raises TraitError; report it in our words, keep nothing raw
+            problems.append(pos.problem((*where, "params", key), _trait_message(iface, key, value, exc)))
+    for port in node.map_over or ():
+        if port not in inputs:
+            problems.append(
+                pos.problem(
+                    (*where, "map_over"),
+                    f"'{port}' is not an input of {cls.__name__}",
+                    did_you_mean(port, inputs),
+                )
+            )
+    if node.args:
+        problems.append(
+            pos.problem((*where, "args"), "'args' is for workflow nodes; use 'params'", at_key=True)
+        )
+    return Ports(inputs, outputs, mandatory, xor, label), problems
+
+
+def _instantiate_with(cls, params, pos, where):
+    try:
+        return cls(**params)
+    except Exception:
+        return None
+
+
+def _trait_message(iface, key: str, value: Any, exc: Exception) -> str:
+    handler = iface.inputs.trait(key).handler
+    try:  # full_info spells out ranges ("0.0 <= a floating point number <= 50.0"); info() may not
+        expected = handler.full_info(iface.inputs, key, value)
+    except Exception:
+        expected = handler.info()
+    return f"{_describe(value)} is not a valid value for '{key}': it must be {expected}"
+
+
+def _workflow_ports(
+    loaded: LoadedSpec, node_name: str, node: NodeSpec, stack: tuple[Path, ...]
+) -> tuple[Ports | None, list[Problem]]:
+    pos = loaded.positions
+    where = ("nodes", node_name)
+    target = resolve_workflow(node.workflow, relative_to=loaded.path)
+    problems: list[Problem] = []
+    if node.params:
+        problems.append(
+            pos.problem((*where, "params"), "'params' is for interface nodes; use 'args'", at_key=True)
+        )
+    if node.map_over:
+        problems.append(
+            pos.problem((*where, "map_over"), "'map_over' applies to interface nodes only", at_key=True)
+        )
+    label = f"{node_name} (workflow {node.workflow})"
+    if isinstance(target, Path):
+        if target.resolve() in {p.resolve() for p in (*stack, loaded.path)}:
+            return None, [pos.problem((*where, "workflow"), f"workflow '{node.workflow}' includes itself")]
+        nested, nested_problems = _load_partial(target)
+        if nested is not None:
+            nested_problems += check_spec(nested, _stack=(*stack, loaded.path))
+        if nested_problems:
+            return None, [*problems, *nested_problems]
+        nested_args = nested.all_args()
+        for key, value in substitute(node.args, default_args(loaded)).items():
+            if key not in nested_args:
+                problems.append(
+                    pos.problem(
+                        (*where, "args", key),
+                        f"'{key}' is not an argument of workflow '{node.workflow}'",
+                        did_you_mean(key, nested_args),
+                        at_key=True,
+                    )
+                )
+            elif error := arg_value_error(nested_args[key], value):
+                problems.append(pos.problem((*where, "args", key), error))
+        return Ports(set(nested.spec.inputs), set(nested.spec.outputs), label=label), problems
+    return _factory_ports(loaded, node_name, node, target, label, problems)
+
+
+def _factory_ports(
+    loaded: LoadedSpec, node_name: str, node: NodeSpec, factory: Callable, label: str, problems: list
+) -> tuple[Ports | None, list[Problem]]:
+    pos = loaded.positions
+    where = ("nodes", node_name)
+    kwargs = substitute(node.args, default_args(loaded))
+    params = inspect.signature(factory).parameters
+    accepts_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    for key in kwargs:
+        if key not in params and not accepts_any:
+            problems.append(
+                pos.problem(
+                    (*where, "args", key),
+                    f"'{key}' is not a parameter of {factory.__name__}",
+                    did_you_mean(key, params),
+                    at_key=True,
+                )
+            )
+    if problems:
+        return None, problems
+    try:
+        wf = factory(**kwargs)
+    except Exception as exc:
+        return None, [pos.problem((*where, "workflow"), f"{factory.__name__} failed: {exc}")]
+    try:
+        inputs = set(wf.get_node("inputnode").inputs.copyable_trait_names())
+        outputs = set(wf.get_node("outputnode").outputs.copyable_trait_names())
+    except AttributeError:
+        return None, [pos.problem((*where, "workflow"), f"{factory.__name__} has no inputnode/outputnode")]
+    return Ports(inputs, outputs, label=label), problems
+
+
+def _check_node_inputs(
+    loaded: LoadedSpec, node_name: str, node: NodeSpec, ports: dict[str, Ports], graph: nx.DiGraph
+) -> list[Problem]:
+    pos = loaded.positions
+    mine = ports[node_name]
+    problems = []
+    for target, source in node.in_.items():
+        path = ("nodes", node_name, "in", target)
+        if target not in mine.inputs:
+            problems.append(
+                pos.problem(
+                    path,
+                    f"'{target}' is not an input of {mine.label}",
+                    did_you_mean(target, mine.inputs),
+                    at_key=True,
+                )
+            )
+        elif target in node.params:
+            problems.append(
+                pos.problem(path, f"'{target}' is set twice: in 'params' and in 'in'", at_key=True)
+            )
+        problems += _check_source(loaded, path, source, ports)
+        upstream = source.split(".", 1)[0]
+        if upstream != "inputs" and upstream in ports:
+            graph.add_edge(upstream, node_name)
+    set_ports = set(node.params) | set(node.in_)
+    for port in sorted(mine.mandatory - set_ports):
+        if mine.xor.get(port, set()) & set_ports:
+            continue
+        problems.append(
+            pos.problem(
+                ("nodes", node_name),
+                f"mandatory input '{port}' of {mine.label} is not connected",
+                "Add it under 'in:' or 'params:'.",
+                at_key=True,
+            )
+        )
+    return problems
+
+
+def _check_source(loaded: LoadedSpec, path: KeyPath, source: str, ports: dict[str, Ports]) -> list[Problem]:
+    pos = loaded.positions
+    spec = loaded.spec
+    match = SOURCE_RE.match(source)
+    if not match:
+        return [pos.problem(path, f"'{source}' must be 'inputs.<name>' or '<node>.<output>'")]
+    upstream, port = match.groups()
+    if upstream == "inputs":
+        if port not in spec.inputs:
+            return [pos.problem(path, f"'{port}' is not a workflow input", did_you_mean(port, spec.inputs))]
+        return []
+    if upstream in loaded.broken:
+        return []  # that node's own problems are reported already
+    if upstream not in spec.nodes:
+        return [pos.problem(path, f"unknown node '{upstream}'", did_you_mean(upstream, spec.nodes))]
+    if upstream not in ports:
+        return []  # that node has its own problem already
+    if port not in ports[upstream].outputs:
+        return [
+            pos.problem(
+                path,
+                f"'{upstream}.{port}' is not an output of node {ports[upstream].label}",
+                did_you_mean(port, ports[upstream].outputs),
+            )
+        ]
+    return []
+
+
+def validate_file(path: str | Path) -> LoadedSpec:
+    """Run phases 1–3 on a workflow file; return it loaded, or raise one :class:`SpecError` listing all."""
+    loaded, problems = _load_partial(Path(path))
+    if loaded is not None:
+        problems += check_spec(loaded)
+    if problems:
+        raise SpecError(problems)
+    return loaded

@@ -1,0 +1,163 @@
+"""The builder: YAML → nipype graph, arguments, run-level settings, factories, embedding."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import networkx as nx
+import pytest
+from nipype.interfaces import utility as niu
+from nipype.interfaces.base import SimpleInterface, TraitedSpec, traits
+from nipype.pipeline import engine as pe
+
+import smriflow
+from smriflow.config.errors import SpecError
+from smriflow.interfaces.base import AntsPyInputSpec
+
+
+def _edges(wf) -> set[tuple[str, str, tuple]]:
+    graph = wf._create_flat_graph()
+    return {
+        (u.fullname, v.fullname, tuple(sorted(map(tuple, d["connect"]))))
+        for u, v, d in graph.edges(data=True)
+    }
+
+
+def test_example_has_public_surface_and_nested_workflow():
+    wf = smriflow.load_workflow("example")
+    assert wf.name == "example_wf"
+    assert wf.get_node("inputnode").inputs.copyable_trait_names() == ["t1w"]
+    assert sorted(wf.get_node("outputnode").outputs.copyable_trait_names()) == [
+        "t1w_mask",
+        "t1w_masked",
+        "t1w_smooth",
+        "t1w_stats",
+    ]
+    # workflow nodes get "_wf" appended; the nested YAML keeps its own inputnode/outputnode
+    assert "masking_wf.threshold" in wf.list_node_names()
+    assert nx.is_directed_acyclic_graph(wf._create_flat_graph())
+    assert "smoothed with a Gaussian kernel" in wf.__desc__
+
+
+def test_args_reach_params_and_nested_workflows():
+    wf = smriflow.load_workflow("example", fwhm=6, percentile=75.5, name="custom_wf")
+    assert wf.name == "custom_wf"
+    assert wf.get_node("smooth").inputs.fwhm == 6.0
+    assert wf.get_node("masking_wf").get_node("threshold").inputs.percentile == 75.5
+
+
+def test_unknown_and_ill_typed_args_are_reported_together():
+    with pytest.raises(SpecError) as info:
+        smriflow.load_workflow("example", fwmh=6, percentile="high")
+    lines = str(info.value).splitlines()
+    assert len(lines) == 2
+    assert lines[0].endswith(
+        "example.yml: args.fwmh: unknown argument 'fwmh' for workflow 'example_wf'. "
+        "Did you mean 'fwhm'? Available: fwhm, omp_nthreads, percentile, seed"
+    )
+    assert lines[1].endswith("example.yml: args.percentile: argument 'high' is not of type float.")
+
+
+def test_unknown_workflow_name():
+    with pytest.raises(SpecError) as info:
+        smriflow.load_workflow("exampel")
+    assert str(info.value) == "exampel: unknown workflow 'exampel'. Did you mean 'example'?"
+
+
+def test_packaged_factory_builds_the_same_graph():
+    from smriflow import init_example_wf
+
+    assert init_example_wf.__name__ == "init_example_wf"
+    assert "fwhm : float, default 4.0" in init_example_wf.__doc__
+    assert _edges(init_example_wf(fwhm=2.0)) == _edges(smriflow.load_workflow("example", fwhm=2.0))
+    with pytest.raises(AttributeError):
+        smriflow.init_no_such_thing_wf  # noqa: B018
+
+
+class _ProbeOutputSpec(TraitedSpec):
+    out = traits.Int(desc="unused")
+
+
+class RunSettingsProbe(SimpleInterface):
+    """Test-only interface with the run-level traits (num_threads, seed)."""
+
+    input_spec = AntsPyInputSpec
+    output_spec = _ProbeOutputSpec
+
+
+def _probe_yaml(tmp_path: Path, node_extra: str = "") -> Path:
+    path = tmp_path / "probe.yml"
+    path.write_text(
+        "smriflow: 1\nname: probe_wf\ndoc: probe\ninputs: [unused]\noutputs: {out: probe.out}\nnodes:\n"
+        f"  probe:\n    interface: {__name__}.RunSettingsProbe\n{node_extra}"
+        "  plain:\n    interface: SmoothImage\n    params: {in_file: " + str(path) + "}\n"
+    )
+    return path
+
+
+def test_run_level_threads_and_seed_reach_nodes_that_have_them(tmp_path: Path):
+    wf = smriflow.load_workflow(_probe_yaml(tmp_path), omp_nthreads=3, seed=7)
+    probe = wf.get_node("probe")
+    assert (probe.inputs.num_threads, probe.inputs.seed, probe.n_procs) == (3, 7, 3)
+    assert wf.get_node("plain").n_procs == 1  # no num_threads trait: stays single-core
+
+
+def test_yaml_values_win_over_run_level_settings(tmp_path: Path):
+    extra = "    params: {seed: 99}\n    resources: {n_procs: 2, mem_gb: 1}\n"
+    wf = smriflow.load_workflow(_probe_yaml(tmp_path, extra), omp_nthreads=4, seed=7)
+    probe = wf.get_node("probe")
+    assert (probe.inputs.num_threads, probe.inputs.seed, probe.n_procs, probe.mem_gb) == (2, 99, 2, 1.0)
+
+
+def test_num_threads_param_is_refused(tmp_path: Path):
+    path = _probe_yaml(tmp_path, "    params: {num_threads: 2}\n")
+    with pytest.raises(SpecError) as info:
+        smriflow.load_workflow(path)
+    assert str(info.value) == (
+        f"{path}:9:14: nodes.probe.params.num_threads: set the threads of a node with 'resources.n_procs'. "
+        "nipype sets 'num_threads' from n_procs, so a value here would be overwritten."
+    )
+
+
+def test_map_over_makes_a_mapnode(tmp_path: Path, synthetic_t1w: Path):
+    path = tmp_path / "mapped.yml"
+    path.write_text(
+        "smriflow: 1\nname: mapped_wf\ndoc: d\ninputs: [images]\noutputs: {smoothed: smooth.out_file}\n"
+        "nodes:\n  smooth:\n    interface: SmoothImage\n    map_over: [in_file]\n"
+        "    in: {in_file: inputs.images}\n"
+    )
+    wf = smriflow.load_workflow(path)
+    assert isinstance(wf.get_node("smooth"), pe.MapNode)
+    wf.inputs.inputnode.images = [str(synthetic_t1w), str(synthetic_t1w)]
+    wf.base_dir = str(tmp_path / "work")
+    result = wf.run(plugin="Linear")
+    smooth = next(n for n in result.nodes() if n.name == "smooth")
+    assert len(smooth.result.outputs.out_file) == 2
+
+
+def test_embedding_in_a_hand_written_nipype_workflow(tmp_path: Path, synthetic_t1w: Path):
+    """The embedding example of docs/embedding.md, run for real."""
+    # --- docs/embedding.md: begin
+    from nipype.pipeline import engine as pe
+
+    from smriflow import init_example_wf
+
+    host = pe.Workflow(name="host_wf", base_dir=str(tmp_path / "work"))
+    source = pe.Node(niu.IdentityInterface(fields=["t1w"]), name="source")
+    source.inputs.t1w = str(synthetic_t1w)
+    example_wf = init_example_wf(fwhm=2.0)
+    sink = pe.Node(niu.IdentityInterface(fields=["stats"]), name="sink")
+    host.connect(
+        [
+            (source, example_wf, [("t1w", "inputnode.t1w")]),
+            (example_wf, sink, [("outputnode.t1w_stats", "stats")]),
+        ]
+    )
+    host.run(plugin="Linear")
+    # --- docs/embedding.md: end
+    stats_files = list((tmp_path / "work").rglob("*_stats.json"))
+    assert len(stats_files) == 1
+    stats = json.loads(stats_files[0].read_text())
+    assert stats["voxels"] > 0
+    assert stats["volume_mm3"] == pytest.approx(stats["voxels"] * 8.0)  # 2 mm voxels

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import networkx as nx
 import pytest
-from nipype.interfaces import utility as niu
 from nipype.interfaces.base import SimpleInterface, TraitedSpec, traits
 from nipype.pipeline import engine as pe
 
@@ -134,30 +132,3 @@ def test_map_over_makes_a_mapnode(tmp_path: Path, synthetic_t1w: Path):
     result = wf.run(plugin="Linear")
     smooth = next(n for n in result.nodes() if n.name == "smooth")
     assert len(smooth.result.outputs.out_file) == 2
-
-
-def test_embedding_in_a_hand_written_nipype_workflow(tmp_path: Path, synthetic_t1w: Path):
-    """The embedding example of docs/embedding.md, run for real."""
-    # --- docs/embedding.md: begin
-    from nipype.pipeline import engine as pe
-
-    from smriflow import init_example_wf
-
-    host = pe.Workflow(name="host_wf", base_dir=str(tmp_path / "work"))
-    source = pe.Node(niu.IdentityInterface(fields=["t1w"]), name="source")
-    source.inputs.t1w = str(synthetic_t1w)
-    example_wf = init_example_wf(fwhm=2.0)
-    sink = pe.Node(niu.IdentityInterface(fields=["stats"]), name="sink")
-    host.connect(
-        [
-            (source, example_wf, [("t1w", "inputnode.t1w")]),
-            (example_wf, sink, [("outputnode.t1w_stats", "stats")]),
-        ]
-    )
-    host.run(plugin="Linear")
-    # --- docs/embedding.md: end
-    stats_files = list((tmp_path / "work").rglob("*_stats.json"))
-    assert len(stats_files) == 1
-    stats = json.loads(stats_files[0].read_text())
-    assert stats["voxels"] > 0
-    assert stats["volume_mm3"] == pytest.approx(stats["voxels"] * 8.0)  # 2 mm voxels

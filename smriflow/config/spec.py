@@ -72,8 +72,9 @@ class OutputSpec(_Strict):
     bids: dict[str, Any] | None = Field(
         None,
         description=(
-            "BIDS-derivatives entities of the written file (e.g. `{desc: preproc, suffix: T1w}`). Only "
-            "the top-level run writes derivatives; embedded workflows ignore this."
+            "BIDS-derivatives entities of the written file (e.g. `{desc: preproc, suffix: T1w}`); values "
+            "may be `$arg`. When the output is a list, a list-valued entity names each item in turn "
+            "(e.g. `{atlas: $atlases, suffix: dseg}`). Only the top-level run writes derivatives."
         ),
     )
 

@@ -314,7 +314,9 @@ def arg_value_error(arg: ArgSpec, value: Any) -> str | None:
 
 
 def _arg_refs(loaded: LoadedSpec) -> Iterator[tuple[KeyPath, str]]:
-    """Every ``$name`` string in params, nested-workflow args and resources, with its key path."""
+    """Every ``$name`` string in params, nested-workflow args, resources and output entities."""
+    for out_name, out in loaded.spec.outputs.items():
+        yield from _refs_in(out.bids or {}, ("outputs", out_name, "bids"))
     for node_name, node in loaded.spec.nodes.items():
         base = ("nodes", node_name)
         yield from _refs_in(node.params, (*base, "params"))

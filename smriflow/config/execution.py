@@ -1,0 +1,700 @@
+"""Execution configs: which nipype plugin runs a workflow, with which arguments, and where.
+
+An execution config is a small YAML file, kept apart from the workflow files (``configs/*.yml``)::
+
+    plugin: MultiProc
+    plugin_args: {n_procs: 8, memory_gb: 30}
+    omp_nthreads: 2
+    work_dir: /scratch/me/smriflow
+
+Each plugin has its own pydantic model of ``plugin_args`` that rejects unknown keys, because nipype silently
+ignores the ones it does not know. :func:`load_exec_config` turns every mistake into a
+``file:line:col: key.path: problem. Hint.`` line and raises one :class:`~smriflow.config.errors.SpecError`
+listing all of them; :func:`override` applies command-line values (``--nprocs``, ``--mem-gb``,
+``--work-dir``, ``--omp-nthreads``) and validates again. :func:`smriflow.engine.plugins.run_workflow` runs
+a workflow with the result.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    TypeAdapter,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
+
+from smriflow.config.errors import Problem, SpecError, did_you_mean
+from smriflow.config.loader import KeyPath, Positions, format_key_path, load_yaml
+from smriflow.config.resources import packaged_dir
+
+__all__ = [
+    "PLUGINS",
+    "ExecConfig",
+    "LinearArgs",
+    "LinearConfig",
+    "MultiProcArgs",
+    "MultiProcConfig",
+    "NipypeOptions",
+    "SLURMArgs",
+    "SLURMConfig",
+    "SLURMGraphArgs",
+    "SLURMGraphConfig",
+    "available_cpus",
+    "exec_config_schema",
+    "list_exec_configs",
+    "load_exec_config",
+    "node_local_root",
+    "override",
+    "total_memory_gb",
+]
+
+PLUGINS = ("MultiProc", "Linear", "SLURM", "SLURMGraph")
+DEFAULT_CONFIG = "local"
+_CLI = "command line"
+# Folders that are private to one machine: SLURM jobs on other nodes cannot see them.
+_NODE_LOCAL_ROOTS = (Path("/tmp"), Path("/var/tmp"), Path("/dev/shm"))
+
+
+# -- hardware defaults ------------------------------------------------------------------------------------
+def available_cpus() -> int:
+    """Number of CPUs this process may run on (its affinity mask, e.g. a SLURM or container allocation)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def total_memory_gb() -> float:
+    """Physical memory in GB, or the cgroup (container, SLURM job) limit when that is lower."""
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    for limit_file in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            text = Path(limit_file).read_text().strip()
+        except OSError:
+            continue
+        if text.isdigit():
+            total = min(total, int(text))
+    return total / 1024**3
+
+
+def _default_memory_gb() -> float:
+    return max(0.5, round(0.9 * total_memory_gb(), 1))
+
+
+def _default_mp_context() -> str:
+    return "fork" if sys.platform.startswith("linux") else "spawn"
+
+
+def node_local_root(path: Path) -> Path | None:
+    """The machine-private folder (``/tmp``, ``/var/tmp``, ``/dev/shm``) that holds ``path``, if any."""
+    resolved = Path(os.path.abspath(path))
+    for root in _NODE_LOCAL_ROOTS:
+        if resolved == root or resolved.is_relative_to(root):
+            return root
+    return None
+
+
+def _expand_path(value: Any, info: ValidationInfo) -> Any:
+    """Expand ``~`` and ``$VARS``; resolve a relative path against the config file's folder."""
+    if isinstance(value, Path):
+        value = str(value)
+    if not isinstance(value, str):
+        return value  # the type check that follows reports it
+    expanded = os.path.expanduser(os.path.expandvars(value))
+    unset = sorted(set(re.findall(r"\$\{?(\w+)", expanded)))
+    if unset:
+        raise ValueError(f"environment variable {', '.join(unset)} is not set (in {value!r})")
+    path = Path(expanded)
+    if not path.is_absolute():
+        base = (info.context or {}).get("base_dir") or Path.cwd()
+        path = Path(base) / path
+    return Path(os.path.normpath(path))
+
+
+# -- models -----------------------------------------------------------------------------------------------
+class _Model(BaseModel):
+    # strict: YAML 1.2 'on'/'yes' and quoted numbers are strings, and stay mistakes.
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class NipypeOptions(_Model):
+    """The nipype execution options that smriflow lets a config set (``nipype:``)."""
+
+    crashfile_format: Literal["txt", "pklz"] = Field(
+        "txt",
+        description="Crash file format: 'txt' is readable as it is; 'pklz' keeps the node for nipypecli.",
+    )
+    crashdump_dir: Annotated[Path | None, Field(strict=False)] = Field(
+        None,
+        description="Folder for crash files (relative paths: from this file's folder). "
+        "Default: 'crash' inside the work directory.",
+    )
+    stop_on_first_crash: bool = Field(
+        False, description="Stop the whole run at the first failing node (default: run everything that can)."
+    )
+    stop_on_first_rerun: bool = Field(
+        False, description="Fail instead of re-running a node whose cached result is out of date (debugging)."
+    )
+    remove_unnecessary_outputs: bool = Field(
+        True, description="Delete node outputs that no other node uses, to save disk space."
+    )
+    remove_node_directories: bool = Field(
+        False, description="Delete each node's folder once every node that needs it has finished."
+    )
+    keep_inputs: bool = Field(False, description="Keep input files even when they are not connected outputs.")
+    hash_method: Literal["timestamp", "content"] = Field(
+        "timestamp",
+        description="How a cached result is checked: file size and time ('timestamp', fast) or contents.",
+    )
+    local_hash_check: bool = Field(
+        True, description="Skip up-to-date cached nodes without submitting them to a worker or a SLURM job."
+    )
+    job_finished_timeout: float = Field(
+        5.0,
+        ge=0,
+        description="Seconds to wait for a finished job's result file to appear (slow shared filesystems).",
+    )
+    create_report: bool = Field(True, description="Write nipype's per-node report files.")
+    write_provenance: bool = Field(False, description="Write nipype's W3C PROV provenance files.")
+
+    @field_validator("crashdump_dir", mode="before")
+    @classmethod
+    def _expand_crashdump_dir(cls, value: Any, info: ValidationInfo) -> Any:
+        return _expand_path(value, info)
+
+    def execution_options(self) -> dict[str, str]:
+        """The ``config["execution"]`` entries for nipype (all but ``crashdump_dir``), as nipype's strings."""
+        options = self.model_dump(exclude={"crashdump_dir"})
+        return {
+            key: str(value).lower() if isinstance(value, bool) else str(value)
+            for key, value in options.items()
+        }
+
+
+class _PluginArgs(_Model):
+    # Keys that are handed to nipype's plugin as they are; others are smriflow's own.
+    _nipype_keys: ClassVar[tuple[str, ...]] = ()
+
+    def nipype_args(self) -> dict[str, Any]:
+        """The ``plugin_args`` dict for nipype's plugin (``None`` values left out)."""
+        values = self.model_dump(include=set(self._nipype_keys))
+        return {key: value for key, value in values.items() if value is not None}
+
+
+class MultiProcArgs(_PluginArgs):
+    """``plugin_args`` of MultiProc: run nodes in parallel worker processes on this machine."""
+
+    _nipype_keys: ClassVar[tuple[str, ...]] = (
+        "n_procs",
+        "memory_gb",
+        "raise_insufficient",
+        "scheduler",
+        "mp_context",
+    )
+
+    n_procs: int = Field(
+        default_factory=available_cpus,
+        ge=1,
+        description="CPUs to use at once, summed over running nodes. Default: the CPUs this process may use.",
+    )
+    memory_gb: float = Field(
+        default_factory=_default_memory_gb,
+        gt=0,
+        description="Memory (GB) to use at once, summed over running nodes' mem_gb. Default: 90% of RAM.",
+    )
+    poll_sleep_duration: float = Field(
+        0.1,
+        gt=0,
+        description="Seconds between scheduling rounds (nipype's 2 s default slows chains of small nodes).",
+    )
+    raise_insufficient: bool = Field(
+        True, description="Refuse to start when a node needs more CPUs or memory than n_procs/memory_gb."
+    )
+    scheduler: Literal["tsort", "mem_thread"] = Field(
+        "tsort",
+        description="Order of ready nodes: graph order ('tsort') or smallest memory first ('mem_thread').",
+    )
+    mp_context: Literal["fork", "spawn"] = Field(
+        default_factory=_default_mp_context,
+        description="How workers start. Both pass on the thread settings; default 'fork' on Linux.",
+    )
+
+
+class LinearArgs(_PluginArgs):
+    """``plugin_args`` of Linear (none): one node after the other in this process, for debugging."""
+
+
+class _SlurmArgsBase(_PluginArgs):
+    sbatch_args: str = Field(
+        "",
+        description="Options for every sbatch call, e.g. '--partition=short --time=04:00:00'. Options that "
+        "contain '-o' or '-e' (--output, --export, ...) stop nipype adding its own log-file options.",
+    )
+    template: str | None = Field(
+        None,
+        description="Job script header: a file (relative paths: from this file's folder) or the text itself "
+        "(starting with '#!'). The job's Python command is appended after it.",
+    )
+    min_mem_gb: float = Field(
+        1.0,
+        gt=0,
+        description="Smallest --mem requested per job when resources_to_sbatch is on: a job's Python that "
+        "imports nipype needs more than nipype's default node estimate of 0.2 GB.",
+    )
+
+    @field_validator("template")
+    @classmethod
+    def _template_exists(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None or _is_literal_template(value):
+            return value
+        path = _expand_path(value, info)
+        if not path.is_file():
+            raise ValueError(
+                f"template file '{path}' not found (a relative path is read from the config file's folder; "
+                "literal text must start with '#!')"
+            )
+        return str(path)
+
+    def template_text(self) -> str:
+        """The job script header: the template file's text, the literal text, or ``#!/bin/bash``."""
+        if self.template is None:
+            return "#!/bin/bash"
+        if _is_literal_template(self.template):
+            return self.template
+        return Path(self.template).read_text(encoding="utf-8")
+
+
+def _is_literal_template(value: str) -> bool:
+    return "\n" in value or value.startswith("#!")
+
+
+class SLURMArgs(_SlurmArgsBase):
+    """``plugin_args`` of SLURM: one sbatch job per node, submitted by this process as nodes become ready."""
+
+    _nipype_keys: ClassVar[tuple[str, ...]] = ("sbatch_args", "max_jobs", "retry_timeout", "max_tries")
+
+    poll_sleep_duration: float = Field(
+        2.0,
+        gt=0,
+        description="Seconds between checks of the queue (each check runs squeue once per running job).",
+    )
+    max_jobs: int | None = Field(
+        None, ge=1, description="Most jobs in the queue at once (default: no limit). Some sites cap this."
+    )
+    retry_timeout: float = Field(2.0, ge=0, description="Seconds to wait before retrying a failed sbatch.")
+    max_tries: int = Field(2, ge=0, description="Retries of a failed sbatch before the node fails.")
+
+
+class SLURMGraphArgs(_SlurmArgsBase):
+    """``plugin_args`` of SLURMGraph: submit every node at once, chained with --dependency=afterok."""
+
+    _nipype_keys: ClassVar[tuple[str, ...]] = ("sbatch_args", "dont_resubmit_completed_jobs")
+
+    dont_resubmit_completed_jobs: bool = Field(
+        False, description="Do not submit nodes whose cached results are complete (resuming a run)."
+    )
+    wait: bool = Field(
+        True,
+        description="Wait until every submitted job has left the queue and report failures; with false, "
+        "return right after submission.",
+    )
+    poll_sleep_duration: float = Field(
+        5.0, gt=0, description="Seconds between squeue checks while waiting for the jobs."
+    )
+
+
+class ExecConfig(_Model):
+    """Settings shared by every plugin: base of the four per-plugin configs."""
+
+    plugin: str = Field(description="Execution plugin: MultiProc (default), Linear, SLURM or SLURMGraph.")
+    plugin_args: _PluginArgs = Field(description="Options of the plugin (see its section).")
+    omp_nthreads: int = Field(
+        1,
+        ge=1,
+        description="Threads per node (ITK, OpenMP, BLAS) and the default n_procs of threaded nodes.",
+    )
+    work_dir: Annotated[Path | None, Field(strict=False)] = Field(
+        None,
+        description="Folder for intermediate results (relative paths: from this file's folder; ~ and $VARS "
+        "are expanded). SLURM plugins need a folder that every compute node sees.",
+    )
+    resources_to_sbatch: bool = Field(
+        True,
+        description="SLURM plugins: request each node's n_procs and mem_gb with --cpus-per-task and --mem.",
+    )
+    single_node: bool = Field(
+        False,
+        description="SLURM plugins: every job runs on this machine, so a work_dir under /tmp is allowed.",
+    )
+    nipype: NipypeOptions = Field(default_factory=NipypeOptions, description="nipype execution options.")
+
+    _source: str | None = PrivateAttr(None)
+    _positions: Positions | None = PrivateAttr(None)
+
+    @field_validator("work_dir", mode="before")
+    @classmethod
+    def _expand_work_dir(cls, value: Any, info: ValidationInfo) -> Any:
+        return _expand_path(value, info)
+
+    @property
+    def source(self) -> str | None:
+        """The file this config was read from (``None`` when built in Python)."""
+        return self._source
+
+
+class MultiProcConfig(ExecConfig):
+    """Run on this machine with parallel worker processes (the default)."""
+
+    plugin: Literal["MultiProc"] = Field("MultiProc", description="Parallel processes on this machine.")
+    plugin_args: MultiProcArgs = Field(default_factory=MultiProcArgs, description="MultiProc options.")
+
+
+class LinearConfig(ExecConfig):
+    """Run one node after the other in this process (debugging only)."""
+
+    plugin: Literal["Linear"] = Field("Linear", description="Serial, in this process (debugging).")
+    plugin_args: LinearArgs = Field(default_factory=LinearArgs, description="Linear takes no options.")
+
+
+class SLURMConfig(ExecConfig):
+    """Run each node as its own sbatch job, submitted as nodes become ready."""
+
+    plugin: Literal["SLURM"] = Field("SLURM", description="One sbatch job per node, submitted when ready.")
+    plugin_args: SLURMArgs = Field(default_factory=SLURMArgs, description="SLURM options.")
+
+
+class SLURMGraphConfig(ExecConfig):
+    """Submit the whole graph to SLURM at once, as jobs chained by dependencies."""
+
+    plugin: Literal["SLURMGraph"] = Field("SLURMGraph", description="The whole graph submitted at once.")
+    plugin_args: SLURMGraphArgs = Field(default_factory=SLURMGraphArgs, description="SLURMGraph options.")
+
+
+_CONFIG_CLASSES: dict[str, type[ExecConfig]] = {
+    "MultiProc": MultiProcConfig,
+    "Linear": LinearConfig,
+    "SLURM": SLURMConfig,
+    "SLURMGraph": SLURMGraphConfig,
+}
+_ADAPTER: TypeAdapter[ExecConfig] = TypeAdapter(
+    Annotated[MultiProcConfig | LinearConfig | SLURMConfig | SLURMGraphConfig, Field(discriminator="plugin")]
+)
+
+
+def exec_config_schema() -> dict[str, Any]:
+    """JSON Schema of an execution config (the docs are generated from it)."""
+    return _ADAPTER.json_schema()
+
+
+# -- validation -------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _Issue:
+    """A problem at a key path, before it is placed in a file or on the command line."""
+
+    path: KeyPath
+    message: str
+    hint: str = ""
+    at_key: bool = False
+
+
+_TYPE_WORDS = {
+    "int_type": "must be a whole number",
+    "int_parsing": "must be a whole number",
+    "int_from_float": "must be a whole number",
+    "float_type": "must be a number",
+    "float_parsing": "must be a number",
+    "bool_type": "must be true or false",
+    "bool_parsing": "must be true or false",
+    "string_type": "must be text",
+    "path_type": "must be a path",
+    "model_type": "must be a mapping of keys to values",
+    "model_attributes_type": "must be a mapping of keys to values",
+    "dict_type": "must be a mapping of keys to values",
+}
+_YAML11_BOOLS = {"yes", "no", "on", "off", "y", "n", "true", "false", "1", "0"}
+_BOUND_WORDS = {
+    "greater_than": ("gt", "must be greater than"),
+    "greater_than_equal": ("ge", "must be at least"),
+    "less_than": ("lt", "must be less than"),
+    "less_than_equal": ("le", "must be at most"),
+}
+
+
+def _describe(value: Any) -> str:
+    """How a YAML value is named in a message."""
+    if value is None:
+        return "nothing (null)"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list | tuple):
+        return "a list"
+    return repr(value) if isinstance(value, str) else str(value)
+
+
+def _model_at(model: type[BaseModel] | None, path: KeyPath) -> type[BaseModel] | None:
+    """The model class that validates the mapping at ``path`` below ``model``."""
+    for part in path:
+        field = model.model_fields.get(str(part)) if model else None
+        annotation = field.annotation if field else None
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return None
+        model = annotation
+    return model
+
+
+def _plugins_with_option(key: str) -> list[str]:
+    return [
+        name for name, cls in _CONFIG_CLASSES.items() if key in _model_at(cls, ("plugin_args",)).model_fields
+    ]
+
+
+def _issue_from_error(error: dict[str, Any], plugin: str) -> _Issue:
+    """Turn one pydantic error into our own words (the raw pydantic text never reaches the user)."""
+    loc: KeyPath = tuple(error["loc"])
+    if loc and loc[0] in _CONFIG_CLASSES:  # the union's tag
+        loc = loc[1:]
+    kind, value, ctx = error["type"], error.get("input"), error.get("ctx") or {}
+    if kind == "extra_forbidden":
+        key = str(loc[-1])
+        parent = _model_at(_CONFIG_CLASSES[plugin], loc[:-1])
+        hint = did_you_mean(key, parent.model_fields if parent else ())
+        if loc[:-1] == ("plugin_args",):
+            others = [p for p in _plugins_with_option(key) if p != plugin]
+            if others:
+                return _Issue(
+                    loc,
+                    f"unknown key {key!r} for plugin {plugin}",
+                    f"It is an option of {', '.join(others)}.",
+                    True,
+                )
+            return _Issue(loc, f"unknown key {key!r} for plugin {plugin}", hint, True)
+        return _Issue(loc, f"unknown key {key!r}", hint, True)
+    if kind == "missing":
+        return _Issue(loc[:-1], f"missing required key {loc[-1]!r}")
+    if kind == "literal_error":
+        choices = re.findall(r"'([^']*)'", str(ctx.get("expected", "")))
+        hint = did_you_mean(str(value), choices, list_all=False)
+        return _Issue(loc, f"must be one of {', '.join(choices)}; got {_describe(value)}", hint)
+    if kind in _BOUND_WORDS:
+        bound_key, words = _BOUND_WORDS[kind]
+        bound = ctx.get(bound_key)
+        if isinstance(bound, float) and bound.is_integer():
+            bound = int(bound)
+        return _Issue(loc, f"{words} {bound}; got {_describe(value)}")
+    if kind in _TYPE_WORDS:
+        hint = ""
+        if kind.startswith("bool") and str(value).lower() in _YAML11_BOOLS:
+            hint = "YAML 1.2 booleans are only true and false; other words are text."
+        return _Issue(loc, f"{_TYPE_WORDS[kind]}; got {_describe(value)}", hint)
+    if kind == "value_error":
+        return _Issue(loc, str(ctx.get("error", "invalid value")))
+    # Anything else: pydantic's wording, reshaped as ours ("Input should be x" -> "must be x").
+    words = re.sub(r"^Input should be", "must be", str(error.get("msg", "invalid value")))
+    return _Issue(loc, f"{words[:1].lower()}{words[1:]}; got {_describe(value)}")
+
+
+def _unknown_plugin(value: Any) -> _Issue:
+    text = str(value)
+    folded = {name.lower(): name for name in PLUGINS}
+    if text.lower() in folded:
+        hint = f"Did you mean '{folded[text.lower()]}'? Plugin names are case-sensitive."
+    else:
+        hint = did_you_mean(text, PLUGINS)
+    return _Issue(("plugin",), f"unknown plugin {_describe(value)}", hint)
+
+
+def _semantic_issues(config: ExecConfig) -> list[_Issue]:
+    """Checks across fields, once every field is valid."""
+    issues = []
+    if isinstance(config, SLURMConfig | SLURMGraphConfig) and config.work_dir and not config.single_node:
+        root = node_local_root(config.work_dir)
+        if root is not None:
+            issues.append(
+                _Issue(
+                    ("work_dir",),
+                    f"'{config.work_dir}' is under {root}, which is private to each machine: SLURM jobs on "
+                    "other compute nodes would not find the work directory",
+                    "Use a folder on a shared filesystem (e.g. /scratch/$USER/smriflow), or set "
+                    "'single_node: true' if every job runs on this machine.",
+                )
+            )
+    if isinstance(config, MultiProcConfig) and config.omp_nthreads > config.plugin_args.n_procs:
+        issues.append(
+            _Issue(
+                ("omp_nthreads",),
+                f"{config.omp_nthreads} threads per node exceed plugin_args.n_procs "
+                f"({config.plugin_args.n_procs})",
+                "Lower omp_nthreads or raise plugin_args.n_procs (--nprocs).",
+            )
+        )
+    return issues
+
+
+def _validate(data: Any, base_dir: Path | None) -> tuple[ExecConfig | None, list[_Issue], Exception | None]:
+    """Validate plain data; return the config (when valid), every issue found, and pydantic's error."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        return (
+            None,
+            [_Issue((), f"an execution config must be a mapping of keys to values; got {_describe(data)}")],
+            None,
+        )
+    data = dict(data)
+    for section in ("plugin_args", "nipype"):  # an emptied section (`plugin_args:`) means "all defaults"
+        if section in data and data[section] is None:
+            data[section] = {}
+    issues: list[_Issue] = []
+    plugin = data.setdefault("plugin", "MultiProc")
+    if not isinstance(plugin, str) or plugin not in _CONFIG_CLASSES:
+        # Still check the shared keys, as if the plugin had been MultiProc without options.
+        issues.append(_unknown_plugin(plugin))
+        plugin, data = "MultiProc", {**data, "plugin": "MultiProc", "plugin_args": {}}
+    try:
+        config = _ADAPTER.validate_python(data, context={"base_dir": base_dir})
+    except ValidationError as exc:
+        issues.extend(_issue_from_error(error, plugin) for error in exc.errors())
+        return None, issues, exc
+    if issues:
+        return None, issues, None
+    return config, _semantic_issues(config), None
+
+
+# -- loading ----------------------------------------------------------------------------------------------
+def list_exec_configs() -> list[str]:
+    """Names of the packaged execution configs (``configs/<name>.yml``), for ``load_exec_config(name)``."""
+    folder = packaged_dir("configs")
+    return sorted(path.stem for path in folder.glob("*.yml")) if folder.is_dir() else []
+
+
+def _locate(path_or_name: str | Path | None) -> Path:
+    if path_or_name is None:
+        path_or_name = DEFAULT_CONFIG
+    if isinstance(path_or_name, Path) or Path(path_or_name).is_file():
+        return Path(path_or_name)
+    text = str(path_or_name)
+    if "/" in text or os.sep in text or text.endswith((".yml", ".yaml")):
+        return Path(text)  # a path: load_yaml reports when it is missing
+    packaged = packaged_dir("configs") / f"{text}.yml"
+    if not packaged.is_file():
+        message = f"no execution config named {text!r} (and no file of that name here)"
+        raise SpecError([Problem(text, None, None, "", message, did_you_mean(text, list_exec_configs()))])
+    return packaged
+
+
+def load_exec_config(path_or_name: str | Path | None = None) -> ExecConfig:
+    """Read and validate an execution config.
+
+    Parameters
+    ----------
+    path_or_name : str, Path or None
+        ``None`` for the packaged default (``local``: MultiProc); a bare name such as ``"slurm"`` for a
+        packaged config (``configs/slurm.yml``, see :func:`list_exec_configs`); otherwise a file path.
+
+    Returns
+    -------
+    ExecConfig
+        A :class:`MultiProcConfig`, :class:`LinearConfig`, :class:`SLURMConfig` or
+        :class:`SLURMGraphConfig`, with every default filled in (``model_dump()`` gives the resolved
+        settings, for provenance).
+
+    Raises
+    ------
+    SpecError
+        Listing every mistake as ``file:line:col: key.path: problem. Hint.``; pydantic's own error, if
+        any, is kept as ``__cause__``.
+    """
+    path = _locate(path_or_name)
+    data, positions = load_yaml(path)
+    config, issues, cause = _validate(data, Path(os.path.abspath(path)).parent)
+    if issues:
+        raise SpecError(
+            [positions.problem(i.path, i.message, i.hint, at_key=i.at_key) for i in issues]
+        ) from cause
+    config._source, config._positions = positions.file, positions
+    return config
+
+
+def override(
+    config: ExecConfig,
+    *,
+    n_procs: int | None = None,
+    memory_gb: float | None = None,
+    work_dir: str | Path | None = None,
+    omp_nthreads: int | None = None,
+) -> ExecConfig:
+    """Return a copy of ``config`` with command-line values in place of the file's (``None``: keep).
+
+    Parameters
+    ----------
+    config : ExecConfig
+        A loaded config.
+    n_procs, memory_gb : int, float, optional
+        ``--nprocs`` and ``--mem-gb``: MultiProc's ``plugin_args.n_procs`` and ``plugin_args.memory_gb``.
+    work_dir : str or Path, optional
+        ``--work-dir``; a relative path is taken from the current directory.
+    omp_nthreads : int, optional
+        ``--omp-nthreads``: threads per node.
+
+    Raises
+    ------
+    SpecError
+        When a value is invalid, or does not apply to the config's plugin; problems with values given on
+        the command line are reported as ``command line: --flag: problem.``
+    """
+    data = config.model_dump()
+    flags: dict[KeyPath, str] = {}
+    issues: list[_Issue] = []
+    for flag, path, value in (
+        ("--nprocs", ("plugin_args", "n_procs"), n_procs),
+        ("--mem-gb", ("plugin_args", "memory_gb"), memory_gb),
+        ("--work-dir", ("work_dir",), work_dir),
+        ("--omp-nthreads", ("omp_nthreads",), omp_nthreads),
+    ):
+        if value is None:
+            continue
+        flags[path] = flag
+        if path[0] == "plugin_args" and not isinstance(config, MultiProcConfig):
+            issues.append(
+                _Issue(path, f"applies to the MultiProc plugin only; this config uses {config.plugin}")
+            )
+            continue
+        if path == ("work_dir",):
+            value = Path(os.path.abspath(os.path.expanduser(str(value))))
+        target = data
+        for key in path[:-1]:
+            target = target[key]
+        target[path[-1]] = value
+    if not issues:
+        new, issues, cause = _validate(data, Path.cwd())
+    else:
+        new, cause = None, None
+    if issues:
+        raise SpecError([_place(config, issue, flags) for issue in issues]) from cause
+    new._source, new._positions = config._source, config._positions
+    return new
+
+
+def _place(config: ExecConfig, issue: _Issue, flags: dict[KeyPath, str]) -> Problem:
+    """Locate an issue on the command line when it is about an overridden value, else in the file."""
+    for path, flag in flags.items():
+        if issue.path[: len(path)] == path:
+            return Problem(_CLI, None, None, flag, issue.message, issue.hint)
+    if config._positions is not None:
+        return config._positions.problem(issue.path, issue.message, issue.hint, at_key=issue.at_key)
+    where = config._source or "<execution config>"
+    return Problem(where, None, None, format_key_path(issue.path), issue.message, issue.hint)

@@ -1,0 +1,507 @@
+"""Run a nipype workflow with an execution config: the only place in smriflow that calls ``Workflow.run``.
+
+:func:`run_workflow` applies, for one run and without touching nipype's global config:
+
+- the nipype execution options (``wf.config["execution"]``: poll interval, crash folder and format, ...);
+- the thread policy: ``ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS``, ``OMP_NUM_THREADS``, ... are set while the
+  plugin starts its workers, so forked MultiProc workers and SLURM jobs inherit them (ITK reads its variable
+  once per process); SLURM job scripts also ``export`` them, in case the site does not pass the environment;
+- node resources to SLURM: each node's ``n_procs``/``mem_gb`` become ``--cpus-per-task``/``--mem`` through
+  ``node.plugin_args`` (nipype's SLURM plugins ignore them otherwise);
+
+and reports what happened as a :class:`RunReport` (nodes done, failed nodes with their crash files) instead
+of nipype's bare ``RuntimeError``. With SLURMGraph, whose nipype plugin returns right after submission, it
+waits for the jobs to leave the queue (:func:`wait_for_jobs`) and then reads the results and crash files.
+"""
+
+from __future__ import annotations
+
+import getpass
+import logging
+import math
+import os
+import re
+import subprocess
+import time
+from collections.abc import Callable, Iterable
+from copy import deepcopy
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from smriflow.config.execution import (
+    ExecConfig,
+    MultiProcArgs,
+    MultiProcConfig,
+    SLURMConfig,
+    SLURMGraphConfig,
+    node_local_root,
+)
+from smriflow.utils.threads import THREAD_VARIABLES, thread_env
+
+if TYPE_CHECKING:
+    from nipype.pipeline.engine import Node, Workflow
+
+__all__ = [
+    "FailedNode",
+    "RunReport",
+    "job_template",
+    "node_sbatch_args",
+    "read_crash_file",
+    "run_workflow",
+    "wait_for_jobs",
+]
+
+logger = logging.getLogger("smriflow.engine")
+
+StatusCallback = Callable[["Node", str], None]
+
+
+@dataclass(frozen=True)
+class FailedNode:
+    """A node that raised an error."""
+
+    name: str
+    """Full hierarchical name, e.g. ``anat_preproc_wf.tissue_seg_wf.atropos``."""
+    crash_file: Path | None
+    """nipype's crash file (traceback and inputs), when one was written."""
+    output_dir: Path | None = None
+    """The node's working directory."""
+
+    def __str__(self) -> str:
+        crash = f"crash file: {self.crash_file}" if self.crash_file else "no crash file"
+        return f"{self.name} ({crash})"
+
+
+@dataclass
+class RunReport:
+    """What a run did.
+
+    ``nodes_done`` counts nodes that finished (cached ones included; a MapNode counts once per element and
+    once for collecting them). ``not_run`` lists nodes that never ran because a node they need failed: it is
+    known for Linear and SLURMGraph only, as MultiProc and SLURM do not report the nodes they skip.
+    """
+
+    workflow: str
+    plugin: str
+    work_dir: Path
+    crashdump_dir: Path
+    omp_nthreads: int
+    nodes_done: int = 0
+    failed: list[FailedNode] = field(default_factory=list)
+    not_run: list[str] = field(default_factory=list)
+    wall_time: float = 0.0
+    waited: bool = True
+    """``False`` when SLURMGraph returned right after submission (``wait: false``): nothing is known yet."""
+    error: BaseException | None = None
+    """nipype's exception after node failures (for ``--debug``); the failures themselves are in ``failed``."""
+
+    @property
+    def ok(self) -> bool:
+        """Whether every node ran and none failed (``False`` while SLURMGraph jobs are not waited for)."""
+        return self.waited and not self.failed and not self.not_run
+
+    def summary(self) -> str:
+        """A few lines for the terminal and the log."""
+        if not self.waited:
+            head = f"{self.workflow}: submitted to SLURM (not waited for)"
+        else:
+            head = f"{self.workflow}: {self.nodes_done} node(s) done, {len(self.failed)} failed"
+            if self.not_run:
+                head += f", {len(self.not_run)} not run"
+        lines = [f"{head} [{self.plugin}, {self.wall_time:.1f} s, work dir {self.work_dir}]"]
+        lines += [f"  failed: {node}" for node in self.failed]
+        lines += [f"  not run: {name}" for name in self.not_run]
+        return "\n".join(lines)
+
+
+# -- the run ----------------------------------------------------------------------------------------------
+def run_workflow(
+    wf: Workflow,
+    config: ExecConfig,
+    *,
+    omp_nthreads: int | None = None,
+    status_callback: StatusCallback | None = None,
+    crashdump_dir: str | Path | None = None,
+) -> RunReport:
+    """Run ``wf`` with the plugin and settings of ``config``.
+
+    Parameters
+    ----------
+    wf : nipype Workflow
+        The workflow; its config, ``base_dir`` and nodes' ``plugin_args`` are restored after the run.
+    config : ExecConfig
+        From :func:`smriflow.config.execution.load_exec_config` (and ``override``).
+    omp_nthreads : int, optional
+        Threads per node for the thread policy (default: ``config.omp_nthreads``). Give the same value the
+        workflow was built with.
+    status_callback : callable, optional
+        Called as ``status_callback(node, status)``, status ``"start"``, ``"end"`` or ``"exception"``
+        (MultiProc, Linear and SLURM; SLURMGraph has no live status). Errors in it are logged, not raised.
+    crashdump_dir : str or Path, optional
+        Folder for crash files (default: ``config.nipype.crashdump_dir``, else ``<work_dir>/crash``).
+
+    Returns
+    -------
+    RunReport
+        Node failures are reported there, not raised.
+
+    Raises
+    ------
+    ValueError
+        When the settings cannot work: ``omp_nthreads`` < 1 or above MultiProc's ``n_procs``, a node needing
+        more than MultiProc may use, or a SLURM work directory under ``/tmp`` without ``single_node``.
+    """
+    threads = config.omp_nthreads if omp_nthreads is None else int(omp_nthreads)
+    if threads < 1:
+        raise ValueError(f"'omp_nthreads' must be at least 1. {omp_nthreads!r} was provided.")
+    work_dir = Path(os.path.abspath(config.work_dir or wf.base_dir or Path.cwd() / "work"))
+    _check_settings(wf, config, threads, work_dir)
+    crash_dir = Path(os.path.abspath(crashdump_dir or config.nipype.crashdump_dir or work_dir / "crash"))
+    crash_dir.mkdir(parents=True, exist_ok=True)
+    before = set(crash_dir.iterdir())
+    # nipype's SLURM plugin names jobs after $LOGNAME and raises KeyError when it is unset (CI, containers).
+    os.environ.setdefault("LOGNAME", _login_name())
+
+    report = RunReport(wf.name, config.plugin, work_dir, crash_dir, threads)
+    tracker = _StatusTracker(status_callback, linear=config.plugin == "Linear")
+    saved_config, saved_base_dir = deepcopy(wf.config), wf.base_dir
+    saved_plugin_args: list[tuple[Node, dict]] = []
+    execgraph = None
+    start = time.monotonic()
+    try:
+        wf.base_dir = str(work_dir)
+        wf.config.setdefault("execution", {}).update(_execution_options(config, crash_dir))
+        if isinstance(config, SLURMConfig | SLURMGraphConfig) and config.resources_to_sbatch:
+            saved_plugin_args = _apply_sbatch_resources(wf, min_mem_gb=config.plugin_args.min_mem_gb)
+        with thread_env(threads):  # workers and jobs are started in here, and inherit the variables
+            runner = _make_plugin(config, threads, tracker)
+            try:
+                execgraph = wf.run(plugin=runner)
+            except Exception as exc:
+                if not tracker.failed:
+                    raise  # not a node failure: a bug or a broken setup, which must not pass as a report
+                report.error = exc
+            finally:
+                pool = getattr(runner, "pool", None)  # MultiProc, also after stop_on_first_crash
+                if pool is not None:
+                    pool.shutdown(wait=True, cancel_futures=True)
+        if isinstance(config, SLURMGraphConfig):
+            if config.plugin_args.wait:
+                names = _submitted_job_names(work_dir / wf.name / "batch" / "submit_jobs.sh")
+                cancelled = wait_for_jobs(names, poll_seconds=config.plugin_args.poll_sleep_duration)
+                if cancelled:
+                    logger.warning("Cancelled jobs whose dependencies failed: %s", ", ".join(cancelled))
+            else:
+                report.waited = False
+    finally:
+        wf.config, wf.base_dir = saved_config, saved_base_dir
+        for node, plugin_args in saved_plugin_args:
+            node.plugin_args = plugin_args
+    crashes = {}
+    for path in sorted(set(crash_dir.iterdir()) - before):
+        name, output_dir = read_crash_file(path)
+        crashes[output_dir or path] = FailedNode(name, path, output_dir)
+    if isinstance(config, SLURMGraphConfig):
+        if report.waited and execgraph is not None:
+            _classify_graph_nodes(execgraph, crashes, report)
+    else:
+        report.nodes_done = len(tracker.done.keys() - tracker.failed.keys())
+        report.not_run = sorted(tracker.skipped.values())
+        for output_dir, name in tracker.failed.items():
+            report.failed.append(crashes.pop(output_dir, None) or FailedNode(name, None, output_dir))
+        report.failed += crashes.values()  # crash files not matched to a reported failure
+    report.wall_time = time.monotonic() - start
+    logger.info("%s", report.summary())
+    return report
+
+
+def _check_settings(wf: Workflow, config: ExecConfig, threads: int, work_dir: Path) -> None:
+    if isinstance(config, SLURMConfig | SLURMGraphConfig) and not config.single_node:
+        root = node_local_root(work_dir)
+        if root is not None:
+            raise ValueError(
+                f"The work directory '{work_dir}' is under {root}, which is private to each machine: SLURM "
+                "jobs on other compute nodes would not find it. Set work_dir (--work-dir) to a shared "
+                "filesystem, or set 'single_node: true' if every job runs on this machine."
+            )
+    if isinstance(config, MultiProcConfig):
+        args = config.plugin_args
+        if threads > args.n_procs:
+            raise ValueError(
+                f"'omp_nthreads' ({threads}) must not exceed MultiProc's n_procs ({args.n_procs}). "
+                "Lower omp_nthreads or raise n_procs (--nprocs)."
+            )
+        if args.raise_insufficient:
+            _check_node_resources(wf, args)
+
+
+def _check_node_resources(wf: Workflow, args: MultiProcArgs) -> None:
+    """Name the nodes MultiProc would refuse (nipype says only 'Insufficient resources available for job')."""
+    too_big = [
+        f"{node.fullname} (n_procs={node.n_procs}, mem_gb={node.mem_gb:g})"
+        for node in sorted(wf._get_all_nodes(), key=lambda node: node.fullname)
+        if node.n_procs > args.n_procs or node.mem_gb > args.memory_gb
+    ]
+    if too_big:
+        raise ValueError(
+            f"These nodes need more than MultiProc may use (n_procs={args.n_procs}, "
+            f"memory_gb={args.memory_gb:g}): {', '.join(too_big)}. Raise n_procs/memory_gb (--nprocs, "
+            "--mem-gb), or set 'raise_insufficient: false' to run them with what there is."
+        )
+
+
+def _login_name() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return f"uid{os.getuid()}"
+
+
+def _execution_options(config: ExecConfig, crash_dir: Path) -> dict[str, str]:
+    options = config.nipype.execution_options()
+    options["crashdump_dir"] = str(crash_dir)
+    poll = getattr(config.plugin_args, "poll_sleep_duration", None)
+    if poll is not None and not isinstance(config, SLURMGraphConfig):  # SLURMGraph's is our own wait
+        options["poll_sleep_duration"] = str(poll)
+    return options
+
+
+def _make_plugin(config: ExecConfig, threads: int, tracker: _StatusTracker) -> Any:
+    from nipype.pipeline.plugins import LinearPlugin, MultiProcPlugin, SLURMGraphPlugin, SLURMPlugin
+
+    plugin_args = config.plugin_args.nipype_args()
+    if not isinstance(config, SLURMGraphConfig):  # graph plugins only log a warning for a callback
+        plugin_args["status_callback"] = tracker
+    if isinstance(config, SLURMConfig | SLURMGraphConfig):
+        plugin_args["template"] = job_template(config.plugin_args.template_text(), threads)
+    plugin_class = {
+        "MultiProc": MultiProcPlugin,
+        "Linear": LinearPlugin,
+        "SLURM": SLURMPlugin,
+        "SLURMGraph": SLURMGraphPlugin,
+    }[config.plugin]
+    return plugin_class(plugin_args=plugin_args)
+
+
+class _StatusTracker:
+    """nipype's status_callback: records finished and failed nodes, then calls the user's callback.
+
+    nipype's Linear plugin also sends "end" for the nodes it skips after a failure (its ``continue`` runs
+    the ``finally``), never preceded by "start": with ``linear=True`` those are recorded as not run, and not
+    passed on. (MultiProc sends "end" alone for cached nodes and nodes run without submitting.)
+    """
+
+    def __init__(self, callback: StatusCallback | None, *, linear: bool = False):
+        self.callback = callback
+        self.linear = linear
+        self.started: set[Path | str] = set()
+        self.done: dict[Path | str, str] = {}
+        self.failed: dict[Path | str, str] = {}
+        self.skipped: dict[Path | str, str] = {}
+
+    def __call__(self, node: Node, status: str) -> None:
+        try:
+            key: Path | str = Path(node.output_dir())
+        except Exception:  # the key only has to be unique; output_dir() needs base_dir
+            key = node.fullname
+        if status == "start":
+            self.started.add(key)
+        elif status == "end" and self.linear and key not in self.started:
+            self.skipped[key] = node.fullname
+            return
+        elif status == "end":
+            self.done[key] = node.fullname
+        elif status == "exception":
+            self.failed[key] = node.fullname
+        if self.callback is not None:
+            try:
+                self.callback(node, status)
+            except Exception:
+                logger.exception("status_callback failed for node %s (%s)", node.fullname, status)
+
+    def __getstate__(self) -> dict[str, Any]:
+        # nipype copies plugin_args into MapNodes, which are pickled for workers and jobs: send an inert copy.
+        return {
+            "callback": None,
+            "linear": self.linear,
+            "started": set(),
+            "done": {},
+            "failed": {},
+            "skipped": {},
+        }
+
+
+# -- SLURM ------------------------------------------------------------------------------------------------
+def node_sbatch_args(n_procs: int, mem_gb: float, *, min_mem_gb: float = 1.0) -> str:
+    """The sbatch options that request one node's resources, e.g. ``--cpus-per-task=2 --mem=3G``.
+
+    Memory is rounded up to whole MB (written in GB when whole) and raised to ``min_mem_gb``.
+    """
+    megabytes = math.ceil(max(mem_gb, min_mem_gb) * 1024)
+    memory = f"{megabytes // 1024}G" if megabytes % 1024 == 0 else f"{megabytes}M"
+    return f"--cpus-per-task={int(n_procs)} --mem={memory}"
+
+
+_CPU_OPTION = re.compile(r"(?:^|\s)(?:--cpus-per-task\b|-c\s*\d)")
+_MEM_OPTION = re.compile(r"(?:^|\s)--mem(?:-per-cpu|-per-gpu)?\b")
+
+
+def _apply_sbatch_resources(wf: Workflow, *, min_mem_gb: float) -> list[tuple[Node, dict]]:
+    """Add each node's resources to its ``plugin_args``; return the previous values, to restore them.
+
+    nipype appends a node's ``sbatch_args`` to the plugin's unless ``overwrite`` is true (SLURM with a
+    space, SLURMGraph without one, hence the leading space). Options already in the node's own
+    ``sbatch_args`` are kept; later options win in sbatch, so these override the plugin-wide ones.
+    """
+    saved = []
+    for node in wf._get_all_nodes():
+        previous = node.plugin_args if isinstance(node.plugin_args, dict) else {}
+        own = str(previous.get("sbatch_args", "")).strip()
+        cpus, memory = node_sbatch_args(node.n_procs, node.mem_gb, min_mem_gb=min_mem_gb).split()
+        wanted = [
+            opt for opt, pattern in ((cpus, _CPU_OPTION), (memory, _MEM_OPTION)) if not pattern.search(own)
+        ]
+        saved.append((node, previous))
+        node.plugin_args = {
+            **previous,
+            "sbatch_args": " " + " ".join([own, *wanted]).strip(),
+            "overwrite": bool(previous.get("overwrite", False)),
+        }
+    return saved
+
+
+def job_template(header: str, threads: int) -> str:
+    """Insert ``export`` lines of the thread policy after the header's shebang and ``#SBATCH`` lines."""
+    lines = header.rstrip("\n").splitlines() or ["#!/bin/bash"]
+    at = 0
+    while at < len(lines) and (not lines[at].strip() or lines[at].lstrip().startswith("#")):
+        at += 1
+    exports = [f"export {var}={threads}" for var in THREAD_VARIABLES]
+    return "\n".join([*lines[:at], "# smriflow thread policy (omp_nthreads)", *exports, *lines[at:]]) + "\n"
+
+
+def _submitted_job_names(script: Path) -> list[str]:
+    """Job names in the ``submit_jobs.sh`` that nipype's SLURMGraph wrote and ran."""
+    if not script.is_file():
+        return []
+    return re.findall(r"^(\w+)=\$\(sbatch\b", script.read_text(encoding="utf-8"), flags=re.MULTILINE)
+
+
+def _squeue() -> list[tuple[str, str, str, str]]:
+    """This user's jobs in the queue as (job id, name, state, reason)."""
+    result = subprocess.run(
+        ["squeue", "-h", "-u", os.environ.get("LOGNAME") or _login_name(), "-o", "%i|%j|%T|%r"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    return [tuple(line.split("|", 3)) for line in result.stdout.splitlines() if line.count("|") >= 3]
+
+
+def _scancel(job_ids: Iterable[str]) -> None:
+    subprocess.run(["scancel", *job_ids], capture_output=True, text=True, timeout=120, check=False)
+
+
+def wait_for_jobs(
+    job_names: Iterable[str], *, poll_seconds: float = 5.0, timeout: float | None = None, max_errors: int = 10
+) -> list[str]:
+    """Wait until none of the named jobs of this user is in the SLURM queue.
+
+    Jobs waiting on a job that failed (reason ``DependencyNeverSatisfied``) can never run: they are
+    cancelled (clusters without ``DependencyParameters=kill_invalid_depend`` keep them forever).
+
+    Parameters
+    ----------
+    job_names : iterable of str
+        sbatch job names (``-J``) to wait for.
+    poll_seconds : float
+        Seconds between ``squeue`` calls.
+    timeout : float, optional
+        Give up after this many seconds (default: wait as long as it takes).
+    max_errors : int
+        Consecutive failed ``squeue`` calls tolerated (busy controllers time out now and then).
+
+    Returns
+    -------
+    list of str
+        Names of the jobs cancelled because they could never run.
+
+    Raises
+    ------
+    RuntimeError
+        When ``squeue`` keeps failing.
+    TimeoutError
+        When ``timeout`` passes first.
+    """
+    names = set(job_names)
+    cancelled: list[str] = []
+    errors = 0
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while names:
+        try:
+            queue = _squeue()
+        except (OSError, subprocess.SubprocessError) as exc:
+            errors += 1
+            if errors >= max_errors:
+                raise RuntimeError(f"squeue failed {errors} times in a row; last error: {exc}") from exc
+            logger.warning("squeue failed (%s); trying again", exc)
+        else:
+            errors = 0
+            ours = [job for job in queue if job[1] in names]
+            if not ours:
+                break
+            stuck = [job for job in ours if job[3] == "DependencyNeverSatisfied"]
+            if stuck:
+                _scancel(job[0] for job in stuck)
+                cancelled += [job[1] for job in stuck]
+                names -= {job[1] for job in stuck}
+                if len(stuck) == len(ours):
+                    break
+        if deadline is not None and time.monotonic() > deadline:
+            raise TimeoutError(f"SLURM jobs still queued after {timeout} s: {', '.join(sorted(names))}")
+        time.sleep(poll_seconds)
+    return sorted(cancelled)
+
+
+def _classify_graph_nodes(execgraph: Any, crashes: dict[Path, FailedNode], report: RunReport) -> None:
+    """After SLURMGraph jobs left the queue: failed (crash file), done (up-to-date cache) or not run."""
+    for node in execgraph.nodes():
+        output_dir = Path(node.output_dir())
+        if output_dir in crashes:
+            report.failed.append(crashes.pop(output_dir))
+            continue
+        try:
+            cached, updated = node.is_cached()
+        except Exception:  # inputs from a failed node cannot be read: this node did not run
+            cached = updated = False
+        if cached and updated:
+            report.nodes_done += 1
+        elif node.fullname not in report.not_run:
+            report.not_run.append(node.fullname)
+    report.failed += crashes.values()
+
+
+# -- crash files ------------------------------------------------------------------------------------------
+def read_crash_file(path: str | Path) -> tuple[str, Path | None]:
+    """The node name and working directory recorded in a nipype crash file (``.txt`` or ``.pklz``).
+
+    nipype's ``crash2txt`` starts text files with ``Node: <fullname>`` and ``Working directory: <dir>``;
+    ``.pklz`` files hold the node itself. Unreadable files give the file name and ``None``.
+    """
+    path = Path(path)
+    try:
+        if path.suffix == ".pklz":
+            from nipype.utils.filemanip import loadpkl
+
+            node = loadpkl(path)["node"]
+            return node.fullname, Path(node.output_dir())
+        with path.open(encoding="utf-8", errors="replace") as stream:
+            head = [stream.readline() for _ in range(2)]
+    except Exception:  # a truncated or foreign file: still list it
+        return path.name, None
+    name = head[0].removeprefix("Node:").strip() if head[0].startswith("Node:") else path.name
+    prefix = "Working directory:"
+    output_dir = Path(head[1][len(prefix) :].strip()) if head[1].startswith(prefix) else None
+    return name, output_dir

@@ -239,8 +239,8 @@ class LinearArgs(_PluginArgs):
 class _SlurmArgsBase(_PluginArgs):
     sbatch_args: str = Field(
         "",
-        description="Options for every sbatch call, e.g. '--partition=short --time=04:00:00'. Options that "
-        "contain '-o' or '-e' (--output, --export, ...) stop nipype adding its own log-file options.",
+        description="Options for every sbatch call, e.g. '--partition=short --time=04:00:00'. With the "
+        "SLURM plugin, any option containing '-o' (--output, --open-mode, ...) replaces nipype's log file.",
     )
     template: str | None = Field(
         None,

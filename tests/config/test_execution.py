@@ -119,6 +119,13 @@ def test_schema_documents_every_field():
             assert spec.get("description"), f"{name}.{field} has no description"
 
 
+def test_user_guide_covers_every_key():
+    guide = (Path(__file__).parents[2] / "docs" / "execution.md").read_text(encoding="utf-8")
+    for name, model in exec_config_schema()["$defs"].items():
+        for key in model.get("properties", {}):
+            assert f"`{key}`" in guide, f"docs/execution.md does not describe {name}.{key}"
+
+
 # -- bad configs --------------------------------------------------------------------------------------------
 def test_unknown_plugin_arg_gives_position_and_suggestion(tmp_path):
     path = write(tmp_path, "plugin: MultiProc\nplugin_args:\n  n_proc: 4\n")

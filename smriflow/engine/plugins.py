@@ -201,15 +201,18 @@ def run_workflow(
     crashes = {}
     for path in sorted(set(crash_dir.iterdir()) - before):
         name, output_dir = read_crash_file(path)
-        crashes[output_dir or path] = FailedNode(name, path, output_dir)
+        # Another run may share the crash folder: keep only crash files of nodes in this workflow's folder.
+        if output_dir is None or output_dir.is_relative_to(work_dir / wf.name):
+            crashes[output_dir or path] = FailedNode(name, path, output_dir)
     if isinstance(config, SLURMGraphConfig):
         if report.waited and execgraph is not None:
             _classify_graph_nodes(execgraph, crashes, report)
     else:
         report.nodes_done = len(tracker.done.keys() - tracker.failed.keys())
         report.not_run = sorted(tracker.skipped.values())
-        for output_dir, name in tracker.failed.items():
-            report.failed.append(crashes.pop(output_dir, None) or FailedNode(name, None, output_dir))
+        for key, name in tracker.failed.items():
+            output_dir = key if isinstance(key, Path) else None
+            report.failed.append(crashes.pop(key, None) or FailedNode(name, None, output_dir))
         report.failed += crashes.values()  # crash files not matched to a reported failure
     report.wall_time = time.monotonic() - start
     logger.info("%s", report.summary())

@@ -157,6 +157,21 @@ def test_failed_node_is_reported_with_its_crash_file(tmp_path, name):
     assert "failed: wf.bad (crash file: " in report.summary()
 
 
+def test_crash_files_of_other_runs_are_not_reported(tmp_path):
+    (tmp_path / "crash").mkdir()
+    foreign = tmp_path / "crash" / "crash-other.txt"
+
+    def other_run_crashes(node, status):  # another workflow sharing the crash folder, during this run
+        if status == "start" and not foreign.exists():
+            foreign.write_text(f"Node: other_wf.x\nWorking directory: {tmp_path / 'other_wf' / 'x'}\n")
+
+    report = run_workflow(
+        chain_workflow(fail=True), local_config("local", tmp_path), status_callback=other_run_crashes
+    )
+    assert foreign.exists()
+    assert [node.name for node in report.failed] == ["wf.bad"]
+
+
 def test_stop_on_first_crash_still_reports(tmp_path):
     config = with_values(local_config("local", tmp_path, n_procs=1), "nipype", stop_on_first_crash=True)
     wf = chain_workflow(fail=True)

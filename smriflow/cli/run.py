@@ -1,0 +1,114 @@
+"""``smriflow run``: a workflow on a BIDS dataset, with live progress and a summary per subject."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+__all__ = ["add_parser", "run_command"]
+
+
+def add_parser(subparsers: Any, common: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Add the ``run`` command."""
+    parser = subparsers.add_parser(
+        "run",
+        parents=[common],
+        help="run a workflow on a BIDS dataset and write BIDS derivatives",
+        description=(
+            "Run WORKFLOW on every subject of a BIDS dataset (or those given with --participant-label). "
+            "Each subject is its own sub-workflow: a failing subject does not stop the others and "
+            "leaves no derivatives. Exit code 0 when every subject succeeded, 1 when any failed, 2 "
+            "for a usage or configuration error."
+        ),
+    )
+    parser.add_argument(
+        "workflow", metavar="WORKFLOW", help="packaged workflow name (smriflow list) or YAML file"
+    )
+    parser.add_argument("--bids-dir", required=True, type=Path, metavar="DIR", help="the BIDS dataset")
+    parser.add_argument(
+        "--output-dir", required=True, type=Path, metavar="DIR", help="derivatives folder (created if needed)"
+    )
+    parser.add_argument(
+        "--participant-label",
+        nargs="+",
+        action="extend",
+        metavar="LABEL",
+        help="subjects to run, with or without 'sub-' (default: all)",
+    )
+    parser.add_argument(
+        "--work-dir",
+        type=Path,
+        metavar="DIR",
+        help="intermediate results, reused by a rerun (default: the config's work_dir, else OUTPUT/../work)",
+    )
+    parser.add_argument(
+        "--exec-config",
+        metavar="FILE|NAME",
+        help="execution config: a packaged name (local, linear, slurm, slurm-node) or a YAML file "
+        "(default: local)",
+    )
+    parser.add_argument(
+        "--set",
+        action="append",
+        metavar="ARG=VALUE",
+        help="set a workflow argument; VALUE is read as YAML (repeatable)",
+    )
+    parser.add_argument("--nprocs", type=int, metavar="N", help="MultiProc: CPUs used at once")
+    parser.add_argument("--mem-gb", type=float, metavar="GB", help="MultiProc: memory used at once")
+    parser.add_argument("--omp-nthreads", type=int, metavar="N", help="threads per node")
+    parser.add_argument(
+        "--seed", type=int, metavar="N", help="random seed of every node (same as --set seed=N)"
+    )
+    parser.set_defaults(handler=run_command)
+    return parser
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """Handle ``smriflow run``; return the exit code."""
+    from rich.console import Console
+
+    from smriflow.cli.main import CLIError, parse_set_values
+    from smriflow.cli.progress import Progress, print_summary
+    from smriflow.config.execution import load_exec_config, override
+    from smriflow.engine.run import execute_run, prepare_run
+
+    values = parse_set_values(args.set)
+    if args.seed is not None:
+        if "seed" in values and values["seed"] != args.seed:
+            raise CLIError(f"--seed {args.seed} and --set seed={values['seed']} disagree; give one of them")
+        values["seed"] = args.seed
+    if args.omp_nthreads is not None and values.get("omp_nthreads", args.omp_nthreads) != args.omp_nthreads:
+        raise CLIError(
+            f"--omp-nthreads {args.omp_nthreads} and --set omp_nthreads={values['omp_nthreads']} disagree; "
+            "give one of them"
+        )
+    config = override(
+        load_exec_config(args.exec_config),
+        n_procs=args.nprocs,
+        memory_gb=args.mem_gb,
+        omp_nthreads=args.omp_nthreads,
+    )
+    prepared = prepare_run(
+        args.workflow,
+        args.bids_dir,
+        args.output_dir,
+        participant_labels=args.participant_label,
+        work_dir=args.work_dir,
+        exec_config=config,
+        args=values,
+        arg_source="--set",
+    )
+    console = Console(file=sys.stdout, highlight=False, soft_wrap=not sys.stdout.isatty())
+    runnable = sum(subject.problem is None for subject in prepared.subjects)
+    console.print(
+        f"smriflow run: {prepared.loaded.spec.name} on {len(prepared.subjects)} subject(s) "
+        f"[{prepared.config.plugin}], {prepared.total_nodes} nodes; work dir {prepared.work_dir}"
+    )
+    if runnable < len(prepared.subjects):
+        console.print(f"{len(prepared.subjects) - runnable} subject(s) cannot run (see the summary)")
+    with Progress(console, prepared.nodes) as progress:
+        summary = execute_run(prepared, status_callback=progress.update, debug=args.debug)
+    print_summary(console, summary, debug=args.debug)
+    return summary.exit_code

@@ -1,0 +1,300 @@
+"""What ``smriflow run`` adds around a workflow to write BIDS derivatives, and the provenance it records.
+
+Per subject (see :mod:`smriflow.engine.run`)::
+
+    sub_<label>_wf
+    ├── <workflow name>            the YAML workflow, inputs filled from pybids
+    │                              (``<stem>_ses_<label>_wf`` per session when there are sessions)
+    ├── derivatives_barrier        runs when *every* output of the subject exists
+    └── ds_<output>                one DerivativesDataSink per output with ``bids:``
+
+The workflow itself never writes anything (STYLE.md §4); the naming rules and sidecar fields are
+described in ``docs/derivatives.md``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from smriflow._version import __version__
+from smriflow.config.errors import Problem
+from smriflow.config.execution import ExecConfig
+from smriflow.engine.builder import build_workflow
+from smriflow.engine.validate import LoadedSpec, default_args, substitute
+
+__all__ = [
+    "RunSetupError",
+    "build_subject_workflow",
+    "check_output_dir",
+    "check_output_entities",
+    "check_runnable",
+    "producer",
+    "provenance_args",
+    "write_dataset_description",
+    "write_json",
+]
+
+#: Execution settings, not what the results depend on: left out of the per-file provenance.
+NOT_PROVENANCE = ("omp_nthreads",)
+BIDS_VERSION = "1.10.0"
+
+
+class RunSetupError(ValueError):
+    """The run cannot start (dataset, subjects or output folder); the message is one line for the user."""
+
+
+# -- checks on the workflow file ----------------------------------------------------------------------------
+def check_output_entities(loaded: LoadedSpec, args: Mapping[str, Any] | None = None) -> list[Problem]:
+    """Check the ``bids:`` entities of every output (``smriflow validate`` and every run do).
+
+    ``$arg`` values are replaced by ``args`` (default: the arguments' defaults) before the check.
+    """
+    from smriflow.interfaces.bids import check_entities
+
+    values = default_args(loaded) if args is None else dict(args)
+    problems = []
+    for name, out in loaded.spec.outputs.items():
+        if out.bids is None:
+            continue
+        for key, message, hint in check_entities(substitute(out.bids, values)):
+            path = ("outputs", name, "bids", key) if key else ("outputs", name, "bids")
+            problems.append(loaded.positions.problem(path, message, hint, at_key=bool(key)))
+    return problems
+
+
+def check_runnable(loaded: LoadedSpec, args: Mapping[str, Any]) -> list[Problem]:
+    """What a workflow needs to run on a BIDS dataset: a query per required input, an output to write."""
+    spec, pos = loaded.spec, loaded.positions
+    problems = check_output_entities(loaded, args)
+    for name, item in spec.inputs.items():
+        if item.bids is None and item.required:
+            problems.append(
+                pos.problem(
+                    ("inputs", name),
+                    f"required input '{name}' has no 'bids' query, so `smriflow run` cannot fill it",
+                    "Add e.g. bids: {datatype: anat, suffix: T1w}.",
+                    at_key=True,
+                )
+            )
+    if not any(out.bids for out in spec.outputs.values()):
+        problems.append(
+            pos.problem(
+                ("outputs",),
+                f"no output of '{spec.name}' has 'bids' entities, so `smriflow run` would write nothing",
+                "Add e.g. bids: {desc: preproc, suffix: T1w} to the outputs to keep.",
+                at_key=True,
+            )
+        )
+    return problems
+
+
+def check_output_dir(output_dir: Path, loaded: LoadedSpec, args: Mapping[str, Any]) -> None:
+    """Refuse to mix, in one folder, derivatives of another workflow or of other arguments.
+
+    Raises
+    ------
+    RunSetupError
+        Naming the previous workflow or the arguments that differ.
+    """
+    description = output_dir / "dataset_description.json"
+    if not description.is_file():
+        return
+    try:
+        generated = json.loads(description.read_text(encoding="utf-8"))["GeneratedBy"][0]
+        previous_name = generated["Workflow"]["Name"]
+        previous_args = generated["Workflow"]["Args"]
+    except (OSError, ValueError, KeyError, IndexError, TypeError):
+        raise RunSetupError(
+            f"{output_dir} holds a dataset_description.json that smriflow did not write; "
+            "choose another --output-dir"
+        ) from None
+    if previous_name != loaded.spec.name:
+        raise RunSetupError(
+            f"{output_dir} holds derivatives of workflow '{previous_name}', not '{loaded.spec.name}'; "
+            "choose another --output-dir"
+        )
+    changed = [
+        f"{key}={previous_args.get(key)!r} (now {value!r})"
+        for key, value in provenance_args(args).items()
+        if previous_args.get(key) != value
+    ]
+    if changed:
+        raise RunSetupError(
+            f"{output_dir} holds derivatives of '{loaded.spec.name}' made with other arguments: "
+            f"{', '.join(changed)}; choose another --output-dir, or remove that one"
+        )
+
+
+def provenance_args(args: Mapping[str, Any]) -> dict[str, Any]:
+    """The arguments the results depend on (all but :data:`NOT_PROVENANCE`), sorted by name."""
+    return {key: value for key, value in sorted(args.items()) if key not in NOT_PROVENANCE}
+
+
+# -- the graph ----------------------------------------------------------------------------------------------
+def build_subject_workflow(
+    loaded: LoadedSpec,
+    args: Mapping[str, Any],
+    label: str,
+    units: Mapping[str | None, Mapping[str, str]],
+    *,
+    bids_dir: Path,
+    output_dir: Path,
+):
+    """Build ``sub_<label>_wf``: the workflow per session, the barrier and the datasinks.
+
+    Parameters
+    ----------
+    loaded : LoadedSpec
+        The validated workflow file; ``args`` its resolved arguments.
+    label : str
+        Subject label (without ``sub-``).
+    units : mapping
+        Session (``None``: no session) → input name → file.
+    bids_dir, output_dir : Path
+        Absolute paths of the dataset (for ``Sources``) and of the derivatives folder.
+    """
+    from nipype.pipeline import engine as pe
+
+    from smriflow.interfaces.bids import NIFTI_EXTENSIONS, Barrier, DerivativesDataSink
+
+    spec = loaded.spec
+    sub_wf = pe.Workflow(name=f"sub_{label}_wf")
+    fields: dict[str, tuple[Any, str, Mapping[str, str]]] = {}
+    for session, files in units.items():
+        suffix = "" if session is None else f"_ses_{session}"
+        name = spec.name if session is None else f"{spec.name.removesuffix('_wf')}{suffix}_wf"
+        wf = build_workflow(loaded, dict(args), name=name)
+        inputnode = wf.get_node("inputnode")
+        for input_name, path in files.items():
+            setattr(inputnode.inputs, input_name, path)
+        for out_name in spec.outputs:
+            fields[f"{out_name}{suffix}"] = (wf, out_name, files)
+    barrier = pe.Node(
+        Barrier(fields=list(fields)), name="derivatives_barrier", run_without_submitting=True, mem_gb=0.1
+    )
+    connections = []
+    for field_name, (wf, out_name, files) in fields.items():
+        connections.append((wf, barrier, [(f"outputnode.{out_name}", field_name)]))
+        entities = substitute(dict(spec.outputs[out_name].bids or {}), args)
+        if not entities:
+            continue
+        extension = entities.pop("extension", None)
+        compress = (extension == ".nii.gz") if extension in NIFTI_EXTENSIONS else None
+        provenance = _file_provenance(loaded, args, wf, out_name, files, bids_dir)
+        sink = pe.Node(
+            DerivativesDataSink(
+                base_directory=str(output_dir),
+                source_file=_source_file(loaded, files),
+                compress=compress,
+                provenance=provenance,
+                **entities,
+            ),
+            name=f"ds_{field_name}",
+            run_without_submitting=True,
+            mem_gb=0.2,
+        )
+        connections.append((barrier, sink, [(field_name, "in_file")]))
+    sub_wf.connect(connections)
+    return sub_wf
+
+
+def _source_file(loaded: LoadedSpec, files: Mapping[str, str]) -> str:
+    """The file whose entities name the derivatives: the first input (in file order) that has a file."""
+    return next(files[name] for name in loaded.spec.inputs if name in files)
+
+
+def _file_provenance(
+    loaded: LoadedSpec,
+    args: Mapping[str, Any],
+    wf: Any,
+    out_name: str,
+    files: Mapping[str, str],
+    bids_dir: Path,
+) -> dict[str, Any]:
+    out = loaded.spec.outputs[out_name]
+    fields: dict[str, Any] = {}
+    if out.doc:
+        fields["Description"] = out.doc
+    fields["Sources"] = ["bids:raw:" + Path(path).relative_to(bids_dir).as_posix() for path in files.values()]
+    fields["GeneratedBy"] = [
+        {
+            "Name": "smriflow",
+            "Version": __version__,
+            "Workflow": loaded.spec.name,
+            "Output": out_name,
+            "Node": producer(wf, out_name) or out.from_,
+            "Args": provenance_args(args),
+        }
+    ]
+    return fields
+
+
+def producer(wf: Any, out_name: str) -> str | None:
+    """The ``node.port`` that feeds ``outputnode.<out_name>`` of ``wf``, followed into nested workflows.
+
+    For the packaged example, ``t1w_mask`` gives ``example_wf.masking_wf.threshold.out_mask``.
+    """
+    from nipype.pipeline import engine as pe
+
+    outputnode = wf.get_node("outputnode")
+    if outputnode is None:
+        return None
+    for source, _, data in wf._graph.in_edges(outputnode, data=True):
+        for source_port, target_port in data["connect"]:
+            if target_port != out_name or not isinstance(source_port, str):
+                continue
+            if isinstance(source, pe.Workflow):
+                inner_node, _, inner_port = source_port.partition(".")
+                if inner_node == "outputnode":
+                    inner = producer(source, inner_port)
+                    return f"{wf.name}.{inner}" if inner else None
+            return f"{wf.name}.{source.name}.{source_port}"
+    return None
+
+
+# -- provenance -------------------------------------------------------------------------------------------
+def write_dataset_description(
+    loaded: LoadedSpec, args: Mapping[str, Any], config: ExecConfig, *, bids_dir: Path, output_dir: Path
+) -> Path:
+    """Write ``OUTPUT/dataset_description.json``: a derivative dataset with smriflow's ``GeneratedBy``."""
+    spec = loaded.spec
+    description = {
+        "Name": f"smriflow derivatives ({spec.name})",
+        "BIDSVersion": BIDS_VERSION,
+        "DatasetType": "derivative",
+        "GeneratedBy": [
+            {
+                "Name": "smriflow",
+                "Version": __version__,
+                "Description": " ".join(spec.doc.split()),
+                "Workflow": {
+                    "Name": spec.name,
+                    "Spec": str(loaded.path.resolve()),
+                    "Args": dict(sorted(args.items())),
+                },
+                "ExecutionConfig": config_record(config),
+            }
+        ],
+        "SourceDatasets": [{"URL": bids_dir.as_uri()}],
+        "DatasetLinks": {"raw": bids_dir.as_uri()},
+    }
+    path = output_dir / "dataset_description.json"
+    write_json(path, description)
+    return path
+
+
+def config_record(config: ExecConfig) -> dict[str, Any]:
+    """The resolved execution config (every default filled in) and the file it came from."""
+    return {"Source": config.source, **config.model_dump(mode="json")}
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Write JSON atomically (a temporary file in the same folder, then :func:`os.replace`)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temporary.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    os.replace(temporary, path)

@@ -1,0 +1,424 @@
+"""Run a YAML workflow on a BIDS dataset and write BIDS derivatives: the logic behind ``smriflow run``.
+
+:func:`prepare_run` checks everything that can be checked before computing (the workflow file, ``args``,
+the execution config, the dataset and the subjects) and builds one nipype graph::
+
+    smriflow_wf
+    └── sub_<label>_wf                 one per subject (a Python loop, not iterables)
+        ├── <workflow name>            the YAML workflow, inputs filled from pybids
+        │                              (``<stem>_ses_<label>_wf`` per session when there are sessions)
+        ├── derivatives_barrier        runs when *every* output of the subject exists
+        └── ds_<output>                one DerivativesDataSink per output with ``bids:``
+
+:func:`execute_run` writes ``dataset_description.json``, sends nipype's logging to ``OUTPUT/logs/`` and
+runs the graph with :func:`smriflow.engine.plugins.run_workflow`, then sums up per subject. A failing
+subject stops nothing but itself (when the config keeps ``stop_on_first_crash: false``), and leaves no
+derivative behind. :func:`run_bids` does both; the CLI calls the two steps to show progress.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from copy import deepcopy
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from smriflow._version import __version__
+from smriflow.config.errors import SpecError
+from smriflow.config.execution import ExecConfig, load_exec_config, override
+from smriflow.engine.builder import locate_workflow, resolve_args
+from smriflow.engine.derivatives import (
+    RunSetupError,
+    build_subject_workflow,
+    check_output_dir,
+    check_runnable,
+    config_record,
+    write_dataset_description,
+    write_json,
+)
+from smriflow.engine.plugins import FailedNode, RunReport, run_workflow
+from smriflow.engine.validate import LoadedSpec, validate_file
+from smriflow.interfaces.bids import SubjectFiles as SubjectPlan
+
+__all__ = [
+    "PreparedRun",
+    "RunSetupError",
+    "RunSummary",
+    "SubjectPlan",
+    "SubjectResult",
+    "execute_run",
+    "prepare_run",
+    "run_bids",
+]
+
+TOP_NAME = "smriflow_wf"
+_SUBJECT_RE = re.compile(r"(?:^|\.)sub_([A-Za-z0-9]+)_wf(?:\.|$)")
+logger = logging.getLogger("smriflow.engine")
+
+StatusCallback = Callable[[Any, str], None]
+
+
+@dataclass
+class PreparedRun:
+    """Everything :func:`execute_run` needs; ``nodes`` maps each node's full name to its subject."""
+
+    loaded: LoadedSpec
+    args: dict[str, Any]
+    config: ExecConfig
+    bids_dir: Path
+    output_dir: Path
+    work_dir: Path
+    subjects: list[SubjectPlan]
+    workflow: Any | None  # nipype Workflow; None when no subject can run
+    nodes: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def total_nodes(self) -> int:
+        return len(self.nodes)
+
+
+@dataclass
+class SubjectResult:
+    """How one subject ended: ``done``, ``failed`` or ``incomplete`` (nodes that never ran)."""
+
+    label: str
+    status: str
+    nodes_done: int = 0
+    nodes_total: int = 0
+    failed: list[FailedNode] = field(default_factory=list)
+    errors: dict[str, str] = field(default_factory=dict)  # failed node name -> last line of its error
+    reason: str = ""
+
+    def node_path(self, node: FailedNode) -> str:
+        """The failed node's hierarchy below the top workflow, e.g. ``sub_01_wf.example_wf.smooth``."""
+        return node.name.removeprefix(f"{TOP_NAME}.")
+
+
+@dataclass
+class RunSummary:
+    """The outcome of a run, per subject."""
+
+    workflow: str
+    output_dir: Path
+    work_dir: Path
+    log_file: Path | None
+    subjects: list[SubjectResult]
+    report: RunReport | None = None
+
+    @property
+    def ok(self) -> bool:
+        return all(subject.status == "done" for subject in self.subjects)
+
+    @property
+    def exit_code(self) -> int:
+        """0 when every subject is done, 1 otherwise."""
+        return 0 if self.ok else 1
+
+
+# -- preparing ----------------------------------------------------------------------------------------------
+def prepare_run(
+    workflow: str | Path,
+    bids_dir: str | Path,
+    output_dir: str | Path,
+    *,
+    participant_labels: Sequence[str] | None = None,
+    work_dir: str | Path | None = None,
+    exec_config: ExecConfig | str | Path | None = None,
+    args: Mapping[str, Any] | None = None,
+    arg_source: str = "argument",
+) -> PreparedRun:
+    """Check the inputs of a run and build its graph, without running anything.
+
+    Parameters
+    ----------
+    workflow : str or Path
+        A packaged workflow name or a YAML file.
+    bids_dir, output_dir : str or Path
+        The BIDS dataset and the derivatives folder (created if needed).
+    participant_labels : sequence of str, optional
+        Subjects to run (with or without ``sub-``); default: every subject of the dataset.
+    work_dir : str or Path, optional
+        Intermediate results; default: the config's ``work_dir``, else ``<output_dir>/../work``.
+    exec_config : ExecConfig, str or Path, optional
+        A loaded config, or a packaged name / file for :func:`load_exec_config` (default ``local``).
+    args : mapping, optional
+        Values of the workflow's ``args`` (and ``seed``, ``omp_nthreads``).
+    arg_source : str
+        How ``args`` were given, for messages (the CLI passes ``--set``).
+
+    Raises
+    ------
+    SpecError
+        Mistakes in the workflow file, the arguments or the execution config (all of them).
+    RunSetupError
+        A missing dataset, unknown participant labels, or an output folder holding other derivatives.
+    """
+    loaded = validate_file(locate_workflow(workflow))
+    config = exec_config if isinstance(exec_config, ExecConfig) else load_exec_config(exec_config)
+    if work_dir is not None:
+        config = override(config, work_dir=work_dir)
+    resolved = resolve_args(loaded, {"omp_nthreads": config.omp_nthreads, **(args or {})}, source=arg_source)
+    problems = check_runnable(loaded, resolved)
+    if problems:
+        raise SpecError(problems)
+    if resolved["omp_nthreads"] != config.omp_nthreads:  # one thread setting for the nodes and the plugin
+        config = override(config, omp_nthreads=resolved["omp_nthreads"])
+
+    bids_dir = Path(os.path.abspath(bids_dir))
+    output_dir = Path(os.path.abspath(output_dir))
+    if not bids_dir.is_dir():
+        raise RunSetupError(f"BIDS dataset folder not found: {bids_dir}")
+    if output_dir == bids_dir or (
+        output_dir.is_relative_to(bids_dir) and not output_dir.is_relative_to(bids_dir / "derivatives")
+    ):
+        raise RunSetupError(
+            f"--output-dir {output_dir} is inside the BIDS dataset; use a folder outside it or under "
+            f"{bids_dir / 'derivatives'}"
+        )
+    check_output_dir(output_dir, loaded, resolved)
+    run_work_dir = Path(config.work_dir) if config.work_dir else output_dir.parent / "work"
+
+    subjects = _collect_subjects(loaded, bids_dir, participant_labels)
+    prepared = PreparedRun(loaded, resolved, config, bids_dir, output_dir, run_work_dir, subjects, None)
+    runnable = [subject for subject in subjects if subject.problem is None]
+    if runnable:
+        from nipype.pipeline import engine as pe
+
+        top = pe.Workflow(name=TOP_NAME)
+        for subject in runnable:
+            top.add_nodes(
+                [
+                    build_subject_workflow(
+                        loaded,
+                        resolved,
+                        subject.label,
+                        subject.units,
+                        bids_dir=bids_dir,
+                        output_dir=output_dir,
+                    )
+                ]
+            )
+        if not config.work_dir:
+            top.base_dir = str(run_work_dir)
+        prepared.workflow, prepared.nodes = top, _execution_nodes(top)
+    return prepared
+
+
+def _collect_subjects(
+    loaded: LoadedSpec, bids_dir: Path, participant_labels: Sequence[str] | None
+) -> list[SubjectPlan]:
+    from smriflow.interfaces.bids import BIDSInputError, BIDSQueryError, collect_subjects
+
+    queries = {name: (item.bids, item.required) for name, item in loaded.spec.inputs.items() if item.bids}
+    try:
+        return collect_subjects(bids_dir, queries, participant_labels)
+    except BIDSInputError as exc:
+        raise RunSetupError(str(exc)) from None
+    except BIDSQueryError as exc:
+        path = ("inputs", exc.input_name, "bids", exc.key) if exc.key else ("inputs", exc.input_name, "bids")
+        raise SpecError([loaded.positions.problem(path, exc.message, exc.hint, at_key=True)]) from None
+
+
+# -- running ------------------------------------------------------------------------------------------------
+def execute_run(
+    prepared: PreparedRun, *, status_callback: StatusCallback | None = None, debug: bool = False
+) -> RunSummary:
+    """Run a prepared graph; write ``dataset_description.json`` and the logs; sum up per subject.
+
+    Parameters
+    ----------
+    prepared : PreparedRun
+        From :func:`prepare_run`.
+    status_callback : callable, optional
+        ``status_callback(node, status)`` as nipype calls it (``start``, ``end``, ``exception``).
+    debug : bool
+        Also show nipype's log on the terminal (stderr).
+
+    Raises
+    ------
+    RunSetupError
+        When the plugin refuses the settings before any node ran (e.g. a node needs more than n_procs).
+    """
+    logs = prepared.output_dir / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    log_file = logs / f"run-{stamp}.log"
+    write_dataset_description(
+        prepared.loaded,
+        prepared.args,
+        prepared.config,
+        bids_dir=prepared.bids_dir,
+        output_dir=prepared.output_dir,
+    )
+    write_json(logs / f"run-{stamp}.json", _run_record(prepared))
+    tracker = _NodeTracker(status_callback)
+    report = None
+    with log_to_file(log_file, echo=debug):
+        logger.info(
+            "smriflow %s: %s on %s -> %s",
+            __version__,
+            prepared.loaded.spec.name,
+            prepared.bids_dir,
+            prepared.output_dir,
+        )
+        if prepared.workflow is not None:
+            try:
+                report = run_workflow(
+                    prepared.workflow,
+                    prepared.config,
+                    omp_nthreads=prepared.args["omp_nthreads"],
+                    status_callback=tracker,
+                )
+            except ValueError as exc:
+                if tracker.started:
+                    raise
+                raise RunSetupError(str(exc)) from exc
+    results = [_subject_result(prepared, subject, report, tracker) for subject in prepared.subjects]
+    return RunSummary(
+        prepared.loaded.spec.name, prepared.output_dir, prepared.work_dir, log_file, results, report
+    )
+
+
+def run_bids(
+    workflow: str | Path,
+    bids_dir: str | Path,
+    output_dir: str | Path,
+    *,
+    status_callback: StatusCallback | None = None,
+    debug: bool = False,
+    **options: Any,
+) -> RunSummary:
+    """:func:`prepare_run` then :func:`execute_run`; ``options`` are those of :func:`prepare_run`.
+
+    Examples
+    --------
+    >>> summary = run_bids("example", "bids", "derivatives", participant_labels=["01"])  # doctest: +SKIP
+    >>> summary.exit_code  # doctest: +SKIP
+    0
+    """
+    prepared = prepare_run(workflow, bids_dir, output_dir, **options)
+    return execute_run(prepared, status_callback=status_callback, debug=debug)
+
+
+class _NodeTracker:
+    """Records which nodes started, finished or failed, then passes the call on."""
+
+    def __init__(self, callback: StatusCallback | None):
+        self.callback = callback
+        self.started = False
+        self.done: set[str] = set()
+        self.failed: set[str] = set()
+
+    def __call__(self, node: Any, status: str) -> None:
+        self.started = True
+        if status == "end":
+            self.done.add(node.fullname)
+        elif status == "exception":
+            self.failed.add(node.fullname)
+        if self.callback is not None:
+            self.callback(node, status)
+
+
+def _subject_result(
+    prepared: PreparedRun, subject: SubjectPlan, report: RunReport | None, tracker: _NodeTracker
+) -> SubjectResult:
+    if subject.problem is not None:
+        return SubjectResult(subject.label, "failed", reason=subject.problem)
+    mine = {name for name, label in prepared.nodes.items() if label == subject.label}
+    result = SubjectResult(subject.label, "done", nodes_total=len(mine))
+    if report is None:
+        return SubjectResult(subject.label, "incomplete", nodes_total=len(mine), reason="not run")
+    result.failed = [node for node in report.failed if subject_of(node.name) == subject.label]
+    not_run = {name for name in report.not_run if subject_of(name) == subject.label}
+    if report.plugin == "SLURMGraph":
+        result.nodes_done = len(mine - not_run) - len(result.failed)
+    else:
+        result.nodes_done = len(mine & tracker.done)
+    for node in result.failed:
+        result.errors[node.name] = last_error_line(node.crash_file)
+    if result.failed:
+        result.status = "failed"
+    elif not report.waited:
+        result.status, result.reason = "incomplete", "submitted to SLURM; not waited for"
+    elif not_run or result.nodes_done < result.nodes_total:
+        result.status = "incomplete"
+        result.reason = (
+            f"{result.nodes_total - result.nodes_done} node(s) did not run (the run stopped early)"
+        )
+    return result
+
+
+def last_error_line(crash_file: Path | None) -> str:
+    """The last line of the traceback in a text crash file (the error itself), or ``""``."""
+    if crash_file is None or crash_file.suffix != ".txt":
+        return ""
+    try:
+        lines = [line.strip() for line in crash_file.read_text(errors="replace").splitlines() if line.strip()]
+    except OSError:
+        return ""
+    return lines[-1][:300] if lines else ""
+
+
+@contextmanager
+def log_to_file(path: Path, *, echo: bool = False) -> Iterator[None]:
+    """Send the ``nipype``, ``smriflow`` and warnings loggers to ``path`` (and stderr with ``echo``).
+
+    Their handlers are restored afterwards, so a run inside a Python session leaves logging as it was.
+    """
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s: %(message)s"))
+    handlers: list[logging.Handler] = [handler]
+    if echo:
+        terminal = logging.StreamHandler()
+        terminal.setFormatter(handler.formatter)
+        handlers.append(terminal)
+    saved = []
+    for name in ("nipype", "smriflow", "py.warnings"):
+        named = logging.getLogger(name)
+        saved.append((named, named.handlers[:], named.propagate, named.level))
+        named.handlers, named.propagate = list(handlers), False
+    logging.getLogger("smriflow").setLevel(logging.INFO)
+    logging.captureWarnings(True)
+    try:
+        yield
+    finally:
+        logging.captureWarnings(False)
+        for named, old_handlers, propagate, level in saved:
+            named.handlers, named.propagate = old_handlers, propagate
+            named.setLevel(level)
+        handler.close()
+
+
+def _execution_nodes(top: Any) -> dict[str, str]:
+    """Full names of the nodes nipype will execute (identity nodes removed), with their subject."""
+    from nipype.pipeline.engine.utils import generate_expanded_graph
+
+    graph = generate_expanded_graph(deepcopy(top._create_flat_graph()))
+    return dict(sorted((node.fullname, subject_of(node.fullname) or "") for node in graph.nodes()))
+
+
+def subject_of(node_name: str) -> str | None:
+    """The subject label in a node's full name (``smriflow_wf.sub_01_wf.…`` → ``01``)."""
+    match = _SUBJECT_RE.search(node_name)
+    return match.group(1) if match else None
+
+
+def _run_record(prepared: PreparedRun) -> dict[str, Any]:
+    return {
+        "smriflow": __version__,
+        "workflow": str(prepared.loaded.path.resolve()),
+        "args": prepared.args,
+        "bids_dir": str(prepared.bids_dir),
+        "output_dir": str(prepared.output_dir),
+        "work_dir": str(prepared.work_dir),
+        "subjects": {
+            s.label: s.problem or {str(k): v for k, v in s.units.items()} for s in prepared.subjects
+        },
+        "execution_config": config_record(prepared.config),
+    }

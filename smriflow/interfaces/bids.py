@@ -1,0 +1,431 @@
+"""Writing BIDS derivatives: the datasink, the barrier that gates it, and the entity rules.
+
+Only the runner of ``smriflow run`` (:mod:`smriflow.engine.run`) adds these nodes, after the embedded
+workflow: workflows themselves never write derivatives (STYLE.md §4). Per subject it builds::
+
+    <workflow outputs> ──► derivatives_barrier ──► ds_<output> (one per output with ``bids:``)
+
+* :class:`Barrier` runs only once *every* output of the subject exists (nipype starts a node when all its
+  upstream nodes have finished), so a subject that fails anywhere gets no derivative at all. It is a real
+  interface on purpose: nipype deletes ``IdentityInterface`` nodes when it expands a graph, which would
+  connect each sink straight to the node that made its file.
+* :class:`DerivativesDataSink` names files as niworkflows does, then *publishes* them: each file is copied
+  to a hidden temporary name in its final folder and renamed with :func:`os.replace`, so a derivative
+  either is absent or complete. Unlike niworkflows' sink it never changes the data type of an image (the
+  workflow decides it) and it writes the JSON sidecar (provenance) before the data file.
+
+Nothing here is a processing step, so ``__all__`` is empty: these classes stay out of the YAML interface
+registry (:func:`smriflow.engine.registry.interface_registry`); import them by name.
+"""
+
+from __future__ import annotations
+
+import filecmp
+import json
+import os
+import re
+import shutil
+import uuid
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from nipype.interfaces.base import DynamicTraitedSpec, isdefined, traits
+from nipype.interfaces.io import IOBase, add_traits
+
+__all__: list[str] = []  # not processing steps: keep them out of the YAML interface registry
+
+
+def _import_niworkflows_bids():
+    """Import ``niworkflows.interfaces.bids`` without indexing the whole TemplateFlow cache.
+
+    At import it calls ``templateflow.api.templates()`` (for its list of standard spaces), which makes
+    pybids index every file of ``$TEMPLATEFLOW_HOME``: about 5 s on each start of ``smriflow``. The
+    template names are the ``tpl-<name>`` folders of that cache, so they are listed directly while the
+    module is imported; nothing is downloaded either way.
+    """
+    import sys
+
+    if "niworkflows.interfaces.bids" in sys.modules:
+        return sys.modules["niworkflows.interfaces.bids"]
+    import templateflow.api as tf_api
+    from templateflow import conf
+
+    original = tf_api.templates
+
+    def listed(**kwargs: Any) -> list[str]:
+        if kwargs:
+            return original(**kwargs)
+        home = Path(conf.TF_HOME)
+        return sorted(path.name[len("tpl-") :] for path in home.glob("tpl-*") if path.is_dir())
+
+    tf_api.templates = listed
+    try:
+        import niworkflows.interfaces.bids as module
+    finally:
+        tf_api.templates = original
+    return module
+
+
+_NiworkflowsDataSink = _import_niworkflows_bids().DerivativesDataSink
+
+#: Entities an output's ``bids:`` mapping may set (besides ``suffix`` and ``extension``). ``subject`` and
+#: ``session`` always come from the source file.
+OUTPUT_ENTITIES = frozenset(
+    {"acquisition", "ceagent", "reconstruction", "run", "space", "cohort", "resolution", "density"}
+    | {"label", "desc", "hemi", "from", "to", "mode", "atlas", "datatype"}
+)
+_LABEL_RE = re.compile(r"^[A-Za-z0-9]+$")
+_EXTENSION_RE = re.compile(r"^(\.[A-Za-z0-9]+)+$")
+NIFTI_EXTENSIONS = (".nii.gz", ".nii")
+
+# Any suffix and extension, for files niworkflows' patterns do not know (e.g. ``_stats.json``). It comes
+# after niworkflows' patterns, so the usual names (T1w, mask, dseg, probseg, xfm ...) are unchanged.
+_FALLBACK_PATTERN = (
+    "sub-{subject}[/ses-{session}]/{datatype|anat}/sub-{subject}[_ses-{session}][_acq-{acquisition}]"
+    "[_ce-{ceagent}][_rec-{reconstruction}][_run-{run}][_hemi-{hemi}][_from-{from}][_to-{to}]"
+    "[_mode-{mode}][_space-{space}][_cohort-{cohort}][_res-{resolution}][_den-{density}][_atlas-{atlas}]"
+    "[_label-{label}][_desc-{desc}]_{suffix}{extension}"
+)
+
+
+def check_entities(entities: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """Check the ``bids:`` mapping of a workflow output (with its ``$arg`` values already substituted).
+
+    Parameters
+    ----------
+    entities : dict
+        For example ``{"desc": "head", "suffix": "mask"}`` or ``{"suffix": "stats", "extension": ".json"}``.
+        A list value (``{"atlas": ["a", "b"], ...}``) names the items of a list output in turn.
+
+    Returns
+    -------
+    list of (key, problem, hint)
+        Empty when the mapping names a valid derivative; ``key`` is ``""`` for the mapping itself.
+    """
+    problems: list[tuple[str, str, str]] = []
+    if "suffix" not in entities:
+        problems.append(("", "a derivative needs a 'suffix' (e.g. suffix: mask)", ""))
+    for key, value in entities.items():
+        if isinstance(value, str) and value.startswith("$"):
+            continue  # an undeclared $arg: the workflow validation reports it
+        if key in ("subject", "session"):
+            problems.append((key, f"'{key}' cannot be set: it comes from the input file", ""))
+        elif key == "extension":
+            if not isinstance(value, str) or not _EXTENSION_RE.match(value):
+                problems.append(
+                    (key, f"must be a file extension such as '.nii.gz' or '.json'; got {value!r}", "")
+                )
+        elif key != "suffix" and key not in OUTPUT_ENTITIES:
+            from smriflow.config.errors import did_you_mean  # config is above interfaces: import late
+
+            problems.append(
+                (key, f"'{key}' is not a BIDS entity", did_you_mean(key, OUTPUT_ENTITIES | {"suffix"}))
+            )
+        elif key == "datatype":
+            if not isinstance(value, str) or not re.match(r"^[a-z]+$", value):
+                problems.append((key, f"must be a BIDS datatype such as 'anat'; got {value!r}", ""))
+        elif not all(_is_label(item) for item in (value if isinstance(value, list) and value else [value])):
+            problems.append(
+                (
+                    key,
+                    f"must be letters and digits only (a BIDS label), or a list of them; got {value!r}",
+                    "Hyphens and underscores separate entities.",
+                )
+            )
+    return problems
+
+
+def _is_label(value: Any) -> bool:
+    return isinstance(value, str | int) and not isinstance(value, bool) and bool(_LABEL_RE.match(str(value)))
+
+
+def split_extension(path: str | os.PathLike) -> tuple[str, str]:
+    """``sub-01_T1w.nii.gz`` → (``sub-01_T1w``, ``.nii.gz``): the extension starts at the first dot."""
+    name = Path(path).name
+    stem, dot, rest = name.partition(".")
+    return stem, dot + rest
+
+
+def publish(source: str | os.PathLike, destination: str | os.PathLike) -> bool:
+    """Copy ``source`` to ``destination`` atomically; leave an identical ``destination`` untouched.
+
+    The copy is written to a hidden temporary name in the destination folder (same filesystem) and moved
+    into place with :func:`os.replace`, so readers see either the old file, the new one or none.
+
+    Returns
+    -------
+    bool
+        ``True`` when the file was written, ``False`` when an identical copy was already there.
+    """
+    destination = Path(destination)
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    if destination.is_file() and filecmp.cmp(source, destination, shallow=False):
+        return False
+    temporary = destination.with_name(f".{destination.name}.{uuid.uuid4().hex[:12]}.tmp")
+    try:
+        shutil.copyfile(source, temporary)
+        os.replace(temporary, destination)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    return True
+
+
+class Barrier(IOBase):
+    """Pass every input through unchanged, and only once all of them are set.
+
+    A node of this interface finishes only after every node feeding it has finished, so nodes downstream
+    of it (the datasinks) run only when a whole subject has succeeded. Unlike ``IdentityInterface``, nipype
+    keeps it in the executed graph.
+
+    Parameters
+    ----------
+    fields : list of str
+        Names of the inputs, which are also the names of the outputs.
+    """
+
+    input_spec = DynamicTraitedSpec
+    output_spec = DynamicTraitedSpec
+
+    def __init__(self, fields: list[str] | None = None, **inputs: Any):
+        super().__init__()
+        if not fields:
+            raise ValueError(f"'fields' must be a non-empty list of names. {fields!r} was provided.")
+        unknown = sorted(set(inputs) - set(fields))
+        if unknown:
+            raise ValueError(f"inputs {unknown} are not among 'fields' {list(fields)}")
+        self._fields = list(fields)
+        add_traits(self.inputs, self._fields)
+        self.inputs.trait_set(**inputs)
+
+    def _add_output_traits(self, base):
+        return add_traits(base, self._fields)
+
+    def _run_interface(self, runtime):
+        missing = [name for name in self._fields if not isdefined(getattr(self.inputs, name))]
+        if missing:
+            raise ValueError(f"Barrier inputs {missing} are not set: every field must receive a value")
+        return runtime
+
+    def _list_outputs(self) -> dict[str, Any]:
+        return {name: getattr(self.inputs, name) for name in self._fields}
+
+
+class _DerivativesDataSinkInputSpec(_NiworkflowsDataSink.input_spec):
+    provenance = traits.Dict(
+        traits.Str,
+        traits.Any,
+        desc="fields written to the JSON sidecar of the derivative (not for .json derivatives, which "
+        "are their own sidecar)",
+    )
+
+
+class DerivativesDataSink(_NiworkflowsDataSink):
+    """Write a derivative under ``base_directory`` with a BIDS name, atomically, with a provenance sidecar.
+
+    The name is built as in niworkflows: the entities of ``source_file`` (subject, session, acquisition,
+    run, ...) plus those given as inputs (``desc``, ``suffix``, ...). Files are first written inside the
+    node's folder, then published with :func:`publish`. Images keep the data type the workflow gave them;
+    ``check_hdr`` still sets qform/sform codes and units as niworkflows does.
+
+    Examples
+    --------
+    >>> sink = DerivativesDataSink(base_directory="out", desc="head", suffix="mask")  # doctest: +SKIP
+    >>> sink.inputs.in_file = "mask.nii.gz"  # doctest: +SKIP
+    >>> sink.inputs.source_file = "bids/sub-01/anat/sub-01_T1w.nii.gz"  # doctest: +SKIP
+    >>> sink.run().outputs.out_file  # doctest: +SKIP
+    '.../out/sub-01/anat/sub-01_desc-head_mask.nii.gz'
+    """
+
+    input_spec = _DerivativesDataSinkInputSpec
+    out_path_base = ""  # write straight into base_directory (the --output-dir)
+    _default_dtypes = defaultdict(lambda: None)  # never change an image's data type
+    _file_patterns = (*_NiworkflowsDataSink._file_patterns, _FALLBACK_PATTERN)
+
+    def _run_interface(self, runtime):
+        if not isdefined(self.inputs.base_directory):
+            raise ValueError("'base_directory' must be set to the derivatives folder")
+        final_root = Path(self.inputs.base_directory).absolute() / self.out_path_base
+        staging = Path(runtime.cwd).absolute() / "_staged"
+        shutil.rmtree(staging, ignore_errors=True)
+        # niworkflows names and writes the files; here it writes them into the node folder first.
+        given = self.inputs.base_directory
+        self.inputs.base_directory = str(staging)
+        try:
+            runtime = super()._run_interface(runtime)
+        finally:
+            self.inputs.base_directory = given
+        staged_files = self._results["out_file"]
+        if not isinstance(staged_files, list):
+            staged_files = [staged_files]
+        staged_meta = self._results.get("out_meta")
+        published, sidecars = [], []
+        for staged in map(Path, staged_files):
+            relative = staged.relative_to(staging / self.out_path_base)
+            final = final_root / relative
+            stem, extension = split_extension(final)
+            if extension != ".json":
+                sidecar = self._sidecar(staged_meta)
+                if sidecar:
+                    final_sidecar = final.with_name(f"{stem}.json")
+                    temporary = staged.with_name(f"{stem}.provenance.json")
+                    temporary.write_text(json.dumps(sidecar, indent=2, sort_keys=True) + "\n")
+                    publish(temporary, final_sidecar)  # the sidecar first: a data file implies its sidecar
+                    sidecars.append(str(final_sidecar))
+            publish(staged, final)
+            published.append(str(final))
+        shutil.rmtree(staging, ignore_errors=True)
+        self._results["out_file"] = published[0] if len(published) == 1 else published
+        if sidecars:
+            self._results["out_meta"] = sidecars[0] if len(sidecars) == 1 else sidecars
+        else:
+            self._results.pop("out_meta", None)
+        return runtime
+
+    def _sidecar(self, staged_meta: Any) -> dict[str, Any]:
+        """niworkflows' metadata (if any) updated with ``provenance``."""
+        fields: dict[str, Any] = {}
+        if isinstance(staged_meta, str) and Path(staged_meta).is_file():
+            fields.update(json.loads(Path(staged_meta).read_text()))
+        if isdefined(self.inputs.provenance):
+            fields.update(self.inputs.provenance)
+        return fields
+
+
+# -- collecting the inputs of each subject --------------------------------------------------------------
+class BIDSInputError(ValueError):
+    """The dataset cannot be used as asked (no subjects, unknown labels); the message is one line."""
+
+
+class BIDSQueryError(ValueError):
+    """An input's pybids query is invalid (e.g. an unknown entity).
+
+    Attributes ``input_name`` and ``key`` locate the mistake in the workflow file; ``hint`` may help.
+    """
+
+    def __init__(self, input_name: str, key: str | None, message: str, hint: str = ""):
+        super().__init__(message)
+        self.input_name, self.key, self.message, self.hint = input_name, key, message, hint
+
+
+@dataclass
+class SubjectFiles:
+    """The input files of one subject, per session (``None`` when the files have no session).
+
+    ``problem`` says why the subject cannot run (a required input without a file, or with several).
+    """
+
+    label: str
+    units: dict[str | None, dict[str, str]] = field(default_factory=dict)
+    problem: str | None = None
+
+
+def collect_subjects(
+    bids_dir: str | os.PathLike,
+    queries: Mapping[str, tuple[dict[str, Any], bool]],
+    participant_labels: Sequence[str] | None = None,
+) -> list[SubjectFiles]:
+    """Find each subject's input files with pybids (offline; the dataset is not validated).
+
+    Parameters
+    ----------
+    bids_dir : path
+        The BIDS dataset.
+    queries : mapping
+        Input name → (pybids query, required), e.g. ``{"t1w": ({"suffix": "T1w"}, True)}``.
+    participant_labels : sequence of str, optional
+        Labels with or without ``sub-``; default: every subject.
+
+    Returns
+    -------
+    list of SubjectFiles
+        In the order asked (sorted when all subjects are taken). Each session of a subject is a unit, and
+        every unit must have exactly one file per required input.
+
+    Raises
+    ------
+    BIDSInputError
+        No subjects, or labels that are not in the dataset (all of them named, with the available ones).
+    BIDSQueryError
+        A query uses an entity pybids does not know.
+    """
+    from bids import BIDSLayout
+
+    layout = BIDSLayout(str(bids_dir), validate=False)
+    available = sorted(layout.get_subjects())
+    if not available:
+        raise BIDSInputError(f"no subjects (sub-* folders) found in BIDS dataset {bids_dir}")
+    if participant_labels:
+        labels = list(dict.fromkeys(label.removeprefix("sub-") for label in participant_labels))
+        unknown = [label for label in labels if label not in available]
+        if unknown:
+            quoted = ", ".join(f"'{label}'" for label in unknown)
+            noun = "label" if len(unknown) == 1 else "labels"
+            raise BIDSInputError(
+                f"participant {noun} {quoted} not found in BIDS dataset {bids_dir}. "
+                f"Available: {', '.join(available)}"
+            )
+    else:
+        labels = available
+    entities = sorted(layout.get_entities())
+    for name, (query, _) in queries.items():
+        for key in query:
+            if key not in entities:
+                from smriflow.config.errors import did_you_mean  # config is above interfaces: import late
+
+                raise BIDSQueryError(name, key, f"'{key}' is not a BIDS entity", did_you_mean(key, entities))
+    return [_subject_files(layout, label, queries) for label in labels]
+
+
+def _subject_files(
+    layout: Any, label: str, queries: Mapping[str, tuple[dict[str, Any], bool]]
+) -> SubjectFiles:
+    found: dict[str, dict[str | None, list[str]]] = {}
+    for name, (query, _) in queries.items():
+        per_session: dict[str | None, list[str]] = {}
+        for item in layout.get(subject=label, return_type="object", **query):
+            per_session.setdefault(item.entities.get("session"), []).append(item.path)
+        found[name] = per_session
+    sessions = sorted(
+        {session for name, (_, required) in queries.items() if required for session in found[name]}
+        or {session for per_session in found.values() for session in per_session},
+        key=lambda session: (session is not None, session or ""),
+    )
+    subject = SubjectFiles(label)
+    problems = []
+    for session in sessions:
+        where = "" if session is None else f" in session '{session}'"
+        files = {}
+        for name, (query, required) in queries.items():
+            matches = sorted(found[name].get(session, []))
+            if len(matches) == 1:
+                files[name] = matches[0]
+            elif len(matches) > 1:
+                names = ", ".join(Path(path).name for path in matches)
+                problems.append(
+                    f"{len(matches)} files match input '{name}'{where} ({names}); smriflow takes one file "
+                    f"per subject and session: narrow the input's 'bids' query (e.g. add run: 1)"
+                )
+            elif required:
+                problems.append(f"no file matches required input '{name}' ({_describe_query(query)}){where}")
+        subject.units[session] = files
+    if not sessions:
+        required = [name for name, (_, req) in queries.items() if req] or list(queries)
+        problems += [
+            f"no file matches required input '{name}' ({_describe_query(queries[name][0])})"
+            for name in required
+        ]
+    if problems:
+        subject.problem = "; ".join(problems)
+        subject.units = {}
+    return subject
+
+
+def _describe_query(query: Mapping[str, Any]) -> str:
+    def value(item: Any) -> str:
+        return "[" + ", ".join(map(str, item)) + "]" if isinstance(item, list) else str(item)
+
+    return ", ".join(f"{key}={value(item)}" for key, item in query.items())

@@ -20,7 +20,6 @@ from __future__ import annotations
 import os
 import re
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
@@ -37,6 +36,10 @@ from pydantic import (
 
 from smriflow.config.errors import Problem, SpecError, did_you_mean
 from smriflow.config.loader import KeyPath, Positions, format_key_path, load_yaml
+from smriflow.config.pydantic_errors import Issue as _Issue
+from smriflow.config.pydantic_errors import describe as _describe
+from smriflow.config.pydantic_errors import issue_from_error
+from smriflow.config.pydantic_errors import model_at as _model_at
 from smriflow.config.resources import packaged_dir
 
 __all__ = [
@@ -399,63 +402,6 @@ def exec_config_schema() -> dict[str, Any]:
 
 
 # -- validation -------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class _Issue:
-    """A problem at a key path, before it is placed in a file or on the command line."""
-
-    path: KeyPath
-    message: str
-    hint: str = ""
-    at_key: bool = False
-
-
-_TYPE_WORDS = {
-    "int_type": "must be a whole number",
-    "int_parsing": "must be a whole number",
-    "int_from_float": "must be a whole number",
-    "float_type": "must be a number",
-    "float_parsing": "must be a number",
-    "bool_type": "must be true or false",
-    "bool_parsing": "must be true or false",
-    "string_type": "must be text",
-    "path_type": "must be a path",
-    "model_type": "must be a mapping of keys to values",
-    "model_attributes_type": "must be a mapping of keys to values",
-    "dict_type": "must be a mapping of keys to values",
-}
-_YAML11_BOOLS = {"yes", "no", "on", "off", "y", "n", "true", "false", "1", "0"}
-_BOUND_WORDS = {
-    "greater_than": ("gt", "must be greater than"),
-    "greater_than_equal": ("ge", "must be at least"),
-    "less_than": ("lt", "must be less than"),
-    "less_than_equal": ("le", "must be at most"),
-}
-
-
-def _describe(value: Any) -> str:
-    """How a YAML value is named in a message."""
-    if value is None:
-        return "nothing (null)"
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, dict):
-        return "a mapping"
-    if isinstance(value, list | tuple):
-        return "a list"
-    return repr(value) if isinstance(value, str) else str(value)
-
-
-def _model_at(model: type[BaseModel] | None, path: KeyPath) -> type[BaseModel] | None:
-    """The model class that validates the mapping at ``path`` below ``model``."""
-    for part in path:
-        field = model.model_fields.get(str(part)) if model else None
-        annotation = field.annotation if field else None
-        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
-            return None
-        model = annotation
-    return model
-
-
 def _plugins_with_option(key: str) -> list[str]:
     return [
         name for name, cls in _CONFIG_CLASSES.items() if key in _model_at(cls, ("plugin_args",)).model_fields
@@ -463,48 +409,20 @@ def _plugins_with_option(key: str) -> list[str]:
 
 
 def _issue_from_error(error: dict[str, Any], plugin: str) -> _Issue:
-    """Turn one pydantic error into our own words (the raw pydantic text never reaches the user)."""
+    """Turn one pydantic error into our own words, naming the plugin an option belongs to."""
     loc: KeyPath = tuple(error["loc"])
     if loc and loc[0] in _CONFIG_CLASSES:  # the union's tag
         loc = loc[1:]
-    kind, value, ctx = error["type"], error.get("input"), error.get("ctx") or {}
-    if kind == "extra_forbidden":
+    if error["type"] == "extra_forbidden" and loc[:-1] == ("plugin_args",):
         key = str(loc[-1])
-        parent = _model_at(_CONFIG_CLASSES[plugin], loc[:-1])
-        hint = did_you_mean(key, parent.model_fields if parent else ())
-        if loc[:-1] == ("plugin_args",):
-            others = [p for p in _plugins_with_option(key) if p != plugin]
-            if others:
-                return _Issue(
-                    loc,
-                    f"unknown key {key!r} for plugin {plugin}",
-                    f"It is an option of {', '.join(others)}.",
-                    True,
-                )
-            return _Issue(loc, f"unknown key {key!r} for plugin {plugin}", hint, True)
-        return _Issue(loc, f"unknown key {key!r}", hint, True)
-    if kind == "missing":
-        return _Issue(loc[:-1], f"missing required key {loc[-1]!r}")
-    if kind == "literal_error":
-        choices = re.findall(r"'([^']*)'", str(ctx.get("expected", "")))
-        hint = did_you_mean(str(value), choices, list_all=False)
-        return _Issue(loc, f"must be one of {', '.join(choices)}; got {_describe(value)}", hint)
-    if kind in _BOUND_WORDS:
-        bound_key, words = _BOUND_WORDS[kind]
-        bound = ctx.get(bound_key)
-        if isinstance(bound, float) and bound.is_integer():
-            bound = int(bound)
-        return _Issue(loc, f"{words} {bound}; got {_describe(value)}")
-    if kind in _TYPE_WORDS:
-        hint = ""
-        if kind.startswith("bool") and str(value).lower() in _YAML11_BOOLS:
-            hint = "YAML 1.2 booleans are only true and false; other words are text."
-        return _Issue(loc, f"{_TYPE_WORDS[kind]}; got {_describe(value)}", hint)
-    if kind == "value_error":
-        return _Issue(loc, str(ctx.get("error", "invalid value")))
-    # Anything else: pydantic's wording, reshaped as ours ("Input should be x" -> "must be x").
-    words = re.sub(r"^Input should be", "must be", str(error.get("msg", "invalid value")))
-    return _Issue(loc, f"{words[:1].lower()}{words[1:]}; got {_describe(value)}")
+        others = [p for p in _plugins_with_option(key) if p != plugin]
+        hint = (
+            f"It is an option of {', '.join(others)}."
+            if others
+            else did_you_mean(key, _model_at(_CONFIG_CLASSES[plugin], ("plugin_args",)).model_fields)
+        )
+        return _Issue(loc, f"unknown key {key!r} for plugin {plugin}", hint, True)
+    return issue_from_error(error, _CONFIG_CLASSES[plugin], loc)
 
 
 def _unknown_plugin(value: Any) -> _Issue:

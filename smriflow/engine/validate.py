@@ -22,6 +22,7 @@ from pydantic import ValidationError
 
 from smriflow.config.errors import Problem, SpecError, did_you_mean
 from smriflow.config.loader import KeyPath, Positions, load_yaml
+from smriflow.config.pydantic_errors import Issue, describe, issue_from_error
 from smriflow.config.spec import (
     ARG_REF_RE,
     NAME_RE,
@@ -112,28 +113,16 @@ def _schema_problems(exc: ValidationError, data: dict, positions: Positions) -> 
         path = _real_path(error["loc"], data)
         if path in problems:  # a union reports once per member; one message per place is enough
             continue
-        kind = error["type"]
-        if kind == "extra_forbidden":
-            key = str(path[-1])
-            hint = did_you_mean(key, _allowed_keys(path[:-1], data))
-            if " " in key:  # `{doc: a, b}` splits at the comma and makes 'b' a key
-                hint = "Is there an unquoted comma inside a {…} value? Quote that text. " + hint
-            problems[path] = positions.problem(path, f"unknown key '{key}'", hint, at_key=True)
-        elif kind == "missing":
-            missing = error["loc"][-1]
-            parent = path if path and path[-1] != missing else path[:-1]
-            problems[(*parent, missing)] = positions.problem(
-                parent, f"required key '{missing}' is missing", at_key=True
-            )
-        elif kind == "literal_error" and path == ("smriflow",):
-            problems[path] = positions.problem(
-                path, f"unsupported spec version {error['input']!r}", "This smriflow reads 'smriflow: 1'."
-            )
-        elif kind == "value_error":
-            message = str(error["ctx"].get("error", error["msg"]))
-            problems[path] = positions.problem(path, message)
+        if error["type"] == "literal_error" and path == ("smriflow",):
+            version = describe(error["input"])
+            issue = Issue(path, f"unsupported spec version {version}", "This smriflow reads 'smriflow: 1'.")
         else:
-            problems[path] = positions.problem(path, _type_message(error))
+            issue = issue_from_error(error, WorkflowSpec, path)
+        hint = issue.hint
+        if error["type"] == "extra_forbidden" and " " in str(path[-1]):
+            # `{doc: a, b}` splits at the comma and makes 'b' a key
+            hint = f"Is there an unquoted comma inside a {{…}} value? Quote that text. {hint}".strip()
+        problems[path] = positions.problem(issue.path, issue.message, hint, at_key=issue.at_key)
     return list(problems.values())
 
 
@@ -159,56 +148,6 @@ def _real_path(loc: tuple, data: Any) -> KeyPath:
 def path_has_tag(part: str) -> bool:
     """pydantic tags union members with names like 'int', 'str' or 'function-after[...]'."""
     return part in {"int", "str", "float", "bool", "list", "dict"} or "[" in part
-
-
-_TYPE_WORDS = {
-    "int_type": "an integer",
-    "int_parsing": "an integer",
-    "int_from_float": "an integer",
-    "float_type": "a number",
-    "float_parsing": "a number",
-    "string_type": "a string",
-    "bool_type": "true or false",
-    "bool_parsing": "true or false",
-    "dict_type": "a mapping",
-    "list_type": "a list",
-}
-
-
-def _type_message(error: dict) -> str:
-    expected = _TYPE_WORDS.get(error["type"])
-    got = _describe(error.get("input"))
-    if expected:
-        return f"must be {expected}; got {got}"
-    return f"invalid value {got}"
-
-
-def _describe(value: Any) -> str:
-    if isinstance(value, dict):
-        return "a mapping"
-    if isinstance(value, list):
-        return "a list"
-    if value is None:
-        return "nothing (null)"
-    return repr(value)
-
-
-def _allowed_keys(path: KeyPath, data: dict) -> list[str]:
-    """The keys allowed where an unknown key was found, from the model that owns that mapping."""
-    from smriflow.config.spec import InputSpec, OutputSpec, ResourcesSpec
-
-    per_entry = {"args": ArgSpec, "inputs": InputSpec, "outputs": OutputSpec, "nodes": NodeSpec}
-    if len(path) == 0:
-        model = WorkflowSpec
-    elif len(path) == 2:
-        model = per_entry.get(str(path[0]))
-    elif len(path) == 3 and path[0] == "nodes" and path[2] == "resources":
-        model = ResourcesSpec
-    else:
-        model = None
-    if model is None:
-        return []
-    return [f.alias or name for name, f in model.model_fields.items()]
 
 
 # --------------------------------------------------------------------------------------------- phase 3 --
@@ -307,9 +246,9 @@ def arg_value_error(arg: ArgSpec, value: Any) -> str | None:
     """Why ``value`` does not suit ``arg`` (type, choices), or ``None`` when it does."""
     expected = PYTHON_TYPES[arg.type]
     if isinstance(value, bool) and arg.type != "bool" or not isinstance(value, expected):
-        return f"{_describe(value)} is not of type {arg.type}"
+        return f"{describe(value)} is not of type {arg.type}"
     if arg.choices is not None and value not in arg.choices:
-        return f"{_describe(value)} is not one of {arg.choices}"
+        return f"{describe(value)} is not one of {arg.choices}"
     return None
 
 
@@ -442,7 +381,7 @@ def _trait_message(iface, key: str, value: Any, exc: Exception) -> str:
         expected = handler.full_info(iface.inputs, key, value)
     except Exception:
         expected = handler.info()
-    return f"{_describe(value)} is not a valid value for '{key}': it must be {expected}"
+    return f"{describe(value)} is not a valid value for '{key}': it must be {expected}"
 
 
 def _workflow_ports(

@@ -6,9 +6,12 @@ single :class:`SpecError` listing all of them, sorted by position, so a user fix
 
 from __future__ import annotations
 
-import difflib
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
+
+from smriflow.utils.text import did_you_mean
+
+__all__ = ["Problem", "SpecError", "did_you_mean"]
 
 
 @dataclass(frozen=True, order=True)
@@ -54,30 +57,3 @@ class SpecError(ValueError):
 
 def _position_key(problem: Problem) -> tuple:
     return (problem.file, problem.line or 0, problem.col or 0, problem.key_path, problem.message)
-
-
-def did_you_mean(word: str, choices: Iterable[str], *, list_all: bool = True, max_listed: int = 12) -> str:
-    """Return a hint such as ``Did you mean 'out_file'? Available: out_bias, out_file``.
-
-    Parameters
-    ----------
-    word : str
-        What the user wrote.
-    choices : iterable of str
-        The valid names.
-    list_all : bool
-        Append the list of valid names (shortened past ``max_listed``).
-    """
-    choices = sorted(set(choices))
-    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
-    parts = []
-    if close:
-        parts.append(f"Did you mean '{close[0]}'?")
-    if list_all:
-        if not choices:
-            parts.append("There are none.")
-        else:
-            shown = ", ".join(choices[:max_listed])
-            more = f", … ({len(choices) - max_listed} more)" if len(choices) > max_listed else ""
-            parts.append(f"Available: {shown}{more}")
-    return " ".join(parts)

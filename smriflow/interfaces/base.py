@@ -1,8 +1,9 @@
 """Shared bases for smriflow interfaces.
 
-Interfaces that use threads or randomness declare the traits ``num_threads`` (``nohash``) and ``seed``. The
-builder fills both from the run-level settings (``--nthreads``/``--seed``) unless a YAML node sets them, so one
-setting reaches every node (see :func:`smriflow.engine.builder.apply_run_settings`).
+Interfaces that use threads or randomness declare the traits ``num_threads`` (``nohash``) and ``seed``.
+The builder fills both from the run-level settings (``--omp-nthreads``/``--seed``): ``seed`` unless the
+YAML node sets it, ``num_threads`` through the node's ``n_procs`` (nipype copies one into the other), so
+one setting reaches every node (see :func:`smriflow.engine.builder.build_workflow`).
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
 """Thread policy for numerical libraries that read their thread count once per process.
 
-ITK (inside antspyx) reads ``ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS`` when it first builds its thread pool, and
-OpenBLAS/MKL/OpenMP read their variables at load time. Setting them *before* a worker process starts (or before
-the library is first used in it) is the only way to control them, so the engine sets them once per run and the
-interfaces set them again before their lazy ``import ants``.
+ITK (inside antspyx) reads ``ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS`` when it first builds its thread pool,
+and OpenBLAS/MKL/OpenMP read their variables at load time. Setting them *before* a worker process starts
+(or before the library is first used in it) is the only way to control them, so the engine sets them once
+per run and the interfaces set them again before their lazy ``import ants``.
 """
 
 from __future__ import annotations

@@ -1,0 +1,1 @@
+"""Group-level analysis: nilearn-style public functions (no nipype)."""

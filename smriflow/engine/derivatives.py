@@ -194,8 +194,9 @@ def build_subject_workflow(
                 **entities,
             ),
             name=f"ds_{field_name}",
-            run_without_submitting=True,
-            mem_gb=0.2,
+            # Submitted like any node, not run in the scheduler's process: rewriting a large image (header
+            # fixes, compression) takes seconds, and would stall every other subject meanwhile.
+            mem_gb=0.5,
         )
         connections.append((barrier, sink, [(field_name, "in_file")]))
     sub_wf.connect(connections)

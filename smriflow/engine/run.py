@@ -247,7 +247,11 @@ def execute_run(
     """
     logs = prepared.output_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    stamp = time.strftime("%Y%m%d-%H%M%S")
+    base = time.strftime("%Y%m%d-%H%M%S")
+    stamp, attempt = base, 1
+    while (logs / f"run-{stamp}.log").exists():  # two runs within one second: run-<time>-2, ...
+        attempt += 1
+        stamp = f"{base}-{attempt}"
     log_file = logs / f"run-{stamp}.log"
     write_dataset_description(
         prepared.loaded,

@@ -1,0 +1,283 @@
+"""Derivatives writing: entity rules, atomic publishing, the datasink, the barrier, input collection."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import nibabel as nb
+import numpy as np
+import pytest
+from conftest import write_synthetic_t1w
+from nipype.interfaces.utility import IdentityInterface
+from nipype.pipeline import engine as pe
+
+from smriflow.engine.registry import interface_registry
+from smriflow.interfaces.bids import (
+    Barrier,
+    BIDSInputError,
+    BIDSQueryError,
+    DerivativesDataSink,
+    check_entities,
+    collect_subjects,
+    publish,
+    split_extension,
+)
+
+T1W_QUERY = {"t1w": ({"datatype": "anat", "suffix": "T1w", "extension": [".nii", ".nii.gz"]}, True)}
+
+
+# -- entity rules -----------------------------------------------------------------------------------------
+def test_check_entities_accepts_usual_and_list_values():
+    assert check_entities({"desc": "head", "suffix": "mask"}) == []
+    assert check_entities({"desc": "masked", "suffix": "stats", "extension": ".json"}) == []
+    assert check_entities({"atlas": ["aal", "dkt"], "suffix": "dseg", "space": "MNI152NLin2009aSym"}) == []
+    assert check_entities({"desc": "$flavour", "suffix": "T1w"}) == []  # undeclared $arg: reported elsewhere
+
+
+@pytest.mark.parametrize(
+    ("entities", "expected"),
+    [
+        ({"desc": "head"}, [("", "a derivative needs a 'suffix' (e.g. suffix: mask)", "")]),
+        (
+            {"desk": "head", "suffix": "mask"},
+            [("desk", "'desk' is not a BIDS entity", "Did you mean 'desc'?")],
+        ),
+        (
+            {"desc": "head-mask", "suffix": "mask"},
+            [
+                (
+                    "desc",
+                    "must be letters and digits only (a BIDS label), or a list of them; got 'head-mask'",
+                    "Hyphens and underscores separate entities.",
+                )
+            ],
+        ),
+        (
+            {"subject": "01", "suffix": "T1w"},
+            [("subject", "'subject' cannot be set: it comes from the input file", "")],
+        ),
+        (
+            {"suffix": "T1w", "extension": "nii.gz"},
+            [("extension", "must be a file extension such as '.nii.gz' or '.json'; got 'nii.gz'", "")],
+        ),
+    ],
+)
+def test_check_entities_reports_mistakes(entities, expected):
+    problems = check_entities(entities)
+    assert [(key, message) for key, message, _ in problems] == [
+        (key, message) for key, message, _ in expected
+    ]
+    for (_, _, hint), (_, _, wanted) in zip(problems, expected, strict=True):
+        assert hint.startswith(wanted)
+
+
+def test_split_extension():
+    assert split_extension("a/sub-01_T1w.nii.gz") == ("sub-01_T1w", ".nii.gz")
+    assert split_extension("sub-01_stats.json") == ("sub-01_stats", ".json")
+
+
+# -- publish ----------------------------------------------------------------------------------------------
+def test_publish_is_atomic_and_skips_identical_copies(tmp_path, monkeypatch):
+    source = tmp_path / "a.txt"
+    source.write_text("one")
+    target = tmp_path / "out" / "deep" / "a.txt"
+    assert publish(source, target) is True
+    assert target.read_text() == "one"
+    before = target.stat().st_mtime_ns
+    os.utime(target, ns=(before - 10**9, before - 10**9))
+    assert publish(source, target) is False  # identical: left untouched
+    assert target.stat().st_mtime_ns == before - 10**9
+
+    source.write_text("two")
+    replaced = []
+    real_replace = os.replace
+
+    def spy(src, dst):
+        # The new content is complete under a hidden name in the same folder before the rename.
+        assert Path(src).parent == target.parent and Path(src).name.startswith(".a.txt.")
+        assert Path(src).read_text() == "two" and target.read_text() == "one"
+        replaced.append(dst)
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", spy)
+    assert publish(source, target) is True
+    assert replaced == [target] and target.read_text() == "two"
+    assert sorted(p.name for p in target.parent.iterdir()) == ["a.txt"]  # no temporary left
+
+
+def test_publish_removes_the_temporary_file_on_failure(tmp_path, monkeypatch):
+    source = tmp_path / "a.txt"
+    source.write_text("x")
+
+    def broken(src, dst):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", broken)
+    with pytest.raises(OSError, match="disk full"):
+        publish(source, tmp_path / "out" / "a.txt")
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+def _node_dir(tmp_path: Path) -> Path:
+    folder = tmp_path / "node"
+    folder.mkdir(exist_ok=True)
+    return folder
+
+
+# -- the datasink -----------------------------------------------------------------------------------------
+@pytest.fixture
+def source_t1w(tmp_path) -> Path:
+    return write_synthetic_t1w(
+        tmp_path / "bids" / "sub-01" / "ses-A" / "anat" / "sub-01_ses-A_acq-mp_T1w.nii.gz"
+    )
+
+
+def test_sink_names_like_bids_and_writes_provenance_sidecar(tmp_path, source_t1w):
+    data = (nb.load(source_t1w).get_fdata() > 50).astype(np.float32)  # a float "mask": dtype must be kept
+    mask = tmp_path / "mask.nii.gz"
+    nb.Nifti1Image(data, nb.load(source_t1w).affine).to_filename(mask)
+    out = tmp_path / "derivatives"
+    sink = DerivativesDataSink(
+        base_directory=str(out),
+        source_file=str(source_t1w),
+        in_file=str(mask),
+        desc="head",
+        suffix="mask",
+        provenance={"GeneratedBy": [{"Name": "smriflow"}], "Sources": ["bids:raw:x"]},
+    )
+    result = sink.run(cwd=str(_node_dir(tmp_path)))
+    expected = out / "sub-01" / "ses-A" / "anat" / "sub-01_ses-A_acq-mp_desc-head_mask.nii.gz"
+    assert result.outputs.out_file == str(expected)
+    assert result.outputs.out_meta == str(expected.with_name("sub-01_ses-A_acq-mp_desc-head_mask.json"))
+    assert json.loads(Path(result.outputs.out_meta).read_text()) == {
+        "GeneratedBy": [{"Name": "smriflow"}],
+        "Sources": ["bids:raw:x"],
+    }
+    written = nb.load(expected)
+    assert written.get_data_dtype() == np.float32  # niworkflows would have made it uint8
+    np.testing.assert_array_equal(written.get_fdata(), data)
+    assert sorted(p.name for p in expected.parent.iterdir()) == [
+        "sub-01_ses-A_acq-mp_desc-head_mask.json",
+        "sub-01_ses-A_acq-mp_desc-head_mask.nii.gz",
+    ]
+    assert not (tmp_path / "node" / "_staged").exists()
+
+
+def test_sink_json_output_is_its_own_sidecar(tmp_path, source_t1w):
+    stats = tmp_path / "stats.json"
+    stats.write_text('{"mean": 1.5}')
+    sink = DerivativesDataSink(
+        base_directory=str(tmp_path / "out"),
+        source_file=str(source_t1w),
+        in_file=str(stats),
+        desc="masked",
+        suffix="stats",
+        provenance={"GeneratedBy": []},
+    )
+    result = sink.run(cwd=str(_node_dir(tmp_path)))
+    out = Path(result.outputs.out_file)
+    assert out.name == "sub-01_ses-A_acq-mp_desc-masked_stats.json"
+    assert json.loads(out.read_text()) == {"mean": 1.5}  # untouched by provenance
+
+
+def test_sink_compresses_when_asked(tmp_path, source_t1w):
+    plain = tmp_path / "smooth.nii"
+    nb.load(source_t1w).to_filename(plain)
+    sink = DerivativesDataSink(
+        base_directory=str(tmp_path / "out"),
+        source_file=str(source_t1w),
+        in_file=str(plain),
+        desc="smooth",
+        suffix="T1w",
+        compress=True,
+    )
+    result = sink.run(cwd=str(_node_dir(tmp_path)))
+    assert result.outputs.out_file.endswith("sub-01_ses-A_acq-mp_desc-smooth_T1w.nii.gz")
+
+
+# -- the barrier ------------------------------------------------------------------------------------------
+def test_barrier_passes_values_through_once_all_are_set():
+    barrier = Barrier(fields=["a", "b"], a="x")
+    with pytest.raises(ValueError, match=r"Barrier inputs \['b'\] are not set"):
+        barrier.run()
+    barrier.inputs.b = [1, 2]
+    outputs = barrier.run().outputs
+    assert (outputs.a, outputs.b) == ("x", [1, 2])
+    with pytest.raises(ValueError, match="'fields' must be a non-empty list"):
+        Barrier(fields=[])
+
+
+def test_barrier_survives_graph_expansion_unlike_identity_nodes():
+    """nipype drops IdentityInterface nodes when it expands a graph; the barrier must stay."""
+    from copy import deepcopy
+
+    from nipype.pipeline.engine.utils import generate_expanded_graph
+
+    assert not issubclass(Barrier, IdentityInterface)
+    wf = pe.Workflow(name="w")
+    ident = pe.Node(IdentityInterface(fields=["a"]), name="ident")
+    ident.inputs.a = 1
+    barrier = pe.Node(Barrier(fields=["a"]), name="barrier")
+    wf.connect(ident, "a", barrier, "a")
+    names = {n.name for n in generate_expanded_graph(deepcopy(wf._create_flat_graph())).nodes()}
+    assert names == {"barrier"}
+
+
+def test_bids_classes_stay_out_of_the_yaml_registry():
+    assert not {"DerivativesDataSink", "Barrier"} & set(interface_registry())
+
+
+# -- collecting inputs ------------------------------------------------------------------------------------
+@pytest.fixture
+def dataset(tmp_path) -> Path:
+    root = tmp_path / "ds"
+    write_synthetic_t1w(root / "sub-01" / "anat" / "sub-01_T1w.nii.gz")
+    write_synthetic_t1w(root / "sub-02" / "ses-A" / "anat" / "sub-02_ses-A_T1w.nii.gz")
+    write_synthetic_t1w(root / "sub-02" / "ses-B" / "anat" / "sub-02_ses-B_T1w.nii.gz")
+    write_synthetic_t1w(root / "sub-03" / "anat" / "sub-03_run-1_T1w.nii.gz")
+    write_synthetic_t1w(root / "sub-03" / "anat" / "sub-03_run-2_T1w.nii.gz")
+    write_synthetic_t1w(root / "sub-04" / "anat" / "sub-04_T2w.nii.gz")
+    (root / "dataset_description.json").write_text('{"Name": "t", "BIDSVersion": "1.8.0"}')
+    return root
+
+
+def test_collect_subjects_per_session_and_problems(dataset):
+    subjects = {s.label: s for s in collect_subjects(dataset, T1W_QUERY)}
+    assert list(subjects) == ["01", "02", "03", "04"]
+    assert subjects["01"].units == {None: {"t1w": str(dataset / "sub-01/anat/sub-01_T1w.nii.gz")}}
+    assert subjects["01"].problem is None
+    assert list(subjects["02"].units) == ["A", "B"]
+    assert subjects["03"].problem == (
+        "2 files match input 't1w' (sub-03_run-1_T1w.nii.gz, sub-03_run-2_T1w.nii.gz); smriflow takes one "
+        "file per subject and session: narrow the input's 'bids' query (e.g. add run: 1)"
+    )
+    assert subjects["04"].problem == (
+        "no file matches required input 't1w' (datatype=anat, suffix=T1w, extension=[.nii, .nii.gz])"
+    )
+
+
+def test_collect_subjects_labels(dataset):
+    assert [s.label for s in collect_subjects(dataset, T1W_QUERY, ["sub-02", "01", "02"])] == ["02", "01"]
+    with pytest.raises(BIDSInputError) as info:
+        collect_subjects(dataset, T1W_QUERY, ["05", "sub-01"])
+    assert str(info.value) == (
+        f"participant label '05' not found in BIDS dataset {dataset}. Available: 01, 02, 03, 04"
+    )
+
+
+def test_collect_subjects_rejects_unknown_query_entities(dataset):
+    with pytest.raises(BIDSQueryError) as info:
+        collect_subjects(dataset, {"t1w": ({"sufix": "T1w"}, True)})
+    assert (info.value.input_name, info.value.key, info.value.message) == (
+        "t1w",
+        "sufix",
+        "'sufix' is not a BIDS entity",
+    )
+    assert info.value.hint.startswith("Did you mean 'suffix'?")
+
+
+def test_collect_subjects_empty_dataset(tmp_path):
+    with pytest.raises(BIDSInputError, match="no subjects"):
+        collect_subjects(tmp_path, T1W_QUERY)

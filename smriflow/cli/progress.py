@@ -118,7 +118,7 @@ def print_summary(console: Console, summary: RunSummary, *, debug: bool = False)
     style = {"done": "green", "failed": "red", "incomplete": "yellow"}
     for subject in summary.subjects:
         nodes = f"{subject.nodes_done}/{subject.nodes_total}" if subject.nodes_total else "-"
-        details = ", ".join(subject.node_path(node) for node in subject.failed) or subject.reason
+        details = ", ".join(subject.node_path(node) for node in subject.failed) or _shorten(subject.reason)
         status = f"[{style.get(subject.status, '')}]{subject.status}"
         table.add_row(f"sub-{subject.label}", status, nodes, escape(details))
     console.print(table)
@@ -142,3 +142,8 @@ def print_summary(console: Console, summary: RunSummary, *, debug: bool = False)
         console.print()
     console.print(f"Derivatives: {summary.output_dir}", soft_wrap=True, markup=False)
     console.print(f"Log: {summary.log_file}", soft_wrap=True, markup=False)
+
+
+def _shorten(text: str, width: int = 48) -> str:
+    """A table cell: the full text is printed below the table."""
+    return text if len(text) <= width else text[: width - 1].rstrip() + "…"

@@ -16,19 +16,22 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from smriflow._version import __version__
-from smriflow.config.errors import Problem
+from smriflow.config.errors import Problem, did_you_mean
 from smriflow.config.execution import ExecConfig
 from smriflow.engine.builder import build_workflow
 from smriflow.engine.validate import LoadedSpec, default_args, substitute
+from smriflow.interfaces.bids import OUTPUT_ENTITIES
 
 __all__ = [
     "RunSetupError",
     "build_subject_workflow",
+    "check_entities",
     "check_output_dir",
     "check_output_entities",
     "check_runnable",
@@ -41,6 +44,8 @@ __all__ = [
 #: Execution settings, not what the results depend on: left out of the per-file provenance.
 NOT_PROVENANCE = ("omp_nthreads",)
 BIDS_VERSION = "1.10.0"
+_LABEL_RE = re.compile(r"^[A-Za-z0-9]+$")
+_EXTENSION_RE = re.compile(r"^(\.[A-Za-z0-9]+)+$")
 
 
 class RunSetupError(ValueError):
@@ -48,13 +53,60 @@ class RunSetupError(ValueError):
 
 
 # -- checks on the workflow file ----------------------------------------------------------------------------
+def check_entities(entities: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """Check the ``bids:`` mapping of a workflow output (with its ``$arg`` values already substituted).
+
+    Parameters
+    ----------
+    entities : dict
+        For example ``{"desc": "head", "suffix": "mask"}`` or ``{"suffix": "stats", "extension": ".json"}``.
+        A list value (``{"atlas": ["a", "b"], ...}``) names the items of a list output in turn.
+
+    Returns
+    -------
+    list of (key, problem, hint)
+        Empty when the mapping names a valid derivative; ``key`` is ``""`` for the mapping itself.
+    """
+    problems: list[tuple[str, str, str]] = []
+    if "suffix" not in entities:
+        problems.append(("", "a derivative needs a 'suffix' (e.g. suffix: mask)", ""))
+    for key, value in entities.items():
+        if isinstance(value, str) and value.startswith("$"):
+            continue  # an undeclared $arg: the workflow validation reports it
+        if key in ("subject", "session"):
+            problems.append((key, f"'{key}' cannot be set: it comes from the input file", ""))
+        elif key == "extension":
+            if not isinstance(value, str) or not _EXTENSION_RE.match(value):
+                problems.append(
+                    (key, f"must be a file extension such as '.nii.gz' or '.json'; got {value!r}", "")
+                )
+        elif key != "suffix" and key not in OUTPUT_ENTITIES:
+            problems.append(
+                (key, f"'{key}' is not a BIDS entity", did_you_mean(key, OUTPUT_ENTITIES | {"suffix"}))
+            )
+        elif key == "datatype":
+            if not isinstance(value, str) or not re.match(r"^[a-z]+$", value):
+                problems.append((key, f"must be a BIDS datatype such as 'anat'; got {value!r}", ""))
+        elif not all(_is_label(item) for item in (value if isinstance(value, list) and value else [value])):
+            problems.append(
+                (
+                    key,
+                    f"must be letters and digits only (a BIDS label), or a list of them; got {value!r}",
+                    "Hyphens and underscores separate entities.",
+                )
+            )
+    return problems
+
+
+def _is_label(value: Any) -> bool:
+    return isinstance(value, str | int) and not isinstance(value, bool) and bool(_LABEL_RE.match(str(value)))
+
+
 def check_output_entities(loaded: LoadedSpec, args: Mapping[str, Any] | None = None) -> list[Problem]:
     """Check the ``bids:`` entities of every output (``smriflow validate`` and every run do).
 
     ``$arg`` values are replaced by ``args`` (default: the arguments' defaults) before the check.
     """
-    from smriflow.interfaces.bids import check_entities
-
     values = default_args(loaded) if args is None else dict(args)
     problems = []
     for name, out in loaded.spec.outputs.items():

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from smriflow._version import __version__
-from smriflow.config.errors import SpecError
+from smriflow.config.errors import SpecError, did_you_mean
 from smriflow.config.execution import ExecConfig, load_exec_config, override
 from smriflow.engine.builder import locate_workflow, resolve_args
 from smriflow.engine.derivatives import (
@@ -221,8 +221,9 @@ def _collect_subjects(
     except BIDSInputError as exc:
         raise RunSetupError(str(exc)) from None
     except BIDSQueryError as exc:
-        path = ("inputs", exc.input_name, "bids", exc.key) if exc.key else ("inputs", exc.input_name, "bids")
-        raise SpecError([loaded.positions.problem(path, exc.message, exc.hint, at_key=True)]) from None
+        path = ("inputs", exc.input_name, "bids", exc.key)
+        hint = did_you_mean(exc.key, exc.choices)
+        raise SpecError([loaded.positions.problem(path, exc.message, hint, at_key=True)]) from None
 
 
 # -- running ------------------------------------------------------------------------------------------------

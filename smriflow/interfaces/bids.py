@@ -23,7 +23,6 @@ from __future__ import annotations
 import filecmp
 import json
 import os
-import re
 import shutil
 import uuid
 from collections import defaultdict
@@ -71,14 +70,12 @@ def _import_niworkflows_bids():
 
 _NiworkflowsDataSink = _import_niworkflows_bids().DerivativesDataSink
 
-#: Entities an output's ``bids:`` mapping may set (besides ``suffix`` and ``extension``). ``subject`` and
-#: ``session`` always come from the source file.
+#: Entities an output's ``bids:`` mapping may set (besides ``suffix`` and ``extension``); the sink's file
+#: patterns know them all. ``subject`` and ``session`` always come from the source file.
 OUTPUT_ENTITIES = frozenset(
     {"acquisition", "ceagent", "reconstruction", "run", "space", "cohort", "resolution", "density"}
     | {"label", "desc", "hemi", "from", "to", "mode", "atlas", "datatype"}
 )
-_LABEL_RE = re.compile(r"^[A-Za-z0-9]+$")
-_EXTENSION_RE = re.compile(r"^(\.[A-Za-z0-9]+)+$")
 NIFTI_EXTENSIONS = (".nii.gz", ".nii")
 
 # Any suffix and extension, for files niworkflows' patterns do not know (e.g. ``_stats.json``). It comes
@@ -89,57 +86,6 @@ _FALLBACK_PATTERN = (
     "[_mode-{mode}][_space-{space}][_cohort-{cohort}][_res-{resolution}][_den-{density}][_atlas-{atlas}]"
     "[_label-{label}][_desc-{desc}]_{suffix}{extension}"
 )
-
-
-def check_entities(entities: dict[str, Any]) -> list[tuple[str, str, str]]:
-    """Check the ``bids:`` mapping of a workflow output (with its ``$arg`` values already substituted).
-
-    Parameters
-    ----------
-    entities : dict
-        For example ``{"desc": "head", "suffix": "mask"}`` or ``{"suffix": "stats", "extension": ".json"}``.
-        A list value (``{"atlas": ["a", "b"], ...}``) names the items of a list output in turn.
-
-    Returns
-    -------
-    list of (key, problem, hint)
-        Empty when the mapping names a valid derivative; ``key`` is ``""`` for the mapping itself.
-    """
-    problems: list[tuple[str, str, str]] = []
-    if "suffix" not in entities:
-        problems.append(("", "a derivative needs a 'suffix' (e.g. suffix: mask)", ""))
-    for key, value in entities.items():
-        if isinstance(value, str) and value.startswith("$"):
-            continue  # an undeclared $arg: the workflow validation reports it
-        if key in ("subject", "session"):
-            problems.append((key, f"'{key}' cannot be set: it comes from the input file", ""))
-        elif key == "extension":
-            if not isinstance(value, str) or not _EXTENSION_RE.match(value):
-                problems.append(
-                    (key, f"must be a file extension such as '.nii.gz' or '.json'; got {value!r}", "")
-                )
-        elif key != "suffix" and key not in OUTPUT_ENTITIES:
-            from smriflow.config.errors import did_you_mean  # config is above interfaces: import late
-
-            problems.append(
-                (key, f"'{key}' is not a BIDS entity", did_you_mean(key, OUTPUT_ENTITIES | {"suffix"}))
-            )
-        elif key == "datatype":
-            if not isinstance(value, str) or not re.match(r"^[a-z]+$", value):
-                problems.append((key, f"must be a BIDS datatype such as 'anat'; got {value!r}", ""))
-        elif not all(_is_label(item) for item in (value if isinstance(value, list) and value else [value])):
-            problems.append(
-                (
-                    key,
-                    f"must be letters and digits only (a BIDS label), or a list of them; got {value!r}",
-                    "Hyphens and underscores separate entities.",
-                )
-            )
-    return problems
-
-
-def _is_label(value: Any) -> bool:
-    return isinstance(value, str | int) and not isinstance(value, bool) and bool(_LABEL_RE.match(str(value)))
 
 
 def split_extension(path: str | os.PathLike) -> tuple[str, str]:
@@ -303,12 +249,13 @@ class BIDSInputError(ValueError):
 class BIDSQueryError(ValueError):
     """An input's pybids query is invalid (e.g. an unknown entity).
 
-    Attributes ``input_name`` and ``key`` locate the mistake in the workflow file; ``hint`` may help.
+    Attributes ``input_name`` and ``key`` locate the mistake in the workflow file; ``choices`` lists the
+    valid keys (for a did-you-mean hint).
     """
 
-    def __init__(self, input_name: str, key: str | None, message: str, hint: str = ""):
+    def __init__(self, input_name: str, key: str, message: str, choices: Sequence[str] = ()):
         super().__init__(message)
-        self.input_name, self.key, self.message, self.hint = input_name, key, message, hint
+        self.input_name, self.key, self.message, self.choices = input_name, key, message, list(choices)
 
 
 @dataclass
@@ -374,9 +321,7 @@ def collect_subjects(
     for name, (query, _) in queries.items():
         for key in query:
             if key not in entities:
-                from smriflow.config.errors import did_you_mean  # config is above interfaces: import late
-
-                raise BIDSQueryError(name, key, f"'{key}' is not a BIDS entity", did_you_mean(key, entities))
+                raise BIDSQueryError(name, key, f"'{key}' is not a BIDS entity", entities)
     return [_subject_files(layout, label, queries) for label in labels]
 
 

@@ -19,6 +19,7 @@ from conftest import write_synthetic_t1w
 
 from smriflow import __version__
 from smriflow.cli.main import main
+from smriflow.engine.derivatives import check_entities
 from smriflow.engine.registry import packaged_workflows
 from smriflow.engine.run import prepare_run
 
@@ -357,6 +358,87 @@ def test_prepare_builds_one_gated_subgraph_per_subject(tmp_path):
                                                                       "t1w_stats"]  # fmt: skip
     assert prepared.total_nodes == 18
     assert not (tmp_path / "out").exists()  # preparing writes nothing
+
+
+# -- output entity rules -----------------------------------------------------------------------------------
+def test_check_entities_accepts_usual_and_list_values():
+    assert check_entities({"desc": "head", "suffix": "mask"}) == []
+    assert check_entities({"desc": "masked", "suffix": "stats", "extension": ".json"}) == []
+    assert check_entities({"atlas": ["aal", "dkt"], "suffix": "dseg", "space": "MNI152NLin2009aSym"}) == []
+    assert check_entities({"desc": "$flavour", "suffix": "T1w"}) == []  # undeclared $arg: reported elsewhere
+
+
+@pytest.mark.parametrize(
+    ("entities", "expected"),
+    [
+        ({"desc": "head"}, [("", "a derivative needs a 'suffix' (e.g. suffix: mask)", "")]),
+        (
+            {"desk": "head", "suffix": "mask"},
+            [("desk", "'desk' is not a BIDS entity", "Did you mean 'desc'?")],
+        ),
+        (
+            {"desc": "head-mask", "suffix": "mask"},
+            [
+                (
+                    "desc",
+                    "must be letters and digits only (a BIDS label), or a list of them; got 'head-mask'",
+                    "Hyphens and underscores separate entities.",
+                )
+            ],
+        ),
+        (
+            {"subject": "01", "suffix": "T1w"},
+            [("subject", "'subject' cannot be set: it comes from the input file", "")],
+        ),
+        (
+            {"suffix": "T1w", "extension": "nii.gz"},
+            [("extension", "must be a file extension such as '.nii.gz' or '.json'; got 'nii.gz'", "")],
+        ),
+    ],
+)
+def test_check_entities_reports_mistakes(entities, expected):
+    problems = check_entities(entities)
+    assert [(key, message) for key, message, _ in problems] == [
+        (key, message) for key, message, _ in expected
+    ]
+    for (_, _, hint), (_, _, wanted) in zip(problems, expected, strict=True):
+        assert hint.startswith(wanted)
+
+
+def test_query_with_unknown_entity_is_located_in_the_workflow_file(tmp_path):
+    bids = make_bids(tmp_path / "bids", ("01",))
+    spec = tmp_path / "query.yml"
+    text = packaged_workflows()["example"].read_text().replace("name: example_wf", "name: query_wf")
+    spec.write_text(text.replace("bids: {datatype: anat, suffix: T1w", "bids: {datatype: anat, sufix: T1w"))
+    code, _, err = run_cli("run", spec, "--bids-dir", bids, "--output-dir", tmp_path / "out")
+    line, where = next((n, t) for n, t in enumerate(text.splitlines(), 1) if "suffix: T1w, extension" in t)
+    column = where.index("suffix") + 1
+    assert code == 2
+    assert err.startswith(
+        f"{spec}:{line}:{column}: inputs.t1w.bids.sufix: 'sufix' is not a BIDS entity. Did you"
+    )
+
+
+def test_output_dir_inside_the_dataset_is_refused(tmp_path):
+    bids = make_bids(tmp_path / "bids", ("01",))
+    code, _, err = run_cli("run", "example", "--bids-dir", bids, "--output-dir", bids / "out")
+    assert code == 2
+    assert err == (
+        f"--output-dir {bids / 'out'} is inside the BIDS dataset; use a folder outside it or under "
+        f"{bids / 'derivatives'}\n"
+    )
+
+
+def test_thread_and_seed_options_reach_the_config_and_the_workflow(tmp_path):
+    from smriflow.config.execution import load_exec_config, override
+
+    bids = make_bids(tmp_path / "bids", ("01",))
+    config = override(load_exec_config("local"), n_procs=2, omp_nthreads=2)
+    prepared = prepare_run("example", bids, tmp_path / "out", exec_config=config, args={"seed": 3})
+    assert (prepared.args["omp_nthreads"], prepared.args["seed"], prepared.config.omp_nthreads) == (2, 3, 2)
+    prepared = prepare_run("example", bids, tmp_path / "out", exec_config=override(config, omp_nthreads=1),
+                           args={"omp_nthreads": 2})  # fmt: skip
+    assert prepared.config.omp_nthreads == 2  # one setting for the nodes and the plugin's thread policy
 
 
 # -- real data --------------------------------------------------------------------------------------------

@@ -22,7 +22,8 @@ def add_validate_parser(subparsers: Any, common: argparse.ArgumentParser) -> arg
         description=(
             "Check each FILE and print 'OK FILE' or every problem as file:line:col: key: problem. A "
             "workflow file goes through the syntax, schema and reference checks (and its outputs' BIDS "
-            "entities); a file with a top-level 'plugin' key is checked as an execution config. Exit "
+            "entities); a file with a top-level 'plugin' key (or only execution-config keys) is checked as "
+            "an execution config. Exit "
             "code 1 when any file is invalid."
         ),
     )
@@ -43,7 +44,7 @@ def validate_path(path: Path) -> str:
     from smriflow.config.loader import load_yaml
 
     data, _ = load_yaml(path)
-    if isinstance(data, dict) and "plugin" in data:
+    if _is_exec_config(data):
         from smriflow.config.execution import load_exec_config
 
         load_exec_config(path)
@@ -55,6 +56,18 @@ def validate_path(path: Path) -> str:
     if problems:
         raise SpecError(problems)
     return "workflow"
+
+
+def _is_exec_config(data: Any) -> bool:
+    """A top-level ``plugin`` key, or (every key being optional) only execution-config keys and no
+    ``smriflow:`` spec version."""
+    if not isinstance(data, dict):
+        return False
+    if "plugin" in data:
+        return True
+    from smriflow.config.execution import ExecConfig
+
+    return "smriflow" not in data and bool(set(data) & set(ExecConfig.model_fields))
 
 
 def validate_command(args: argparse.Namespace) -> int:

@@ -93,6 +93,13 @@ def test_validate_every_shipped_file():
 def test_validate_reports_every_problem_and_exits_1(tmp_path):
     bad_config = tmp_path / "bad_config.yml"
     bad_config.write_text("plugin: MultiProc\nplugin_args: {n_proc: 4}\n")
+    no_plugin = tmp_path / "no_plugin.yml"
+    no_plugin.write_text("omp_nthreads: 0\n")  # every key is optional, plugin included
+    assert run_cli("validate", no_plugin) == (
+        1,
+        f"{no_plugin}:1:15: omp_nthreads: must be at least 1; got 0.\n",
+        "",
+    )
     bad_entities = tmp_path / "entities.yml"
     text = packaged_workflows()["example"].read_text()
     bad_entities.write_text(

@@ -23,6 +23,9 @@ from smriflow.engine.derivatives import check_entities
 from smriflow.engine.registry import packaged_workflows
 from smriflow.engine.run import prepare_run
 
+# The module-scoped runs are shared by many tests: keep them on one xdist worker (CI: --dist loadgroup).
+pytestmark = pytest.mark.xdist_group("smriflow_run")
+
 EXAMPLE_FILES = [
     "anat/sub-{s}_desc-head_mask.json",
     "anat/sub-{s}_desc-head_mask.nii.gz",

@@ -353,9 +353,9 @@ def _subject_result(
         result.status, result.reason = "incomplete", "submitted to SLURM; not waited for"
     elif not_run or result.nodes_done < result.nodes_total:
         result.status = "incomplete"
-        result.reason = (
-            f"{result.nodes_total - result.nodes_done} node(s) did not run (the run stopped early)"
-        )
+        stopped = prepared.config.nipype.stop_on_first_crash
+        why = "the config sets stop_on_first_crash" if stopped else "the run stopped early"
+        result.reason = f"{result.nodes_total - result.nodes_done} node(s) did not run ({why})"
     return result
 
 

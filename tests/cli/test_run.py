@@ -461,3 +461,14 @@ def test_example_on_the_shared_bids_dataset(shared_data, tmp_path):
     assert 0.02 < fraction < 0.6  # a head, not nothing and not the whole field of view
     stats = json.loads((tmp_path / "out/sub-0002/anat/sub-0002_desc-masked_stats.json").read_text())
     assert stats["voxels"] > 0 and stats["mean"] > 0
+
+
+def test_linear_config_stops_at_the_first_failure(tmp_path):
+    bids = make_bids(tmp_path / "bids", ("01", "02"), corrupt=("01",))
+    code, out, err = run_cli(
+        "run", "example", "--bids-dir", bids, "--output-dir", tmp_path / "out", "--exec-config", "linear"
+    )
+    assert (code, err) == (1, "")
+    assert row(out, "sub-01", "failed", "0/9", "sub_01_wf.example_wf.smooth")
+    assert "sub-02: 9 node(s) did not run (the config sets stop_on_first_crash)\n" in out
+    assert derivative_files(tmp_path / "out") == ["dataset_description.json"]

@@ -89,7 +89,7 @@ class RegistrationPreset:
     affine_iterations: tuple[int, ...] = (1000, 500, 100)
     affine_shrink_factors: tuple[int, ...] = (4, 2, 1)
     affine_smoothing_sigmas: tuple[int, ...] = (2, 1, 0)
-    affine_sampling_rate: float = 0.25
+    affine_sampling_rate: float = 0.15
     syn_metric: str = "CC"
     syn_sampling: int = 1
     syn_iterations: tuple[int, ...] = (40, 20, 0)
@@ -100,9 +100,9 @@ class RegistrationPreset:
 
 
 #: Named schedules. ``fast``: SyN on the 2 mm template grid, 8 and 4 mm levels, CC radius 1 (measured on the
-#: shared T1w: ~2 s affine + ~10 s SyN on 2 cores, warped-GM/template-GM Dice 0.73, WM 0.76; Mattes MI
-#: instead of CC: ~6 s, 0.69 / 0.71); ``precise``: the 1 mm template grid (4 and 2 mm levels) with CC
-#: radius 2; ``testing``: a few iterations, for unit tests on tiny images.
+#: shared T1w, 2 threads: affine 2-4 s + SyN 8-11 s, warped-GM/template-GM Dice 0.73, WM 0.76; SyN with
+#: Mattes MI instead of CC: 4 s, Dice 0.69 / 0.71); ``precise``: the 1 mm template grid (4 and 2 mm levels)
+#: with CC radius 2; ``testing``: a few iterations, for unit tests on tiny images.
 PRESETS: dict[str, RegistrationPreset] = {
     "fast": RegistrationPreset(),
     "precise": RegistrationPreset(template_resolution=1, syn_sampling=2),

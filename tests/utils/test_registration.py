@@ -294,6 +294,7 @@ def test_full_resolution_fast_profile(shared_data, tmp_path):
         in_mask=tmp_path / "mask.nii.gz",
         template_mask=get_template(resolution=2, suffix="mask"),
         preset="fast",
+        num_threads=2,
     )
     elapsed = time.perf_counter() - start
     gm_tpl = apply_transforms(
@@ -303,7 +304,7 @@ def test_full_resolution_fast_profile(shared_data, tmp_path):
     assert ratio == pytest.approx(1.0, abs=0.01)
     tpl_gm = _data(get_template(resolution=2, suffix="probseg", label="GM")) > 0.5
     assert _dice(_data(gm_tpl) > 0.5, tpl_gm) > 0.70
-    assert elapsed < 60  # ~12 s measured on 2 cores; generous for loaded CI machines
+    assert elapsed < 120  # 13-19 s measured on 2 idle cores: this only catches a wrong grid or schedule
 
 
 _RUN = """

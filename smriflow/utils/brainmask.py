@@ -190,6 +190,10 @@ def refine_brain_mask(
     core = np.asarray(prior) > 0.5
     if not core.any():
         raise ValueError("refine_brain_mask: the prior brain mask is empty.")
+    # radii below one voxel would do nothing on coarse grids: use at least one voxel
+    voxel = max(zooms)
+    band_mm, closing_mm = max(band_mm, voxel), max(closing_mm, voxel)
+    dilation_mm = max(dilation_mm, voxel) if dilation_mm > 0 else 0.0
     pad = int(np.ceil((band_mm + closing_mm + dilation_mm) / min(zooms))) + 2
     idx = np.argwhere(core)
     lo = np.maximum(idx.min(0) - pad, 0)

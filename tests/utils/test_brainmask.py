@@ -137,3 +137,38 @@ def test_brain_extraction_without_refinement(tmp_path):
     result = brain_extraction(head, refine=False, work_dir=tmp_path, num_threads=1)
     np.testing.assert_array_equal(result.mask, result.prior > 0.5)
     assert result.info["refine"] is False
+
+
+_RUN_TWO_THREADS = """
+import sys
+import numpy as np
+sys.path.insert(0, sys.argv[1])
+from test_brainmask import _template_head
+from smriflow.utils.brainmask import brain_extraction
+head, _ = _template_head()
+result = brain_extraction(head, work_dir=sys.argv[2], num_threads=2)
+np.save(sys.argv[3], result.mask)
+"""
+
+
+@pytest.mark.ants
+def test_two_threads_fresh_processes_identical(tmp_path):
+    """A re-run is a fresh process: with 2 ITK threads and the same seed the mask is the same."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    masks = []
+    for run in ("a", "b"):
+        out = tmp_path / f"{run}.npy"
+        cmd = [
+            sys.executable,
+            "-c",
+            _RUN_TWO_THREADS,
+            str(Path(__file__).parent),
+            str(tmp_path / run),
+            str(out),
+        ]
+        subprocess.run(cmd, check=True, timeout=300)
+        masks.append(np.load(out))
+    np.testing.assert_array_equal(masks[0], masks[1])

@@ -27,6 +27,7 @@ from __future__ import annotations
 import os
 import re
 import tempfile
+import warnings
 from pathlib import Path
 
 import nibabel as nb
@@ -162,10 +163,25 @@ def _nilearn_template(resolution: int, suffix: str, desc: str | None, label: str
             f"{suffix!r} ({desc!r} was provided)."
         )
     entities = f"res-{resolution}_" + (f"label-{label}_" if label else f"desc-{desc}_") + suffix
-    out = template_cache_dir() / f"tpl-{DEFAULT_TEMPLATE}" / f"tpl-{DEFAULT_TEMPLATE}_{entities}.nii.gz"
-    if not out.is_file():
-        img = _derive_nilearn_image(resolution, suffix, label)
+    name = Path(f"tpl-{DEFAULT_TEMPLATE}") / f"tpl-{DEFAULT_TEMPLATE}_{entities}.nii.gz"
+    out = template_cache_dir() / name
+    if out.is_file():
+        return out
+    img = _derive_nilearn_image(resolution, suffix, label)
+    try:
         _atomic_save(img, out)
+    except OSError as exc:  # e.g. a read-only home in a container: fall back to the temporary folder
+        fallback = (
+            Path(tempfile.gettempdir()) / f"smriflow-{os.getuid()}" / "templates" / _CACHE_VERSION / name
+        )
+        warnings.warn(
+            f"Cannot write the template cache {out.parent} ({exc.strerror}); using {fallback.parent}. "
+            "Set SMRIFLOW_CACHE to a writable folder.",
+            RuntimeWarning,
+        )
+        if not fallback.is_file():
+            _atomic_save(img, fallback)
+        out = fallback
     return out
 
 

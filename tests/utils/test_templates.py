@@ -9,6 +9,7 @@ import nibabel as nb
 import numpy as np
 import pytest
 
+from smriflow.utils import templates
 from smriflow.utils.templates import (
     TemplateNotFoundError,
     get_template,
@@ -168,3 +169,21 @@ def test_lookup_never_imports_templateflow(tmp_path, monkeypatch):
     monkeypatch.setenv("TEMPLATEFLOW_HOME", str(home))
     real = _fake_tf(home, "NKI", "tpl-NKI_res-01_desc-brain_mask.nii.gz", 1)
     assert get_template("NKI", suffix="mask") == real
+
+
+def test_unwritable_cache_falls_back_to_tmp(tmp_path, monkeypatch):
+    cache = tmp_path / "ro"
+    monkeypatch.setenv("SMRIFLOW_CACHE", str(cache))
+    monkeypatch.setattr(templates.tempfile, "tempdir", str(tmp_path / "tmp"))
+    real_save = templates._atomic_save
+
+    def save(img, out):  # a read-only home, whatever the user running the tests
+        if out.is_relative_to(cache):
+            raise PermissionError(13, "Permission denied")
+        real_save(img, out)
+
+    monkeypatch.setattr(templates, "_atomic_save", save)
+    with pytest.warns(RuntimeWarning, match="Cannot write the template cache .* Set SMRIFLOW_CACHE"):
+        path = get_template(suffix="mask", resolution=2)
+    assert path.is_relative_to(tmp_path / "tmp") and path.is_file()
+    assert path.name == "tpl-MNI152NLin2009aSym_res-2_desc-brain_mask.nii.gz"

@@ -52,12 +52,20 @@ def test_public_interfaces_and_registry():
 
 
 @pytest.mark.ants
-@pytest.mark.parametrize("atlas", ["aal", "desikan_killiany"])
-def test_warp_atlas_gives_only_atlas_labels_on_the_native_grid(atlas, atlas_cache, native_grid, tmp_path):
-    out = _run(
-        WarpAtlas(atlas=atlas, reference_image=str(native_grid), transforms=[str(_identity(tmp_path))]),
-        tmp_path / "warp",
+@pytest.mark.parametrize(
+    ("atlas", "interpolation"),
+    [("aal", "genericLabel"), ("desikan_killiany", "genericLabel"), ("desikan_killiany", "nearestNeighbor")],
+)
+def test_warp_atlas_gives_only_atlas_labels_on_the_native_grid(
+    atlas, interpolation, atlas_cache, native_grid, tmp_path
+):
+    iface = WarpAtlas(
+        atlas=atlas,
+        reference_image=str(native_grid),
+        transforms=[str(_identity(tmp_path))],
+        interpolation=interpolation,
     )
+    out = _run(iface, tmp_path / "warp")
     assert Path(out.out_dseg).name == f"atlas-{atlas}_dseg.nii.gz"
     img = nb.load(out.out_dseg)
     ref = nb.load(native_grid)

@@ -18,8 +18,8 @@ matter, instead of a global mixture model:
    is pulled back to the subject, and inside it WM membership is moved to GM (:func:`apply_deep_gm_prior`).
 
 Measured on the shared T1w against FreeSurfer ``aseg`` classes
-(:func:`smriflow.utils.metrics.fs_tissue_classes`): intensity only GM 0.876 / WM 0.919; with the deep-GM
-prior (affine from brain extraction) GM 0.899 / WM 0.935, in ~4 s; the notes' Atropos k-means + MRF gave
+(:func:`smriflow.utils.metrics.fs_tissue_classes`): intensity only GM 0.886 / WM 0.923; with the deep-GM
+prior (affine from brain extraction) GM 0.901 / WM 0.936, in ~4 s; the notes' Atropos k-means + MRF gave
 0.87 / 0.91 in ~25 s.
 """
 

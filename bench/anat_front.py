@@ -10,17 +10,21 @@ both images' affines (nearest neighbour), so the comparison happens in world spa
 
 Usage::
 
-    python bench/anat_front.py [--threads 1] [--profile fast] [--use-syn] [--work-dir DIR]
+    python bench/anat_front.py [--threads 1] [--profile fast] [--use-syn] [--no-prior] [--isolate]
+                               [--work-dir DIR]
 """
 
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import resource
 import sys
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from types import SimpleNamespace
 
 import nibabel as nb
 import numpy as np
@@ -49,6 +53,15 @@ def peak_rss_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
 
 
+def _run_isolated(iface, cwd: str, threads: int) -> tuple[dict, float]:
+    """Run one interface in this (fresh) process; return its outputs and this process' peak RSS (GB)."""
+    from smriflow.utils.threads import set_thread_env
+
+    set_thread_env(threads)
+    outputs = iface.run(cwd=cwd).outputs.get()
+    return outputs, peak_rss_gb()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--t1w", type=Path, default=SHARED / "bids/sub-0002/anat/sub-0002_T1w.nii.gz")
@@ -58,6 +71,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--use-syn", action="store_true", help="SyN stage in brain extraction")
     parser.add_argument("--no-prior", action="store_true", help="segment without the deep-GM prior")
     parser.add_argument("--work-dir", type=Path, default=None)
+    parser.add_argument(
+        "--isolate",
+        action="store_true",
+        help="run each stage in a fresh process (per-stage peak RSS; times then include imports)",
+    )
     args = parser.parse_args(argv)
 
     from smriflow.utils.threads import set_thread_env
@@ -76,10 +94,17 @@ def main(argv: list[str] | None = None) -> int:
         folder = work / name
         folder.mkdir(parents=True, exist_ok=True)
         start = time.perf_counter()
-        result = iface.run(cwd=str(folder))
+        if args.isolate:
+            context = multiprocessing.get_context("spawn")
+            with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
+                outputs, rss = pool.submit(_run_isolated, iface, str(folder), args.threads).result()
+            times[name] = time.perf_counter() - start
+            print(f"{name:<14} {times[name]:6.1f} s   peak RSS of the stage {rss:.2f} GB", flush=True)
+            return SimpleNamespace(**outputs)
+        outputs = iface.run(cwd=str(folder)).outputs
         times[name] = time.perf_counter() - start
         print(f"{name:<14} {times[name]:6.1f} s   peak RSS so far {peak_rss_gb():.2f} GB", flush=True)
-        return result.outputs
+        return outputs
 
     print(f"T1w {args.t1w}  threads {args.threads}  profile {args.profile}  work {work}")
     t0 = time.perf_counter()
@@ -91,7 +116,10 @@ def main(argv: list[str] | None = None) -> int:
         seg_inputs["in_xfm"] = brain.out_affine
     seg = run("segmentation", TissueSegmentation(**seg_inputs))
     total = time.perf_counter() - t0
-    print(f"{'total':<14} {total:6.1f} s   peak RSS {peak_rss_gb():.2f} GB")
+    if not args.isolate:
+        print(f"{'total':<14} {total:6.1f} s   peak RSS {peak_rss_gb():.2f} GB")
+    else:
+        print(f"{'total':<14} {total:6.1f} s")
 
     ref = nb.load(conform.out_file)
     fs_mask = to_grid(nb.load(args.fs_dir / "brainmask.mgz"), ref) > 0

@@ -29,7 +29,9 @@ class _BrainExtractionInputSpec(AntsPyInputSpec):
         "one in the local TemplateFlow cache)",
     )
     use_syn = traits.Bool(
-        False, usedefault=True, desc="add a SyN-only stage after the affine (slower, no better on our data)"
+        False,
+        usedefault=True,
+        desc="add a SyN-only stage after the affine (slower, no better on our data, not thread-repeatable)",
     )
     refine = traits.Bool(
         True, usedefault=True, desc="refine the warped template mask on the subject's intensities"

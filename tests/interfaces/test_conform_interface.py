@@ -23,7 +23,13 @@ def _write(path, data, affine=LIA):
 
 
 def test_registered():
-    assert interface_registry()["ConformImage"] is ConformImage
+    from smriflow.interfaces import bias, brain, conform, segmentation
+
+    registry = interface_registry()
+    assert registry["ConformImage"] is ConformImage
+    for module in (bias, brain, conform, segmentation):
+        assert len(module.__all__) == 1
+        assert registry[module.__all__[0]] is getattr(module, module.__all__[0])
 
 
 def test_conform_lia(tmp_path):

@@ -98,7 +98,10 @@ def displacement_jacobian(field: nb.Nifti1Image | str | Path) -> np.ndarray:
 
 
 def log_jacobian_image(
-    field: nb.Nifti1Image | str | Path, reference: nb.Nifti1Image | str | Path
+    field: nb.Nifti1Image | str | Path,
+    reference: nb.Nifti1Image | str | Path,
+    *,
+    linear_det: float = 1.0,
 ) -> nb.Nifti1Image:
     r"""Return the natural log of the Jacobian determinant of a displacement field, on a reference grid.
 
@@ -108,6 +111,9 @@ def log_jacobian_image(
         Displacement field (see :func:`displacement_jacobian`) sampled on the grid of ``reference``.
     reference : nibabel.Nifti1Image, str or pathlib.Path
         Image whose header (affine, sform/qform codes) the output takes.
+    linear_det : float
+        Determinant of a linear map :math:`A` applied *after* the field (:math:`T = A \circ W`, ITK's
+        order for a composite [affine, field]); the result is then :math:`\log(\det A \cdot J_W)`.
 
     Returns
     -------
@@ -121,7 +127,7 @@ def log_jacobian_image(
             "'field' must be sampled on the grid of 'reference'. "
             f"Field shape {fld.shape[:3]} and reference shape {ref.shape[:3]} (or their affines) differ."
         )
-    det = displacement_jacobian(fld)
+    det = displacement_jacobian(fld) * np.float32(abs(linear_det))
     logj = np.log(np.maximum(det, LOG_JACOBIAN_FLOOR)).astype(np.float32)
     out = nb.Nifti1Image(logj, ref.affine, ref.header)
     out.set_data_dtype(np.float32)

@@ -51,6 +51,15 @@ def test_zero_field_has_unit_jacobian_and_zero_log():
     np.testing.assert_allclose(logj.affine, LIA)
 
 
+def test_linear_part_multiplies_the_field_jacobian():
+    """T = A o W: det DT = det(A) det DW (A applied after the field, ITK's composite order)."""
+    matrix = np.diag([1.1, 1.0, 0.9])
+    field = _affine_field((6, 6, 6), LIA, matrix, (1.0, 2.0, 3.0))
+    ref = nb.Nifti1Image(np.zeros((6, 6, 6), np.float32), LIA)
+    logj = np.asarray(log_jacobian_image(field, ref, linear_det=1.5).dataobj)
+    np.testing.assert_allclose(logj, np.log(1.5 * np.linalg.det(matrix)), rtol=1e-5)
+
+
 def test_folded_field_log_is_finite_at_the_floor():
     field = _affine_field((5, 5, 5), np.eye(4), -np.eye(3), (0.0, 0.0, 0.0))  # det = -1: folded
     logj = np.asarray(log_jacobian_image(field, nb.Nifti1Image(np.zeros((5, 5, 5)), np.eye(4))).dataobj)

@@ -205,6 +205,19 @@ def test_normalization_recovers_known_scaling(scaled_pair, normalized):
     assert volume_mm3(scaled_pair["tpl_gm"]) == pytest.approx(native / SCALE**3, rel=0.02)
 
 
+def test_log_jacobian_equals_that_of_ants_own_composition(scaled_pair, normalized, tmp_path):
+    """The log-Jacobian is computed from the composite's affine and field (T = A o W): check it against
+    ANTs composing the whole file into one displacement field on the template grid."""
+    from smriflow.utils.modulation import displacement_jacobian
+
+    fixed = ants.image_read(str(scaled_pair["tpl_t1w"]))
+    field = ants.apply_transforms(
+        fixed=fixed, moving=fixed, transformlist=[str(normalized.forward_transform)], compose=f"{tmp_path}/c_"
+    )
+    expected = displacement_jacobian(field)
+    np.testing.assert_allclose(np.exp(_data(normalized.log_jacobian)), expected, rtol=1e-4)
+
+
 def test_two_runs_are_bit_identical(scaled_pair, normalized, tmp_path):
     again = normalize_to_template(
         scaled_pair["sub_t1w"],

@@ -192,6 +192,7 @@ def main(argv: list[str] | None = None) -> int:
                 atlas=atlas,
                 reference_image=inputs["brain"],
                 transforms=[norm.out_inv_xfm],
+                interpolation=args.atlas_interpolation,
                 num_threads=args.threads,
             ),
         )

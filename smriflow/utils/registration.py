@@ -105,7 +105,7 @@ class RegistrationPreset:
 #: Named schedules. ``fast``: SyN on the 2 mm template grid, 8 and 4 mm levels, CC radius 1 (measured on the
 #: shared T1w, 2 threads: affine 2-4 s + SyN 8-11 s, warped-GM/template-GM Dice 0.73, WM 0.76; SyN with
 #: Mattes MI instead of CC: 4 s, Dice 0.69 / 0.71); ``precise``: the 1 mm template grid, SyN at 4 and 2 mm,
-#: affine at 4 and 2 mm (SyN ~65 s, Dice 0.77 / 0.79 on the 1 mm template; CC radius 2: 250 s, 0.78 / 0.80);
+#: affine at 4 and 2 mm (~75 s; Dice 0.77 / 0.79 on the 1 mm template; CC radius 2: 250 s, 0.78 / 0.80);
 #: ``testing``: a few iterations, for unit tests on tiny images.
 PRESETS: dict[str, RegistrationPreset] = {
     "fast": RegistrationPreset(),

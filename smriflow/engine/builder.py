@@ -184,6 +184,8 @@ def build_workflow(loaded: LoadedSpec, args: dict[str, Any], *, name: str | None
 def _interface_node(node_name: str, node, args: dict[str, Any]) -> pe.Node:
     cls = resolve_interface(node.interface)
     params = substitute(node.params, args)
+    # A mapped port holds the list to iterate over: the MapNode takes it, not the interface.
+    mapped = {key: params.pop(key) for key in list(params) if key in (node.map_over or ())}
     iface = cls(**params)
     inputs = set(iface.inputs.trait_names())
     # Run-level settings reach every interface that has the trait, unless the YAML set it.
@@ -198,7 +200,10 @@ def _interface_node(node_name: str, node, args: dict[str, Any]) -> pe.Node:
     if node.run_without_submitting:
         kwargs["run_without_submitting"] = True
     if node.map_over:
-        return pe.MapNode(iface, iterfield=list(node.map_over), **kwargs)
+        map_node = pe.MapNode(iface, iterfield=list(node.map_over), **kwargs)
+        for key, value in mapped.items():
+            setattr(map_node.inputs, key, value)
+        return map_node
     return pe.Node(iface, **kwargs)
 
 

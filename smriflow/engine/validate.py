@@ -348,10 +348,20 @@ def _interface_ports(loaded: LoadedSpec, node_name: str, node: NodeSpec) -> tupl
             continue
         if isinstance(value, str) and ARG_REF_RE.match(value):
             continue  # an undeclared or ill-typed $arg: reported once, where it is declared or used
-        try:
-            setattr(iface.inputs, key, value)
-        except Exception as exc:  # traits raises TraitError; report it in our words, keep nothing raw
-            problems.append(pos.problem((*where, "params", key), _trait_message(iface, key, value, exc)))
+        mapped = key in (node.map_over or ())
+        if mapped and not isinstance(value, list):
+            problems.append(
+                pos.problem(
+                    (*where, "params", key), f"must be a list (it is in 'map_over'); got {describe(value)}"
+                )
+            )
+            continue
+        for item in value if mapped else [value]:  # a mapped port takes a list, one item per run
+            try:
+                setattr(iface.inputs, key, item)
+            except Exception as exc:  # traits raises TraitError; say it in our words, keep nothing raw
+                problems.append(pos.problem((*where, "params", key), _trait_message(iface, key, item, exc)))
+                break
     for port in node.map_over or ():
         if port not in inputs:
             problems.append(

@@ -132,3 +132,21 @@ def test_map_over_makes_a_mapnode(tmp_path: Path, synthetic_t1w: Path):
     result = wf.run(plugin="Linear")
     smooth = next(n for n in result.nodes() if n.name == "smooth")
     assert len(smooth.result.outputs.out_file) == 2
+
+
+def test_map_over_a_param_list(tmp_path: Path, synthetic_t1w: Path):
+    path = tmp_path / "kernels.yml"
+    path.write_text(
+        "smriflow: 1\nname: kernels_wf\ndoc: d\ninputs: [image]\noutputs: {smoothed: smooth.out_file}\n"
+        "args:\n  kernels: {type: list, default: [1.0, 3.0, 5.0]}\n"
+        "nodes:\n  smooth:\n    interface: SmoothImage\n    map_over: [fwhm]\n"
+        "    params: {fwhm: $kernels}\n    in: {in_file: inputs.image}\n"
+    )
+    wf = smriflow.load_workflow(path, kernels=[2.0, 4.0])
+    smooth = wf.get_node("smooth")
+    assert smooth.inputs.fwhm == [2.0, 4.0]
+    wf.inputs.inputnode.image = str(synthetic_t1w)
+    wf.base_dir = str(tmp_path / "work")
+    result = wf.run(plugin="Linear")
+    outputs = next(n for n in result.nodes() if n.name == "smooth").result.outputs.out_file
+    assert len(outputs) == 2 and outputs[0] != outputs[1]

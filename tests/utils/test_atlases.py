@@ -14,9 +14,11 @@ from smriflow.utils.atlases import (
     atlas_data_dir,
     atlas_dseg,
     atlas_files,
+    atlas_label,
     atlas_labels,
     available_atlases,
     cached_atlas_dseg,
+    resolve_atlas,
     roi_volumes,
     tissue_volumes,
 )
@@ -52,6 +54,17 @@ def test_unknown_atlas_is_a_one_line_error_listing_the_available_ones():
     assert "\n" not in str(info.value)
     with pytest.raises(ValueError, match="^Atlas 'aal2' is not available"):
         atlas_dseg("aal2")
+
+
+def test_names_and_bids_labels():
+    assert resolve_atlas("desikan_killiany") == "desikan_killiany"
+    assert resolve_atlas("desikankilliany") == "desikan_killiany"
+    assert resolve_atlas("HarvardOxford") == "harvard_oxford"
+    assert atlas_label("harvard_oxford") == "harvardoxford"
+    assert all(atlas_label(name).isalnum() for name in ALL)  # valid BIDS entity values
+    assert atlas_labels("harvardoxford").equals(atlas_labels("harvard_oxford"))
+    with pytest.raises(ValueError, match="^Atlas 'harvard' is not available"):
+        resolve_atlas("harvard")
 
 
 def test_missing_package_message(monkeypatch):
@@ -131,6 +144,9 @@ def test_cached_label_image_is_written_once(monkeypatch, tmp_path):
     path = cached_atlas_dseg("aal")
     assert path.is_relative_to(tmp_path)
     assert path.name == "atlas-aal_dseg.nii.gz"
+    assert (
+        cached_atlas_dseg("harvardoxford", prob_threshold=25).name == "atlas-harvardoxford_thr-25_dseg.nii.gz"
+    )
     stamp = path.stat().st_mtime_ns
     assert cached_atlas_dseg("aal") == path
     assert path.stat().st_mtime_ns == stamp

@@ -431,6 +431,11 @@ def normalize_to_template(
         Paths of the warped image, both composite transforms, the affine and the log-Jacobian map.
     """
     params = get_preset(preset)
+    if init_affine is not None and Path(init_affine).suffix not in (".mat", ".txt"):
+        raise ValueError(
+            "'init_affine' must be an ANTs affine transform file (.mat or .txt). "
+            f"{init_affine!s} was provided."
+        )
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     ants = import_ants(num_threads)
@@ -478,11 +483,6 @@ def normalize_to_template(
             affine_src = Path(aff["fwdtransforms"][0])
         else:
             affine_src = Path(init_affine)
-            if affine_src.suffix not in (".mat", ".txt"):
-                raise ValueError(
-                    "'init_affine' must be an ANTs affine transform file (.mat or .txt). "
-                    f"{init_affine!s} was provided."
-                )
         affine = out_dir / f"from-T1w_to-{space}_mode-image_desc-affine_xfm.mat"
         if affine_src.resolve() != affine.resolve():
             shutil.copyfile(affine_src, affine)

@@ -39,7 +39,7 @@ class Progress:
         self.done: set[str] = set()
         self.failed: set[str] = set()
         self.interval = interval
-        self._last_line = 0.0
+        self._last_line = time.monotonic()  # the first plain line comes after one interval
         self._last_text = ""
         self._bar = None
         self._task = None

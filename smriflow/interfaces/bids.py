@@ -88,6 +88,43 @@ _FALLBACK_PATTERN = (
 )
 
 
+# niworkflows' patterns have no `atlas` entity: without this one (tried first, and only when `atlas` is
+# given), `{atlas: aal, suffix: dseg}` would silently be written as `..._dseg.nii.gz`, over the tissue dseg.
+_ATLAS_PATTERN = _FALLBACK_PATTERN.replace("[_atlas-{atlas}]", "_atlas-{atlas}")
+
+#: BIDS key of each entity an output may set (the file name spells them so).
+ENTITY_KEYS = {
+    "acquisition": "acq",
+    "ceagent": "ce",
+    "reconstruction": "rec",
+    "run": "run",
+    "hemi": "hemi",
+    "from": "from",
+    "to": "to",
+    "mode": "mode",
+    "space": "space",
+    "cohort": "cohort",
+    "resolution": "res",
+    "density": "den",
+    "atlas": "atlas",
+    "label": "label",
+    "desc": "desc",
+}
+
+
+def dropped_entities(file_name: str, entities: dict[str, Any]) -> list[str]:
+    """Entities that were asked for but do not appear in ``file_name`` (a path pattern dropped them).
+
+    Examples
+    --------
+    >>> dropped_entities("sub-01_desc-brain_mask.nii.gz", {"desc": "brain", "atlas": "aal"})
+    ['atlas']
+    """
+    stem, _ = split_extension(file_name)
+    parts = set(stem.split("_"))
+    return [key for key, value in entities.items() if f"{ENTITY_KEYS[key]}-{value}" not in parts]
+
+
 def split_extension(path: str | os.PathLike) -> tuple[str, str]:
     """``sub-01_T1w.nii.gz`` → (``sub-01_T1w``, ``.nii.gz``): the extension starts at the first dot."""
     name = Path(path).name
@@ -189,7 +226,7 @@ class DerivativesDataSink(_NiworkflowsDataSink):
     input_spec = _DerivativesDataSinkInputSpec
     out_path_base = ""  # write straight into base_directory (the --output-dir)
     _default_dtypes = defaultdict(lambda: None)  # never change an image's data type
-    _file_patterns = (*_NiworkflowsDataSink._file_patterns, _FALLBACK_PATTERN)
+    _file_patterns = (_ATLAS_PATTERN, *_NiworkflowsDataSink._file_patterns, _FALLBACK_PATTERN)
 
     def _run_interface(self, runtime):
         if not isdefined(self.inputs.base_directory):
@@ -208,6 +245,7 @@ class DerivativesDataSink(_NiworkflowsDataSink):
         if not isinstance(staged_files, list):
             staged_files = [staged_files]
         staged_meta = self._results.get("out_meta")
+        self._check_names(staged_files)
         published, sidecars = [], []
         for staged in map(Path, staged_files):
             relative = staged.relative_to(staging / self.out_path_base)
@@ -230,6 +268,21 @@ class DerivativesDataSink(_NiworkflowsDataSink):
         else:
             self._results.pop("out_meta", None)
         return runtime
+
+    def _check_names(self, staged_files: list[str]) -> None:
+        """Refuse to publish a file whose name lost an entity (two outputs could then share one name)."""
+        for index, staged in enumerate(staged_files):
+            given = {}
+            for key in ENTITY_KEYS:
+                value = getattr(self.inputs, key, None) if self.inputs.trait(key) else None
+                if isdefined(value) and value is not None:
+                    given[key] = value[index] if isinstance(value, list) else value
+            dropped = dropped_entities(Path(staged).name, given)
+            if dropped:
+                raise ValueError(
+                    f"{Path(staged).name}: the BIDS path patterns dropped the entities {dropped} "
+                    "from the derivative's name; refusing to write it under a misleading name"
+                )
 
     def _sidecar(self, staged_meta: Any) -> dict[str, Any]:
         """niworkflows' metadata (if any) updated with ``provenance``."""

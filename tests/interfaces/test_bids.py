@@ -20,6 +20,7 @@ from smriflow.interfaces.bids import (
     BIDSQueryError,
     DerivativesDataSink,
     collect_subjects,
+    dropped_entities,
     publish,
     split_extension,
 )
@@ -117,6 +118,29 @@ def test_sink_names_like_bids_and_writes_provenance_sidecar(tmp_path, source_t1w
         "sub-01_ses-A_acq-mp_desc-head_mask.nii.gz",
     ]
     assert not (tmp_path / "node" / "_staged").exists()
+
+
+def test_sink_keeps_the_atlas_entity_and_lists_name_items(tmp_path, source_t1w):
+    """niworkflows' patterns have no atlas entity: a dseg per atlas must not collapse onto ``_dseg``."""
+    out = tmp_path / "derivatives"
+    sink = DerivativesDataSink(
+        base_directory=str(out),
+        source_file=str(source_t1w),
+        in_file=[str(source_t1w), str(source_t1w)],
+        atlas=["aal", "harvardoxford"],
+        suffix="dseg",
+    )
+    result = sink.run(cwd=str(_node_dir(tmp_path)))
+    assert [Path(f).name for f in result.outputs.out_file] == [
+        "sub-01_ses-A_acq-mp_atlas-aal_dseg.nii.gz",
+        "sub-01_ses-A_acq-mp_atlas-harvardoxford_dseg.nii.gz",
+    ]
+
+
+def test_dropped_entities():
+    assert dropped_entities("sub-01_desc-brain_mask.nii.gz", {"desc": "brain", "atlas": "aal"}) == ["atlas"]
+    assert dropped_entities("sub-01_from-T1w_to-MNI_mode-image_xfm.h5", {"from": "T1w", "to": "MNI"}) == []
+    assert dropped_entities("sub-01_res-2_T1w.nii.gz", {"resolution": "2"}) == []
 
 
 def test_sink_json_output_is_its_own_sidecar(tmp_path, source_t1w):

@@ -46,14 +46,14 @@ registration error of a 2 mm SyN for most regions, but it matters for small stru
 from __future__ import annotations
 
 import importlib.util
-import os
 import re
-import tempfile
 from pathlib import Path
 
 import nibabel as nb
 import numpy as np
 import pandas as pd
+
+from smriflow.utils.cache import atomic_write, cache_root
 
 __all__ = [
     "PROBABILISTIC_ATLASES",
@@ -221,8 +221,7 @@ def atlas_dseg(name: str, *, prob_threshold: float = 25.0) -> nb.Nifti1Image:
 
 
 def _cache_root() -> Path:
-    root = os.environ.get("SMRIFLOW_CACHE") or str(Path.home() / ".cache" / "smriflow")
-    return Path(root).expanduser() / "atlases" / _CACHE_VERSION
+    return cache_root() / "atlases" / _CACHE_VERSION
 
 
 def cached_atlas_dseg(name: str, *, prob_threshold: float = 25.0) -> Path:
@@ -236,15 +235,8 @@ def cached_atlas_dseg(name: str, *, prob_threshold: float = 25.0) -> Path:
     suffix = f"_thr-{threshold:g}" if name in PROBABILISTIC_ATLASES else ""
     out = _cache_root() / f"atlas-{atlas_label(name)}{suffix}_dseg.nii.gz"
     if not out.is_file():
-        out.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".nii.gz", dir=out.parent)
-        os.close(fd)
-        try:
-            atlas_dseg(name, prob_threshold=threshold).to_filename(tmp)
-            os.replace(tmp, out)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atlas_img = atlas_dseg(name, prob_threshold=threshold)
+        atomic_write(out, atlas_img.to_filename)
     return out
 
 

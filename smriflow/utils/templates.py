@@ -33,6 +33,8 @@ from pathlib import Path
 import nibabel as nb
 import numpy as np
 
+from smriflow.utils.cache import atomic_write, cache_root
+
 __all__ = [
     "DEFAULT_TEMPLATE",
     "TemplateNotFoundError",
@@ -82,8 +84,7 @@ def template_space_name(name: str = DEFAULT_TEMPLATE) -> str:
 
 def template_cache_dir() -> Path:
     """Return the folder where derived template files are cached (``$SMRIFLOW_CACHE/templates``)."""
-    root = os.environ.get("SMRIFLOW_CACHE") or str(Path.home() / ".cache" / "smriflow")
-    return Path(root).expanduser() / "templates" / _CACHE_VERSION
+    return cache_root() / "templates" / _CACHE_VERSION
 
 
 def templateflow_home() -> Path:
@@ -243,18 +244,10 @@ def _derive_nilearn_image(resolution: int, suffix: str, label: str | None) -> nb
 
 
 def _atomic_save(img: nb.Nifti1Image, out: Path) -> None:
-    """Write ``img`` to ``out`` through a temporary file in the same folder, then rename it into place."""
-    out.parent.mkdir(parents=True, exist_ok=True)
+    """Write ``img`` to ``out`` atomically (see :func:`smriflow.utils.cache.atomic_write`)."""
     img.set_qform(img.affine, code=4)  # 4 = MNI152
     img.set_sform(img.affine, code=4)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".nii.gz", dir=out.parent)
-    os.close(fd)
-    try:
-        nb.save(img, tmp)
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(out, lambda tmp: nb.save(img, tmp))
 
 
 # --- any other template: local TemplateFlow cache only ------------------------------------------------

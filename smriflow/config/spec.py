@@ -78,6 +78,14 @@ class OutputSpec(_Strict):
         ),
     )
 
+    meta: str | None = Field(
+        None,
+        description=(
+            "Another output of this workflow whose value (a dict) is merged into this output's JSON sidecar "
+            "(e.g. `meta: conform_info` records what input validation did)."
+        ),
+    )
+
     @field_validator("from_")
     @classmethod
     def _source_form(cls, value: str) -> str:

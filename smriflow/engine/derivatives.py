@@ -251,6 +251,10 @@ def build_subject_workflow(
             mem_gb=0.5,
         )
         connections.append((barrier, sink, [(field_name, "in_file")]))
+        meta = spec.outputs[out_name].meta
+        if meta is not None:  # a dict made by the workflow (e.g. what conform did) joins the sidecar
+            session_suffix = field_name[len(out_name) :]
+            connections.append((barrier, sink, [(f"{meta}{session_suffix}", "meta_dict")]))
     sub_wf.connect(connections)
     return sub_wf
 

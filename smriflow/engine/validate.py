@@ -214,6 +214,15 @@ def check_spec(loaded: LoadedSpec, *, _stack: tuple[Path, ...] = ()) -> list[Pro
         problems += _check_node_inputs(loaded, node_name, node, ports, graph)
     for out_name, out in spec.outputs.items():
         problems += _check_source(loaded, ("outputs", out_name, "from"), out.from_, ports)
+        if out.meta is not None and (out.meta not in spec.outputs or out.meta == out_name):
+            others = set(spec.outputs) - {out_name}
+            problems.append(
+                pos.problem(
+                    ("outputs", out_name, "meta"),
+                    f"'{out.meta}' is not another output of this workflow",
+                    did_you_mean(out.meta, others),
+                )
+            )
 
     try:
         cycle = nx.find_cycle(graph)

@@ -472,3 +472,27 @@ def test_linear_config_stops_at_the_first_failure(tmp_path):
     assert row(out, "sub-01", "failed", "0/9", "sub_01_wf.example_wf.smooth")
     assert "sub-02: 9 node(s) did not run (the config sets stop_on_first_crash)\n" in out
     assert derivative_files(tmp_path / "out") == ["dataset_description.json"]
+
+
+def test_meta_output_joins_the_sidecar(tmp_path):
+    """An output's ``meta:`` (a dict made by the workflow) is merged into its JSON sidecar."""
+    workflow = tmp_path / "conformed.yml"
+    workflow.write_text(
+        "smriflow: 1\nname: conformed_wf\ndoc: d\n"
+        "inputs:\n  t1w: {bids: {datatype: anat, suffix: T1w, extension: [.nii, .nii.gz]}}\n"
+        "outputs:\n"
+        "  t1w_conformed: {from: conform.out_file, bids: {desc: conformed, suffix: T1w}, meta: info}\n"
+        "  info: {from: conform.report}\n"
+        "nodes:\n  conform:\n    interface: ConformImage\n    in: {in_file: inputs.t1w}\n"
+    )
+    bids = make_bids(tmp_path / "bids", labels=("01",))
+    code, _, err = run_cli("run", workflow, "--bids-dir", bids, "--output-dir", tmp_path / "out")
+    assert code == 0, err
+    sidecar = json.loads((tmp_path / "out/sub-01/anat/sub-01_desc-conformed_T1w.json").read_text())
+    assert sidecar["GeneratedBy"][0]["Output"] == "t1w_conformed"  # provenance is kept
+    assert "reoriented_from" in sidecar  # and the conform record joins it
+    assert derivative_files(tmp_path / "out") == [
+        "dataset_description.json",
+        "sub-01/anat/sub-01_desc-conformed_T1w.json",
+        "sub-01/anat/sub-01_desc-conformed_T1w.nii.gz",
+    ]

@@ -10,8 +10,8 @@ both images' affines (nearest neighbour), so the comparison happens in world spa
 
 Usage::
 
-    python bench/anat_front.py [--threads 1] [--profile fast] [--use-syn] [--no-prior] [--isolate]
-                               [--work-dir DIR]
+    python bench/anat_front.py [--threads 1] [--profile fast] [--method ants|deepbet] [--use-syn]
+                               [--no-prior] [--isolate] [--work-dir DIR]
 """
 
 from __future__ import annotations
@@ -68,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fs-dir", type=Path, default=SHARED / "aomic/derivatives/freesurfer/sub-0002/mri")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--profile", choices=("fast", "precise"), default="fast")
+    parser.add_argument("--method", choices=("ants", "deepbet"), default="ants", help="brain extraction")
     parser.add_argument("--use-syn", action="store_true", help="SyN stage in brain extraction")
     parser.add_argument("--no-prior", action="store_true", help="segment without the deep-GM prior")
     parser.add_argument("--work-dir", type=Path, default=None)
@@ -106,11 +107,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name:<14} {times[name]:6.1f} s   peak RSS so far {peak_rss_gb():.2f} GB", flush=True)
         return outputs
 
-    print(f"T1w {args.t1w}  threads {args.threads}  profile {args.profile}  work {work}")
+    print(f"T1w {args.t1w}  threads {args.threads}  profile {args.profile}  brain {args.method}  work {work}")
     t0 = time.perf_counter()
     conform = run("conform", ConformImage(in_file=str(args.t1w)))
     n4 = run("n4", N4BiasCorrect(in_file=conform.out_file, profile=args.profile, num_threads=args.threads))
-    brain = run("brain", BrainExtraction(in_file=n4.out_file, use_syn=args.use_syn, num_threads=args.threads))
+    brain = run(
+        "brain",
+        BrainExtraction(
+            in_file=n4.out_file, method=args.method, use_syn=args.use_syn, num_threads=args.threads
+        ),
+    )
     seg_inputs = {"in_file": n4.out_file, "in_mask": brain.out_mask, "num_threads": args.threads}
     if not args.no_prior:
         seg_inputs["in_xfm"] = brain.out_affine

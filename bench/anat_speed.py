@@ -6,9 +6,9 @@ smriflow's once-per-machine template and atlas cache). Printed per run:
 * the whole process' wall time, and its CPU time (user + system of the process and every child it waited
   for: robust to other load on the machine, which inflates wall times on a 2-core machine);
 * peak memory: the largest single process' peak RSS (``os.wait4`` rusage, as ``/usr/bin/time -v`` reports
-  it) and the peak of the *summed* RSS and PSS of the process tree, sampled every 0.5 s from ``/proc`` (the
+  it) and the peak of the *summed* RSS and PSS of the process tree, sampled every second from ``/proc`` (the
   RSS sum counts pages shared by MultiProc's forked workers once per worker: an upper bound; PSS splits
-  them); the sampling costs the bench ~1 % of a core, which it prints;
+  them); the sampling costs the bench ~2 % of one core, which it prints;
 * wall time per stage (the span from its first node's start to its last node's end; stages overlap when
   MultiProc runs them side by side) and per node, from the ``runtime`` of each node's ``result_*.pklz`` in
   the work folder; the time before the first node (start-up: imports, pybids, graph) and after the last.
@@ -59,7 +59,7 @@ STAGES = (
 class TreeMemorySampler(threading.Thread):
     """Sample the summed RSS and PSS (bytes) of a process and its descendants from ``/proc``."""
 
-    def __init__(self, root_pid: int, interval: float = 0.5):
+    def __init__(self, root_pid: int, interval: float = 1.0):
         super().__init__(daemon=True)
         self.root_pid, self.interval = root_pid, interval
         self.peak_rss = self.peak_pss = 0
@@ -256,7 +256,12 @@ def main(argv: list[str] | None = None) -> int:
             if args.keep is None:
                 shutil.rmtree(folder, ignore_errors=True)
 
+    fast = args.profile == "fast"
     print("\nsummary (median wall / CPU, max peak memory over the repeats)")
+    if fast:
+        print(
+            f"  targets (fast profile): wall <= {TARGET_WALL_S:.0f} s, peak memory <= {TARGET_RSS_GB:.0f} GB"
+        )
     ok = True
     for omp in args.omp_nthreads:
         mine = [run for run in runs if run["omp_nthreads"] == omp]
@@ -266,11 +271,11 @@ def main(argv: list[str] | None = None) -> int:
         tree = max(run["tree_pss_gb"] for run in mine)
         walls = ", ".join(f"{run['wall']:.1f}" for run in mine)
         meets = wall <= TARGET_WALL_S and tree <= TARGET_RSS_GB and rss <= TARGET_RSS_GB
-        ok &= meets
+        ok &= meets or not fast
+        verdict = ("ok" if meets else "MISSED") if fast else ""
         print(
-            f"  omp {omp}: wall {wall:5.1f} s (target <= {TARGET_WALL_S:.0f}), CPU {cpu:5.1f} s, "
-            f"peak RSS {rss:.2f} GB, tree PSS {tree:.2f} GB (target <= {TARGET_RSS_GB:.0f})  "
-            f"{'ok' if meets else 'MISSED'}  [runs: {walls} s]"
+            f"  omp {omp}: wall {wall:5.1f} s, CPU {cpu:5.1f} s, peak RSS {rss:.2f} GB, "
+            f"tree PSS {tree:.2f} GB  {verdict}  [runs: {walls} s]"
         )
     if args.json:
         args.json.write_text(json.dumps({"profile": args.profile, "runs": runs}, indent=2) + "\n")

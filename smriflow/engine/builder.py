@@ -31,7 +31,14 @@ from smriflow.engine.validate import (
     validate_file,
 )
 
-__all__ = ["load_workflow", "list_workflows", "locate_workflow", "resolve_args", "build_workflow"]
+__all__ = [
+    "load_workflow",
+    "list_workflows",
+    "locate_workflow",
+    "resolve_args",
+    "build_workflow",
+    "methods_text",
+]
 
 
 def locate_workflow(name_or_path: str | Path) -> Path:
@@ -225,6 +232,11 @@ def _workflow_node(loaded: LoadedSpec, node_name: str, node, args: dict[str, Any
     if "name" not in accepted:
         wf.name = wf_name
     return wf
+
+
+def methods_text(loaded: LoadedSpec, args: dict[str, Any]) -> str:
+    """The methods paragraph of a workflow: its ``doc`` followed by those of its nested workflows."""
+    return " ".join(build_workflow(loaded, dict(args)).visit_desc().split())
 
 
 @cache

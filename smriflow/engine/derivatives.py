@@ -24,7 +24,7 @@ from typing import Any
 from smriflow._version import __version__
 from smriflow.config.errors import Problem, did_you_mean
 from smriflow.config.execution import ExecConfig
-from smriflow.engine.builder import build_workflow
+from smriflow.engine.builder import build_workflow, methods_text
 from smriflow.engine.validate import LoadedSpec, default_args, substitute
 from smriflow.interfaces.bids import OUTPUT_ENTITIES
 
@@ -327,7 +327,7 @@ def write_dataset_description(
             {
                 "Name": "smriflow",
                 "Version": __version__,
-                "Description": " ".join(spec.doc.split()),
+                "Description": methods_text(loaded, dict(args)),
                 "Workflow": {
                     "Name": spec.name,
                     "Spec": str(loaded.path.resolve()),

@@ -150,3 +150,13 @@ def test_map_over_a_param_list(tmp_path: Path, synthetic_t1w: Path):
     result = wf.run(plugin="Linear")
     outputs = next(n for n in result.nodes() if n.name == "smooth").result.outputs.out_file
     assert len(outputs) == 2 and outputs[0] != outputs[1]
+
+
+def test_methods_text_collects_nested_workflows():
+    from smriflow.engine.builder import locate_workflow, methods_text, resolve_args
+    from smriflow.engine.validate import validate_file
+
+    loaded = validate_file(locate_workflow("example"))
+    text = methods_text(loaded, resolve_args(loaded, {}))
+    assert text.startswith("The T1w image was smoothed")
+    assert "A head mask was made by thresholding" in text  # from the nested example_masking workflow

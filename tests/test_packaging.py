@@ -1,4 +1,4 @@
-"""The wheel ships the packaged YAML workflows and execution configs (so `smriflow run NAME` works anywhere)."""
+"""The wheel ships the packaged YAML workflows and execution configs (`smriflow run NAME` works anywhere)."""
 
 from __future__ import annotations
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import nibabel as nb
 import numpy as np
 import pytest
+from _anat_data import block_mean
 from scipy import ndimage
 
 from smriflow.interfaces import registration as module
@@ -20,14 +21,6 @@ pytestmark = pytest.mark.ants
 ants = pytest.importorskip("ants")
 
 SCALE = 1.2
-
-
-def _block_mean(data: np.ndarray, affine: np.ndarray, factor: int) -> tuple[np.ndarray, np.ndarray]:
-    n = [s // factor * factor for s in data.shape]
-    blocks = data[: n[0], : n[1], : n[2]].reshape(n[0] // factor, factor, n[1] // factor, factor, -1, factor)
-    step = np.diag([factor, factor, factor, 1.0])
-    step[:3, 3] = (factor - 1) / 2
-    return blocks.mean(axis=(1, 3, 5), dtype=np.float64).astype(np.float32), affine @ step
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +41,7 @@ def pair(tmp_path_factory) -> dict[str, Path]:
         ("gm", {"suffix": "probseg", "label": "GM"}),
     ):
         img = nb.load(get_template(resolution=2, **kwargs))
-        data, aff = _block_mean(np.asarray(img.dataobj, dtype=np.float32), img.affine, 2)
+        data, aff = block_mean(np.asarray(img.dataobj, dtype=np.float32), img.affine, 2)
         if key == "mask":
             data = (data > 0.5).astype(np.float32)
         paths[f"tpl_{key}"] = out / f"tpl_{key}.nii.gz"

@@ -11,6 +11,7 @@ import json
 import sys
 from pathlib import Path
 
+import _anat_data
 import nibabel as nb
 import numpy as np
 import pytest
@@ -24,17 +25,6 @@ needs_deepbet = pytest.mark.skipif(
     reason="deepbet is not installed (optional extra smriflow[deepbet], ~1 GB with PyTorch; CI does not "
     "install it): pip install torch==2.13.0 then pip install 'smriflow[deepbet]'",
 )
-TESTS = Path(__file__).resolve().parents[1]
-
-
-def _anat_data():
-    """tests/interfaces/_anat_data.py (3 mm copy of the shared T1w), loaded by path."""
-    if "_anat_data" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("_anat_data", TESTS / "interfaces" / "_anat_data.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        sys.modules["_anat_data"] = module
-    return sys.modules["_anat_data"]
 
 
 def test_missing_extra_names_the_install_command(tmp_path, monkeypatch, synthetic_t1w):
@@ -54,7 +44,7 @@ def test_interface_missing_extra_fails_before_registration(tmp_path, monkeypatch
 
 @pytest.fixture(scope="module")
 def t1w_3mm(shared_data, tmp_path_factory):
-    return _anat_data().t1w_3mm(shared_data, tmp_path_factory.mktemp("deepbet_t1w"))
+    return _anat_data.t1w_3mm(shared_data, tmp_path_factory.mktemp("deepbet_t1w"))
 
 
 @needs_deepbet
@@ -71,7 +61,7 @@ def test_deepbet_mask_on_shared_t1w(shared_data, t1w_3mm, tmp_path):
     assert set(np.unique(mask)) == {0, 1}
     brain = np.asarray(nb.load(brain_path).dataobj)
     np.testing.assert_allclose(brain, np.asarray(src.dataobj, dtype=np.float32) * mask, rtol=1e-6)
-    reference, _ = _anat_data().reference_3mm(shared_data, "brainmask.mgz")
+    reference, _ = _anat_data.reference_3mm(shared_data, "brainmask.mgz")
     assert dice(mask > 0, reference > 0) > 0.9  # 0.971 measured at 3 mm
     # deterministic for a given thread count
     again, _ = deepbet_mask(t1w_3mm, tmp_path / "b", num_threads=1)

@@ -7,6 +7,7 @@ from pathlib import Path
 import nibabel as nb
 import numpy as np
 import pytest
+from _anat_data import block_mean
 from scipy import ndimage
 
 from smriflow.utils.modulation import (
@@ -151,16 +152,6 @@ def test_volume_scales_with_voxel_size_not_voxel_count():
 # --- on the real image (downsampled): registration + warping + modulation keep the GM volume -------------
 
 
-def _block_mean(data: np.ndarray, affine: np.ndarray, factor: int) -> tuple[np.ndarray, np.ndarray]:
-    """Average factor³ blocks (partial volumes are preserved) and return the coarse data and affine."""
-    n = [s // factor * factor for s in data.shape]
-    blocks = data[: n[0], : n[1], : n[2]].reshape(n[0] // factor, factor, n[1] // factor, factor, -1, factor)
-    coarse = blocks.mean(axis=(1, 3, 5), dtype=np.float64).astype(np.float32)
-    step = np.diag([factor, factor, factor, 1.0])
-    step[:3, 3] = (factor - 1) / 2
-    return coarse, affine @ step
-
-
 ASEG_GM = [3, 42, 8, 47, 10, 49, 11, 50, 12, 51, 13, 52, 17, 53, 18, 54, 26, 58, 28, 60]
 
 
@@ -174,16 +165,16 @@ def real_3mm(shared_data, tmp_path_factory) -> dict[str, Path]:
     mask = np.asarray(nb.load(fs / "brainmask.mgz").dataobj) > 0
     gm = np.isin(np.asarray(nb.load(fs / "aseg.mgz").dataobj), ASEG_GM).astype(np.float32)
     out = tmp_path_factory.mktemp("real3mm")
-    brain, aff = _block_mean(t1w.get_fdata(dtype=np.float32) * mask, t1w.affine, 3)
-    mask3, _ = _block_mean(mask.astype(np.float32), t1w.affine, 3)
-    gm3, _ = _block_mean(gm, t1w.affine, 3)
+    brain, aff = block_mean(t1w.get_fdata(dtype=np.float32) * mask, t1w.affine, 3)
+    mask3, _ = block_mean(mask.astype(np.float32), t1w.affine, 3)
+    gm3, _ = block_mean(gm, t1w.affine, 3)
     paths = {"brain": out / "brain.nii.gz", "mask": out / "mask.nii.gz", "gm": out / "gm.nii.gz"}
     nb.Nifti1Image(brain, aff).to_filename(paths["brain"])
     nb.Nifti1Image((mask3 > 0.5).astype(np.uint8), aff).to_filename(paths["mask"])
     nb.Nifti1Image(gm3, aff).to_filename(paths["gm"])
     for key, suffix in (("template", "T1w"), ("template_mask", "mask")):
         tpl = nb.load(get_template(resolution=2, suffix=suffix))
-        data, tpl_aff = _block_mean(np.asarray(tpl.dataobj, dtype=np.float32), tpl.affine, 2)
+        data, tpl_aff = block_mean(np.asarray(tpl.dataobj, dtype=np.float32), tpl.affine, 2)
         paths[key] = out / f"tpl_{suffix}.nii.gz"
         nb.Nifti1Image(data if key == "template" else (data > 0.5).astype(np.uint8), tpl_aff).to_filename(
             paths[key]

@@ -8,6 +8,7 @@ from pathlib import Path
 import nibabel as nb
 import numpy as np
 import pytest
+from _anat_data import block_mean
 from scipy import ndimage
 
 from smriflow.utils.modulation import modulate, volume_mm3
@@ -28,14 +29,6 @@ SHIFT = np.array(
     [4.0, -6.0, 3.0]
 )  # RAS mm: subject = template scaled by SCALE about the origin, then shifted
 LIA3 = np.array([[-3.0, 0, 0, 0], [0, 0, 3.0, 0], [0, -3.0, 0, 0], [0, 0, 0, 1]])
-
-
-def _block_mean(data: np.ndarray, affine: np.ndarray, factor: int) -> tuple[np.ndarray, np.ndarray]:
-    n = [s // factor * factor for s in data.shape]
-    blocks = data[: n[0], : n[1], : n[2]].reshape(n[0] // factor, factor, n[1] // factor, factor, -1, factor)
-    step = np.diag([factor, factor, factor, 1.0])
-    step[:3, 3] = (factor - 1) / 2
-    return blocks.mean(axis=(1, 3, 5), dtype=np.float64).astype(np.float32), affine @ step
 
 
 def _resample(data: np.ndarray, affine: np.ndarray, shape, out_affine: np.ndarray, point_map) -> np.ndarray:
@@ -60,7 +53,7 @@ def scaled_pair(tmp_path_factory) -> dict[str, Path]:
         ("gm", {"suffix": "probseg", "label": "GM"}),
     ):
         img = nb.load(get_template(resolution=2, **kwargs))
-        tpl[key], tpl_aff = _block_mean(np.asarray(img.dataobj, dtype=np.float32), img.affine, 2)
+        tpl[key], tpl_aff = block_mean(np.asarray(img.dataobj, dtype=np.float32), img.affine, 2)
     tpl["mask"] = (tpl["mask"] > 0.5).astype(np.float32)
     shape = (80, 80, 90)
     sub_aff = LIA3.copy()

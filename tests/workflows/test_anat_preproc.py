@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import re
@@ -19,6 +18,7 @@ import sys
 from pathlib import Path
 from types import SimpleNamespace
 
+import _anat_data
 import nibabel as nb
 import numpy as np
 import pandas as pd
@@ -181,14 +181,6 @@ def test_embedding_example_in_docs_builds():
 
 
 # -- end to end ---------------------------------------------------------------------------------------------
-def _anat_data():
-    """tests/interfaces/_anat_data.py (3 mm copy of the shared T1w), loaded by path."""
-    if "_anat_data" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("_anat_data", TESTS / "interfaces" / "_anat_data.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        sys.modules["_anat_data"] = module
-    return sys.modules["_anat_data"]
 
 
 def expected_files(label: str) -> list[str]:
@@ -233,7 +225,7 @@ def small_runs(shared_data, tmp_path_factory):
     root = tmp_path_factory.mktemp("anat_preproc_e2e")
     anat = root / "bids" / "sub-01" / "anat"
     anat.mkdir(parents=True)
-    Path(_anat_data().t1w_3mm(shared_data, anat)).rename(anat / "sub-01_T1w.nii.gz")
+    Path(_anat_data.t1w_3mm(shared_data, anat)).rename(anat / "sub-01_T1w.nii.gz")
     corrupt = root / "bids" / "sub-02" / "anat"
     corrupt.mkdir(parents=True)
     (corrupt / "sub-02_T1w.nii.gz").write_bytes(b"not an image")
@@ -405,7 +397,7 @@ def test_full_resolution_accuracy_floor(shared_data, tmp_path):
     assert done.returncode == 0, done.stdout + done.stderr
     anat = tmp_path / "out" / "sub-0002" / "anat"
     ref = nb.load(anat / "sub-0002_desc-preproc_T1w.nii.gz")
-    freesurfer = shared_data / _anat_data().FREESURFER
+    freesurfer = shared_data / _anat_data.FREESURFER
     brainmask = on_grid(nb.load(freesurfer / "brainmask.mgz"), ref) > 0
     classes = fs_tissue_classes(on_grid(nb.load(freesurfer / "aseg.mgz"), ref))
     mask = np.asanyarray(nb.load(anat / "sub-0002_desc-brain_mask.nii.gz").dataobj) > 0

@@ -1,4 +1,4 @@
-"""Helpers for the anatomical interface tests: a 3 mm copy of the shared T1w and FreeSurfer references."""
+"""Helpers for tests on the real image: a 3 mm copy of the shared T1w, FreeSurfer references, block means."""
 
 from __future__ import annotations
 
@@ -47,3 +47,13 @@ def reference_3mm(shared_data: Path, name: str) -> tuple[np.ndarray, np.ndarray]
     """
     img = downsample(nb.load(shared_data / FREESURFER / name), labels=True)
     return np.asarray(img.dataobj), img.affine
+
+
+def block_mean(data: np.ndarray, affine: np.ndarray, factor: int) -> tuple[np.ndarray, np.ndarray]:
+    """Average factor³ blocks (partial volumes are preserved) and return the coarse data and affine."""
+    n = [s // factor * factor for s in data.shape]
+    blocks = data[: n[0], : n[1], : n[2]].reshape(n[0] // factor, factor, n[1] // factor, factor, -1, factor)
+    coarse = blocks.mean(axis=(1, 3, 5), dtype=np.float64).astype(np.float32)
+    step = np.diag([factor, factor, factor, 1.0])
+    step[:3, 3] = (factor - 1) / 2
+    return coarse, affine @ step

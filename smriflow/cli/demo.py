@@ -1,0 +1,316 @@
+"""``smriflow demo``: synthesize a small BIDS dataset with known ground truth, process it, score the result.
+
+The steps, each the real command a user would run:
+
+1. :func:`smriflow.utils.synth.write_dataset` writes ``DIR/bids`` (T1w images made from the template with a
+   head, a random pose and deformation, a bias field, Rician noise and an age-related thinning of one region)
+   and the ground truth in ``DIR/truth``;
+2. ``smriflow run anat_preproc --bids-dir DIR/bids --output-dir DIR/derivatives/smriflow`` (default execution
+   config);
+3. ``smriflow run qc_group --output-dir DIR/derivatives/smriflow`` (group QC), when that workflow exists;
+4. ``smriflow stats roi`` on the GM volumes of the Desikan-Killiany regions against age, when that command is
+   installed;
+5. a table of what was measured against the ground truth (brain-mask and tissue Dice, GM volumes, the age
+   effect), also written to ``DIR/demo_results.json``.
+
+Rerunning the same command reuses the dataset and every finished node.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+__all__ = ["add_demo_parser", "demo_command"]
+
+DEFAULT_DIR = Path("smriflow-demo")
+ATLAS = "desikankilliany"
+
+
+def add_demo_parser(subparsers: Any, common: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Add the ``demo`` command."""
+    parser = subparsers.add_parser(
+        "demo",
+        parents=[common],
+        help="synthesize a small dataset with known ground truth, process it and score the result",
+        description=(
+            "Write a synthetic BIDS dataset made from the MNI152 template (head, random pose and "
+            "deformation, bias field, Rician noise, and GM loss with age in one region), run anat_preproc on "
+            "it, then the "
+            "group QC and an ROI GLM, and print what was measured against the ground truth. Offline."
+        ),
+    )
+    parser.add_argument(
+        "--output-dir",
+        type=Path,
+        default=DEFAULT_DIR,
+        metavar="DIR",
+        help=f"folder of the demo: dataset, truth, derivatives, work (default: ./{DEFAULT_DIR})",
+    )
+    parser.add_argument(
+        "--subjects", type=int, default=4, metavar="N", help="number of subjects (default: 4)"
+    )
+    parser.add_argument(
+        "--voxel-size",
+        type=float,
+        default=1.5,
+        metavar="MM",
+        help="voxel size of the synthetic T1w images in mm (default: 1.5; 3 is quicker and coarser)",
+    )
+    parser.add_argument(
+        "--seed", type=int, default=42, metavar="N", help="seed of the synthesis (default: 42)"
+    )
+    parser.add_argument("--nprocs", type=int, metavar="N", help="CPUs used at once (default: all)")
+    parser.set_defaults(handler=demo_command)
+    return parser
+
+
+def demo_command(args: argparse.Namespace) -> int:
+    """Handle ``smriflow demo``; return the exit code (0 when every step succeeded)."""
+    from smriflow.cli.main import CLIError
+    from smriflow.utils.synth import SynthParams
+
+    if args.subjects < 2:
+        raise CLIError(f"--subjects {args.subjects}: the demo needs at least 2 subjects (an age effect)")
+    if not 0.5 <= args.voxel_size <= 4.0:
+        raise CLIError(f"--voxel-size {args.voxel_size}: choose a voxel size between 0.5 and 4 mm")
+    out = Path(args.output_dir).absolute()
+    params = SynthParams(voxel_size=args.voxel_size)
+    start = time.monotonic()
+    print(
+        f"smriflow demo: {args.subjects} synthetic subjects at {args.voxel_size:g} mm (seed {args.seed}) "
+        f"in {out}",
+        flush=True,
+    )
+    truth = _dataset(out, args.subjects, args.seed, params)
+    steps: dict[str, Any] = {}
+    steps["anat_preproc"] = _step(
+        "anat_preproc",
+        [
+            "run",
+            "anat_preproc",
+            "--bids-dir",
+            str(out / "bids"),
+            "--output-dir",
+            str(out / "derivatives" / "smriflow"),
+        ]
+        + ["--work-dir", str(out / "work")]
+        + (["--nprocs", str(args.nprocs)] if args.nprocs else []),
+    )
+    steps["qc_group"] = _qc_group(out, args.nprocs)
+    steps["roi_glm"] = _roi_glm(out, params.region)
+    results = _score(out, truth, params.region, steps)
+    results["seconds"] = round(time.monotonic() - start, 1)
+    (out / "demo_results.json").write_text(json.dumps(results, indent=2) + "\n")
+    _print_results(results, out)
+    failed = [name for name, step in steps.items() if step["status"] == "failed"]
+    return 1 if failed else 0
+
+
+def _dataset(out: Path, n_subjects: int, seed: int, params) -> Any:
+    """Write the synthetic dataset, or reuse the one a previous demo left with the same settings."""
+    from dataclasses import asdict
+
+    import pandas as pd
+
+    from smriflow.cli.main import CLIError
+    from smriflow.utils.synth import write_dataset
+
+    record = out / "truth" / "params.json"
+    wanted = {"seed": seed, "subjects": n_subjects, **asdict(params)}
+    if record.is_file():
+        found = json.loads(record.read_text())
+        if found == wanted:
+            print(f"[1/5] synthetic dataset: reusing {out / 'bids'}", flush=True)
+            return pd.read_csv(out / "truth" / "truth.tsv", sep="\t")
+        changed = ", ".join(
+            f"{k}={found.get(k)!r} (now {v!r})" for k, v in wanted.items() if found.get(k) != v
+        )
+        raise CLIError(
+            f"--output-dir {out} holds a demo made with other settings: {changed}; choose another "
+            "--output-dir, or remove that one"
+        )
+    if out.exists() and any(out.iterdir()):
+        raise CLIError(f"--output-dir {out} exists and is not a smriflow demo folder; choose another one")
+    tic = time.monotonic()
+    print(f"[1/5] synthetic dataset: writing {n_subjects} subjects ...", flush=True)
+    truth = write_dataset(out, n_subjects=n_subjects, seed=seed, params=params)
+    record.write_text(json.dumps(wanted, indent=2) + "\n")
+    print(f"      done in {time.monotonic() - tic:.0f} s: {out / 'bids'} (ground truth in {out / 'truth'})")
+    return truth
+
+
+def _step(name: str, argv: list[str]) -> dict[str, Any]:
+    """Run one ``smriflow`` command in this process; return its status, exit code and time."""
+    from smriflow.cli.main import main
+
+    number = {"anat_preproc": 2, "qc_group": 3, "roi_glm": 4}[name]
+    print(f"[{number}/5] $ smriflow {' '.join(argv)}", flush=True)
+    tic = time.monotonic()
+    code = main(argv)
+    sys.stdout.flush()
+    status = "done" if code == 0 else "failed"
+    seconds = round(time.monotonic() - tic, 1)
+    print(f"      {name}: {status} in {seconds:.0f} s (exit code {code})", flush=True)
+    return {"status": status, "exit_code": code, "seconds": seconds, "command": "smriflow " + " ".join(argv)}
+
+
+def _skipped(number: int, name: str, why: str) -> dict[str, Any]:
+    print(f"[{number}/5] {name}: skipped ({why})", flush=True)
+    return {"status": "skipped", "reason": why}
+
+
+def _qc_group(out: Path, nprocs: int | None) -> dict[str, Any]:
+    from smriflow.engine.registry import packaged_workflows
+
+    if "qc_group" not in packaged_workflows():
+        return _skipped(3, "group QC", "the qc_group workflow is not part of this smriflow version")
+    argv = ["run", "qc_group", "--output-dir", str(out / "derivatives" / "smriflow")]
+    argv += ["--work-dir", str(out / "work")] + (["--nprocs", str(nprocs)] if nprocs else [])
+    return _step("qc_group", argv)
+
+
+def _has_command(name: str) -> bool:
+    from smriflow.cli.main import get_parser
+
+    parser = get_parser()
+    actions = [a for a in parser._subparsers._group_actions if isinstance(a, argparse._SubParsersAction)]
+    return any(name in action.choices for action in actions)
+
+
+def _roi_glm(out: Path, region: str) -> dict[str, Any]:
+    from smriflow.utils.synth import roi_table
+
+    if not _has_command("stats"):
+        return _skipped(4, "ROI GLM", "`smriflow stats` is not part of this smriflow version")
+    table = out / "stats" / f"atlas-{ATLAS}_gmvolume.tsv"
+    table.parent.mkdir(parents=True, exist_ok=True)
+    roi_table(out / "derivatives" / "smriflow", ATLAS, "gm_volume_mm3").to_csv(table, sep="\t", index=False)
+    argv = ["stats", "roi", "--table", str(table), "--participants", str(out / "bids" / "participants.tsv")]
+    argv += ["--formula", "{roi} ~ age", "--predictor", "age", "--missing", "drop", "--correction", "fdr_bh"]
+    argv += ["--output-dir", str(out / "stats" / "roi_glm")]
+    return _step("roi_glm", argv)
+
+
+def _score(out: Path, truth: Any, region: str, steps: dict[str, Any]) -> dict[str, Any]:
+    """Measured vs true figures per subject and for the age effect."""
+    from smriflow.utils.synth import age_effect, score_subject
+
+    deriv = out / "derivatives" / "smriflow"
+    subjects = []
+    for row in truth.to_dict("records"):
+        label = row["participant_id"]
+        scores = score_subject(deriv, out / "truth", label, region=region, atlas=ATLAS)
+        subjects.append(
+            {
+                "participant_id": label,
+                "age": row["age"],
+                **scores,
+                "true_gm_mm3": row["gm_mm3"],
+                "true_region_gm_mm3": row["region_gm_mm3"],
+            }
+        )
+    measured = [s.get("region_gm_mm3") for s in subjects]
+    effect: dict[str, Any] = {"region": region, "atlas": ATLAS}
+    ages = [s["age"] for s in subjects]
+    effect["true"] = age_effect(ages, [s["true_region_gm_mm3"] for s in subjects])
+    if all(m is not None for m in measured):
+        effect["measured"] = age_effect(ages, measured)
+    glm = out / "stats" / "roi_glm" / "roi_glm.tsv"
+    if steps["roi_glm"]["status"] == "done" and glm.is_file():
+        effect["glm"] = _glm_row(glm, region)
+    reports = sorted(str(p) for p in deriv.glob("*.html")) if deriv.is_dir() else []
+    figures = sorted(str(p) for p in (out / "stats" / "roi_glm").glob("**/*.png"))
+    return {
+        "subjects": subjects,
+        "age_effect": effect,
+        "steps": steps,
+        "reports": reports,
+        "figures": figures,
+    }
+
+
+def _glm_row(path: Path, region: str) -> dict[str, Any]:
+    import pandas as pd
+
+    table = pd.read_csv(path, sep="\t")
+    rows = table[table["term"] == "age"] if "term" in table else table
+    rows = rows.assign(_abs_t=rows["t"].abs()).sort_values("_abs_t", ascending=False).reset_index(drop=True)
+    hit = rows.index[rows["roi"].astype(str) == region]
+    if len(hit) == 0:
+        return {"found": False}
+    row = rows.loc[hit[0]]
+    keep = ("coef", "se", "t", "p", "p_corrected", "ci_low", "ci_high", "r2", "n")
+    return {
+        "found": True,
+        "rank": int(hit[0]) + 1,
+        "of": len(rows),
+        **{k: float(row[k]) for k in keep if k in row},
+    }
+
+
+def _print_results(results: dict[str, Any], out: Path) -> None:
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(file=sys.stdout, highlight=False, soft_wrap=not sys.stdout.isatty())
+    table = Table(title="[5/5] measured vs ground truth", box=box.SIMPLE_HEAD, title_justify="left")
+    for column in (
+        "subject",
+        "age",
+        "brain Dice",
+        "GM Dice",
+        "WM Dice",
+        "CSF Dice",
+        "GM ml (true)",
+        "region GM ml (true)",
+    ):
+        table.add_column(column, justify="right")
+    for s in results["subjects"]:
+        if "brain_dice" not in s:
+            table.add_row(s["participant_id"], f"{s['age']:.1f}", "no derivatives", "", "", "", "", "")
+            continue
+        table.add_row(
+            s["participant_id"],
+            f"{s['age']:.1f}",
+            f"{s['brain_dice']:.3f}",
+            f"{s['gm_dice']:.3f}",
+            f"{s['wm_dice']:.3f}",
+            f"{s['csf_dice']:.3f}",
+            f"{s['gm_mm3'] / 1000:.0f} ({s['true_gm_mm3'] / 1000:.0f})",
+            f"{s['region_gm_mm3'] / 1000:.2f} ({s['true_region_gm_mm3'] / 1000:.2f})",
+        )
+    console.print(table)
+    effect = results["age_effect"]
+    true = effect["true"]
+    console.print(
+        f"Age effect on the GM volume of {effect['region']} ({effect['atlas']} atlas):\n"
+        f"  true      {true['slope']:8.1f} mm³/year ({true['percent_per_year']:+.2f} %/year of the mean)"
+    )
+    if "measured" in effect:
+        m = effect["measured"]
+        console.print(
+            f"  measured  {m['slope']:8.1f} mm³/year ({m['percent_per_year']:+.2f} %/year), "
+            f"r = {m['r']:.3f} over {m['n']} subjects"
+        )
+    glm = effect.get("glm")
+    if glm and glm.get("found"):
+        console.print(
+            f"  ROI GLM   coef {glm.get('coef', float('nan')):.1f}, t = {glm.get('t', float('nan')):.2f}, "
+            f"p = {glm.get('p', float('nan')):.2g} (corrected {glm.get('p_corrected', float('nan')):.2g}); "
+            f"rank {glm['rank']} of {glm['of']} regions by |t|"
+        )
+    status = ", ".join(f"{name} {step['status']}" for name, step in results["steps"].items())
+    console.print(f"Steps: {status}")
+    deriv = out / "derivatives" / "smriflow"
+    console.print(f"Derivatives: {deriv}")
+    for report in results["reports"]:
+        console.print(f"Report: {report}")
+    if results["steps"]["roi_glm"]["status"] == "done":
+        console.print(f"ROI GLM: {out / 'stats' / 'roi_glm' / 'roi_glm.tsv'}")
+    console.print(f"All figures: {out / 'demo_results.json'}; total {results['seconds']:.0f} s")

@@ -29,7 +29,7 @@ class CLIError(Exception):
 
 def get_parser() -> argparse.ArgumentParser:
     """The parser of ``smriflow`` and its commands (``sphinxarg`` documents it from here)."""
-    from smriflow.cli import commands, graph, run, stats
+    from smriflow.cli import commands, demo, graph, run, stats
 
     parser = argparse.ArgumentParser(
         prog="smriflow",
@@ -48,6 +48,7 @@ def get_parser() -> argparse.ArgumentParser:
     commands.add_validate_parser(subparsers, common)
     graph.add_graph_parser(subparsers, common)
     commands.add_list_parser(subparsers, common)
+    demo.add_demo_parser(subparsers, common)
     stats.add_stats_parser(subparsers, common)
     return parser
 

@@ -47,6 +47,7 @@ __all__ = [
     "head_shell",
     "jacobian_determinant",
     "load_template_model",
+    "model_from_arrays",
     "participant_table",
     "random_affine",
     "random_deformation",
@@ -117,6 +118,7 @@ class SyntheticSubject:
     dseg: nb.Nifti1Image  #: true tissue labels: 1 GM, 2 WM, 3 CSF (uint8)
     clean: np.ndarray  #: noiseless, bias-free intensities
     bias: np.ndarray  #: the multiplicative bias field
+    shell: np.ndarray  #: partial volume of skull and scalp
     truth: dict[str, float] = field(default_factory=dict)  #: volumes (mm³) and the transform's parameters
 
 
@@ -161,8 +163,6 @@ def _load_template_model(region: str) -> TemplateModel:
     wm, _ = load(get_template(suffix="probseg", label="WM"))
     csf, _ = load(get_template(suffix="probseg", label="CSF"))
     mask, _ = load(get_template(suffix="mask"))
-    zooms = np.sqrt((affine[:3, :3] ** 2).sum(0))
-    outer = ndimage.distance_transform_edt(mask == 0, sampling=zooms).astype(np.float32)
     atlas = nb.load(cached_atlas_dseg("desikankilliany"))
     region_mask = _resample(
         (np.asarray(atlas.dataobj) == int(match.iloc[0])).astype(np.float32),
@@ -170,7 +170,28 @@ def _load_template_model(region: str) -> TemplateModel:
         mask.shape,
         order=0,
     )
-    return TemplateModel(gm, wm, csf, mask, outer, (region_mask > 0.5) & (mask > 0), affine, region)
+    return model_from_arrays(gm, wm, csf, mask, region_mask > 0.5, affine, region_name=region)
+
+
+def model_from_arrays(
+    gm: np.ndarray,
+    wm: np.ndarray,
+    csf: np.ndarray,
+    mask: np.ndarray,
+    region: np.ndarray,
+    affine: np.ndarray,
+    *,
+    region_name: str = "",
+) -> TemplateModel:
+    """A :class:`TemplateModel` from tissue maps on one grid (the distance outside the mask is computed).
+
+    The grid must leave about 20 mm around the mask for the head.
+    """
+    mask = (np.asarray(mask) > 0).astype(np.float32)
+    zooms = np.sqrt((affine[:3, :3] ** 2).sum(0))
+    outer = ndimage.distance_transform_edt(mask == 0, sampling=zooms).astype(np.float32)
+    arrays = [np.asarray(a, dtype=np.float32) for a in (gm, wm, csf)]
+    return TemplateModel(*arrays, mask, outer, (np.asarray(region) > 0) & (mask > 0), affine, region_name)
 
 
 def _resample(data: np.ndarray, vox2vox: np.ndarray, shape: tuple[int, ...], order: int) -> np.ndarray:
@@ -416,6 +437,7 @@ def synthesize_subject(
         dseg=_image(dseg, affine),
         clean=clean,
         bias=bias,
+        shell=(layers["skull"] + layers["scalp"]).astype(np.float32),
         truth=truth,
     )
 

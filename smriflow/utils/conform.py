@@ -14,10 +14,17 @@ from typing import Any
 import nibabel as nb
 import numpy as np
 
-__all__ = ["conform_image", "load_conformed", "validate_image"]
+__all__ = ["conform_image", "load_conformed", "shear_degrees", "validate_image"]
 
 # Largest disagreement tolerated between qform and sform, in mm, over the corners of the field of view.
 _AFFINE_TOLERANCE_MM = 1e-2
+# Largest departure from perpendicular voxel axes tolerated (degrees): ITK, and so ANTs, cannot represent a
+# shear and would silently read such an image with another geometry (the qform) than nibabel.
+_SHEAR_TOLERANCE_DEG = 0.01
+# A field of view whose thinnest extent is under this fraction of its largest one is a slab, not a head.
+_SLAB_RATIO = 0.25
+# Voxels whose largest side is at least this many times the smallest are reported as anisotropic.
+_ANISOTROPY_WARNING = 2.0
 
 
 def _one_line(exc: BaseException) -> str:
@@ -83,13 +90,21 @@ def validate_image(
     img : nibabel.Nifti1Image
         The validated 3-D image with the trusted affine in both qform and sform.
     record : dict
-        ``shape``, ``zooms``, ``dtype``, ``affine_source``, ``took_first_volume``, ``n_volumes``.
+        ``shape``, ``zooms``, ``dtype``, ``affine_source``, ``took_first_volume``, ``n_volumes``,
+        ``anisotropy`` (largest over smallest voxel side) and ``warnings`` (list of str).
 
     Raises
     ------
     ValueError
         One line naming the file and the problem: missing or unreadable file, not 3-D, NaN/Inf values,
-        empty or constant image, missing or inconsistent qform/sform, singular or non-finite affine.
+        empty or constant image, missing or inconsistent qform/sform, singular, sheared or non-finite
+        affine, a slab-shaped field of view.
+
+    Warns
+    -----
+    UserWarning
+        For anisotropic voxels (largest side at least twice the smallest); the text is also in the
+        record's ``warnings``.
     """
     path = Path(in_file)
     img = _load(path)
@@ -99,6 +114,7 @@ def validate_image(
         shape = shape[:-1]
     n_volumes = 1
     took_first = False
+    notes: list[str] = []  # warnings, also kept in the record (file names only: the record is provenance)
     if len(shape) < 3 or min(shape[:3]) < 2:
         raise ValueError(f"{path}: image is 2-D (shape {tuple(img.shape)}); a 3-D volume is required.")
     if len(shape) > 4:
@@ -112,6 +128,7 @@ def validate_image(
                 f"{path}: image is 4-D with {n_volumes} volumes (shape {shape}); a 3-D volume is required "
                 "(set take_first_volume=True to use the first one)."
             )
+        notes.append(f"{path.name}: image is 4-D with {n_volumes} volumes; using the first one.")
         warnings.warn(f"{path}: image is 4-D with {n_volumes} volumes; using the first one.", UserWarning)
         took_first = True
     try:
@@ -136,6 +153,29 @@ def validate_image(
         raise ValueError(f"{path}: affine has NaN/Inf entries.")
     if abs(np.linalg.det(affine[:3, :3])) < 1e-6:
         raise ValueError(f"{path}: affine is singular (zero voxel size or collapsed axes).")
+    shear = shear_degrees(affine)
+    if shear > _SHEAR_TOLERANCE_DEG:
+        raise ValueError(
+            f"{path}: affine is sheared (voxel axes {shear:.3g} degrees from perpendicular), which ITK/ANTs "
+            "cannot represent; resample the image to a grid with perpendicular axes first."
+        )
+    zooms = np.sqrt((affine[:3, :3] ** 2).sum(0))
+    extent = zooms * np.asarray(shape[:3])
+    if extent.min() < _SLAB_RATIO * extent.max():
+        sizes = " x ".join(f"{value:.3g}" for value in extent)
+        raise ValueError(
+            f"{path}: field of view is a slab ({sizes} mm; the thinnest side is under "
+            f"{_SLAB_RATIO:g} of the largest); a whole-head image is required."
+        )
+    anisotropy = float(zooms.max() / zooms.min())
+    if anisotropy >= _ANISOTROPY_WARNING:
+        sizes = " x ".join(f"{value:.3g}" for value in zooms)
+        problem = (
+            f"voxels are anisotropic ({sizes} mm, ratio {anisotropy:.3g}); tissue segmentation and "
+            "normalization are less accurate than on isotropic ~1 mm data."
+        )
+        notes.append(f"{path.name}: {problem}")
+        warnings.warn(f"{path}: {problem}", UserWarning, stacklevel=2)
 
     out = nb.Nifti1Image(data, affine)
     if isinstance(img, nb.Nifti1Image | nb.Nifti2Image):
@@ -149,13 +189,31 @@ def validate_image(
     record = {
         "source_file": path.name,
         "shape": list(shape[:3]),
-        "zooms": [round(float(z), 6) for z in np.sqrt((affine[:3, :3] ** 2).sum(0))],
+        "zooms": [round(float(z), 6) for z in zooms],
         "dtype": str(data.dtype),
         "affine_source": source,
         "n_volumes": n_volumes,
         "took_first_volume": took_first,
+        "anisotropy": round(anisotropy, 3),
+        "warnings": notes,
     }
     return out, record
+
+
+def shear_degrees(affine: np.ndarray) -> float:
+    """Largest departure from 90 degrees between two voxel axes of ``affine`` (0 for rotations and flips).
+
+    Examples
+    --------
+    >>> shear_degrees(np.diag([1.0, 1.0, 5.0, 1.0]))
+    0.0
+    >>> round(shear_degrees(np.array([[1, 0.1, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1.0]])), 2)
+    5.71
+    """
+    axes = np.asarray(affine, dtype=float)[:3, :3]
+    axes = axes / np.linalg.norm(axes, axis=0)
+    cosines = np.clip(np.abs(axes.T @ axes)[np.triu_indices(3, 1)], 0.0, 1.0)
+    return float(np.degrees(np.arcsin(cosines.max())))
 
 
 def load_conformed(

@@ -108,8 +108,11 @@ class Progress:
 def print_summary(console: Console, summary: RunSummary, *, debug: bool = False) -> None:
     """Print the table of subjects, then each failure with its error and crash file, then where things are."""
     done = sum(subject.status == "done" for subject in summary.subjects)
+    title = f"{summary.workflow}: {done} of {len(summary.subjects)} subject(s) done"
+    if [subject.display for subject in summary.subjects] == ["group"]:
+        title = f"{summary.workflow}: group run {summary.subjects[0].status}"
     table = Table(
-        title=f"{summary.workflow}: {done} of {len(summary.subjects)} subject(s) done",
+        title=title,
         box=box.SIMPLE_HEAD,
         title_justify="left",
     )
@@ -120,17 +123,16 @@ def print_summary(console: Console, summary: RunSummary, *, debug: bool = False)
         nodes = f"{subject.nodes_done}/{subject.nodes_total}" if subject.nodes_total else "-"
         details = ", ".join(subject.node_path(node) for node in subject.failed) or _shorten(subject.reason)
         status = f"[{style.get(subject.status, '')}]{subject.status}"
-        table.add_row(f"sub-{subject.label}", status, nodes, escape(details))
+        table.add_row(subject.display, status, nodes, escape(details))
     console.print(table)
     problems = [subject for subject in summary.subjects if subject.status != "done"]
     for subject in problems:
         if not subject.failed:
-            console.print(f"sub-{subject.label}: {subject.reason}", soft_wrap=True, markup=False)
+            console.print(f"{subject.display}: {subject.reason}", soft_wrap=True, markup=False)
         for node in subject.failed:
             error = subject.errors.get(node.name, "")
             console.print(
-                f"sub-{subject.label}: node {subject.node_path(node)} failed"
-                + (f": {error}" if error else ""),
+                f"{subject.display}: node {subject.node_path(node)} failed" + (f": {error}" if error else ""),
                 soft_wrap=True,
                 markup=False,
             )

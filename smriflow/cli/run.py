@@ -19,14 +19,20 @@ def add_parser(subparsers: Any, common: argparse.ArgumentParser) -> argparse.Arg
         description=(
             "Run WORKFLOW on every subject of a BIDS dataset (or those given with --participant-label). "
             "Each subject is its own sub-workflow: a failing subject does not stop the others and "
-            "leaves no derivatives. Exit code 0 when every subject succeeded, 1 when any failed, 2 "
-            "for a usage or configuration error."
+            "leaves no derivatives. A group workflow (level: group, e.g. qc_group) runs once, on what "
+            "its --set arguments and --output-dir point to. Exit code 0 when every subject (or the group "
+            "run) succeeded, 1 when any failed, 2 for a usage or configuration error."
         ),
     )
     parser.add_argument(
         "workflow", metavar="WORKFLOW", help="packaged workflow name (smriflow list) or YAML file"
     )
-    parser.add_argument("--bids-dir", required=True, type=Path, metavar="DIR", help="the BIDS dataset")
+    parser.add_argument(
+        "--bids-dir",
+        type=Path,
+        metavar="DIR",
+        help="the BIDS dataset (required by participant workflows; optional for group ones)",
+    )
     parser.add_argument(
         "--output-dir", required=True, type=Path, metavar="DIR", help="derivatives folder (created if needed)"
     )
@@ -102,8 +108,9 @@ def run_command(args: argparse.Namespace) -> int:
     )
     console = Console(file=sys.stdout, highlight=False, soft_wrap=not sys.stdout.isatty())
     runnable = sum(subject.problem is None for subject in prepared.subjects)
+    scope = "the group" if prepared.loaded.spec.level == "group" else f"{len(prepared.subjects)} subject(s)"
     console.print(
-        f"smriflow run: {prepared.loaded.spec.name} on {len(prepared.subjects)} subject(s) "
+        f"smriflow run: {prepared.loaded.spec.name} on {scope} "
         f"[{prepared.config.plugin}], {prepared.total_nodes} nodes; work dir {prepared.work_dir}"
     )
     if runnable < len(prepared.subjects):

@@ -45,9 +45,26 @@ class ArgSpec(_Strict):
     """A workflow argument: a keyword-only parameter of the factory, settable with ``--set NAME=VALUE``."""
 
     type: ArgType = Field(description="Value type: int, float, str, bool, list, dict or path.")
-    default: Any = Field(description="Value used when the caller does not set the argument.")
+    default: Any = Field(
+        None, description="Value used when the caller does not set the argument (needed unless `required`)."
+    )
+    required: bool = Field(
+        False,
+        description=(
+            "No default: the caller must set it (`--set NAME=VALUE`, or the factory's keyword), e.g. the "
+            "table a group workflow analyses."
+        ),
+    )
     doc: str = Field("", description="One line shown in `smriflow list` and the docs.")
     choices: list[Any] | None = Field(None, description="If given, the only values accepted.")
+
+    @model_validator(mode="after")
+    def _default_or_required(self) -> ArgSpec:
+        if self.required and "default" in self.model_fields_set:
+            raise ValueError("give 'default' or 'required: true', not both")
+        if not self.required and "default" not in self.model_fields_set:
+            raise ValueError("needs a 'default' (or 'required: true' when the caller must set it)")
+        return self
 
 
 class InputSpec(_Strict):
@@ -78,6 +95,16 @@ class OutputSpec(_Strict):
         ),
     )
 
+    path: str | None = Field(
+        None,
+        description=(
+            "Instead of `bids`: where the run writes this output, relative to the output folder (e.g. "
+            "`roi_glm/roi_glm.tsv`, or `sub-{subject}.html` in a participant workflow, whose `{subject}` and "
+            "`{session}` are filled per subject). Ending in `/`, it names a folder that receives the file, "
+            "the list of files or the contents of the directory the output holds (e.g. `roi_glm/figures/`). "
+            "May be `$arg`. No sidecar is written."
+        ),
+    )
     meta: str | None = Field(
         None,
         description=(
@@ -92,6 +119,32 @@ class OutputSpec(_Strict):
         if not SOURCE_RE.match(value):
             raise ValueError(f"must be '<node>.<output>'; got {value!r}")
         return value
+
+    @field_validator("path")
+    @classmethod
+    def _relative_path(cls, value: str | None) -> str | None:
+        if value is None or ARG_REF_RE.match(value):
+            return value
+        problem = output_path_problem(value)
+        if problem:
+            raise ValueError(problem)
+        return value
+
+    @model_validator(mode="after")
+    def _one_destination(self) -> OutputSpec:
+        if self.bids is not None and self.path is not None:
+            raise ValueError("give 'bids' or 'path', not both")
+        return self
+
+
+def output_path_problem(value: str) -> str | None:
+    """Why ``value`` cannot be an output's ``path`` (``None`` when it can): relative, inside the folder."""
+    parts = value.replace("\\", "/").split("/")
+    if not value.strip() or value.startswith(("/", "~")) or ":" in parts[0]:
+        return f"must be a path relative to the output folder; got {value!r}"
+    if ".." in parts:
+        return f"must stay inside the output folder ('..' is not allowed); got {value!r}"
+    return None
 
 
 class ResourcesSpec(_Strict):
@@ -158,7 +211,17 @@ class WorkflowSpec(_Strict):
     args: dict[str, ArgSpec] = Field(
         default_factory=dict, description="Arguments, each typed with a default."
     )
-    inputs: dict[str, InputSpec] = Field(description="Fields of `inputnode`.")
+    level: Literal["participant", "group"] = Field(
+        "participant",
+        description=(
+            "`participant` (default): `smriflow run` runs the workflow once per subject of a BIDS dataset. "
+            "`group`: once for the whole study; it takes its files through `args` (two more built-in args, "
+            "`output_dir` and `bids_dir`, hold the run's folders) and writes its `path:` outputs."
+        ),
+    )
+    inputs: dict[str, InputSpec] = Field(
+        default_factory=dict, description="Fields of `inputnode` (a group workflow may have none)."
+    )
     outputs: dict[str, OutputSpec] = Field(description="Fields of `outputnode`, each fed by a node output.")
     nodes: dict[str, NodeSpec] = Field(description="Steps, keyed by node name (snake_case).")
 
@@ -169,13 +232,20 @@ class WorkflowSpec(_Strict):
             raise ValueError(f"must be snake_case ending in '_wf'; got {value!r}")
         return value
 
-    @field_validator("nodes", "inputs", "outputs")
+    @field_validator("nodes", "outputs")
     @classmethod
     def _not_empty(cls, value: dict, info) -> dict:
-        # nipype's IdentityInterface (inputnode/outputnode) cannot have zero fields
+        # nipype's IdentityInterface (outputnode) cannot have zero fields
         if not value:
             raise ValueError(f"a workflow needs at least one entry under '{info.field_name}'")
         return value
+
+    @model_validator(mode="after")
+    def _inputs_needed(self) -> WorkflowSpec:
+        # a participant workflow is filled per subject through its inputs; a group one may take only args
+        if self.level == "participant" and not self.inputs:
+            raise ValueError("a participant-level workflow needs at least one entry under 'inputs'")
+        return self
 
 
 def normalise_short_forms(data: Any) -> Any:

@@ -94,8 +94,19 @@ def resolve_args(loaded: LoadedSpec, given: dict[str, Any], *, source: str = "ar
         Listing every unknown or ill-typed value.
     """
     declared = loaded.all_args()
-    values = {name: arg.default for name, arg in declared.items()}
-    problems = []
+    values = {name: arg.default for name, arg in declared.items() if not arg.required}
+    problems = [
+        Problem(
+            str(loaded.path),
+            None,
+            None,
+            f"args.{name}",
+            f"'{name}' is required by workflow '{loaded.spec.name}' and was not given"
+            + (f"; set it with --set {name}=VALUE" if source == "--set" else ""),
+        )
+        for name, arg in declared.items()
+        if arg.required and name not in given
+    ]
     for key, value in given.items():
         if key not in declared:
             problems.append(
@@ -155,9 +166,11 @@ def build_workflow(loaded: LoadedSpec, args: dict[str, Any], *, name: str | None
     spec = loaded.spec
     wf = LiterateWorkflow(name=name or spec.name)
     wf.__desc__ = spec.doc.strip() + "\n"
-    inputnode = pe.Node(niu.IdentityInterface(fields=list(spec.inputs)), name="inputnode")
     outputnode = pe.Node(niu.IdentityInterface(fields=list(spec.outputs)), name="outputnode")
-    wf.add_nodes([inputnode, outputnode])
+    inputnode = None
+    if spec.inputs:  # a group workflow may take everything through its args
+        inputnode = pe.Node(niu.IdentityInterface(fields=list(spec.inputs)), name="inputnode")
+    wf.add_nodes([node for node in (inputnode, outputnode) if node is not None])
 
     built: dict[str, pe.Node | pe.Workflow] = {}
     for node_name, node in spec.nodes.items():
@@ -244,7 +257,8 @@ def _factory_doc(stem: str) -> str:
     loaded = validate_file(packaged_workflows()[stem])
     lines = [loaded.spec.doc.strip(), "", "Parameters", "----------"]
     for arg_name, arg in loaded.all_args().items():
-        lines += [f"{arg_name} : {arg.type}, default {arg.default!r}", f"    {arg.doc}"]
+        default = "required" if arg.required else f"default {arg.default!r}"
+        lines += [f"{arg_name} : {arg.type}, {default}", f"    {arg.doc}"]
     lines += ["name : str", f"    nipype name of the workflow (default {loaded.spec.name!r})", ""]
     lines += ["Inputs (``inputnode``)", "----------------------"]
     lines += [f"{k}\n    {v.doc}" for k, v in loaded.spec.inputs.items()]

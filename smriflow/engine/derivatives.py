@@ -24,12 +24,14 @@ from typing import Any
 from smriflow._version import __version__
 from smriflow.config.errors import Problem, did_you_mean
 from smriflow.config.execution import ExecConfig
+from smriflow.config.spec import output_path_problem
 from smriflow.engine.builder import build_workflow, methods_text
 from smriflow.engine.validate import LoadedSpec, default_args, substitute
 from smriflow.interfaces.bids import OUTPUT_ENTITIES
 
 __all__ = [
     "RunSetupError",
+    "build_group_workflow",
     "build_subject_workflow",
     "check_entities",
     "check_output_dir",
@@ -42,7 +44,9 @@ __all__ = [
 ]
 
 #: Execution settings, not what the results depend on: left out of the per-file provenance.
-NOT_PROVENANCE = ("omp_nthreads",)
+NOT_PROVENANCE = ("omp_nthreads", "output_dir", "bids_dir")
+#: The sub-workflow of a group run (a subject's is ``sub_<label>_wf``).
+GROUP_NAME = "group_wf"
 BIDS_VERSION = "1.10.0"
 _LABEL_RE = re.compile(r"^[A-Za-z0-9]+$")
 _EXTENSION_RE = re.compile(r"^(\.[A-Za-z0-9]+)+$")
@@ -119,10 +123,31 @@ def check_output_entities(loaded: LoadedSpec, args: Mapping[str, Any] | None = N
 
 
 def check_runnable(loaded: LoadedSpec, args: Mapping[str, Any]) -> list[Problem]:
-    """What a workflow needs to run on a BIDS dataset: a query per required input, an output to write."""
+    """What a workflow needs for ``smriflow run``: inputs it can fill, an output to write.
+
+    A participant workflow needs a BIDS query per required input; a group workflow takes its files
+    through ``args``, so it can have no required input. Either needs an output with ``bids`` or ``path``.
+    """
     spec, pos = loaded.spec, loaded.positions
     problems = check_output_entities(loaded, args)
-    for name, item in spec.inputs.items():
+    for name, out in spec.outputs.items():
+        path = substitute(out.path, dict(args))
+        if path is not None and (not isinstance(path, str) or output_path_problem(path)):
+            problem = output_path_problem(path) if isinstance(path, str) else f"must be a str; got {path!r}"
+            problems.append(pos.problem(("outputs", name, "path"), problem or ""))
+    if spec.level == "group":
+        for name, item in spec.inputs.items():
+            if item.required:
+                problems.append(
+                    pos.problem(
+                        ("inputs", name),
+                        f"input '{name}' of a group workflow cannot be filled by `smriflow run`",
+                        "Take it as an argument (args:) and pass it to the node as $name, "
+                        "or set required: false.",
+                        at_key=True,
+                    )
+                )
+    for name, item in spec.inputs.items() if spec.level == "participant" else ():
         if item.bids is None and item.required:
             problems.append(
                 pos.problem(
@@ -132,12 +157,17 @@ def check_runnable(loaded: LoadedSpec, args: Mapping[str, Any]) -> list[Problem]
                     at_key=True,
                 )
             )
-    if not any(out.bids for out in spec.outputs.values()):
+    if not any(out.bids or out.path for out in spec.outputs.values()):
+        what, example = (
+            ("'path'", "path: group/table.tsv")
+            if spec.level == "group"
+            else ("'bids' entities", "bids: {desc: preproc, suffix: T1w}")
+        )
         problems.append(
             pos.problem(
                 ("outputs",),
-                f"no output of '{spec.name}' has 'bids' entities, so `smriflow run` would write nothing",
-                "Add e.g. bids: {desc: preproc, suffix: T1w} to the outputs to keep.",
+                f"no output of '{spec.name}' has {what}, so `smriflow run` would write nothing",
+                f"Add e.g. {example} to the outputs to keep.",
                 at_key=True,
             )
         )
@@ -214,6 +244,14 @@ def build_subject_workflow(
     from smriflow.interfaces.bids import NIFTI_EXTENSIONS, Barrier, DerivativesDataSink
 
     spec = loaded.spec
+    if len(units) > 1:  # one file per subject would be written once per session
+        for out_name, out in spec.outputs.items():
+            path = substitute(out.path, dict(args))
+            if path is not None and "{session}" not in path:
+                raise RunSetupError(
+                    f"sub-{label} has {len(units)} sessions but output '{out_name}' is written to {path!r}, "
+                    "which has no {session}: add it to the path"
+                )
     sub_wf = pe.Workflow(name=f"sub_{label}_wf")
     fields: dict[str, tuple[Any, str, Mapping[str, str]]] = {}
     for session, files in units.items():
@@ -231,6 +269,13 @@ def build_subject_workflow(
     connections = []
     for field_name, (wf, out_name, files) in fields.items():
         connections.append((wf, barrier, [(f"outputnode.{out_name}", field_name)]))
+        path = substitute(spec.outputs[out_name].path, dict(args))
+        if path is not None:
+            session = field_name[len(out_name) + len("_ses_") :] if field_name != out_name else ""
+            where = path.format(subject=label, session=session)
+            sink = _publish_node(f"ds_{field_name}", output_dir, where)
+            connections.append((barrier, sink, [(field_name, "in_file")]))
+            continue
         entities = substitute(dict(spec.outputs[out_name].bids or {}), args)
         if not entities:
             continue
@@ -257,6 +302,43 @@ def build_subject_workflow(
             connections.append((barrier, sink, [(f"{meta}{session_suffix}", "meta_dict")]))
     sub_wf.connect(connections)
     return sub_wf
+
+
+def build_group_workflow(loaded: LoadedSpec, args: Mapping[str, Any], *, output_dir: Path):
+    """Build ``group_wf``: the group workflow, the barrier and one ``PublishOutput`` per ``path:`` output.
+
+    Like a subject's, the outputs are written only once every one of them exists, so a failed group run
+    leaves none of its files behind.
+    """
+    from nipype.pipeline import engine as pe
+
+    from smriflow.interfaces.bids import Barrier
+
+    spec = loaded.spec
+    group_wf = pe.Workflow(name=GROUP_NAME)
+    wf = build_workflow(loaded, dict(args))
+    barrier = pe.Node(
+        Barrier(fields=list(spec.outputs)),
+        name="derivatives_barrier",
+        run_without_submitting=True,
+        mem_gb=0.1,
+    )
+    connections = [(wf, barrier, [(f"outputnode.{name}", name) for name in spec.outputs])]
+    for name, out in spec.outputs.items():
+        path = substitute(out.path, dict(args))
+        if path is not None:
+            sink = _publish_node(f"ds_{name}", output_dir, path)
+            connections.append((barrier, sink, [(name, "in_file")]))
+    group_wf.connect(connections)
+    return group_wf
+
+
+def _publish_node(name: str, output_dir: Path, path: str):
+    from nipype.pipeline import engine as pe
+
+    from smriflow.interfaces.publish import PublishOutput
+
+    return pe.Node(PublishOutput(base_directory=str(output_dir), path=path), name=name, mem_gb=0.5)
 
 
 def _source_file(loaded: LoadedSpec, files: Mapping[str, str]) -> str:

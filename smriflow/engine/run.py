@@ -34,7 +34,9 @@ from smriflow.config.errors import SpecError, did_you_mean
 from smriflow.config.execution import ExecConfig, load_exec_config, override
 from smriflow.engine.builder import locate_workflow, resolve_args
 from smriflow.engine.derivatives import (
+    GROUP_NAME,
     RunSetupError,
+    build_group_workflow,
     build_subject_workflow,
     check_output_dir,
     check_runnable,
@@ -58,7 +60,9 @@ __all__ = [
 ]
 
 TOP_NAME = "smriflow_wf"
-_SUBJECT_RE = re.compile(r"(?:^|\.)sub_([A-Za-z0-9]+)_wf(?:\.|$)")
+#: The label a group run reports its one unit under (a subject's is its BIDS label).
+GROUP_LABEL = "group"
+_SUBJECT_RE = re.compile(rf"(?:^|\.)(?:sub_([A-Za-z0-9]+)_wf|({GROUP_NAME}))(?:\.|$)")
 logger = logging.getLogger("smriflow.engine")
 
 StatusCallback = Callable[[Any, str], None]
@@ -71,7 +75,7 @@ class PreparedRun:
     loaded: LoadedSpec
     args: dict[str, Any]
     config: ExecConfig
-    bids_dir: Path
+    bids_dir: Path | None  # None: a group run without --bids-dir
     output_dir: Path
     work_dir: Path
     subjects: list[SubjectPlan]
@@ -94,6 +98,11 @@ class SubjectResult:
     failed: list[FailedNode] = field(default_factory=list)
     errors: dict[str, str] = field(default_factory=dict)  # failed node name -> last line of its error
     reason: str = ""
+
+    @property
+    def display(self) -> str:
+        """How the summary names the unit: ``sub-<label>``, or ``group`` for a group run."""
+        return GROUP_LABEL if self.label == GROUP_LABEL else f"sub-{self.label}"
 
     def node_path(self, node: FailedNode) -> str:
         """The failed node's hierarchy below the top workflow, e.g. ``sub_01_wf.example_wf.smooth``."""
@@ -124,7 +133,7 @@ class RunSummary:
 # -- preparing ----------------------------------------------------------------------------------------------
 def prepare_run(
     workflow: str | Path,
-    bids_dir: str | Path,
+    bids_dir: str | Path | None,
     output_dir: str | Path,
     *,
     participant_labels: Sequence[str] | None = None,
@@ -139,10 +148,13 @@ def prepare_run(
     ----------
     workflow : str or Path
         A packaged workflow name or a YAML file.
-    bids_dir, output_dir : str or Path
-        The BIDS dataset and the derivatives folder (created if needed).
+    bids_dir : str or Path or None
+        The BIDS dataset; optional for a group workflow (``level: group``), which gets it as ``$bids_dir``.
+    output_dir : str or Path
+        The derivatives folder (created if needed); a group workflow gets it as ``$output_dir``.
     participant_labels : sequence of str, optional
-        Subjects to run (with or without ``sub-``); default: every subject of the dataset.
+        Subjects to run (with or without ``sub-``); default: every subject of the dataset. Participant
+        workflows only.
     work_dir : str or Path, optional
         Intermediate results; default: the config's ``work_dir``, else ``<output_dir>/../work``.
     exec_config : ExecConfig, str or Path, optional
@@ -163,35 +175,57 @@ def prepare_run(
     config = exec_config if isinstance(exec_config, ExecConfig) else load_exec_config(exec_config)
     if work_dir is not None:
         config = override(config, work_dir=work_dir)
-    resolved = resolve_args(loaded, {"omp_nthreads": config.omp_nthreads, **(args or {})}, source=arg_source)
+    group = loaded.spec.level == "group"
+    output_dir = Path(os.path.abspath(output_dir))
+    if bids_dir is not None:
+        bids_dir = Path(os.path.abspath(bids_dir))
+    elif not group:
+        raise RunSetupError(
+            f"workflow '{loaded.spec.name}' runs per subject: give the BIDS dataset (--bids-dir)"
+        )
+    given = {"omp_nthreads": config.omp_nthreads, **(args or {})}
+    if group:
+        _refuse_run_folders(given, arg_source)
+        if participant_labels:
+            raise RunSetupError(
+                f"'{loaded.spec.name}' is a group workflow (one run for the whole study): "
+                "--participant-label does not apply"
+            )
+        given.update(output_dir=str(output_dir), bids_dir=str(bids_dir) if bids_dir else "")
+    resolved = resolve_args(loaded, given, source=arg_source)
     problems = check_runnable(loaded, resolved)
     if problems:
         raise SpecError(problems)
     if resolved["omp_nthreads"] != config.omp_nthreads:  # one thread setting for the nodes and the plugin
         config = override(config, omp_nthreads=resolved["omp_nthreads"])
 
-    bids_dir = Path(os.path.abspath(bids_dir))
-    output_dir = Path(os.path.abspath(output_dir))
-    if not bids_dir.is_dir():
-        raise RunSetupError(f"BIDS dataset folder not found: {bids_dir}")
-    if output_dir == bids_dir or (
-        output_dir.is_relative_to(bids_dir) and not output_dir.is_relative_to(bids_dir / "derivatives")
-    ):
-        raise RunSetupError(
-            f"--output-dir {output_dir} is inside the BIDS dataset; use a folder outside it or under "
-            f"{bids_dir / 'derivatives'}"
-        )
-    check_output_dir(output_dir, loaded, resolved)
+    if bids_dir is not None:
+        if not bids_dir.is_dir():
+            raise RunSetupError(f"BIDS dataset folder not found: {bids_dir}")
+        if output_dir == bids_dir or (
+            output_dir.is_relative_to(bids_dir) and not output_dir.is_relative_to(bids_dir / "derivatives")
+        ):
+            raise RunSetupError(
+                f"--output-dir {output_dir} is inside the BIDS dataset; use a folder outside it or under "
+                f"{bids_dir / 'derivatives'}"
+            )
+    if not group:  # a group run adds its files to the folder of the derivatives it summarises
+        check_output_dir(output_dir, loaded, resolved)
     run_work_dir = Path(config.work_dir) if config.work_dir else output_dir.parent / "work"
 
-    subjects = _collect_subjects(loaded, bids_dir, participant_labels)
+    if group:
+        subjects = [SubjectPlan(GROUP_LABEL)]
+    else:
+        subjects = _collect_subjects(loaded, bids_dir, participant_labels)
     prepared = PreparedRun(loaded, resolved, config, bids_dir, output_dir, run_work_dir, subjects, None)
     runnable = [subject for subject in subjects if subject.problem is None]
     if runnable:
         from nipype.pipeline import engine as pe
 
         top = pe.Workflow(name=TOP_NAME)
-        for subject in runnable:
+        if group:
+            top.add_nodes([build_group_workflow(loaded, resolved, output_dir=output_dir)])
+        for subject in runnable if not group else ():
             top.add_nodes(
                 [
                     build_subject_workflow(
@@ -208,6 +242,13 @@ def prepare_run(
             top.base_dir = str(run_work_dir)
         prepared.workflow, prepared.nodes = top, _execution_nodes(top)
     return prepared
+
+
+def _refuse_run_folders(given: Mapping[str, Any], arg_source: str) -> None:
+    """A group workflow's ``output_dir``/``bids_dir`` come from the run's options, never from ``--set``."""
+    for name, option in (("output_dir", "--output-dir"), ("bids_dir", "--bids-dir")):
+        if name in given:
+            raise RunSetupError(f"{arg_source} {name}: it is set by {option}; give that option instead")
 
 
 def _collect_subjects(
@@ -254,13 +295,14 @@ def execute_run(
         attempt += 1
         stamp = f"{base}-{attempt}"
     log_file = logs / f"run-{stamp}.log"
-    write_dataset_description(
-        prepared.loaded,
-        prepared.args,
-        prepared.config,
-        bids_dir=prepared.bids_dir,
-        output_dir=prepared.output_dir,
-    )
+    if prepared.loaded.spec.level == "participant":
+        write_dataset_description(
+            prepared.loaded,
+            prepared.args,
+            prepared.config,
+            bids_dir=prepared.bids_dir,
+            output_dir=prepared.output_dir,
+        )
     write_json(logs / f"run-{stamp}.json", _run_record(prepared))
     tracker = _NodeTracker(status_callback)
     report = None
@@ -409,9 +451,12 @@ def _execution_nodes(top: Any) -> dict[str, str]:
 
 
 def subject_of(node_name: str) -> str | None:
-    """The subject label in a node's full name (``smriflow_wf.sub_01_wf.…`` → ``01``)."""
+    """The subject label in a node's full name (``smriflow_wf.sub_01_wf.…`` → ``01``; ``…group_wf…`` →
+    ``group``)."""
     match = _SUBJECT_RE.search(node_name)
-    return match.group(1) if match else None
+    if not match:
+        return None
+    return match.group(1) or GROUP_LABEL
 
 
 def _run_record(prepared: PreparedRun) -> dict[str, Any]:
@@ -419,7 +464,7 @@ def _run_record(prepared: PreparedRun) -> dict[str, Any]:
         "smriflow": __version__,
         "workflow": str(prepared.loaded.path.resolve()),
         "args": prepared.args,
-        "bids_dir": str(prepared.bids_dir),
+        "bids_dir": str(prepared.bids_dir) if prepared.bids_dir else None,
         "output_dir": str(prepared.output_dir),
         "work_dir": str(prepared.work_dir),
         "subjects": {

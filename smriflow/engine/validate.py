@@ -12,6 +12,7 @@ first. :func:`load_spec` runs 1–2, :func:`check_spec` runs 3, :func:`validate_
 from __future__ import annotations
 
 import inspect
+import string
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,7 +43,14 @@ BUILTIN_ARGS: dict[str, ArgSpec] = {
     "omp_nthreads": ArgSpec(type="int", default=1, doc="threads each node may use (run-level)"),
     "seed": ArgSpec(type="int", default=20161, doc="random seed of every node that draws numbers"),
 }
-RESERVED_ARGS = frozenset({*BUILTIN_ARGS, "name"})
+#: Built-in arguments of group-level workflows only: the run's folders (absolute paths, filled by the run).
+GROUP_ARGS: dict[str, ArgSpec] = {
+    "output_dir": ArgSpec(type="path", default="", doc="the run's output folder (set by --output-dir)"),
+    "bids_dir": ArgSpec(type="path", default="", doc="the run's BIDS dataset (--bids-dir), or empty"),
+}
+RESERVED_ARGS = frozenset({*BUILTIN_ARGS, *GROUP_ARGS, "name"})
+#: The placeholders a participant workflow's output ``path`` may hold.
+PATH_FIELDS = frozenset({"subject", "session"})
 _HIDDEN_TRAITS = frozenset({"trait_added", "trait_modified"})
 
 
@@ -61,8 +69,9 @@ class LoadedSpec:
         return self.path.stem
 
     def all_args(self) -> dict[str, ArgSpec]:
-        """Declared arguments plus the built-in ones."""
-        return {**BUILTIN_ARGS, **self.spec.args}
+        """Declared arguments plus the built-in ones (and, for a group workflow, the run's folders)."""
+        group = GROUP_ARGS if self.spec.level == "group" else {}
+        return {**BUILTIN_ARGS, **group, **self.spec.args}
 
 
 def load_spec(path: str | Path, *, display_name: str | None = None) -> LoadedSpec:
@@ -214,6 +223,8 @@ def check_spec(loaded: LoadedSpec, *, _stack: tuple[Path, ...] = ()) -> list[Pro
         problems += _check_node_inputs(loaded, node_name, node, ports, graph)
     for out_name, out in spec.outputs.items():
         problems += _check_source(loaded, ("outputs", out_name, "from"), out.from_, ports)
+        if out.path is not None:
+            problems += _check_output_path(loaded, out_name, out.path)
         if out.meta is not None and (out.meta not in spec.outputs or out.meta == out_name):
             others = set(spec.outputs) - {out_name}
             problems.append(
@@ -238,6 +249,27 @@ def check_spec(loaded: LoadedSpec, *, _stack: tuple[Path, ...] = ()) -> list[Pro
     return problems
 
 
+def _check_output_path(loaded: LoadedSpec, out_name: str, path: str) -> list[Problem]:
+    """The ``{field}`` placeholders of an output path: ``subject``/``session``, participant level only."""
+    if ARG_REF_RE.match(path):
+        return []
+    try:
+        fields = {name for _, name, _, _ in string.Formatter().parse(path) if name is not None}
+    except ValueError as exc:
+        return [loaded.positions.problem(("outputs", out_name, "path"), f"{exc} in {path!r}")]
+    allowed = PATH_FIELDS if loaded.spec.level == "participant" else frozenset()
+    unknown = sorted(fields - allowed)
+    if not unknown:
+        return []
+    if not allowed:
+        message = f"a group workflow's path cannot hold {{{unknown[0]}}}: it runs once for all subjects"
+        return [loaded.positions.problem(("outputs", out_name, "path"), message)]
+    message = f"{{{unknown[0]}}} is not a placeholder of output paths (only {{subject}} and {{session}})"
+    return [
+        loaded.positions.problem(("outputs", out_name, "path"), message, did_you_mean(unknown[0], allowed))
+    ]
+
+
 def _check_arg_decl(name: str, arg: ArgSpec, pos: Positions) -> list[Problem]:
     where = ("args", name)
     if name in RESERVED_ARGS:
@@ -245,7 +277,7 @@ def _check_arg_decl(name: str, arg: ArgSpec, pos: Positions) -> list[Problem]:
     if not NAME_RE.match(name):
         return [pos.problem(where, f"argument name '{name}' must be snake_case", at_key=True)]
     problems = []
-    error = arg_value_error(arg, arg.default)
+    error = None if arg.required else arg_value_error(arg, arg.default)
     if error:
         problems.append(pos.problem((*where, "default"), f"default {error}"))
     return problems
@@ -265,6 +297,7 @@ def _arg_refs(loaded: LoadedSpec) -> Iterator[tuple[KeyPath, str]]:
     """Every ``$name`` string in params, nested-workflow args, resources and output entities."""
     for out_name, out in loaded.spec.outputs.items():
         yield from _refs_in(out.bids or {}, ("outputs", out_name, "bids"))
+        yield from _refs_in(out.path, ("outputs", out_name, "path"))
     for node_name, node in loaded.spec.nodes.items():
         base = ("nodes", node_name)
         yield from _refs_in(node.params, (*base, "params"))
@@ -298,11 +331,15 @@ def substitute(value: Any, args: dict[str, Any]) -> Any:
 
 
 def default_args(loaded: LoadedSpec) -> dict[str, Any]:
-    """Default value of every argument whose default is valid (invalid ones are reported on their own)."""
+    """Default value of every argument whose default is valid (invalid ones are reported on their own).
+
+    A ``required`` argument has none, nor have the run's folders of a group workflow: their ``$name``
+    references stay unsubstituted, so the checks of the values they will fill wait for the run.
+    """
     return {
         name: arg.default
         for name, arg in loaded.all_args().items()
-        if arg_value_error(arg, arg.default) is None
+        if not arg.required and name not in GROUP_ARGS and arg_value_error(arg, arg.default) is None
     }
 
 

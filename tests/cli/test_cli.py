@@ -51,7 +51,7 @@ def test_version():
 def test_usage_error_exits_2():
     code, out, err = run_cli("run", "example")
     assert code == 2 and out == ""
-    assert "the following arguments are required: --bids-dir, --output-dir" in err
+    assert "the following arguments are required: --output-dir" in err
     assert run_cli()[0] == 2
 
 

@@ -1,0 +1,104 @@
+"""Copy a workflow output to its place in the output folder, atomically and without leaving the folder.
+
+Used for the outputs a workflow file names with ``path:`` (group tables, figures, the subject HTML
+report); BIDS-named derivatives go through the datasink of :mod:`smriflow.interfaces.bids` instead.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+from smriflow.utils.cache import atomic_write
+
+__all__ = ["OutputPathError", "publish", "resolve_output_path"]
+
+
+class OutputPathError(ValueError):
+    """An output path that would leave the output folder, or a value that cannot go where it is asked."""
+
+
+def resolve_output_path(output_dir: str | Path, relative: str) -> Path:
+    """``output_dir / relative``, refused when it (or a symlink on the way) leads outside ``output_dir``.
+
+    Raises
+    ------
+    OutputPathError
+        For an absolute path, ``..``, or a symbolic link that points out of the output folder.
+    """
+    root = Path(output_dir).resolve()
+    if Path(relative).is_absolute() or ".." in Path(relative).parts:
+        raise OutputPathError(f"output path {relative!r} must be relative and stay inside {root}")
+    target = root / relative
+    # Resolve what already exists on the way (a symlinked folder would redirect the write).
+    if not target.resolve().is_relative_to(root):
+        raise OutputPathError(f"output path {relative!r} leads outside {root} (through a symbolic link)")
+    return target
+
+
+def publish(value: str | Path | Sequence[str | Path], output_dir: str | Path, relative: str) -> list[Path]:
+    """Copy ``value`` to ``output_dir/relative``; return the paths written.
+
+    Parameters
+    ----------
+    value : path or list of paths
+        A file, a directory or a list of files.
+    output_dir : path
+        The run's output folder.
+    relative : str
+        Where to write, relative to ``output_dir``. Ending in ``/`` it is a folder that receives the file,
+        each file of the list, or the entries of the directory (keeping their names); otherwise the file
+        or the directory itself is written under that name.
+
+    Each file appears only complete: it is copied to a hidden temporary name beside its final one and
+    renamed into place; a directory is copied whole to a temporary directory, then swapped in.
+
+    Raises
+    ------
+    OutputPathError
+        When the path leaves the output folder, or a list or directory is given a file name.
+    FileNotFoundError
+        When a value does not exist.
+    """
+    target = resolve_output_path(output_dir, relative)
+    items = [Path(item) for item in ([value] if isinstance(value, str | Path) else value)]
+    for item in items:
+        if not item.exists():
+            raise FileNotFoundError(f"output {relative!r}: {item} does not exist")
+    if relative.endswith("/"):
+        written: list[Path] = []
+        for item in items:
+            entries = sorted(item.iterdir()) if item.is_dir() else [item]
+            for entry in entries:
+                written.append(_copy(entry, resolve_output_path(output_dir, relative + entry.name)))
+        return written
+    if len(items) != 1:
+        raise OutputPathError(
+            f"output path {relative!r} names one file but the output holds {len(items)}; end it with '/' "
+            "to write them into a folder"
+        )
+    return [_copy(items[0], target)]
+
+
+def _copy(source: Path, target: Path) -> Path:
+    if source.is_dir():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+        try:
+            shutil.copytree(source, staging, dirs_exist_ok=True)
+            if target.is_dir() and not target.is_symlink():
+                retired = Path(tempfile.mkdtemp(prefix=f".{target.name}.old.", dir=target.parent))
+                os.replace(target, retired / target.name)
+                os.replace(staging, target)
+                shutil.rmtree(retired, ignore_errors=True)
+            else:
+                os.replace(staging, target)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        return target
+    atomic_write(target, lambda tmp: shutil.copyfile(source, tmp))
+    return target

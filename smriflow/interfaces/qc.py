@@ -1,0 +1,113 @@
+"""Quality control: the image-quality metrics of one T1w, and the group table that flags outliers.
+
+Thin shells over :func:`smriflow.utils.iqms.compute_iqms` and :func:`smriflow.stats.qc.group_qc`; the
+metrics are described in ``docs/iqms.md`` and the group rules in ``docs/qc.md``.
+"""
+
+from __future__ import annotations
+
+import os
+
+from nipype.interfaces.base import (
+    BaseInterfaceInputSpec,
+    Directory,
+    File,
+    InputMultiObject,
+    SimpleInterface,
+    TraitedSpec,
+    traits,
+)
+
+__all__ = ["ComputeIQMs", "GroupIQMTable"]
+
+
+class _ComputeIQMsInputSpec(BaseInterfaceInputSpec):
+    in_file = File(exists=True, mandatory=True, desc="conformed raw T1w (RAS, before bias correction)")
+    in_preproc = File(exists=True, mandatory=True, desc="N4-corrected T1w on the same grid")
+    in_bias = File(exists=True, mandatory=True, desc="N4 bias field on the same grid")
+    in_mask = File(exists=True, mandatory=True, desc="brain mask on the same grid")
+    in_dseg = File(exists=True, mandatory=True, desc="tissue labels (1 GM, 2 WM, 3 CSF) on the same grid")
+    in_tpms = InputMultiObject(
+        File(exists=True), mandatory=True, desc="GM, WM and CSF probability maps, in this order"
+    )
+    std_t1w = File(exists=True, mandatory=True, desc="T1w resampled into the template")
+    std_tpms = InputMultiObject(
+        File(exists=True), mandatory=True, desc="GM, WM and CSF probability maps in the template"
+    )
+    template = traits.Str(
+        "MNI152NLin2009aSym", usedefault=True, desc="template of the normalization (T1w, mask, tpms)"
+    )
+
+
+class _ComputeIQMsOutputSpec(TraitedSpec):
+    out_file = File(exists=True, desc="iqms.json: metric name -> float, sorted keys")
+
+
+class ComputeIQMs(SimpleInterface):
+    """MRIQC's structural IQMs plus processing-quality metrics of one T1w, as a flat JSON file."""
+
+    input_spec = _ComputeIQMsInputSpec
+    output_spec = _ComputeIQMsOutputSpec
+
+    def _run_interface(self, runtime):
+        from smriflow.utils.iqms import compute_iqms, write_iqms
+
+        inputs = self.inputs
+        iqms = compute_iqms(
+            inputs.in_file,
+            inputs.in_preproc,
+            inputs.in_bias,
+            inputs.in_mask,
+            inputs.in_dseg,
+            list(inputs.in_tpms),
+            inputs.std_t1w,
+            list(inputs.std_tpms),
+            template=inputs.template,
+        )
+        self._results["out_file"] = write_iqms(iqms, os.path.join(runtime.cwd, "iqms.json"))
+        return runtime
+
+
+class _GroupIQMTableInputSpec(BaseInterfaceInputSpec):
+    derivatives_dir = Directory(
+        exists=True, mandatory=True, desc="folder searched (recursively) for *_desc-iqms_T1w.json files"
+    )
+    z_threshold = traits.Float(3.5, usedefault=True, desc="flag a robust |z| above this on any IQM")
+    min_subjects = traits.Int(
+        5, usedefault=True, desc="robust z is used only with at least this many rows (images)"
+    )
+    brain_volume_min = traits.Float(800.0, usedefault=True, desc="plausible brain volume: lower bound (cm³)")
+    brain_volume_max = traits.Float(2000.0, usedefault=True, desc="plausible brain volume: upper bound (cm³)")
+    ncc_min = traits.Float(0.6, usedefault=True, desc="lowest acceptable reg_ncc (template vs warped T1w)")
+    dice_min = traits.Float(0.9, usedefault=True, desc="lowest acceptable reg_dice (warped vs template mask)")
+    lcc_min = traits.Float(
+        0.99, usedefault=True, desc="lowest acceptable fraction of the brain mask in its largest component"
+    )
+
+
+class _GroupIQMTableOutputSpec(TraitedSpec):
+    out_tsv = File(exists=True, desc="one row per image: subject, session, IQMs, qc_flag, qc_reasons")
+
+
+class GroupIQMTable(SimpleInterface):
+    """Collect every IQM file of a derivatives folder into one table and flag the outliers with reasons."""
+
+    input_spec = _GroupIQMTableInputSpec
+    output_spec = _GroupIQMTableOutputSpec
+
+    def _run_interface(self, runtime):
+        from smriflow.stats.qc import QCRules, collect_iqms, group_qc, write_table
+
+        inputs = self.inputs
+        rules = QCRules(
+            z_threshold=inputs.z_threshold,
+            min_subjects=inputs.min_subjects,
+            brain_volume_min=inputs.brain_volume_min,
+            brain_volume_max=inputs.brain_volume_max,
+            ncc_min=inputs.ncc_min,
+            dice_min=inputs.dice_min,
+            lcc_min=inputs.lcc_min,
+        )
+        table = group_qc(collect_iqms(inputs.derivatives_dir), rules)
+        self._results["out_tsv"] = write_table(table, os.path.join(runtime.cwd, "group_desc-iqms_T1w.tsv"))
+        return runtime

@@ -143,7 +143,7 @@ def collect_inputs(
         paths = find_modulated_maps(derivatives)
         check_same_grid(paths)
         modulated = [load(p) for p in paths]
-        plain = [p.withname(p.name.replace("_desc-modulated", "")) for p in paths]
+        plain = [p.with_name(p.name.replace("_desc-modulated", "")) for p in paths]
         missing = [p for p in plain if not p.is_file()]
         if missing:
             raise ValueError(f"{missing[0]}: unmodulated GM map not found (the study template is their mean)")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -106,10 +107,12 @@ def clusters_with_labels(
     data = np.asanyarray(thresholded.dataobj)
     if not np.isfinite(threshold) or not np.any(data != 0):
         return pd.DataFrame(columns=columns)
-    table, label_maps = get_clusters_table(
-        thresholded, stat_threshold=threshold, cluster_threshold=cluster_threshold,
-        two_sided=two_sided, min_distance=min_distance, return_label_maps=True,
-    )  # fmt: skip
+    with warnings.catch_warnings():  # one empty tail of a two-sided map is no news
+        warnings.filterwarnings("ignore", message="No clusters found with stat")
+        table, label_maps = get_clusters_table(
+            thresholded, stat_threshold=threshold, cluster_threshold=cluster_threshold,
+            two_sided=two_sided, min_distance=min_distance, return_label_maps=True,
+        )  # fmt: skip
     table = table.rename(
         columns={"Cluster ID": "cluster_id", "X": "x", "Y": "y", "Z": "z", "Peak Stat": "peak_z"}
         | {"Cluster Size (mm3)": "cluster_size_mm3"}

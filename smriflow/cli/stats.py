@@ -16,6 +16,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from smriflow.cli.stats_vbm import add_vbm_parser
+
 __all__ = ["add_stats_parser"]
 
 # Literal here so that building the parser imports no pandas; tests check they equal smriflow.stats'.
@@ -49,6 +51,7 @@ def add_stats_parser(subparsers: Any, common: argparse.ArgumentParser) -> argpar
     _add_roi(stats, common)
     _add_compare(stats, common)
     # more `smriflow stats` commands register here, each with its own add_*_parser(stats, common)
+    add_vbm_parser(stats, common)
     return parser
 
 

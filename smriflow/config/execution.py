@@ -29,6 +29,7 @@ from smriflow.config.execution_models import (
     CONFIG_CLASSES,
     DEFAULT_CONFIG,
     PLUGINS,
+    SLURM_CONFIGS,
     ExecConfig,
     LinearArgs,
     LinearConfig,
@@ -36,6 +37,8 @@ from smriflow.config.execution_models import (
     MultiProcConfig,
     NipypeOptions,
     SLURMArgs,
+    SLURMArrayArgs,
+    SLURMArrayConfig,
     SLURMConfig,
     SLURMGraphArgs,
     SLURMGraphConfig,
@@ -55,6 +58,7 @@ _CLI = "command line"  # where problems with command-line values are said to be
 
 __all__ = [
     "PLUGINS",
+    "SLURM_CONFIGS",
     "ExecConfig",
     "LinearArgs",
     "LinearConfig",
@@ -62,6 +66,8 @@ __all__ = [
     "MultiProcConfig",
     "NipypeOptions",
     "SLURMArgs",
+    "SLURMArrayArgs",
+    "SLURMArrayConfig",
     "SLURMConfig",
     "SLURMGraphArgs",
     "SLURMGraphConfig",
@@ -112,7 +118,7 @@ def _unknown_plugin(value: Any) -> _Issue:
 def _semantic_issues(config: ExecConfig) -> list[_Issue]:
     """Checks across fields, once every field is valid."""
     issues = []
-    if isinstance(config, SLURMConfig | SLURMGraphConfig) and config.work_dir and not config.single_node:
+    if isinstance(config, SLURM_CONFIGS) and config.work_dir and not config.single_node:
         root = node_local_root(config.work_dir)
         if root is not None:
             issues.append(
@@ -124,6 +130,8 @@ def _semantic_issues(config: ExecConfig) -> list[_Issue]:
                     "'single_node: true' if every job runs on this machine.",
                 )
             )
+    if isinstance(config, SLURMArrayConfig):
+        issues += _inner_config_issues(config)
     if isinstance(config, MultiProcConfig) and config.omp_nthreads > config.plugin_args.n_procs:
         issues.append(
             _Issue(
@@ -134,6 +142,27 @@ def _semantic_issues(config: ExecConfig) -> list[_Issue]:
             )
         )
     return issues
+
+
+def _inner_config_issues(config: SLURMArrayConfig) -> list[_Issue]:
+    """The config run inside each array task must load, and be a local one."""
+    inner = config.plugin_args.inner_config
+    path = ("plugin_args", "inner_config")
+    try:
+        loaded = load_exec_config(inner)
+    except SpecError as exc:
+        first = str(exc.problems[0]) if exc.problems else str(exc)
+        return [_Issue(path, f"the config {inner!r} cannot be used: {first}")]
+    if not isinstance(loaded, MultiProcConfig | LinearConfig):
+        return [
+            _Issue(
+                path,
+                f"{inner!r} uses the {loaded.plugin} plugin; each array task runs one subject on its own "
+                "compute node, with a local plugin",
+                "Use 'local' (MultiProc) or a MultiProc/Linear config file.",
+            )
+        ]
+    return []
 
 
 def _validate(data: Any, base_dir: Path | None) -> tuple[ExecConfig | None, list[_Issue], Exception | None]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import sys
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
@@ -24,7 +25,7 @@ from pydantic import (
 
 from smriflow.config.loader import Positions
 
-PLUGINS = ("MultiProc", "Linear", "SLURM", "SLURMGraph")
+PLUGINS = ("MultiProc", "Linear", "SLURM", "SLURMGraph", "SLURMArray")
 DEFAULT_CONFIG = "local"
 # Folders that are private to one machine: SLURM jobs on other nodes cannot see them.
 _NODE_LOCAL_ROOTS = (Path("/tmp"), Path("/var/tmp"), Path("/dev/shm"))
@@ -199,11 +200,26 @@ class LinearArgs(_PluginArgs):
     """``plugin_args`` of Linear (none): one node after the other in this process, for debugging."""
 
 
+# SLURM's --time formats: minutes, MM:SS, HH:MM:SS, D-HH, D-HH:MM, D-HH:MM:SS.
+_TIME_RE = re.compile(r"^(\d+(:\d{1,2}){0,2}|\d+-\d{1,2}(:\d{1,2}){0,2}|UNLIMITED|INFINITE)$")
+# Options smriflow sets itself in each mode; giving them in sbatch_args would break the run.
+_RESERVED_OPTIONS = ("--array", "--dependency", "--parsable", "--wrap")
+
+
 class _SlurmArgsBase(_PluginArgs):
+    partition: str | None = Field(
+        None, min_length=1, description="SLURM partition of every job (sbatch --partition)."
+    )
+    time: str | None = Field(
+        None,
+        description="Time limit of every job (sbatch --time): minutes, HH:MM:SS or D-HH:MM:SS. A job "
+        "killed at its limit is reported as such; rerunning resumes.",
+    )
+    account: str | None = Field(None, min_length=1, description="Account charged (sbatch --account).")
     sbatch_args: str = Field(
         "",
-        description="Options for every sbatch call, e.g. '--partition=short --time=04:00:00'. With the "
-        "SLURM plugin, any option containing '-o' (--output, --open-mode, ...) replaces nipype's log file.",
+        description="Other options for every sbatch call, e.g. '--qos=short --constraint=avx2'. They come "
+        "after partition/time/account, so they win over those.",
     )
     template: str | None = Field(
         None,
@@ -216,6 +232,50 @@ class _SlurmArgsBase(_PluginArgs):
         description="Smallest --mem requested per job when resources_to_sbatch is on: a job's Python that "
         "imports nipype needs more than nipype's default node estimate of 0.2 GB.",
     )
+
+    @field_validator("time")
+    @classmethod
+    def _time_format(cls, value: str | None) -> str | None:
+        if value is not None and not _TIME_RE.match(value):
+            raise ValueError(
+                f"{value!r} is not a SLURM time limit; use minutes ('90'), 'HH:MM:SS' or 'D-HH:MM:SS'"
+            )
+        return value
+
+    @field_validator("sbatch_args")
+    @classmethod
+    def _sbatch_args_parse(cls, value: str) -> str:
+        try:
+            tokens = shlex.split(value)
+        except ValueError as exc:
+            raise ValueError(f"cannot split {value!r} into options ({exc})") from None
+        reserved = sorted(
+            {
+                opt
+                for token in tokens
+                for opt in _RESERVED_OPTIONS
+                if token == opt or token.startswith(opt + "=")
+            }
+        )
+        if reserved:
+            raise ValueError(f"{', '.join(reserved)} is set by smriflow and cannot be given in sbatch_args")
+        return value
+
+    def sbatch_options(self) -> list[str]:
+        """The options of every job: partition, time and account, then ``sbatch_args``."""
+        options = [
+            f"--{key}={getattr(self, key)}"
+            for key in ("partition", "time", "account")
+            if getattr(self, key) is not None
+        ]
+        return options + shlex.split(self.sbatch_args)
+
+    def nipype_args(self) -> dict[str, Any]:
+        """As for every plugin, with ``sbatch_args`` holding partition, time and account too."""
+        args = super().nipype_args()
+        if "sbatch_args" in args:
+            args["sbatch_args"] = shlex.join(self.sbatch_options())
+        return args
 
     @field_validator("template")
     @classmethod
@@ -251,7 +311,7 @@ class SLURMArgs(_SlurmArgsBase):
     poll_sleep_duration: float = Field(
         2.0,
         gt=0,
-        description="Seconds between checks of the queue (each check runs squeue once per running job).",
+        description="Seconds between checks of the queue (one squeue call per check for all running jobs).",
     )
     max_jobs: int | None = Field(
         None, ge=1, description="Most jobs in the queue at once (default: no limit). Some sites cap this."
@@ -278,10 +338,57 @@ class SLURMGraphArgs(_SlurmArgsBase):
     )
 
 
+class SLURMArrayArgs(_SlurmArgsBase):
+    """``plugin_args`` of SLURMArray: one array job, one task per subject, each running ``smriflow run``."""
+
+    cpus_per_task: int | None = Field(
+        None,
+        ge=1,
+        description="CPUs of each subject's job (--cpus-per-task), used by the executor inside it. Default: "
+        "the largest n_procs of the workflow's nodes.",
+    )
+    mem_gb: float | None = Field(
+        None,
+        gt=0,
+        description="Memory of each subject's job in GB (--mem). Default: the largest mem_gb of the "
+        "workflow's nodes plus 1 GB for smriflow itself, at least min_mem_gb.",
+    )
+    max_parallel: int | None = Field(
+        None, ge=1, description="Most subjects running at once (the array's %N throttle; default: no limit)."
+    )
+    inner_config: str = Field(
+        "local",
+        min_length=1,
+        description="Execution config run inside each subject's job (MultiProc or Linear): a packaged name "
+        "or a file (relative paths: from this file's folder). Its n_procs and memory_gb become the job's.",
+    )
+    smriflow_command: str | None = Field(
+        None,
+        description="How each task starts smriflow, e.g. 'apptainer exec --bind /data smriflow.sif "
+        "smriflow' (default: the smriflow of this Python environment, which compute nodes must see).",
+    )
+    poll_sleep_duration: float = Field(
+        5.0, gt=0, description="Seconds between squeue checks while waiting for the array's tasks."
+    )
+    wait: bool = Field(
+        True,
+        description="Wait for every task and report per subject; with false, return right after submission.",
+    )
+
+    @field_validator("inner_config")
+    @classmethod
+    def _inner_config_path(cls, value: str, info: ValidationInfo) -> str:
+        if "/" in value or os.sep in value or value.endswith((".yml", ".yaml")):
+            return str(_expand_path(value, info))
+        return value
+
+
 class ExecConfig(_Model):
     """Settings shared by every plugin: base of the four per-plugin configs."""
 
-    plugin: str = Field(description="Execution plugin: MultiProc (default), Linear, SLURM or SLURMGraph.")
+    plugin: str = Field(
+        description="Execution plugin: MultiProc (default), Linear, SLURM, SLURMGraph or SLURMArray."
+    )
     plugin_args: _PluginArgs = Field(description="Options of the plugin (see its section).")
     omp_nthreads: int = Field(
         1,
@@ -345,14 +452,28 @@ class SLURMGraphConfig(ExecConfig):
     plugin_args: SLURMGraphArgs = Field(default_factory=SLURMGraphArgs, description="SLURMGraph options.")
 
 
+class SLURMArrayConfig(ExecConfig):
+    """Submit one SLURM array job, one task per subject, each running the workflow with a local executor."""
+
+    plugin: Literal["SLURMArray"] = Field("SLURMArray", description="One array task per subject.")
+    plugin_args: SLURMArrayArgs = Field(default_factory=SLURMArrayArgs, description="SLURMArray options.")
+
+
+# The configs that submit to SLURM (work_dir must be shared, resources become sbatch options).
+SLURM_CONFIGS = (SLURMConfig, SLURMGraphConfig, SLURMArrayConfig)
+
 CONFIG_CLASSES: dict[str, type[ExecConfig]] = {
     "MultiProc": MultiProcConfig,
     "Linear": LinearConfig,
     "SLURM": SLURMConfig,
     "SLURMGraph": SLURMGraphConfig,
+    "SLURMArray": SLURMArrayConfig,
 }
 CONFIG_ADAPTER: TypeAdapter[ExecConfig] = TypeAdapter(
-    Annotated[MultiProcConfig | LinearConfig | SLURMConfig | SLURMGraphConfig, Field(discriminator="plugin")]
+    Annotated[
+        MultiProcConfig | LinearConfig | SLURMConfig | SLURMGraphConfig | SLURMArrayConfig,
+        Field(discriminator="plugin"),
+    ]
 )
 
 

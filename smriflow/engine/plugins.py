@@ -10,20 +10,21 @@
   ``node.plugin_args`` (nipype's SLURM plugins ignore them otherwise);
 
 and reports what happened as a :class:`RunReport` (nodes done, failed nodes with their crash files) instead
-of nipype's bare ``RuntimeError``. With SLURMGraph, whose nipype plugin returns right after submission, it
-waits for the jobs to leave the queue (:func:`wait_for_jobs`) and then reads the results and crash files.
+of nipype's bare ``RuntimeError``. The SLURM plugins are smriflow's robust subclasses of nipype's
+(:mod:`smriflow.engine.slurm_plugins`). With SLURMGraph, whose jobs report nothing to the submitting
+process, it waits for exactly the jobs it submitted (:func:`smriflow.engine.slurm.wait_until_done`), then
+reads results, crash files and how each job ended: a job killed by ``scancel`` or by its time limit gets a
+crash file saying so, and the nodes after a failure are listed as not run.
 """
 
 from __future__ import annotations
 
-import getpass
 import logging
 import math
 import os
 import re
-import subprocess
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from copy import deepcopy
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,10 +34,12 @@ from smriflow.config.execution import (
     ExecConfig,
     MultiProcArgs,
     MultiProcConfig,
+    SLURMArrayConfig,
     SLURMConfig,
     SLURMGraphConfig,
     node_local_root,
 )
+from smriflow.engine.slurm import JobState, describe_end, ensure_login_name, wait_until_done
 from smriflow.utils.threads import THREAD_VARIABLES, thread_env
 
 if TYPE_CHECKING:
@@ -49,7 +52,7 @@ __all__ = [
     "node_sbatch_args",
     "read_crash_file",
     "run_workflow",
-    "wait_for_jobs",
+    "write_job_crash",
 ]
 
 logger = logging.getLogger("smriflow.engine")
@@ -160,8 +163,8 @@ def run_workflow(
     crash_dir = Path(os.path.abspath(crashdump_dir or config.nipype.crashdump_dir or work_dir / "crash"))
     crash_dir.mkdir(parents=True, exist_ok=True)
     before = set(crash_dir.iterdir())
-    # nipype's SLURM plugin names jobs after $LOGNAME and raises KeyError when it is unset (CI, containers).
-    os.environ.setdefault("LOGNAME", _login_name())
+    # nipype reads $LOGNAME: KeyError when unset (CI machines, containers).
+    ensure_login_name()
 
     report = RunReport(wf.name, config.plugin, work_dir, crash_dir, threads)
     tracker = _StatusTracker(status_callback, linear=config.plugin == "Linear")
@@ -186,13 +189,14 @@ def run_workflow(
                 pool = getattr(runner, "pool", None)  # MultiProc, also after stop_on_first_crash
                 if pool is not None:
                     pool.shutdown(wait=True, cancel_futures=True)
+        states: dict[str, JobState] = {}
         if isinstance(config, SLURMGraphConfig):
-            if config.plugin_args.wait:
-                names = _submitted_job_names(work_dir / wf.name / "batch" / "submit_jobs.sh")
-                cancelled = wait_for_jobs(names, poll_seconds=config.plugin_args.poll_sleep_duration)
-                if cancelled:
-                    logger.warning("Cancelled jobs whose dependencies failed: %s", ", ".join(cancelled))
-            else:
+            if config.plugin_args.wait and runner.submitted:
+                states = wait_until_done(
+                    [job["job_id"] for job in runner.submitted],
+                    poll_seconds=config.plugin_args.poll_sleep_duration,
+                )
+            elif not config.plugin_args.wait:
                 report.waited = False
     finally:
         wf.config, wf.base_dir = saved_config, saved_base_dir
@@ -206,7 +210,7 @@ def run_workflow(
             crashes[output_dir or path] = FailedNode(name, path, output_dir)
     if isinstance(config, SLURMGraphConfig):
         if report.waited and execgraph is not None:
-            _classify_graph_nodes(execgraph, crashes, report)
+            _classify_graph_nodes(execgraph, crashes, report, runner, states, crash_dir)
     else:
         report.nodes_done = len(tracker.done.keys() - tracker.failed.keys())
         report.not_run = sorted(tracker.skipped.values())
@@ -220,6 +224,11 @@ def run_workflow(
 
 
 def _check_settings(wf: Workflow, config: ExecConfig, threads: int, work_dir: Path) -> None:
+    if isinstance(config, SLURMArrayConfig):
+        raise ValueError(
+            "The SLURMArray config runs whole subjects as array tasks of `smriflow run`, not a workflow: "
+            "use it with `smriflow run --exec-config` (or smriflow.engine.slurm_array.submit_array)."
+        )
     if isinstance(config, SLURMConfig | SLURMGraphConfig) and not config.single_node:
         root = node_local_root(work_dir)
         if root is not None:
@@ -254,13 +263,6 @@ def _check_node_resources(wf: Workflow, args: MultiProcArgs) -> None:
         )
 
 
-def _login_name() -> str:
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return f"uid{os.getuid()}"
-
-
 def _execution_options(config: ExecConfig, crash_dir: Path) -> dict[str, str]:
     options = config.nipype.execution_options()
     options["crashdump_dir"] = str(crash_dir)
@@ -271,7 +273,9 @@ def _execution_options(config: ExecConfig, crash_dir: Path) -> dict[str, str]:
 
 
 def _make_plugin(config: ExecConfig, threads: int, tracker: _StatusTracker) -> Any:
-    from nipype.pipeline.plugins import LinearPlugin, MultiProcPlugin, SLURMGraphPlugin, SLURMPlugin
+    from nipype.pipeline.plugins import LinearPlugin, MultiProcPlugin
+
+    from smriflow.engine.slurm_plugins import SLURMGraphSubmitter, SLURMNodePlugin
 
     plugin_args = config.plugin_args.nipype_args()
     if not isinstance(config, SLURMGraphConfig):  # graph plugins only log a warning for a callback
@@ -281,8 +285,8 @@ def _make_plugin(config: ExecConfig, threads: int, tracker: _StatusTracker) -> A
     plugin_class = {
         "MultiProc": MultiProcPlugin,
         "Linear": LinearPlugin,
-        "SLURM": SLURMPlugin,
-        "SLURMGraph": SLURMGraphPlugin,
+        "SLURM": SLURMNodePlugin,
+        "SLURMGraph": SLURMGraphSubmitter,
     }[config.plugin]
     return plugin_class(plugin_args=plugin_args)
 
@@ -384,96 +388,25 @@ def job_template(header: str, threads: int) -> str:
     return "\n".join([*lines[:at], "# smriflow thread policy (omp_nthreads)", *exports, *lines[at:]]) + "\n"
 
 
-def _submitted_job_names(script: Path) -> list[str]:
-    """Job names in the ``submit_jobs.sh`` that nipype's SLURMGraph wrote and ran."""
-    if not script.is_file():
-        return []
-    return re.findall(r"^(\w+)=\$\(sbatch\b", script.read_text(encoding="utf-8"), flags=re.MULTILINE)
+def _classify_graph_nodes(
+    execgraph: Any,
+    crashes: dict[Path, FailedNode],
+    report: RunReport,
+    runner: Any,
+    states: dict[str, JobState],
+    crash_dir: Path,
+) -> None:
+    """After the SLURMGraph jobs ended: each node is done (cache), failed (crash file, or its job was killed
+    or refused) or not run (a node it needs did not finish)."""
+    import networkx as nx
 
-
-def _squeue() -> list[tuple[str, str, str, str]]:
-    """This user's jobs in the queue as (job id, name, state, reason)."""
-    result = subprocess.run(
-        ["squeue", "-h", "-u", os.environ.get("LOGNAME") or _login_name(), "-o", "%i|%j|%T|%r"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    )
-    return [tuple(line.split("|", 3)) for line in result.stdout.splitlines() if line.count("|") >= 3]
-
-
-def _scancel(job_ids: Iterable[str]) -> None:
-    subprocess.run(["scancel", *job_ids], capture_output=True, text=True, timeout=120, check=False)
-
-
-def wait_for_jobs(
-    job_names: Iterable[str], *, poll_seconds: float = 5.0, timeout: float | None = None, max_errors: int = 10
-) -> list[str]:
-    """Wait until none of the named jobs of this user is in the SLURM queue.
-
-    Jobs waiting on a job that failed (reason ``DependencyNeverSatisfied``) can never run: they are
-    cancelled (clusters without ``DependencyParameters=kill_invalid_depend`` keep them forever).
-
-    Parameters
-    ----------
-    job_names : iterable of str
-        sbatch job names (``-J``) to wait for.
-    poll_seconds : float
-        Seconds between ``squeue`` calls.
-    timeout : float, optional
-        Give up after this many seconds (default: wait as long as it takes).
-    max_errors : int
-        Consecutive failed ``squeue`` calls tolerated (busy controllers time out now and then).
-
-    Returns
-    -------
-    list of str
-        Names of the jobs cancelled because they could never run.
-
-    Raises
-    ------
-    RuntimeError
-        When ``squeue`` keeps failing.
-    TimeoutError
-        When ``timeout`` passes first.
-    """
-    names = set(job_names)
-    cancelled: list[str] = []
-    errors = 0
-    deadline = None if timeout is None else time.monotonic() + timeout
-    while names:
-        try:
-            queue = _squeue()
-        except (OSError, subprocess.SubprocessError) as exc:
-            errors += 1
-            if errors >= max_errors:
-                raise RuntimeError(f"squeue failed {errors} times in a row; last error: {exc}") from exc
-            logger.warning("squeue failed (%s); trying again", exc)
-        else:
-            errors = 0
-            ours = [job for job in queue if job[1] in names]
-            if not ours:
-                break
-            stuck = [job for job in ours if job[3] == "DependencyNeverSatisfied"]
-            if stuck:
-                _scancel(job[0] for job in stuck)
-                cancelled += [job[1] for job in stuck]
-                names -= {job[1] for job in stuck}
-                if len(stuck) == len(ours):
-                    break
-        if deadline is not None and time.monotonic() > deadline:
-            raise TimeoutError(f"SLURM jobs still queued after {timeout} s: {', '.join(sorted(names))}")
-        time.sleep(poll_seconds)
-    return sorted(cancelled)
-
-
-def _classify_graph_nodes(execgraph: Any, crashes: dict[Path, FailedNode], report: RunReport) -> None:
-    """After SLURMGraph jobs left the queue: failed (crash file), done (up-to-date cache) or not run."""
-    for node in execgraph.nodes():
+    jobs = {Path(job["output_dir"]): job for job in runner.submitted}
+    unfinished: set[Any] = set()
+    for node in nx.topological_sort(execgraph):
         output_dir = Path(node.output_dir())
         if output_dir in crashes:
             report.failed.append(crashes.pop(output_dir))
+            unfinished.add(node)
             continue
         try:
             cached, updated = node.is_cached()
@@ -481,9 +414,39 @@ def _classify_graph_nodes(execgraph: Any, crashes: dict[Path, FailedNode], repor
             cached = updated = False
         if cached and updated:
             report.nodes_done += 1
-        elif node.fullname not in report.not_run:
+            continue
+        unfinished.add(node)
+        if any(pred in unfinished for pred in execgraph.predecessors(node)):
             report.not_run.append(node.fullname)
+            continue
+        # Nothing it needs failed, yet it did not finish: its job was refused, killed or lost.
+        if str(output_dir) in runner.refused:
+            message = runner.refused[str(output_dir)]
+        elif output_dir in jobs:
+            job = jobs[output_dir]
+            state = states.get(job["job_id"])
+            where = f" (job state {state.state})" if state is not None else ""
+            message = (
+                f"SLURM job {job['job_id']} of node {node.fullname} {describe_end(state)}{where} before the "
+                f"node finished. Job log: {runner.batch_dir}/batchscript_*{node._id}*.sh.o. Rerun the same "
+                "command to resume."
+            )
+        else:
+            message = f"Node {node.fullname} was not submitted and has no complete cached result."
+        crash = write_job_crash(crash_dir, node.fullname, output_dir, message)
+        report.failed.append(FailedNode(node.fullname, crash, output_dir))
     report.failed += crashes.values()
+
+
+def write_job_crash(crash_dir: Path, name: str, output_dir: Path, message: str) -> Path:
+    """Write a text crash file, as nipype's, for a node whose SLURM job ended without one."""
+    crash_dir.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    path = (
+        crash_dir / f"crash-{stamp}-slurm-{name.rsplit('.', 1)[-1]}-{os.getpid()}-{time.monotonic_ns()}.txt"
+    )
+    path.write_text(f"Node: {name}\nWorking directory: {output_dir}\n\n{message}\n", encoding="utf-8")
+    return path
 
 
 # -- crash files ------------------------------------------------------------------------------------------

@@ -102,7 +102,7 @@ def test_unknown_packaged_name_suggests_close_one():
         load_exec_config("slurmm")
     assert messages(exc) == [
         "slurmm: no execution config named 'slurmm' (and no file of that name here). Did you mean 'slurm'? "
-        "Available: linear, local, slurm, slurm-node"
+        "Available: linear, local, slurm, slurm-array, slurm-node"
     ]
 
 
@@ -146,7 +146,7 @@ def test_option_of_another_plugin_names_that_plugin(tmp_path):
         load_exec_config(path)
     assert messages(exc) == [
         f"{path}:3:3: plugin_args.sbatch_args: unknown key 'sbatch_args' for plugin MultiProc. "
-        "It is an option of SLURM, SLURMGraph."
+        "It is an option of SLURM, SLURMGraph, SLURMArray."
     ]
 
 
@@ -192,7 +192,7 @@ def test_unknown_plugin_lists_plugins(tmp_path):
     with pytest.raises(SpecError) as exc:
         load_exec_config(path)
     assert messages(exc) == [
-        f"{path}:1:9: plugin: unknown plugin 'PBS'. Available: Linear, MultiProc, SLURM, SLURMGraph"
+        f"{path}:1:9: plugin: unknown plugin 'PBS'. Available: Linear, MultiProc, SLURM, SLURMArray, SLURMGraph"
     ]
 
 

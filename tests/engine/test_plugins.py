@@ -29,7 +29,6 @@ from smriflow.engine.plugins import (
     node_sbatch_args,
     read_crash_file,
     run_workflow,
-    wait_for_jobs,
 )
 from smriflow.utils.threads import THREAD_VARIABLES
 
@@ -302,7 +301,7 @@ else:
         if subprocess.call(["bash", args[-1]], stdout=out, stderr=out, env=env):
             failed.append(str(job))
 open(failed_file, "w").write(" ".join(failed))
-print(f"Submitted batch job {{job}}")
+print(job if "--parsable" in args else f"Submitted batch job {{job}}")
 """
 
 
@@ -402,7 +401,7 @@ def test_slurm_graph_waits_and_reports(tmp_path, fake_slurm):
 
 def test_slurm_graph_without_wait_returns_after_submission(tmp_path, fake_slurm, monkeypatch):
     config = with_values(slurm_config(tmp_path, "SLURMGraph"), "plugin_args", wait=False)
-    monkeypatch.setattr(plugins, "wait_for_jobs", lambda *a, **k: pytest.fail("must not wait"))
+    monkeypatch.setattr(plugins, "wait_until_done", lambda *a, **k: pytest.fail("must not wait"))
     report = run_workflow(slurm_workflow(fail=False), config)
     assert not report.waited and not report.ok
     assert "submitted to SLURM (not waited for)" in report.summary()
@@ -416,38 +415,8 @@ def test_slurm_refuses_tmp_work_dir_at_run_time(tmp_path):
         run_workflow(wf, config)
 
 
-# -- waiting for SLURMGraph jobs -----------------------------------------------------------------------------
-def test_wait_for_jobs_cancels_jobs_that_can_never_run(monkeypatch):
-    queue = [
-        [
-            ("11", "j0_a", "RUNNING", "None"),
-            ("12", "j1_b", "PENDING", "Dependency"),
-            ("9", "other", "RUNNING", ""),
-        ],
-        [("12", "j1_b", "PENDING", "DependencyNeverSatisfied"), ("13", "j2_c", "RUNNING", "None")],
-        [("9", "other", "RUNNING", "None")],
-    ]
-    cancelled = []
-    monkeypatch.setattr(plugins, "_squeue", lambda: queue.pop(0))
-    monkeypatch.setattr(plugins, "_scancel", lambda ids: cancelled.extend(ids))
-    assert wait_for_jobs(["j0_a", "j1_b", "j2_c"], poll_seconds=0) == ["j1_b"]
-    assert cancelled == ["12"] and queue == []
-
-
-def test_wait_for_jobs_tolerates_then_reports_squeue_failures(monkeypatch):
-    calls = []
-
-    def failing():
-        calls.append(1)
-        raise OSError("slurm_load_jobs error: Socket timed out")
-
-    monkeypatch.setattr(plugins, "_squeue", failing)
-    with pytest.raises(RuntimeError, match="squeue failed 3 times in a row; last error: .*Socket timed out"):
-        wait_for_jobs(["j0_a"], poll_seconds=0, max_errors=3)
-    assert len(calls) == 3
-
-
-def test_wait_for_jobs_timeout(monkeypatch):
-    monkeypatch.setattr(plugins, "_squeue", lambda: [("1", "j0_a", "RUNNING", "None")])
-    with pytest.raises(TimeoutError, match="still queued after 0 s: j0_a"):
-        wait_for_jobs(["j0_a"], poll_seconds=0, timeout=0)
+def test_slurm_array_config_is_refused_by_run_workflow(tmp_path):
+    config = with_values(load_exec_config("slurm-array"), "plugin_args")
+    config = type(config).model_validate({**config.model_dump(), "single_node": True, "work_dir": tmp_path})
+    with pytest.raises(ValueError, match=r"runs whole subjects as array tasks of `smriflow run`"):
+        run_workflow(chain_workflow(), config)

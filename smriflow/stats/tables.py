@@ -102,7 +102,8 @@ def atlas_label_for(roi: str, hemi: str, atlas: str) -> str:
     This is the one place that maps FreeSurfer table columns to atlas labels:
 
     - ``aparc`` and ``aparc.DKTatlas`` (Desikan-Killiany, ``desikan_killiany`` atlas): ``ctx-<hemi>-<roi>``
-    - ``aparc.a2009s`` (Destrieux, ``destrieux`` atlas): ``ctx_<hemi>_<roi>``
+    - ``aparc.a2009s`` (Destrieux, ``destrieux`` atlas): ``ctx_<hemi>_<roi>`` with ``&`` written ``_and_``
+      (the stats files say ``G&S_frontomargin``, the colour table ``ctx_lh_G_and_S_frontomargin``)
     - ``aseg`` (and the subcortical labels of both atlases): ``Left-<roi>``/``Right-<roi>`` or ``<roi>``
     - any other atlas (smriflow's own tables): the ROI as the table names it (hemisphere already in it).
 
@@ -117,7 +118,7 @@ def atlas_label_for(roi: str, hemi: str, atlas: str) -> str:
     if atlas in ("aparc", "aparc.DKTatlas", "aparc.DKTatlas40", "aparc.DKTatlas.mapped"):
         return f"ctx-{hemi}-{roi}"
     if atlas == "aparc.a2009s":
-        return f"ctx_{hemi}_{roi}"
+        return f"ctx_{hemi}_{roi.replace('&', '_and_')}"
     if atlas in ("aseg", "wmparc", "aseg+DKT"):
         side = {"lh": "Left-", "rh": "Right-"}.get(hemi, "")
         return f"{side}{roi}"
@@ -277,8 +278,9 @@ def _data(values: pd.DataFrame, rois: list, covariates: pd.DataFrame, path: Path
 def read_roi_tables(paths: list[str | Path]) -> RoiData:
     """Read and combine several ROI tables.
 
-    Tables with the same ROI keys (smriflow's one-subject tables) are stacked; tables with other keys
-    (``lh`` and ``rh`` FreeSurfer tables) are joined on the subject. A covariate given by two tables
+    The tables are merged cell by cell: new subjects add rows (smriflow's one-subject tables), new ROI
+    columns add columns (``lh`` and ``rh`` FreeSurfer tables); a value given twice is an error. A covariate
+    given by two tables
     (``eTIV`` in both hemispheres' tables) must agree to 1e-6 (relative), else ValueError.
     """
     if not paths:
@@ -288,18 +290,21 @@ def read_roi_tables(paths: list[str | Path]) -> RoiData:
     covariates = pd.DataFrame()
     rois = pd.DataFrame(columns=["key", "roi", "hemi", "measure", "atlas"])
     for part in parts:
-        new_keys = [k for k in part.values.columns if k not in values.columns]
-        shared = [k for k in part.values.columns if k in values.columns]
-        if shared and new_keys:
-            raise ValueError(f"{part.sources[0]}: shares some ROI columns with the tables before it, not all")
-        if shared:  # more subjects of the same ROIs
-            overlap = part.values.index.intersection(values.index)
-            if len(overlap):
-                raise ValueError(f"{part.sources[0]}: subject sub-{overlap[0]} is already in another table")
-            values = pd.concat([values, part.values[values.columns]])
+        if values.empty:
+            values, rois = part.values, part.rois
         else:
-            values = part.values if values.empty else values.join(part.values, how="outer")
-            rois = pd.concat([rois, part.rois], ignore_index=True) if len(rois) else part.rois
+            rows = part.values.index.intersection(values.index)
+            cols = part.values.columns.intersection(values.columns)
+            both = values.loc[rows, cols].notna() & part.values.loc[rows, cols].notna()
+            if both.to_numpy().any():
+                subject = both.any(axis=1).idxmax()
+                key = both.loc[subject].idxmax()
+                raise ValueError(f"{part.sources[0]}: sub-{subject} {key} is already given by another table")
+            order_cols = list(dict.fromkeys([*values.columns, *part.values.columns]))
+            order_rows = list(dict.fromkeys([*values.index, *part.values.index]))
+            values = values.combine_first(part.values).reindex(index=order_rows, columns=order_cols)
+            new = part.rois[~part.rois["key"].isin(rois["key"])]
+            rois = pd.concat([rois, new], ignore_index=True)
         for column in part.covariates.columns:
             incoming = part.covariates[column]
             if column in covariates.columns:
@@ -312,7 +317,8 @@ def read_roi_tables(paths: list[str | Path]) -> RoiData:
                         f"{part.sources[0]}: covariate '{column}' of sub-{subject} differs from another "
                         f"table ({a[subject]} vs {b[subject]})"
                     )
-                covariates = covariates.combine_first(part.covariates[[column]])
+                order = list(covariates.columns)
+                covariates = covariates.combine_first(part.covariates[[column]])[order]
             else:
                 covariates = (
                     part.covariates[[column]]

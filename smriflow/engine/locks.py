@@ -122,7 +122,9 @@ class RunLocks:
             )
 
     def release(self) -> None:
-        """Remove the lock files this object holds and release the locks."""
+        """Remove the lock files this object holds and release the locks (and the folder, when empty)."""
+        if not self._held:
+            return
         for path, fd in self._held.items():
             try:
                 path.unlink(missing_ok=True)  # before unlocking: a waiting process sees a new file, or none
@@ -131,6 +133,10 @@ class RunLocks:
                 with _HELD_GUARD:
                     _HELD.discard(str(path))
         self._held.clear()
+        try:
+            lock_path(self.output_dir, "x").parent.rmdir()
+        except OSError:  # other runs hold locks there, or it is gone already
+            pass
 
     def __enter__(self) -> RunLocks:
         self.acquire()
@@ -142,12 +148,15 @@ class RunLocks:
     # -- one lock ---------------------------------------------------------------------------------------
     def _take(self, path: Path) -> dict[str, Any] | None:
         """Take the lock at ``path``; return ``None`` on success, else what the file says of its holder."""
-        path.parent.mkdir(parents=True, exist_ok=True)
         with _HELD_GUARD:
             if str(path) in _HELD:
                 return read_holder(path) or {"pid": os.getpid()}
-        for _ in range(50):  # a holder may remove the file between our open and our lock: then retry
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        for _ in range(50):  # a holder may remove the file (or the folder) meanwhile: then retry
+            path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            except FileNotFoundError:
+                continue
             try:
                 locked = self._lock(fd, path)
             except BaseException:

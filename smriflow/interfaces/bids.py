@@ -132,25 +132,72 @@ def split_extension(path: str | os.PathLike) -> tuple[str, str]:
     return stem, dot + rest
 
 
-def publish(source: str | os.PathLike, destination: str | os.PathLike) -> bool:
+class OutsideOutputError(ValueError):
+    """A write that would land outside the output folder (through ``..`` or a symbolic link)."""
+
+
+def check_inside(root: str | os.PathLike, path: str | os.PathLike) -> Path:
+    """Return ``path`` if it lies inside ``root`` once the symbolic links on its way are followed.
+
+    Folders that do not exist yet are fine (they will be created inside). ``path`` itself may be a symbolic
+    link: :func:`publish` replaces such a link by the file, it never writes through it.
+
+    Raises
+    ------
+    OutsideOutputError
+        Naming the path and where it leads.
+    """
+    path, root = Path(path), Path(root).resolve()
+    real = path.parent.resolve() / path.name
+    if not real.is_relative_to(root):
+        raise OutsideOutputError(
+            f"{path}: refusing to write outside the output folder {root} (the path leads to {real})"
+        )
+    return path
+
+
+def publish(
+    source: str | os.PathLike, destination: str | os.PathLike, *, root: str | os.PathLike | None = None
+) -> bool:
     """Copy ``source`` to ``destination`` atomically; leave an identical ``destination`` untouched.
 
     The copy is written to a hidden temporary name in the destination folder (same filesystem) and moved
-    into place with :func:`os.replace`, so readers see either the old file, the new one or none.
+    into place with :func:`os.replace`, so readers see either the old file, the new one or none; a failed
+    copy (a full disk, a signal) removes its temporary file. With ``root``, a destination that leads out
+    of ``root`` (a symlinked folder on the way) is refused before anything is written, and a destination
+    that is itself a symbolic link is replaced by the file, never written through.
 
     Returns
     -------
     bool
         ``True`` when the file was written, ``False`` when an identical copy was already there.
+
+    Raises
+    ------
+    OutsideOutputError
+        When ``destination`` leads out of ``root``.
+    OSError
+        When the copy fails; the message names ``destination`` (e.g. ``No space left on device``).
     """
     destination = Path(destination)
+    if root is not None:
+        check_inside(root, destination)
     destination.parent.mkdir(parents=True, exist_ok=True)
-    if destination.is_file() and filecmp.cmp(source, destination, shallow=False):
+    if (
+        destination.is_file()
+        and not destination.is_symlink()
+        and filecmp.cmp(source, destination, shallow=False)
+    ):
         return False
     temporary = destination.with_name(f".{destination.name}.{uuid.uuid4().hex[:12]}.tmp")
     try:
         shutil.copyfile(source, temporary)
         os.replace(temporary, destination)
+    except OSError as exc:
+        temporary.unlink(missing_ok=True)
+        if exc.errno is None:
+            raise
+        raise OSError(exc.errno, f"cannot write the derivative ({exc.strerror})", str(destination)) from exc
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
@@ -251,15 +298,23 @@ class DerivativesDataSink(_NiworkflowsDataSink):
             relative = staged.relative_to(staging / self.out_path_base)
             final = final_root / relative
             stem, extension = split_extension(final)
+            new_sidecar = None
             if extension != ".json":
                 sidecar = self._sidecar(staged_meta)
                 if sidecar:
                     final_sidecar = final.with_name(f"{stem}.json")
                     temporary = staged.with_name(f"{stem}.provenance.json")
                     temporary.write_text(json.dumps(sidecar, indent=2, sort_keys=True) + "\n")
-                    publish(temporary, final_sidecar)  # the sidecar first: a data file implies its sidecar
+                    # the sidecar first: a data file implies its sidecar
+                    if publish(temporary, final_sidecar, root=final_root):
+                        new_sidecar = final_sidecar
                     sidecars.append(str(final_sidecar))
-            publish(staged, final)
+            try:
+                publish(staged, final, root=final_root)
+            except BaseException:
+                if new_sidecar is not None and not final.exists():  # no sidecar without its data file
+                    new_sidecar.unlink(missing_ok=True)
+                raise
             published.append(str(final))
         shutil.rmtree(staging, ignore_errors=True)
         self._results["out_file"] = published[0] if len(published) == 1 else published

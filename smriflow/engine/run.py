@@ -47,6 +47,7 @@ from smriflow.engine.derivatives import (
 from smriflow.engine.plugins import FailedNode, RunReport, run_workflow
 from smriflow.engine.validate import LoadedSpec, validate_file
 from smriflow.interfaces.bids import SubjectFiles as SubjectPlan
+from smriflow.interfaces.bids import check_inside
 
 __all__ = [
     "PreparedRun",
@@ -199,19 +200,19 @@ def prepare_run(
     if resolved["omp_nthreads"] != config.omp_nthreads:  # one thread setting for the nodes and the plugin
         config = override(config, omp_nthreads=resolved["omp_nthreads"])
 
+    run_work_dir = Path(config.work_dir) if config.work_dir else output_dir.parent / "work"
     if bids_dir is not None:
         if not bids_dir.is_dir():
             raise RunSetupError(f"BIDS dataset folder not found: {bids_dir}")
-        if output_dir == bids_dir or (
-            output_dir.is_relative_to(bids_dir) and not output_dir.is_relative_to(bids_dir / "derivatives")
-        ):
-            raise RunSetupError(
-                f"--output-dir {output_dir} is inside the BIDS dataset; use a folder outside it or under "
-                f"{bids_dir / 'derivatives'}"
-            )
+        # smriflow never writes into the input dataset (symbolic links followed), except under derivatives/
+        for option, folder in (("--output-dir", output_dir), ("--work-dir", run_work_dir)):
+            if _inside_dataset(folder, bids_dir):
+                raise RunSetupError(
+                    f"{option} {folder} is inside the BIDS dataset; use a folder outside it or under "
+                    f"{bids_dir / 'derivatives'}"
+                )
     if not group:  # a group run adds its files to the folder of the derivatives it summarises
         check_output_dir(output_dir, loaded, resolved)
-    run_work_dir = Path(config.work_dir) if config.work_dir else output_dir.parent / "work"
 
     if group:
         subjects = [SubjectPlan(GROUP_LABEL)]
@@ -242,6 +243,12 @@ def prepare_run(
             top.base_dir = str(run_work_dir)
         prepared.workflow, prepared.nodes = top, _execution_nodes(top)
     return prepared
+
+
+def _inside_dataset(folder: Path, bids_dir: Path) -> bool:
+    """Whether ``folder`` is (or is under) ``bids_dir`` but not under its ``derivatives/``."""
+    real, dataset = folder.resolve(), bids_dir.resolve()
+    return real.is_relative_to(dataset) and not real.is_relative_to(dataset / "derivatives")
 
 
 def _refuse_run_folders(given: Mapping[str, Any], arg_source: str) -> None:
@@ -287,23 +294,50 @@ def execute_run(
     RunSetupError
         When the plugin refuses the settings before any node ran (e.g. a node needs more than n_procs).
     """
-    logs = prepared.output_dir / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
-    base = time.strftime("%Y%m%d-%H%M%S")
-    stamp, attempt = base, 1
-    while (logs / f"run-{stamp}.log").exists():  # two runs within one second: run-<time>-2, ...
-        attempt += 1
-        stamp = f"{base}-{attempt}"
-    log_file = logs / f"run-{stamp}.log"
-    if prepared.loaded.spec.level == "participant":
-        write_dataset_description(
-            prepared.loaded,
-            prepared.args,
-            prepared.config,
-            bids_dir=prepared.bids_dir,
-            output_dir=prepared.output_dir,
-        )
-    write_json(logs / f"run-{stamp}.json", _run_record(prepared))
+    from smriflow.engine.locks import RunLocks
+
+    group = prepared.loaded.spec.level == "group"
+    names = [f"group-{prepared.loaded.spec.name}"] if group else []
+    names += [f"sub-{s.label}" for s in prepared.subjects if s.problem is None and not group]
+    locks = RunLocks(prepared.output_dir, names, what=prepared.loaded.spec.name)
+    try:
+        locks.acquire()  # before anything is written: two runs never process one subject at once
+        logs = prepared.output_dir / "logs"
+        check_inside(prepared.output_dir, logs / "x")
+        logs.mkdir(parents=True, exist_ok=True)
+        base = time.strftime("%Y%m%d-%H%M%S")
+        stamp, attempt = base, 1
+        while (logs / f"run-{stamp}.log").exists():  # two runs within one second: run-<time>-2, ...
+            attempt += 1
+            stamp = f"{base}-{attempt}"
+        log_file = logs / f"run-{stamp}.log"
+        if not group:
+            write_dataset_description(
+                prepared.loaded,
+                prepared.args,
+                prepared.config,
+                bids_dir=prepared.bids_dir,
+                output_dir=prepared.output_dir,
+            )
+        write_json(logs / f"run-{stamp}.json", _run_record(prepared))
+    except OSError as exc:
+        locks.release()
+        where = exc.filename or prepared.output_dir
+        raise RunSetupError(
+            f"--output-dir {prepared.output_dir}: cannot write {where} ({exc.strerror or exc})"
+        ) from exc
+    except BaseException:
+        locks.release()
+        raise
+    try:
+        return _execute(prepared, log_file, status_callback=status_callback, debug=debug)
+    finally:
+        locks.release()
+
+
+def _execute(
+    prepared: PreparedRun, log_file: Path, *, status_callback: StatusCallback | None, debug: bool
+) -> RunSummary:
     tracker = _NodeTracker(status_callback)
     report = None
     with log_to_file(log_file, echo=debug):

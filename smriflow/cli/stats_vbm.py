@@ -184,10 +184,12 @@ def vbm_command(args: argparse.Namespace) -> int:
 
 
 def _summary(result: Any, args: argparse.Namespace) -> str:
+    import numpy as np
     import pandas as pd
 
     table = pd.read_csv(result.files["clusters"], sep="\t", dtype={"cluster_id": str})
     main = table[table["cluster_id"].str.isdigit()]
+    main = main.iloc[np.argsort(-np.abs(main["peak_z"].to_numpy()), kind="stable")]
     dropped = f", dropped {', '.join(f'sub-{s}' for s in result.dropped)}" if result.dropped else ""
     lines = [
         f"vbm: {len(result.subjects)} subjects{dropped}, {result.n_voxels} mask voxels, contrast "

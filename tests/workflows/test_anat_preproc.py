@@ -37,7 +37,7 @@ ATLASES = ("desikankilliany", "harvardoxford", "aal")
 # -- the embedding contract: the ports of each workflow ------------------------------------------------------
 PORTS = {
     "anat_preproc": (
-        ["t1w"],
+        ["t1w", "lesion_mask"],
         [
             "t1w_preproc",
             "conform_info",
@@ -54,6 +54,7 @@ PORTS = {
             "atlas_dseg",
             "atlas_volumes",
             "summary_volumes",
+            "iqms",
         ],
     ),
     "brain_extraction": (["t1w"], ["t1w_mask", "t1w_brain", "anat2tpl_affine"]),
@@ -65,6 +66,10 @@ PORTS = {
     "parcellation": (
         ["t1w", "t1w_mask", "t1w_tpms", "std2anat_xfm"],
         ["atlas_dseg", "atlas_volumes", "summary"],
+    ),
+    "qc": (
+        ["t1w", "t1w_preproc", "t1w_biasfield", "t1w_mask", "t1w_dseg", "t1w_tpms", "std_t1w", "std_tpms"],
+        ["iqms"],
     ),
 }
 SUB_WORKFLOWS = [name for name in PORTS if name != "anat_preproc"]
@@ -208,6 +213,7 @@ def expected_files(label: str) -> list[str]:
     }
     names = [f"sub-{label}_{stem}{ext}" for stem, ext in stems.items()]
     names += [f"sub-{label}_{stem}.json" for stem in stems]  # the sidecars
+    names += [f"sub-{label}_desc-iqms_T1w.json"]  # a JSON derivative has no sidecar
     return sorted(f"sub-{label}/anat/{name}" for name in names)
 
 
@@ -282,6 +288,8 @@ def test_one_subject_fails_the_other_finishes(small_runs):
 def test_sidecars_record_the_provenance(small_runs):
     output = small_runs.outputs[0]
     for sidecar in (output / "sub-01" / "anat").glob("*.json"):
+        if sidecar.name.endswith("_desc-iqms_T1w.json"):
+            continue  # a JSON derivative (IQM name -> float), not a sidecar
         record = json.loads(sidecar.read_text())
         generated = record["GeneratedBy"][0]
         assert generated["Name"] == "smriflow" and generated["Workflow"] == "anat_preproc_wf"

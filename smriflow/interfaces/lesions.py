@@ -57,6 +57,12 @@ class LesionMask(SimpleInterface):
         from smriflow.utils.lesions import lesion_on_grid, n4_fit_mask
         from smriflow.utils.niftiio import save_like, strip_ext
 
+        name = Path(self.inputs.in_file).name
+        if name.startswith("sub-") and "_label-lesion_" not in name:
+            raise ValueError(
+                f"'in_file' {name} is a BIDS mask but not a lesion mask (no label-lesion in its name): "
+                "rename it sub-<label>_label-lesion_roi.nii.gz, or narrow the lesion_mask input's bids query."
+            )
         reference = nb.load(self.inputs.reference)
         lesion, info = lesion_on_grid(
             nb.load(self.inputs.in_file), reference, name=Path(self.inputs.in_file).name

@@ -153,6 +153,9 @@ def collect_inputs(
     else:
         if not jacobians or convention is None:
             raise ValueError("'gm_maps' need 'jacobians' and a 'jacobian_convention' (fsl or ants)")
+        for path in [*gm_maps, *jacobians]:
+            if not Path(path).is_file():
+                raise ValueError(f"{path}: file not found")
         pairs = pair_jacobians(gm_maps, jacobians)
         check_same_grid([g for g, _ in pairs], what="GM map")
         modulated = [modulate(g, j, convention) for g, j in pairs]

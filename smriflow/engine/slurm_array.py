@@ -29,10 +29,12 @@ from pathlib import Path
 from typing import Any
 
 from smriflow.config.execution import LinearConfig, MultiProcConfig, SLURMArrayConfig, load_exec_config
+from smriflow.engine.derivatives import RunSetupError
 from smriflow.engine.plugins import FailedNode, node_sbatch_args, read_crash_file
 from smriflow.engine.run import TOP_NAME, PreparedRun, RunSummary, SubjectResult, last_error_line
 from smriflow.engine.slurm import (
     JobState,
+    SlurmError,
     describe_end,
     ensure_login_name,
     exit_codes,
@@ -42,10 +44,14 @@ from smriflow.engine.slurm import (
 )
 from smriflow.utils.threads import THREAD_VARIABLES
 
-__all__ = ["ArrayPlan", "plan_array", "run_array", "summarize_array"]
+__all__ = ["ArrayPlan", "ArraySetupError", "plan_array", "run_array", "summarize_array"]
 
 Printer = Callable[[str], None]
 MAIN_PROCESS_GB = 1.0  # smriflow's own process in each job (pybids, the graph, nipype), beside the nodes
+
+
+class ArraySetupError(RunSetupError, ValueError):
+    """An array run that cannot be submitted (the CLI prints it as a usage error, exit code 2)."""
 
 
 @dataclass
@@ -89,7 +95,7 @@ def _resources(prepared: PreparedRun, config: SLURMArrayConfig) -> tuple[int, fl
         if node.n_procs > cpus or node.mem_gb > mem
     )
     if too_big:
-        raise ValueError(
+        raise ArraySetupError(
             f"{config.source or 'execution config'}: plugin_args cpus_per_task={cpus}, mem_gb={mem:g} are "
             f"less than these nodes need: {', '.join(too_big[:5])}. Raise cpus_per_task/mem_gb."
         )
@@ -125,21 +131,21 @@ def plan_array(
 
     Raises
     ------
-    ValueError
+    ArraySetupError
         When the config is not SLURMArray, the workflow is a group workflow, no subject can run, or the
         tasks' CPUs or memory are less than a node needs.
     """
     config = prepared.config
     if not isinstance(config, SLURMArrayConfig):
-        raise ValueError(f"plan_array needs a SLURMArray config; got {config.plugin}")
+        raise ArraySetupError(f"plan_array needs a SLURMArray config; got {config.plugin}")
     if getattr(prepared.loaded.spec, "level", "participant") == "group":
-        raise ValueError(
+        raise ArraySetupError(
             f"{prepared.loaded.spec.name} is a group workflow: it runs once, not per subject. Use the "
             "slurm or slurm-node config (or local) for it, not slurm-array."
         )
     labels = [subject.label for subject in prepared.subjects if subject.problem is None]
     if not labels:
-        raise ValueError("no subject can run, so there is nothing to submit")
+        raise ArraySetupError("no subject can run, so there is nothing to submit")
     inner = load_exec_config(config.plugin_args.inner_config)
     cpus, mem = _resources(prepared, config)
 
@@ -155,7 +161,7 @@ def plan_array(
     if isinstance(inner, MultiProcConfig):
         command += ["--nprocs", "__CPUS__", "--mem-gb", f"{mem:g}"]
     elif not isinstance(inner, LinearConfig):  # pragma: no cover - the config validation refuses it
-        raise ValueError(f"inner_config {config.plugin_args.inner_config!r} is not a local config")
+        raise ArraySetupError(f"inner_config {config.plugin_args.inner_config!r} is not a local config")
     text = shlex.join(command).replace("__CPUS__", f'"${{SLURM_CPUS_PER_TASK:-{cpus}}}"')
 
     head, body = _split_template(config.plugin_args.template_text())
@@ -185,6 +191,7 @@ def plan_array(
     sbatch = ["sbatch", "--parsable", array, f"--job-name=smriflow_{prepared.loaded.spec.name}"]
     if config.resources_to_sbatch:
         sbatch += node_sbatch_args(cpus, mem, min_mem_gb=config.plugin_args.min_mem_gb).split()
+    (prepared.output_dir / "logs").mkdir(parents=True, exist_ok=True)  # sbatch fails the job without it
     log_pattern = str(prepared.output_dir / "logs" / "slurm-%A_%a.out")
     if not has_option(options, "o", "output"):
         sbatch.append(f"--output={log_pattern}")
@@ -209,18 +216,25 @@ def run_array(
     prepared, workflow, set_values
         As for :func:`plan_array`.
     dry_run : bool
-        Write the script and print the sbatch command, but submit nothing.
+        Write the script and print the sbatch command, but submit nothing. With another config than
+        SLURMArray, only say that everything checked out (``smriflow run --dry-run``).
     echo : callable
         Where progress lines go (the CLI passes its console's print).
 
     Raises
     ------
-    ValueError
-        As :func:`plan_array`.
+    ArraySetupError
+        As :func:`plan_array`, and when sbatch refuses the array (e.g. an unknown partition).
     smriflow.engine.slurm.SlurmError
-        When sbatch refuses the array (e.g. an unknown partition) or squeue keeps failing.
+        When squeue keeps failing while waiting.
     """
     ensure_login_name()
+    if dry_run and not isinstance(prepared.config, SLURMArrayConfig):
+        echo(
+            f"dry run: the workflow, its arguments, the dataset and the {prepared.config.plugin} config "
+            "check out; nothing was run"
+        )
+        return None
     plan = plan_array(prepared, workflow, set_values)
     shown = shlex.join(plan.command[:1] + plan.command[2:])  # without --parsable, to be pasted
     if dry_run:
@@ -230,7 +244,10 @@ def run_array(
             echo(f"  task {index}: sub-{label}")
         return None
     plan.submitted_at = time.time()
-    plan.job_id = submit(plan.script, plan.command[2:-1])
+    try:
+        plan.job_id = submit(plan.script, plan.command[2:-1])
+    except SlurmError as exc:
+        raise ArraySetupError(f"{prepared.config.source or 'execution config'}: {exc}") from exc
     echo(f"submitted array job {plan.job_id}: {len(plan.labels)} task(s), one per subject ({shown})")
     echo(f"task logs: {plan.log_of(0).replace('_0.out', '_<task>.out')}")
     if not prepared.config.plugin_args.wait:

@@ -67,6 +67,12 @@ def add_parser(subparsers: Any, common: argparse.ArgumentParser) -> argparse.Arg
     parser.add_argument(
         "--seed", type=int, metavar="N", help="random seed of every node (same as --set seed=N)"
     )
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="check everything and stop before running; with a SLURMArray config (slurm-array), write the "
+        "job script and print the sbatch command",
+    )
     parser.set_defaults(handler=run_command)
     return parser
 
@@ -115,6 +121,14 @@ def run_command(args: argparse.Namespace) -> int:
     )
     if runnable < len(prepared.subjects):
         console.print(f"{len(prepared.subjects) - runnable} subject(s) cannot run (see the summary)")
+    if args.dry_run or prepared.config.plugin == "SLURMArray":  # one SLURM array task per subject
+        from smriflow.engine.slurm_array import run_array
+
+        array_summary = run_array(prepared, args.workflow, values, dry_run=args.dry_run, echo=console.out)
+        if array_summary is None:  # dry run, or submitted without waiting
+            return 0
+        print_summary(console, array_summary, debug=args.debug)
+        return array_summary.exit_code
     with Progress(console, prepared.nodes) as progress:
         summary = execute_run(prepared, status_callback=progress.update, debug=args.debug)
     print_summary(console, summary, debug=args.debug)

@@ -1,0 +1,226 @@
+"""The subject report: self-contained, every section, IQM percentiles, marked blocks, the interface."""
+
+from __future__ import annotations
+
+import json
+import re
+from html.parser import HTMLParser
+
+import _report_data
+import pytest
+from scipy.stats import percentileofscore
+
+from smriflow.interfaces.reports import SubjectReport
+from smriflow.reports.html import replace_block
+from smriflow.reports.subject import (
+    conform_notes,
+    percentile_in_group,
+    report_filename,
+    subject_report,
+    update_subject_report,
+)
+
+
+class Resources(HTMLParser):
+    """Every URL an HTML document refers to (src, href, xlink:href, url(...) in styles) and its tags."""
+
+    def __init__(self):
+        super().__init__()
+        self.urls: list[tuple[str, str]] = []
+        self.tags: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append(tag)
+        for key, value in attrs:
+            if key in ("src", "href", "xlink:href", "data", "poster") and value is not None:
+                self.urls.append((tag, value))
+
+
+def resources(document: str) -> Resources:
+    parser = Resources()
+    parser.feed(document)
+    return parser
+
+
+@pytest.fixture(scope="module")
+def subject(tmp_path_factory):
+    return _report_data.write_subject(tmp_path_factory.mktemp("subject_report"))
+
+
+def render(subject, **kwargs):
+    arguments = dict(
+        subject=subject.subject,
+        t1w=subject.t1w,
+        t1w_preproc=subject.t1w_preproc,
+        t1w_biasfield=subject.t1w_biasfield,
+        t1w_mask=subject.t1w_mask,
+        t1w_dseg=subject.t1w_dseg,
+        atlas_dseg=subject.atlas_dseg,
+        iqms=_report_data.IQMS,
+        conform=subject.conform,
+        methods="The T1w image was checked.   It was corrected.",
+        n_cuts=3,
+    )
+    return subject_report(**{**arguments, **kwargs})
+
+
+@pytest.fixture(scope="module")
+def report(subject):
+    return render(subject)
+
+
+def test_report_is_self_contained(report):
+    found = resources(report)
+    assert found.urls, "the report shows images"
+    for tag, url in found.urls:
+        assert url.startswith(("data:image/svg+xml;base64,", "#")), (tag, url[:60])
+    assert "http://" not in re.sub(r'xmlns(:\w+)?="http://[^"]+"', "", report).replace(
+        "http://www.w3.org", ""
+    )
+    assert "https://" not in report
+    assert not {"link", "iframe", "object", "embed"} & set(found.tags)
+    assert "<script src" not in report and "@import" not in report and "url(" not in report
+
+
+def test_report_has_every_section(report):
+    for anchor in (
+        "summary",
+        "input",
+        "bias",
+        "mask",
+        "tissues",
+        "registration",
+        "atlases",
+        "iqms",
+        "methods",
+    ):
+        assert f'<section id="{anchor}">' in report, anchor
+        assert f'href="#{anchor}"' in report, anchor  # reachable from the navigation bar
+    images = [url for tag, url in resources(report).urls if tag == "img"]
+    assert len(images) == 6  # input, corrected, field, mask, tissues, one atlas (no std_t1w: no flicker)
+    assert "No normalized T1w given." in report
+    assert "<h3>quadrants</h3>" in report  # the atlas name from its file's atlas- entity
+    assert "<title>smriflow report: sub-01</title>" in report
+
+
+def test_warnings_methods_and_citations(report):
+    assert "voxels are anisotropic (ratio 2.0)" in report
+    assert "Reoriented from LIA to RAS" in report
+    assert "The T1w image was checked. It was corrected." in report  # whitespace normalized
+    assert "doi:10.1371/journal.pone.0184661" in report  # MRIQC
+    assert re.search(r"Software: smriflow [0-9.]+, nipype [0-9.]+", report)
+
+
+def test_iqm_table_without_and_with_group(subject, report):
+    assert "No group table yet" in report and "group percentile" not in report
+    assert '<span class="badge none">not assessed</span>' in report
+    group = _report_data.group_table(["01", "02", "03", "04", "05"], flagged={"01": "cjv robust z 4.2 > 3.5"})
+    with_group = render(subject, group=group)
+    assert "group percentile" in with_group
+    for name in ("cjv", "reg_ncc"):
+        expected = percentileofscore(group[name], _report_data.IQMS[name], kind="mean")
+        row = re.search(rf"<code>{name}</code></td><td[^>]*>([^<]+)</td><td[^>]*>([^<]+)</td>", with_group)
+        assert float(row.group(1)) == pytest.approx(_report_data.IQMS[name], rel=1e-3)
+        assert float(row.group(2)) == pytest.approx(expected, abs=0.01)
+    assert (
+        '<span class="badge bad">flagged</span>' in with_group and "cjv robust z 4.2 &gt; 3.5" in with_group
+    )
+
+
+def test_percentile_in_group():
+    assert percentile_in_group([1, 2, 3, 4], 3) == pytest.approx(62.5)  # ties count half
+    assert percentile_in_group([1, 2, float("nan"), 4], 4) == pytest.approx(
+        percentileofscore([1, 2, 4], 4, kind="mean")
+    )
+    assert percentile_in_group([float("nan")], 1.0) != percentile_in_group([float("nan")], 1.0)  # NaN
+
+
+def test_update_rewrites_the_marked_blocks(subject, report):
+    group = _report_data.group_table(["01", "02", "03"], flagged={"01": "low reg_ncc 0.41 < 0.6"})
+    updated = update_subject_report(
+        report, subject="sub-01", group=group, methods="Group-level methods text."
+    )
+    assert "low reg_ncc 0.41 &lt; 0.6" in updated and "group percentile" in updated
+    assert "Group-level methods text." in updated and "It was corrected." not in updated
+    # the IQM values are now the group table's for this subject
+    value = group.loc[0, "cnr"]
+    assert re.search(rf"<code>cnr</code></td><td[^>]*>{value:.4g}</td>", updated)
+    # the images are untouched
+    images = [url for tag, url in resources(report).urls if tag == "img"]
+    assert images == [url for tag, url in resources(updated).urls if tag == "img"]
+    assert (
+        update_subject_report(updated, subject="01", group=group, methods="Group-level methods text.")
+        == updated
+    )
+    with pytest.raises(ValueError, match="sub-09 is not a row of the group table"):
+        update_subject_report(report, subject="09", group=group)
+    with pytest.raises(ValueError, match="holds 0 'iqms' blocks, expected 1"):
+        replace_block("<html></html>", "iqms", "x")
+
+
+def test_conform_notes():
+    assert conform_notes(None) == []
+    notes = conform_notes({"warnings": ["w1"], "took_first_volume": True, "n_volumes": 3, "oblique": True})
+    assert notes[0] == ("warn", "w1")
+    assert ("warn", "4-D input with 3 volumes: only the first one was used.") in notes
+    assert any(level == "warn" and "oblique" in text for level, text in notes)
+    assert conform_notes({"reoriented_from": None, "affine_source": "sform"}) == []
+
+
+def test_report_filename():
+    assert report_filename("01") == "sub-01.html" == report_filename("sub-01", "")
+    assert report_filename("01", "ses-A") == "sub-01_ses-A.html"
+
+
+def test_report_is_deterministic(subject, report):
+    assert render(subject) == report
+
+
+def test_interface_names_the_report_from_the_source_file(subject, tmp_path):
+    std = _report_data.std_t1w(tmp_path)
+    result = SubjectReport(
+        in_t1w=subject.t1w,
+        t1w_preproc=subject.t1w_preproc,
+        t1w_biasfield=subject.t1w_biasfield,
+        t1w_mask=subject.t1w_mask,
+        t1w_dseg=subject.t1w_dseg,
+        std_t1w=std,
+        atlas_dseg=subject.atlas_dseg,
+        atlas_names=["four quadrants"],
+        iqms=subject.iqms,
+        conform_report=subject.conform,
+        source_file="/data/bids/sub-07/ses-2/anat/sub-07_ses-2_T1w.nii.gz",
+        n_cuts=3,
+    ).run(cwd=tmp_path)
+    out = result.outputs.out_report
+    assert out.endswith("/sub-07_ses-2.html")
+    document = open(out, encoding="utf-8").read()
+    assert "<title>smriflow report: sub-07 ses-2</title>" in document
+    assert '<div class="flicker">' in document and 'class="top"' in document  # the registration flicker
+    assert "<h3>four quadrants</h3>" in document
+    values = json.loads(open(subject.iqms).read())
+    assert re.search(rf"<code>efc</code></td><td[^>]*>{values['efc']:.4g}</td>", document)
+
+
+def test_interface_needs_a_subject_label(subject, tmp_path):
+    iface = SubjectReport(
+        in_t1w=subject.t1w,
+        t1w_preproc=subject.t1w_preproc,
+        t1w_biasfield=subject.t1w_biasfield,
+        t1w_mask=subject.t1w_mask,
+        t1w_dseg=subject.t1w_dseg,
+        source_file="T1w.nii.gz",
+    )
+    with pytest.raises(
+        ValueError, match=r"SubjectReport: set 'subject', or give a 'source_file' whose name has"
+    ):
+        iface.run(cwd=tmp_path)
+
+
+def test_bad_iqm_file_is_named(subject, tmp_path):
+    bad = tmp_path / "sub-01_desc-iqms_T1w.json"
+    bad.write_text("[1, 2]")
+    from smriflow.reports.subject import write_subject_report
+
+    with pytest.raises(ValueError, match=r"sub-01_desc-iqms_T1w\.json: expected a JSON object"):
+        write_subject_report(tmp_path / "x.html", iqms_file=bad, subject="01")

@@ -156,19 +156,30 @@ def figures(
     from nilearn import plotting
 
     shown = threshold if np.isfinite(threshold) else None
-    title = f"{contrast}: z, |z| > {threshold:.2f}" if shown else f"{contrast}: no voxel survives"
+    survivors = int(np.count_nonzero(np.asanyarray(thresholded.dataobj)))
+    title = f"{contrast}: z, |z| > {threshold:.2f}" if survivors else f"{contrast}: no voxel survives"
     paths = []
-    fig = plt.figure(figsize=(9, 3.4), dpi=100)
-    plotting.plot_glass_brain(
-        thresholded, threshold=shown, colorbar=True, plot_abs=False, cmap="RdBu_r", figure=fig, title=title
-    )
-    paths.append(_save(fig, folder / "glass_brain.png"))
-    fig = plt.figure(figsize=(12, 3), dpi=100)
-    plotting.plot_stat_map(
-        thresholded, bg_img=template, threshold=shown, display_mode="z", cut_coords=7,
-        cmap="RdBu_r", figure=fig, title=title, black_bg=False, colorbar=True,
-    )  # fmt: skip
-    paths.append(_save(fig, folder / "slices.png"))
+    with (
+        warnings.catch_warnings()
+    ):  # an empty map (nothing survived) is drawn empty, without nilearn's warning
+        warnings.filterwarnings("ignore", message="empty mask")
+        fig = plt.figure(figsize=(9, 3.4), dpi=100)
+        plotting.plot_glass_brain(
+            thresholded,
+            threshold=shown,
+            colorbar=True,
+            plot_abs=False,
+            cmap="RdBu_r",
+            figure=fig,
+            title=title,
+        )
+        paths.append(_save(fig, folder / "glass_brain.png"))
+        fig = plt.figure(figsize=(12, 3), dpi=100)
+        plotting.plot_stat_map(
+            thresholded, bg_img=template, threshold=shown, display_mode="z", cut_coords=7,
+            cmap="RdBu_r", figure=fig, title=title, black_bg=False, colorbar=True,
+        )  # fmt: skip
+        paths.append(_save(fig, folder / "slices.png"))
     fig, ax = plt.subplots(figsize=(1.2 + 0.9 * design.shape[1], 4), dpi=100)
     plotting.plot_design_matrix(design, axes=ax)
     paths.append(_save(fig, folder / "design_matrix.png"))

@@ -164,3 +164,23 @@ def test_bad_values_are_one_line_usage_errors(maps, tmp_path, capsys):
         f"smriflow stats vbm: {odd}: shape (10, 10, 11) differs from {first} (shape (10, 10, 10)); "
         "every map must be on the same grid\n",
     )
+
+
+def test_smriflow_run_vbm_equals_the_command(tmp_path, monkeypatch, capsys):
+    """The group workflow (relative paths, run from another folder) writes what `stats vbm` writes."""
+    _derivatives(tmp_path / "deriv")
+    monkeypatch.chdir(tmp_path)
+    options = ["--design", "age + C(sex)", "--contrast", "age", "--smoothing-fwhm", "2"]
+    argv = ["stats", "vbm", "--derivatives", "deriv", "--participants", "deriv/participants.tsv", *options]
+    assert main([*argv, "--missing", "drop", "--output-dir", "by_command"]) == 0
+    argv = ["run", "vbm", "--output-dir", "by_workflow", "--work-dir", "work", "--set", "derivatives=deriv"]
+    argv += ["--set", "participants=deriv/participants.tsv", "--set", "design=age + C(sex)", "--set"]
+    argv += ["contrast=age", "--set", "smoothing_fwhm=2", "--set", "missing=drop"]
+    assert main(argv) == 0, capsys.readouterr().err
+    command = sorted(p.relative_to(tmp_path / "by_command") for p in (tmp_path / "by_command").rglob("*.*"))
+    assert len(command) == len(OUTPUTS) + 6
+    for rel in command:
+        produced = (tmp_path / "by_workflow" / "vbm" / rel).read_bytes()
+        if rel.name == "vbm.json":  # the inputs are recorded as given: relative here, absolute there
+            continue
+        assert produced == (tmp_path / "by_command" / rel).read_bytes(), rel

@@ -77,6 +77,7 @@ def test_group_table_interface(subject, tmp_path):
     assert table["subject"].tolist() == ["01", "02"]
     # the synthetic brain is 60 cm³: below the default 800 cm³, accepted with brain_volume_min=50
     assert table["qc_flag"].tolist() == [False, False]
+    (tmp_path / "default").mkdir()
     default = GroupIQMTable(derivatives_dir=str(deriv)).run(cwd=str(tmp_path / "default"))
     flagged = pd.read_csv(default.outputs.out_tsv, sep="\t", keep_default_na=False)
     assert flagged["qc_reasons"].tolist() == ["brain volume 60 cm³ below 800 cm³"] * 2

@@ -2,7 +2,7 @@
 
 Both interfaces accept an *undefined* lesion mask (a subject without one) and then change nothing:
 :class:`LesionMask` leaves its outputs undefined (N4 keeps its default head mask) and :class:`LesionFill`
-passes its images through, so the default pipeline stays bit-identical.
+passes its image through, so the default pipeline stays bit-identical.
 """
 
 from __future__ import annotations
@@ -84,9 +84,8 @@ class LesionMask(SimpleInterface):
 
 class _LesionFillInputSpec(BaseInterfaceInputSpec):
     in_file = File(exists=True, mandatory=True, desc="bias-corrected T1w (with skull)")
-    in_brain = File(exists=True, mandatory=True, desc="brain-extracted T1w on the same grid")
-    in_mask = File(exists=True, mandatory=True, desc="brain mask on the same grid")
     in_lesion = File(exists=True, desc="lesion mask on the same grid (LesionMask.out_mask); optional")
+    in_mask = File(exists=True, desc="where to look for white matter; the head mask when unset")
     sigma_mm = traits.Range(
         low=1.0, high=50.0, value=8.0, usedefault=True, desc="width (mm) of the local white-matter mean"
     )
@@ -94,14 +93,13 @@ class _LesionFillInputSpec(BaseInterfaceInputSpec):
 
 class _LesionFillOutputSpec(TraitedSpec):
     out_file = File(exists=True, desc="T1w with the lesion filled (in_file itself without a lesion)")
-    out_brain = File(exists=True, desc="brain T1w with the lesion filled (in_brain itself without a lesion)")
     out_report = File(exists=True, desc="JSON record of the filling; undefined without a lesion")
 
 
 class LesionFill(SimpleInterface):
     """Fill a lesion with the local white-matter intensity (:func:`smriflow.utils.lesions.fill_lesion`).
 
-    Without ``in_lesion`` the images pass through unchanged (same files).
+    Without ``in_lesion`` the image passes through unchanged (the same file).
     """
 
     input_spec = _LesionFillInputSpec
@@ -109,7 +107,7 @@ class LesionFill(SimpleInterface):
 
     def _run_interface(self, runtime):
         if not isdefined(self.inputs.in_lesion):
-            self._results.update(out_file=self.inputs.in_file, out_brain=self.inputs.in_brain)
+            self._results["out_file"] = self.inputs.in_file
             return runtime
         import nibabel as nb
         import numpy as np
@@ -118,34 +116,28 @@ class LesionFill(SimpleInterface):
         from smriflow.utils.niftiio import save_like, strip_ext
 
         img = nb.load(self.inputs.in_file)
-        grids = {
-            "in_brain": self.inputs.in_brain,
-            "in_mask": self.inputs.in_mask,
-            "in_lesion": self.inputs.in_lesion,
-        }
         loaded = {}
-        for trait, path in grids.items():
+        for trait in ("in_lesion", "in_mask"):
+            path = getattr(self.inputs, trait)
+            if not isdefined(path):
+                continue
             other = nb.load(path)
             if other.shape[:3] != img.shape[:3] or not np.allclose(other.affine, img.affine, atol=1e-3):
                 raise ValueError(
                     f"'{trait}' must be on the grid of 'in_file': {path} does not match "
                     f"{self.inputs.in_file}."
                 )
-            loaded[trait] = np.asarray(other.dataobj)
-        mask = loaded["in_mask"] > 0
+            loaded[trait] = np.asarray(other.dataobj) > 0
         filled, info = fill_lesion(
             np.asarray(img.dataobj, dtype=np.float32),
-            mask,
-            loaded["in_lesion"] > 0,
+            loaded["in_lesion"],
             img.header.get_zooms()[:3],
+            brain_mask=loaded.get("in_mask"),
             sigma_mm=self.inputs.sigma_mm,
         )
         cwd = Path(runtime.cwd)
         stem = strip_ext(self.inputs.in_file)
         self._results["out_file"] = save_like(filled, img, cwd / f"{stem}_filled.nii.gz", np.float32)
-        self._results["out_brain"] = save_like(
-            filled * mask, img, cwd / f"{stem}_filled_brain.nii.gz", np.float32
-        )
         report = cwd / f"{stem}_lesionfill.json"
         report.write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
         self._results["out_report"] = str(report)

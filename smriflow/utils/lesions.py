@@ -6,10 +6,11 @@ registration is pulled toward it. With the subject's binary lesion mask, ``anat_
 
 1. puts the mask on the grid of the conformed T1w (:func:`lesion_on_grid`);
 2. fits N4's bias field in the head mask minus the dilated lesion (:func:`n4_fit_mask`);
-3. after brain extraction, *fills* the lesion with the local white-matter intensity (:func:`fill_lesion`,
-   the "lesion filling" of FSL's ``lesion_filling`` or of Battaglini et al., 2012, without the noise), and
-   gives the filled image to tissue segmentation and to spatial normalization, so neither the class means
-   nor the SyN cost see the lesion. Lesion voxels are then labelled WM, which is where they lie.
+3. *fills* the lesion of the bias-corrected image with the local white-matter intensity
+   (:func:`fill_lesion`, the "lesion filling" of FSL's ``lesion_filling`` or of Battaglini et al., 2012,
+   without the noise), and gives the filled image to brain extraction, tissue segmentation and spatial
+   normalization, so neither the registration costs, the brain-mask refinement nor the class means see
+   the lesion. Lesion voxels are then labelled WM, which is where they lie.
 
 All functions are pure (arrays in, arrays out) and deterministic.
 """
@@ -148,17 +149,18 @@ def n4_fit_mask(
 
 def fill_lesion(
     data: np.ndarray,
-    brain_mask: np.ndarray,
     lesion: np.ndarray,
     zooms: Sequence[float],
     *,
+    brain_mask: np.ndarray | None = None,
     sigma_mm: float = 8.0,
     wm_fraction: float = 0.6,
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """Replace the lesion's voxels by the local white-matter intensity.
 
-    White matter is found in the brain without the (1-voxel dilated) lesion: the brightest of three 1-D
-    k-means classes, above ``gm + wm_fraction * (wm - gm)``. Each lesion voxel takes the Gaussian-weighted
+    White matter is found in ``brain_mask`` (the head mask of :func:`smriflow.utils.bias.head_mask` when
+    omitted) without the (1-voxel dilated) lesion: the brightest of three 1-D k-means classes, above
+    ``gm + wm_fraction * (wm - gm)``. Each lesion voxel takes the Gaussian-weighted
     mean (``sigma_mm``) of the white-matter voxels around it, which follows any residual bias; where no
     white matter lies within reach, the global white-matter mean.
 
@@ -166,12 +168,12 @@ def fill_lesion(
     ----------
     data : numpy.ndarray
         Bias-corrected T1w.
-    brain_mask : numpy.ndarray
-        Brain mask on the same grid.
     lesion : numpy.ndarray
-        Boolean lesion mask on the same grid (voxels outside the brain mask are left alone).
+        Boolean lesion mask on the same grid (voxels outside ``brain_mask`` are left alone).
     zooms : sequence of float
         Voxel size in mm.
+    brain_mask : numpy.ndarray, optional
+        Where to look for white matter (and to fill); the head mask when omitted.
     sigma_mm : float
         Width of the local white-matter mean.
     wm_fraction : float
@@ -182,22 +184,22 @@ def fill_lesion(
     filled : numpy.ndarray
         float32 copy of ``data`` with the lesion filled.
     info : dict
-        Lesion volume in and out of the brain (mm³), the class means and the mean fill value.
+        Lesion volume in and out of the mask (mm³), the class means and the mean fill value.
     """
     data = np.asarray(data, dtype=np.float32)
-    brain = np.asarray(brain_mask, dtype=bool)
     lesion = np.asarray(lesion, dtype=bool)
+    zooms = [float(z) for z in zooms[:3]]
+    brain = head_mask(data, zooms) if brain_mask is None else np.asarray(brain_mask, dtype=bool)
     if not data.shape == brain.shape == lesion.shape:
         raise ValueError(
             f"fill_lesion: the image {data.shape}, brain mask {brain.shape} and lesion {lesion.shape} "
             "must share one grid."
         )
-    zooms = [float(z) for z in zooms[:3]]
     voxel_mm3 = float(np.prod(zooms))
     inside = lesion & brain
     info: dict[str, Any] = {
         "lesion_mm3": float(lesion.sum() * voxel_mm3),
-        "lesion_outside_brain_mm3": float((lesion & ~brain).sum() * voxel_mm3),
+        "lesion_outside_mask_mm3": float((lesion & ~brain).sum() * voxel_mm3),
     }
     filled = data.copy()
     if not inside.any():
@@ -206,7 +208,7 @@ def fill_lesion(
     near = ndimage.binary_dilation(lesion, ndimage.generate_binary_structure(3, 1))
     healthy = brain & ~near
     if healthy.sum() < 30:
-        raise ValueError("fill_lesion: the brain mask has almost no voxels outside the lesion.")
+        raise ValueError("fill_lesion: the mask has almost no voxels outside the lesion.")
     (c_csf, c_gm, c_wm), _ = kmeans_1d(data[healthy], 3)
     wm = healthy & (data > c_gm + wm_fraction * (c_wm - c_gm))
     wm_mean, weight = local_mean(data, wm, sigma_mm, zooms)

@@ -101,7 +101,7 @@ def test_fill_lesion_takes_the_local_white_matter_intensity():
     lesion = _ball(data.shape, (16, 16, 16), 3)
     lesioned = data.copy()
     lesioned[lesion] = 60.0  # as dark as grey matter
-    filled, info = fill_lesion(lesioned, brain, lesion, (2.0, 2.0, 2.0), sigma_mm=6.0)
+    filled, info = fill_lesion(lesioned, lesion, (2.0, 2.0, 2.0), brain_mask=brain, sigma_mm=6.0)
     # WM is 100 * bias; the fill follows the bias to within 2 %
     assert np.allclose(filled[lesion], data[lesion], rtol=0.02)
     assert np.array_equal(filled[~lesion], lesioned[~lesion])
@@ -113,9 +113,18 @@ def test_fill_lesion_leaves_voxels_outside_the_brain_and_reports_them():
     data, brain, wm = _phantom()
     outside = np.zeros(data.shape, bool)
     outside[0:2, 0:2, 0:2] = True
-    filled, info = fill_lesion(data, brain, outside, (2.0, 2.0, 2.0))
+    filled, info = fill_lesion(data, outside, (2.0, 2.0, 2.0), brain_mask=brain)
     assert np.array_equal(filled, data)
-    assert info == {"lesion_mm3": 64.0, "lesion_outside_brain_mm3": 64.0, "filled_mm3": 0.0}
+    assert info == {"lesion_mm3": 64.0, "lesion_outside_mask_mm3": 64.0, "filled_mm3": 0.0}
+
+
+def test_fill_lesion_finds_white_matter_in_the_head_mask_when_no_brain_mask_is_given():
+    data, brain, wm = _phantom()
+    lesion = _ball(data.shape, (16, 16, 16), 3)
+    lesioned = np.where(lesion, 20.0, data).astype(np.float32)  # as dark as CSF
+    filled, info = fill_lesion(lesioned, lesion, (2.0, 2.0, 2.0), sigma_mm=6.0)
+    assert np.allclose(filled[lesion], data[lesion], rtol=0.02)
+    assert info["lesion_outside_mask_mm3"] == 0.0
 
 
 def test_lesion_tissue_fractions_counts_the_labels_inside_the_lesion():
@@ -135,12 +144,10 @@ def _save(data, path: Path, affine=None) -> str:
 def test_interfaces_change_nothing_without_a_lesion_mask(tmp_path):
     data, brain, _ = _phantom()
     t1w = _save(data, tmp_path / "t1w.nii.gz")
-    t1w_brain = _save(data * brain, tmp_path / "brain.nii.gz")
-    mask = _save(brain.astype(np.uint8), tmp_path / "mask.nii.gz")
     outputs = LesionMask(reference=t1w).run(cwd=tmp_path).outputs
     assert not isdefined(outputs.out_mask) and not isdefined(outputs.out_fit_mask)
-    filled = LesionFill(in_file=t1w, in_brain=t1w_brain, in_mask=mask).run(cwd=tmp_path).outputs
-    assert (filled.out_file, filled.out_brain) == (t1w, t1w_brain)
+    filled = LesionFill(in_file=t1w).run(cwd=tmp_path).outputs
+    assert filled.out_file == t1w
     assert not isdefined(filled.out_report)
 
 
@@ -153,25 +160,25 @@ def test_interfaces_with_a_lesion_mask(tmp_path):
     outputs = LesionMask(reference=t1w, in_file=lesion_file).run(cwd=tmp_path).outputs
     assert np.array_equal(np.asarray(nb.load(outputs.out_mask).dataobj) > 0, lesion)
     assert not (np.asarray(nb.load(outputs.out_fit_mask).dataobj)[lesion]).any()
-    filled = (
-        LesionFill(
-            in_file=t1w,
-            in_brain=_save(lesioned * brain, tmp_path / "brain.nii.gz"),
-            in_mask=_save(brain.astype(np.uint8), tmp_path / "mask.nii.gz"),
-            in_lesion=outputs.out_mask,
-        )
-        .run(cwd=tmp_path)
-        .outputs
-    )
-    out = np.asarray(nb.load(filled.out_file).dataobj)
+    mask = _save(brain.astype(np.uint8), tmp_path / "mask.nii.gz")
+    fill = LesionFill(in_file=t1w, in_mask=mask, in_lesion=outputs.out_mask)
+    out = np.asarray(nb.load(fill.run(cwd=tmp_path).outputs.out_file).dataobj)
     assert np.allclose(out[lesion], data[lesion], rtol=0.02)
-    assert np.array_equal(np.asarray(nb.load(filled.out_brain).dataobj), out * brain)
+    assert np.array_equal(out[~lesion], lesioned[~lesion])
+
+
+def test_lesion_mask_refuses_a_bids_mask_that_is_not_a_lesion(tmp_path):
+    data, _, _ = _phantom()
+    t1w = _save(data, tmp_path / "t1w.nii.gz")
+    other = _save(np.ones(data.shape, np.uint8), tmp_path / "sub-01_desc-deface_mask.nii.gz")
+    with pytest.raises(ValueError, match="'in_file' sub-01_desc-deface_mask.nii.gz is a BIDS mask but not a"):
+        LesionMask(reference=t1w, in_file=other).run(cwd=tmp_path)
 
 
 def test_lesion_fill_refuses_a_lesion_on_another_grid(tmp_path):
     data, brain, _ = _phantom()
     t1w = _save(data, tmp_path / "t1w.nii.gz")
     other = _save(np.zeros((8, 8, 8), np.uint8), tmp_path / "other.nii.gz")
-    fill = LesionFill(in_file=t1w, in_brain=t1w, in_mask=t1w, in_lesion=other)
+    fill = LesionFill(in_file=t1w, in_lesion=other)
     with pytest.raises(ValueError, match=r"'in_lesion' must be on the grid of 'in_file': .*other.nii.gz"):
         fill.run(cwd=tmp_path)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shlex
 import sys
 import time
@@ -125,6 +126,18 @@ class SLURMNodePlugin(SLURMPlugin):
             return _failure(message)
         return super()._get_result(taskid)
 
+    def _report_crash(self, node: Any, result: dict[str, Any] | None = None) -> str:
+        crashfile = super()._report_crash(node, result)
+        # nipype renamed the job's result file (crashstore.pklz) before writing the crash file, then notes
+        # that it could not find it: drop the note, so that the error stays the crash file's last line.
+        path = Path(crashfile)
+        if path.suffix == ".txt" and path.is_file():
+            text = path.read_text(encoding="utf-8", errors="replace")
+            cleaned = _MISSING_RESULT_NOTE.sub("\n", text)
+            if cleaned != text:
+                path.write_text(cleaned, encoding="utf-8")
+        return crashfile
+
     def _clear_task(self, taskid: int) -> None:
         super()._clear_task(taskid)
         self._states.pop(str(taskid), None)
@@ -158,6 +171,11 @@ class SLURMNodePlugin(SLURMPlugin):
         self._logs[job] = log.replace("%j", str(job))
         logger.debug("submitted SLURM job %d for node %s", job, node.fullname)
         return job
+
+
+_MISSING_RESULT_NOTE = re.compile(
+    r"\s*When creating this crashfile, the results file corresponding\s+to the node could not be found\.\s*$"
+)
 
 
 def _failure(message: str) -> dict[str, Any]:

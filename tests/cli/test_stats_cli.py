@@ -69,6 +69,7 @@ def test_roi_glm_end_to_end_on_the_shared_dk_thickness(shared_data, tmp_path):
     assert figures == [
         "roi_glm_pvalues.png",
         "roi_glm_scatter.png",
+        "roi_glm_surf.png",
         "roi_glm_tmap.nii.gz",
         "roi_glm_tmap.png",
     ]
@@ -195,8 +196,9 @@ def test_group_workflows_run(tmp_path):
     produced = sorted(str(p.relative_to(out)) for p in (out / "roi_glm").rglob("*") if p.is_file())
     assert produced == [
         "roi_glm/design.tsv", "roi_glm/figures/roi_glm_pvalues.png", "roi_glm/figures/roi_glm_scatter.png",
-        "roi_glm/figures/roi_glm_tmap.nii.gz", "roi_glm/figures/roi_glm_tmap.png", "roi_glm/missing.tsv",
-        "roi_glm/roi_glm.json", "roi_glm/roi_glm.tsv",
+        "roi_glm/figures/roi_glm_surf.png", "roi_glm/figures/roi_glm_tmap.nii.gz",
+        "roi_glm/figures/roi_glm_tmap.png", "roi_glm/missing.tsv", "roi_glm/roi_glm.json",
+        "roi_glm/roi_glm.tsv",
     ]  # fmt: skip
     direct = tmp_path / "direct"
     run_cli("stats", "roi", "--table", table, "--participants", participants, "--formula",

@@ -214,9 +214,9 @@ def test_rerun_is_byte_identical_and_tmap_paints_the_atlas(tmp_path):
     assert {str(f) for f in files} >= {"roi_glm.tsv", "missing.tsv", "design.tsv", "roi_glm.json",
                                        "figures/roi_glm_pvalues.png", "figures/roi_glm_tmap.nii.gz",
                                        "figures/roi_glm_scatter.png", "figures/roi_glm_tmap.png"}  # fmt: skip
-    for relative in files:
-        if relative.suffix in (".tsv", ".json"):
-            assert (outs[0] / relative).read_bytes() == (outs[1] / relative).read_bytes(), relative
+    assert "figures/roi_glm_surf.png" in {str(f) for f in files}
+    for relative in files:  # tables, JSON, NIfTI and PNG figures alike
+        assert (outs[0] / relative).read_bytes() == (outs[1] / relative).read_bytes(), relative
     table = pd.read_csv(outs[0] / "roi_glm.tsv", sep="\t").set_index("roi")
     tmap = np.asanyarray(nb.load(outs[0] / "figures/roi_glm_tmap.nii.gz").dataobj)
     atlas = np.asanyarray(atlas_dseg("desikan_killiany").dataobj)
@@ -225,3 +225,18 @@ def test_rerun_is_byte_identical_and_tmap_paints_the_atlas(tmp_path):
         inside = tmap[atlas == labels[f"ctx-lh-{roi}"]]
         assert np.allclose(inside, table.loc[roi, "t"], atol=1e-5)
     assert np.all(tmap[atlas == labels["ctx-rh-insula"]] == 0)
+
+
+def test_fsaverage5_labels_cover_the_cortex_per_hemisphere():
+    from smriflow.stats.plots import fsaverage5_labels
+    from smriflow.utils.atlases import atlas_labels
+
+    names = atlas_labels("desikan_killiany").set_index("label")["name"]
+    labels = fsaverage5_labels("desikan_killiany")
+    for side, key in (("left", "lh"), ("right", "rh")):
+        vertex = labels[side]
+        assert vertex.shape == (10242,)
+        assert 0.85 < (vertex > 0).mean() < 0.99  # the medial wall stays blank
+        found = {names[v] for v in np.unique(vertex[vertex > 0])}
+        assert all(n.startswith(f"ctx-{key}-") for n in found)
+        assert len(found) >= 33  # of the 34 DK regions

@@ -137,7 +137,18 @@ def clusters_with_labels(
             _composition(on_grid[masks[cid]], names) if cid in masks else "" for cid in table["cluster_id"]
         ]
         del column
-    return table[columns]
+    # nilearn numbers the negative tail on from every positive cluster, small ones included: renumber 1..n
+    renumber = {old: str(new) for new, old in enumerate(masks_order(table["cluster_id"]), start=1)}
+    table["cluster_id"] = [
+        renumber[cid.rstrip("abcdefghijklmnopqrstuvwxyz")] + cid.lstrip("0123456789")
+        for cid in table["cluster_id"]
+    ]
+    return table[columns].reset_index(drop=True)
+
+
+def masks_order(ids: pd.Series) -> list[str]:
+    """The main cluster IDs (no sub-peak letter) in table order."""
+    return [cid for cid in ids if cid.isdigit()]
 
 
 def figures(

@@ -318,6 +318,10 @@ def test_aomic_thresholded_map_and_cluster_table(aomic_run):
     table = pd.read_csv(result.files["clusters"], sep="\t", dtype={"cluster_id": str})
     main = table[table["cluster_id"].str.isdigit()]
     assert len(main) >= 1 and (main["cluster_size_mm3"] >= 50 * 8).all()
+    assert main["cluster_id"].tolist() == [str(i) for i in range(1, len(main) + 1)]
+    assert main["cluster_size_mm3"].sum() == np.count_nonzero(thr) * 8  # every survivor is in one cluster
+    first_share = main["aal_cluster"].str.extract(r"^([0-9.]+)% ")[0].astype(float)
+    assert ((first_share > 0) & (first_share <= 100)).all()
     assert set(table.columns) >= {"aal", "aal_cluster", "harvard_oxford", "harvard_oxford_cluster"}
     assert (np.abs(table["peak_z"]) >= result.threshold).all()
     for name in ("glass_brain", "slices", "design_figure"):

@@ -123,6 +123,7 @@ def render_execution_reference() -> str:
             ("`plugin_args` of Linear", models.LinearArgs),
             ("`plugin_args` of SLURM", models.SLURMArgs),
             ("`plugin_args` of SLURMGraph", models.SLURMGraphArgs),
+            ("`plugin_args` of SLURMArray", models.SLURMArrayArgs),
             ("`nipype`", models.NipypeOptions),
         ]
     )

@@ -73,6 +73,9 @@ class _GroupIQMTableInputSpec(BaseInterfaceInputSpec):
         exists=True, mandatory=True, desc="folder searched (recursively) for *_desc-iqms_T1w.json files"
     )
     z_threshold = traits.Float(3.5, usedefault=True, desc="flag a robust |z| above this on any IQM")
+    scale_floor = traits.Float(
+        0.05, usedefault=True, desc="smallest robust SD as a fraction of |median| (0: plain MAD z-score)"
+    )
     min_subjects = traits.Int(
         5, usedefault=True, desc="robust z is used only with at least this many rows (images)"
     )
@@ -101,6 +104,7 @@ class GroupIQMTable(SimpleInterface):
         inputs = self.inputs
         rules = QCRules(
             z_threshold=inputs.z_threshold,
+            scale_floor=inputs.scale_floor,
             min_subjects=inputs.min_subjects,
             brain_volume_min=inputs.brain_volume_min,
             brain_volume_max=inputs.brain_volume_max,

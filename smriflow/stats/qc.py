@@ -1,9 +1,11 @@
 """Group quality control: one table of every image's IQMs, robust z-scores, and a flag with its reasons.
 
 * :func:`collect_iqms` reads every ``*_desc-iqms_T1w.json`` under a derivatives folder.
-* :func:`robust_z` scores each IQM against the group: ``z = (x - median) / (1.4826 MAD)`` (the
-  "modified z-score" of Iglewicz and Hoaglin 1993, where 1.4826 MAD estimates the standard deviation of
-  normal data); when the MAD is 0 the scale is ``1.2533 * mean |x - median|`` instead, and when that is 0
+* :func:`robust_z` scores each IQM against the group: ``z = (x - median) / s`` with
+  ``s = max(1.4826 MAD, floor * |median|)`` (the "modified z-score" of Iglewicz and Hoaglin 1993, where
+  1.4826 MAD estimates the standard deviation of normal data). The floor (default 5 % of the median)
+  keeps a handful of similar images, whose MAD can be nearly 0, from turning differences of a few percent
+  into huge z-scores; when the scale is still 0 it is ``1.2533 * mean |x - median|``, and when that is 0
   too (all values equal) every z is 0.
 * :func:`group_qc` adds ``qc_flag`` and ``qc_reasons`` by the rules of :class:`QCRules`.
 
@@ -49,6 +51,8 @@ class QCRules:
     ----------
     z_threshold : float
         Flag a robust ``|z|`` above this on any scored IQM (default 3.5, Iglewicz and Hoaglin).
+    scale_floor : float
+        Smallest robust standard deviation, as a fraction of ``|median|`` (see :func:`robust_z`).
     min_subjects : int
         The robust-z rule needs at least this many images; with fewer, only the fixed rules apply.
     brain_volume_min, brain_volume_max : float
@@ -62,6 +66,7 @@ class QCRules:
     """
 
     z_threshold: float = 3.5
+    scale_floor: float = 0.05
     min_subjects: int = 5
     brain_volume_min: float = 800.0
     brain_volume_max: float = 2000.0
@@ -72,6 +77,8 @@ class QCRules:
     def __post_init__(self) -> None:
         if not self.z_threshold > 0:
             raise ValueError(f"'z_threshold' must be positive. {self.z_threshold!r} was provided.")
+        if not self.scale_floor >= 0:
+            raise ValueError(f"'scale_floor' must be 0 or more. {self.scale_floor!r} was provided.")
         if not self.brain_volume_min < self.brain_volume_max:
             raise ValueError(
                 f"'brain_volume_min' ({self.brain_volume_min}) must be below 'brain_volume_max' "
@@ -145,11 +152,18 @@ def collect_iqms(derivatives_dir: str | os.PathLike) -> pd.DataFrame:
     return table
 
 
-def robust_z(values: pd.Series | np.ndarray) -> np.ndarray:
-    """Robust z-score of each value against the others: ``(x - median) / (1.4826 MAD)``.
+def robust_z(values: pd.Series | np.ndarray, scale_floor: float = 0.0) -> np.ndarray:
+    """Robust z-score of each value against the others: ``(x - median) / max(1.4826 MAD, floor |median|)``.
 
-    NaNs are ignored in the median and MAD, and stay NaN. When the MAD is 0 the scale is
+    NaNs are ignored in the median and MAD, and stay NaN. When the scale is 0 it is
     ``1.2533 * mean(|x - median|)``; when that is 0 as well every (finite) z is 0.
+
+    Parameters
+    ----------
+    values : array-like
+        One IQM over the group.
+    scale_floor : float
+        Smallest scale, as a fraction of ``|median|`` (0: the plain modified z-score).
 
     Examples
     --------
@@ -162,7 +176,7 @@ def robust_z(values: pd.Series | np.ndarray) -> np.ndarray:
         return np.full(x.shape, np.nan)
     median = np.median(finite)
     deviation = np.abs(finite - median)
-    scale = _MAD_TO_SD * np.median(deviation)
+    scale = max(_MAD_TO_SD * np.median(deviation), scale_floor * abs(median))
     if scale == 0:
         scale = _MEANAD_TO_SD * deviation.mean()
     if scale == 0:
@@ -186,8 +200,9 @@ def group_qc(table: pd.DataFrame, rules: QCRules | None = None) -> pd.DataFrame:
       (3 components)``;
     * ``reg_ncc`` below ``ncc_min`` or ``reg_dice`` below ``dice_min``:
       ``low registration similarity: NCC 0.41 below 0.6``;
-    * with at least ``min_subjects`` rows, a robust ``|z|`` above ``z_threshold`` on any IQM except the
-      voxel and component counts: ``cjv 0.62 (robust z +8.1)``, listed from the largest ``|z|``.
+    * with at least ``min_subjects`` rows, a robust ``|z|`` (with ``scale_floor``) above ``z_threshold``
+      on any IQM except the voxel and component counts: ``cjv 0.62 (robust z +8.1)``, listed from the
+      largest ``|z|``.
 
     Parameters
     ----------
@@ -245,7 +260,11 @@ def group_qc(table: pd.DataFrame, rules: QCRules | None = None) -> pd.DataFrame:
     )
     if len(out) >= rules.min_subjects:
         scored = [col for col in iqms if not NOT_SCORED.match(col)]
-        z = np.column_stack([robust_z(out[col]) for col in scored]) if scored else np.empty((len(out), 0))
+        z = (
+            np.column_stack([robust_z(out[col], rules.scale_floor) for col in scored])
+            if scored
+            else np.empty((len(out), 0))
+        )
         for i in range(len(out)):
             row = z[i]
             hits = [j for j in np.argsort(-np.abs(np.nan_to_num(row))) if abs(row[j]) > rules.z_threshold]

@@ -77,6 +77,14 @@ def test_robust_z_matches_scipy_normal_mad():
     assert robust_z(x) == pytest.approx(expected, rel=1e-4)  # 1.4826 vs 1/Phi^-1(3/4)
 
 
+def test_scale_floor_keeps_near_identical_values_apart():
+    x = [1.000, 1.001, 1.000, 0.999, 1.030]  # MAD 0.001: 3 % off looks like z = 20
+    assert robust_z(x)[-1] == pytest.approx(0.03 / (1.4826 * 0.001))
+    assert robust_z(x, 0.05)[-1] == pytest.approx(0.03 / 0.05)  # the floor: 5 % of the median
+    wide = np.array([100.0, 80.0, 120.0, 90.0, 110.0])
+    assert robust_z(wide, 0.05) == pytest.approx(robust_z(wide))  # a real spread is above the floor
+
+
 def test_robust_z_zero_mad_nan_and_constant():
     z = robust_z([5.0, 5.0, 5.0, 5.0, 9.0])  # MAD 0: the mean absolute deviation (0.8) sets the scale
     assert z.tolist() == pytest.approx([0, 0, 0, 0, 4 / (1.2533 * 0.8)])
@@ -96,7 +104,7 @@ def test_plausible_cohort_is_not_flagged_and_outliers_are(tmp_path):
         "brain volume 512 cm³ below 800 cm³; volume_brain_cm3 512"
     )
     assert table.loc["biased", "qc_reasons"] == "cjv 0.9 (robust z +{:.1f})".format(
-        robust_z(table["cjv"])[list(table.index).index("biased")]
+        robust_z(table["cjv"], 0.05)[list(table.index).index("biased")]
     )
     assert table.loc["biased", "qc_flag"] and table.loc["small", "qc_flag"]
 
@@ -145,6 +153,8 @@ def test_threshold_is_configurable():
 def test_rules_refuse_bad_thresholds():
     with pytest.raises(ValueError, match=r"'z_threshold' must be positive. 0 was provided."):
         QCRules(z_threshold=0)
+    with pytest.raises(ValueError, match=r"'scale_floor' must be 0 or more. -1 was provided."):
+        QCRules(scale_floor=-1)
     with pytest.raises(
         ValueError, match=r"'brain_volume_min' \(900\) must be below 'brain_volume_max' \(800\)"
     ):

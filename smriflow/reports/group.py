@@ -7,6 +7,7 @@ SVG made by matplotlib (a link per point via ``Artist.set_url``), with a tooltip
 
 from __future__ import annotations
 
+import inspect
 import io
 import re
 from collections.abc import Mapping
@@ -109,7 +110,13 @@ def strip_plot_svg(
         ax = fig.add_axes((0.04, 0.26, 0.92, 0.52))
         shown = values[finite]
         if len(shown) >= 3 and np.ptp(shown) > 0:
-            parts = ax.violinplot(shown, positions=[0], vert=False, widths=0.9, showextrema=False)
+            # matplotlib >= 3.10 takes orientation=, older ones vert= (deprecated since 3.11)
+            sideways = (
+                {"orientation": "horizontal"}
+                if "orientation" in inspect.signature(ax.violinplot).parameters
+                else {"vert": False}
+            )
+            parts = ax.violinplot(shown, positions=[0], widths=0.9, showextrema=False, **sideways)
             for body in parts["bodies"]:
                 body.set_facecolor("#c6dafc")
                 body.set_edgecolor("#8ab4f8")
@@ -272,8 +279,13 @@ def write_group_reports(
             except (ValueError, KeyError, IndexError, TypeError):
                 methods = None
         for row in rows:
-            name = report_filename(row["subject"], row.get("session", ""))
-            if not (root / name).is_file():
+            # sub-<label>_ses-<label>.html, else sub-<label>.html (anat_preproc's name for one session)
+            candidates = [
+                report_filename(row["subject"], row.get("session", "")),
+                report_filename(row["subject"]),
+            ]
+            name = next((c for c in candidates if (root / c).is_file()), None)
+            if name is None:
                 continue
             reports[_image_label(row)] = name
             if update_subject_reports and name not in {p.name for p in updated}:

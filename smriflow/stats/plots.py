@@ -116,6 +116,22 @@ def pvalue_figure(result: RoiGlmResult, path: Path) -> str:
     return _save(fig, path)
 
 
+def _t_by_label(result: RoiGlmResult, index: dict[str, int]) -> dict[str, float]:
+    """t of every table ROI found in the atlas, keyed by atlas label name (:func:`atlas_label_for`; for
+    smriflow's own tables, whose columns already are atlas labels, the column name)."""
+    source_atlas = dict(zip(result.data.rois["key"], result.data.rois["atlas"], strict=True))
+    found = {}
+    for key, roi, hemi, t in zip(
+        result.table["key"], result.table["roi"], result.table["hemi"], result.table["t"], strict=True
+    ):
+        label = atlas_label_for(roi, hemi, source_atlas.get(key, ""))
+        if label not in index and key in index:
+            label = key
+        if label in index:
+            found[label] = float(t)
+    return found
+
+
 def tmap_image(result: RoiGlmResult, atlas: str):
     """The t values on the atlas grid (0 outside the ROIs of the table), or None when no ROI matches."""
     import nibabel as nb
@@ -125,16 +141,7 @@ def tmap_image(result: RoiGlmResult, atlas: str):
     name = resolve_atlas(atlas)
     labels = atlas_labels(name)
     index = dict(zip(labels["name"], labels["label"], strict=True))
-    source_atlas = {k: a for k, a in zip(result.data.rois["key"], result.data.rois["atlas"], strict=True)}
-    values = {}
-    for key, roi, hemi, t in zip(
-        result.table["key"], result.table["roi"], result.table["hemi"], result.table["t"], strict=True
-    ):
-        label = atlas_label_for(roi, hemi, source_atlas.get(key, ""))
-        if label not in index and key in index:  # smriflow's own tables: the column is the atlas label
-            label = key
-        if label in index:
-            values[int(index[label])] = float(t)
+    values = {int(index[label]): t for label, t in _t_by_label(result, index).items()}
     if not values:
         return None
     img = atlas_dseg(name)
@@ -244,14 +251,7 @@ def surface_figure(result: RoiGlmResult, path: Path, atlas: str) -> str | None:
     if name not in ("desikan_killiany", "destrieux"):
         return None
     index = dict(zip(atlas_labels(name)["name"], atlas_labels(name)["label"], strict=True))
-    source_atlas = dict(zip(result.data.rois["key"], result.data.rois["atlas"], strict=True))
-    t_of_label = {}
-    for key, roi, hemi, t in zip(
-        result.table["key"], result.table["roi"], result.table["hemi"], result.table["t"], strict=True
-    ):
-        label = atlas_label_for(roi, hemi, source_atlas.get(key, ""))
-        if label in index and label.startswith("ctx"):
-            t_of_label[int(index[label])] = float(t)
+    t_of_label = {int(index[k]): t for k, t in _t_by_label(result, index).items() if k.startswith("ctx")}
     if not t_of_label:
         return None
     vertex_labels = fsaverage5_labels(name)

@@ -19,6 +19,7 @@ smriflow summary            ``sub-<label>_desc-summary_volumes.tsv`` (one row: `
 long table                  columns ``participant_id, roi, value`` (+ ``hemi``, ``measure``), as written by
                             ``smriflow stats fs-table --format long`` (its ``table`` rows of one measure)
 generic wide                a ``participant_id`` (or ``subject``/``SubjID``) column and numeric columns
+                            (the atlas from an ``atlas-<label>`` in the file name, if any)
 ==========================  =========================================================================
 
 Subject IDs are compared without the ``sub-`` prefix. The hemisphere of a column is read from its name
@@ -258,9 +259,10 @@ def read_roi_table(path: str | Path) -> RoiData:
         if pd.to_numeric(frame[c], errors="coerce").notna().sum() == frame[c].notna().sum()
     ]
     numbers = _numeric(frame, path, numeric)
+    named = re.search(r"(?:^|_)atlas-([A-Za-z0-9]+)", name)  # e.g. atlas-desikankilliany_gmvolume.tsv
     for key in numeric:
         hemi, roi = split_hemi(key)
-        rois.append((key, roi, hemi, "value", ""))
+        rois.append((key, roi, hemi, "value", named.group(1) if named else ""))
     return _data(numbers, rois, pd.DataFrame(index=numbers.index), path)
 
 

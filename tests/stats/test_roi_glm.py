@@ -240,3 +240,32 @@ def test_fsaverage5_labels_cover_the_cortex_per_hemisphere():
         found = {names[v] for v in np.unique(vertex[vertex > 0])}
         assert all(n.startswith(f"ctx-{key}-") for n in found)
         assert len(found) >= 33  # of the 34 DK regions
+
+
+def test_smriflow_region_table_gets_its_atlas_maps(tmp_path):
+    """A table named atlas-<label>_… whose columns are atlas labels is painted on that atlas."""
+    import nibabel as nb
+
+    from smriflow.utils.atlases import atlas_dseg, atlas_labels
+
+    labels = atlas_labels("desikan_killiany")
+    names = [n for n in labels["name"] if n.startswith("ctx-") and not n.endswith("unknown")]
+    names += ["Left-Hippocampus", "Right-Hippocampus"]
+    rng = np.random.default_rng(2)
+    n = 16
+    age = rng.uniform(20, 70, n)
+    wide = pd.DataFrame({name: 1000 - 3 * age + rng.normal(0, 20, n) for name in names})
+    wide.insert(0, "participant_id", [f"sub-{i:02d}" for i in range(n)])
+    wide.to_csv(tmp_path / "atlas-desikankilliany_gmvolume.tsv", sep="\t", index=False)
+    pd.DataFrame({"participant_id": wide["participant_id"], "age": age}).to_csv(tmp_path / "p.tsv", sep="\t")
+    result = run_roi_glm(
+        [tmp_path / "atlas-desikankilliany_gmvolume.tsv"], tmp_path / "p.tsv", formula="{roi} ~ age",
+        predictor="age", output_dir=tmp_path / "out",
+    )  # fmt: skip
+    assert {"tmap", "surface", "scatter", "pvalues"} <= set(result.files)
+    row = result.table.set_index("key").loc["Right-Hippocampus"]
+    assert (row["roi"], row["hemi"]) == ("Hippocampus", "rh")
+    tmap = np.asanyarray(nb.load(result.files["tmap"]).dataobj)
+    atlas = np.asanyarray(atlas_dseg("desikan_killiany").dataobj)
+    label = labels.set_index("name").loc["Right-Hippocampus", "label"]
+    assert np.allclose(tmap[atlas == label], row["t"], atol=1e-5)

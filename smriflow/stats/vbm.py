@@ -259,7 +259,8 @@ def contrast_vector(contrast: str, columns: Sequence[str]) -> str | np.ndarray:
     names = set(re.findall(r"[A-Za-z_][A-Za-z0-9_]*", contrast))
     if names and names <= {c for c in columns if c.isidentifier()} and not coded:
         return contrast
-    hint = did_you_mean(contrast, columns)
+    variables = [m.group(1) for c in columns if (m := re.match(r"C\((\w+)", c))]
+    hint = did_you_mean(contrast, [*columns, *variables])
     raise ValueError(
         f"contrast '{contrast}' is not a column of the design (or an expression of them). {hint}"
     )

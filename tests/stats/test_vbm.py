@@ -246,7 +246,7 @@ def small_inputs(tmp_path):
          "I(age ** 2)); need at least 6"),
         (None, "age + C(sex)", "height",
          "contrast 'height' is not a column of the design (or an expression of them). "
-         "Available: C(sex)[T.M], Intercept, age"),
+         "Available: C(sex)[T.M], Intercept, age, sex"),
         ([("sub-0" + str(i), 20.0 + i, "FM"[i % 2]) for i in range(1, 5)], "age", "age",
          "{tsv}: no row for sub-05 (subjects of the maps)"),
     ],

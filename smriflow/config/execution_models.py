@@ -384,7 +384,7 @@ class SLURMArrayArgs(_SlurmArgsBase):
 
 
 class ExecConfig(_Model):
-    """Settings shared by every plugin: base of the four per-plugin configs."""
+    """Settings shared by every plugin: base of the per-plugin configs."""
 
     plugin: str = Field(
         description="Execution plugin: MultiProc (default), Linear, SLURM, SLURMGraph or SLURMArray."

@@ -142,9 +142,12 @@ class MissingReport:
     n_after: int = 0
 
     def to_frame(self) -> pd.DataFrame:
-        """Tidy table: column, participant_id, action (dropped/imputed), value (imputed value or n/a)."""
-        rows = [(c, s, "dropped", None) for c, subs in self.dropped.items() for s in subs]
-        rows += [(c, s, "imputed", self.fill_values[c]) for c, subs in self.imputed.items() for s in subs]
+        """Tidy table: column, participant_id (``sub-<label>``), action (dropped/imputed), value (imputed
+        value or n/a)."""
+        rows = [(c, f"sub-{s}", "dropped", None) for c, subs in self.dropped.items() for s in subs]
+        rows += [
+            (c, f"sub-{s}", "imputed", self.fill_values[c]) for c, subs in self.imputed.items() for s in subs
+        ]
         return pd.DataFrame(rows, columns=["column", "participant_id", "action", "value"])
 
     def summary(self) -> str:

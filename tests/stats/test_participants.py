@@ -103,7 +103,7 @@ def test_impute_policy_mean_and_mode(table):
     assert report.fill_values["sex"] == "F"
     tidy = report.to_frame()
     assert tidy.shape == (3, 4)
-    assert tidy.loc[tidy.column == "age", "participant_id"].item() == "02"
+    assert tidy.loc[tidy.column == "age", "participant_id"].item() == "sub-02"
 
 
 def test_missing_policy_errors(table):

@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -146,17 +148,26 @@ def _dataset(out: Path, n_subjects: int, seed: int, params) -> Any:
 
 def _step(name: str, argv: list[str]) -> dict[str, Any]:
     """Run one ``smriflow`` command in this process; return its status, exit code and time."""
+    from pandas.errors import PerformanceWarning
+
     from smriflow.cli.main import main
 
     number = {"anat_preproc": 2, "qc_group": 3, "roi_glm": 4}[name]
-    print(f"[{number}/5] $ smriflow {' '.join(argv)}", flush=True)
+    print(f"[{number}/5] $ smriflow {shlex.join(argv)}", flush=True)
     tic = time.monotonic()
-    code = main(argv)
+    with warnings.catch_warnings():  # pandas' performance hints are not for the user
+        warnings.simplefilter("ignore", PerformanceWarning)
+        code = main(argv)
     sys.stdout.flush()
     status = "done" if code == 0 else "failed"
     seconds = round(time.monotonic() - tic, 1)
     print(f"      {name}: {status} in {seconds:.0f} s (exit code {code})", flush=True)
-    return {"status": status, "exit_code": code, "seconds": seconds, "command": "smriflow " + " ".join(argv)}
+    return {
+        "status": status,
+        "exit_code": code,
+        "seconds": seconds,
+        "command": "smriflow " + shlex.join(argv),
+    }
 
 
 def _skipped(number: int, name: str, why: str) -> dict[str, Any]:
@@ -223,24 +234,50 @@ def _score(out: Path, truth: Any, region: str, steps: dict[str, Any]) -> dict[st
     glm = out / "stats" / "roi_glm" / "roi_glm.tsv"
     if steps["roi_glm"]["status"] == "done" and glm.is_file():
         effect["glm"] = _glm_row(glm, region)
-    reports = sorted(str(p) for p in deriv.glob("*.html")) if deriv.is_dir() else []
+    reports = sorted(str(p) for p in deriv.rglob("*.html")) if deriv.is_dir() else []
     figures = sorted(str(p) for p in (out / "stats" / "roi_glm").glob("**/*.png"))
     return {
         "subjects": subjects,
         "age_effect": effect,
         "steps": steps,
+        "qc": _qc_flags(deriv / "group_desc-iqms_T1w.tsv"),
         "reports": reports,
         "figures": figures,
     }
 
 
+def _qc_flags(table: Path) -> dict[str, Any]:
+    """The group QC table's flags: which subjects were flagged and why."""
+    import pandas as pd
+
+    if not table.is_file():
+        return {}
+    rows = pd.read_csv(table, sep="\t", dtype={"subject": str})
+    if "qc_flag" not in rows:
+        return {"table": str(table)}
+    flagged = rows[rows["qc_flag"].astype(str).str.lower() == "true"]
+    reasons = flagged.get("qc_reasons", pd.Series("", index=flagged.index)).fillna("")
+    return {
+        "table": str(table),
+        "n": len(rows),
+        "flagged": {
+            f"sub-{subject}": str(why) for subject, why in zip(flagged["subject"], reasons, strict=True)
+        },
+    }
+
+
 def _glm_row(path: Path, region: str) -> dict[str, Any]:
+    """The ROI GLM's row of ``region`` and its rank by |t| among all regions."""
     import pandas as pd
 
     table = pd.read_csv(path, sep="\t")
     rows = table[table["term"] == "age"] if "term" in table else table
     rows = rows.assign(_abs_t=rows["t"].abs()).sort_values("_abs_t", ascending=False).reset_index(drop=True)
-    hit = rows.index[rows["roi"].astype(str) == region]
+    hemi = rows["hemi"].fillna("").astype(str) if "hemi" in rows else pd.Series("", index=rows.index)
+    roi = rows["roi"].astype(str)
+    # the stats tables split 'ctx-lh-superiorfrontal' into roi 'superiorfrontal' and hemi 'lh'
+    names = roi.where(hemi == "", "ctx-" + hemi + "-" + roi)
+    hit = rows.index[(names == region) | (roi == region)]
     if len(hit) == 0:
         return {"found": False}
     row = rows.loc[hit[0]]
@@ -258,33 +295,25 @@ def _print_results(results: dict[str, Any], out: Path) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    console = Console(file=sys.stdout, highlight=False, soft_wrap=not sys.stdout.isatty())
+    console = Console(file=sys.stdout, highlight=False, width=max(100, Console().width))
     table = Table(title="[5/5] measured vs ground truth", box=box.SIMPLE_HEAD, title_justify="left")
-    for column in (
-        "subject",
-        "age",
-        "brain Dice",
-        "GM Dice",
-        "WM Dice",
-        "CSF Dice",
-        "GM ml (true)",
-        "region GM ml (true)",
-    ):
+    columns = ("subject", "age", "brain Dice", "GM Dice", "WM Dice", "CSF Dice", "GM ml", "true")
+    for column in (*columns, "region GM ml", "true"):
         table.add_column(column, justify="right")
     for s in results["subjects"]:
         if "brain_dice" not in s:
-            table.add_row(s["participant_id"], f"{s['age']:.1f}", "no derivatives", "", "", "", "", "")
+            table.add_row(s["participant_id"], f"{s['age']:.1f}", "failed", *[""] * 7)
             continue
         table.add_row(
             s["participant_id"],
             f"{s['age']:.1f}",
-            f"{s['brain_dice']:.3f}",
-            f"{s['gm_dice']:.3f}",
-            f"{s['wm_dice']:.3f}",
-            f"{s['csf_dice']:.3f}",
-            f"{s['gm_mm3'] / 1000:.0f} ({s['true_gm_mm3'] / 1000:.0f})",
-            f"{s['region_gm_mm3'] / 1000:.2f} ({s['true_region_gm_mm3'] / 1000:.2f})",
+            *(f"{s[key]:.3f}" for key in ("brain_dice", "gm_dice", "wm_dice", "csf_dice")),
+            f"{s['gm_mm3'] / 1000:.0f}",
+            f"{s['true_gm_mm3'] / 1000:.0f}",
+            f"{s['region_gm_mm3'] / 1000:.2f}",
+            f"{s['true_region_gm_mm3'] / 1000:.2f}",
         )
+
     console.print(table)
     effect = results["age_effect"]
     true = effect["true"]
@@ -304,6 +333,12 @@ def _print_results(results: dict[str, Any], out: Path) -> None:
             f"  ROI GLM   coef {glm.get('coef', float('nan')):.1f}, t = {glm.get('t', float('nan')):.2f}, "
             f"p = {glm.get('p', float('nan')):.2g} (corrected {glm.get('p_corrected', float('nan')):.2g}); "
             f"rank {glm['rank']} of {glm['of']} regions by |t|"
+        )
+    qc = results.get("qc") or {}
+    if "flagged" in qc:
+        flagged = "; ".join(f"{k}: {v}" for k, v in qc["flagged"].items()) or "none"
+        console.print(
+            f"Group QC: {len(qc['flagged'])} of {qc['n']} subjects flagged ({flagged}); {qc['table']}"
         )
     status = ", ".join(f"{name} {step['status']}" for name, step in results["steps"].items())
     console.print(f"Steps: {status}")

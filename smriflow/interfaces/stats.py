@@ -28,7 +28,7 @@ def _opt(value):
 
 
 class _FSStatsTableInputSpec(BaseInterfaceInputSpec):
-    subjects_dir = Directory(exists=True, mandatory=True, desc="FreeSurfer SUBJECTS_DIR")
+    subjects_dir = Directory(exists=True, resolve=True, mandatory=True, desc="FreeSurfer SUBJECTS_DIR")
     stats = traits.Str(
         mandatory=True, desc="stats file without hemisphere and .stats: aseg, aparc, aparc.a2009s …"
     )
@@ -73,9 +73,13 @@ class FSStatsTable(SimpleInterface):
 
 
 class _ROIGLMInputSpec(BaseInterfaceInputSpec):
-    table = File(exists=True, mandatory=True, desc="ROI table (FreeSurfer wide, smriflow, long)")
-    extra_tables = InputMultiObject(File(exists=True), desc="more ROI tables (e.g. the other hemisphere)")
-    participants = File(exists=True, mandatory=True, desc="BIDS participants.tsv")
+    table = File(
+        exists=True, resolve=True, mandatory=True, desc="ROI table (FreeSurfer wide, smriflow, long)"
+    )
+    extra_tables = InputMultiObject(
+        File(exists=True, resolve=True), desc="more ROI tables (e.g. the other hemisphere)"
+    )
+    participants = File(exists=True, resolve=True, mandatory=True, desc="BIDS participants.tsv")
     formula = traits.Str(mandatory=True, desc="patsy formula with a {roi} left-hand side")
     predictor = traits.Str("", usedefault=True, desc="tested term (a variable or design column)")
     contrast = traits.Str(
@@ -136,7 +140,7 @@ class ROIGLM(SimpleInterface):
 
 class _ComparePipelinesInputSpec(BaseInterfaceInputSpec):
     tables = InputMultiObject(
-        File(exists=True), mandatory=True, desc="one ROI table per pipeline, or one table"
+        File(exists=True, resolve=True), mandatory=True, desc="one ROI table per pipeline, or one table"
     )
     names = traits.List(traits.Str, desc="pipeline names, one per table (default: file names)")
     pipeline_column = traits.Str("", usedefault=True, desc="column naming the pipeline (one table)")

@@ -185,12 +185,13 @@ def test_interfaces_run(tmp_path):
 
 
 @pytest.mark.slow
-def test_group_workflows_run(tmp_path):
-    """``smriflow run roi_glm`` and ``compare_pipelines`` write their path: outputs."""
+def test_group_workflows_run(tmp_path, monkeypatch):
+    """``smriflow run roi_glm`` and ``compare_pipelines`` write their path: outputs (relative --set paths)."""
     table, participants = _small_study(tmp_path)
     out = tmp_path / "out"
+    monkeypatch.chdir(tmp_path)
     code, _, err = run_cli("run", "roi_glm", "--output-dir", out, "--work-dir", tmp_path / "work",
-                           "--set", f"table={table}", "--set", f"participants={participants}",
+                           "--set", "table=lh.tsv", "--set", "participants=participants.tsv",
                            "--set", "formula='{roi} ~ age + C(sex)'", "--set", "correction=holm")  # fmt: skip
     assert code == 0, err
     produced = sorted(str(p.relative_to(out)) for p in (out / "roi_glm").rglob("*") if p.is_file())
@@ -206,7 +207,7 @@ def test_group_workflows_run(tmp_path):
             "--output-dir", direct)  # fmt: skip
     assert (out / "roi_glm/roi_glm.tsv").read_bytes() == (direct / "roi_glm.tsv").read_bytes()
     code, _, err = run_cli("run", "compare_pipelines", "--output-dir", out, "--work-dir", tmp_path / "work2",
-                           "--set", f"tables=[{table}, {table}]", "--set", "names=[a, b]")  # fmt: skip
+                           "--set", "tables=[lh.tsv, lh.tsv]", "--set", "names=[a, b]")  # fmt: skip
     assert code == 0, err
     compare = pd.read_csv(out / "compare_pipelines" / "compare.tsv", sep="\t")
     assert len(compare) == 2 and np.allclose(compare.pearson_r, 1)

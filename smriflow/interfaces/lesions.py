@@ -19,6 +19,8 @@ from nipype.interfaces.base import (
     traits,
 )
 
+from smriflow.interfaces.base import SeededInputSpec
+
 __all__ = ["LesionFill", "LesionMask"]
 
 
@@ -82,7 +84,7 @@ class LesionMask(SimpleInterface):
         return runtime
 
 
-class _LesionFillInputSpec(BaseInterfaceInputSpec):
+class _LesionFillInputSpec(SeededInputSpec):
     in_file = File(exists=True, mandatory=True, desc="bias-corrected T1w (with skull)")
     in_lesion = File(exists=True, desc="lesion mask on the same grid (LesionMask.out_mask); optional")
     in_mask = File(exists=True, desc="where to look for white matter; the head mask when unset")
@@ -134,6 +136,7 @@ class LesionFill(SimpleInterface):
             img.header.get_zooms()[:3],
             brain_mask=loaded.get("in_mask"),
             sigma_mm=self.inputs.sigma_mm,
+            seed=self.inputs.seed,
         )
         cwd = Path(runtime.cwd)
         stem = strip_ext(self.inputs.in_file)

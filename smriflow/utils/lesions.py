@@ -155,14 +155,19 @@ def fill_lesion(
     brain_mask: np.ndarray | None = None,
     sigma_mm: float = 8.0,
     wm_fraction: float = 0.6,
+    seed: int = 0,
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """Replace the lesion's voxels by the local white-matter intensity.
 
     White matter is found in ``brain_mask`` (the head mask of :func:`smriflow.utils.bias.head_mask` when
     omitted) without the (1-voxel dilated) lesion: the brightest of three 1-D k-means classes, above
-    ``gm + wm_fraction * (wm - gm)``. Each lesion voxel takes the Gaussian-weighted
-    mean (``sigma_mm``) of the white-matter voxels around it, which follows any residual bias; where no
-    white matter lies within reach, the global white-matter mean.
+    ``gm + wm_fraction * (wm - gm)``, eroded by one voxel (away from partial volumes). Each lesion voxel
+    takes the Gaussian-weighted mean (``sigma_mm``) of the white-matter voxels around it, which follows
+    any residual bias (where no white matter lies within reach, the global white-matter mean), times
+    ``1 + e`` with ``e`` drawn (seeded) from a normal distribution of the white matter's relative spread
+    (robust, from the MAD). The texture matters: a constant fill is a spike in the histogram that moves
+    the white-matter peak brain extraction thresholds on (on the shared T1w at 3 mm with 19 ml of
+    lesions, it grew the brain mask by 15 ml and GM by 2 %).
 
     Parameters
     ----------
@@ -178,6 +183,8 @@ def fill_lesion(
         Width of the local white-matter mean.
     wm_fraction : float
         White matter lies above this fraction of the way from the GM to the WM class mean.
+    seed : int
+        Seed of the texture (same seed, same output).
 
     Returns
     -------
@@ -211,14 +218,21 @@ def fill_lesion(
         raise ValueError("fill_lesion: the mask has almost no voxels outside the lesion.")
     (c_csf, c_gm, c_wm), _ = kmeans_1d(data[healthy], 3)
     wm = healthy & (data > c_gm + wm_fraction * (c_wm - c_gm))
+    core = ndimage.binary_erosion(wm, ndimage.generate_binary_structure(3, 1))
+    wm = core if core.sum() > 100 else wm  # away from partial volumes with GM
     wm_mean, weight = local_mean(data, wm, sigma_mm, zooms)
     support = np.clip(weight / 0.05, 0.0, 1.0)
     value = wm_mean * support + np.float32(c_wm) * (1 - support)
-    filled[inside] = value[inside]
+    relative = data[wm] / value[wm] - 1
+    spread = 1.4826 * float(np.median(np.abs(relative - np.median(relative))))
+    noise = np.random.default_rng(seed).standard_normal(int(inside.sum())).astype(np.float32)
+    filled[inside] = value[inside] * (1 + np.float32(spread) * noise)
     info.update(
         filled_mm3=float(inside.sum() * voxel_mm3),
         class_means={"CSF": float(c_csf), "GM": float(c_gm), "WM": float(c_wm)},
-        fill_mean=float(value[inside].mean()),
+        fill_mean=float(filled[inside].mean()),
+        relative_spread=spread,
+        seed=int(seed),
         sigma_mm=float(sigma_mm),
     )
     return filled, info

@@ -90,7 +90,7 @@ class PreparedRun:
 
 @dataclass
 class SubjectResult:
-    """How one subject ended: ``done``, ``failed`` or ``incomplete`` (nodes that never ran)."""
+    """How one subject ended: ``done``, ``failed``, ``incomplete`` (nodes not run) or ``interrupted``."""
 
     label: str
     status: str
@@ -120,14 +120,18 @@ class RunSummary:
     log_file: Path | None
     subjects: list[SubjectResult]
     report: RunReport | None = None
+    interrupted: int | None = None
+    """The signal that ended the run early (SIGINT, SIGTERM), if one did."""
 
     @property
     def ok(self) -> bool:
-        return all(subject.status == "done" for subject in self.subjects)
+        return self.interrupted is None and all(subject.status == "done" for subject in self.subjects)
 
     @property
     def exit_code(self) -> int:
-        """0 when every subject is done, 1 otherwise."""
+        """0 when every subject is done, 1 otherwise; ``128 + signal`` when interrupted (130, 143)."""
+        if self.interrupted is not None:
+            return 128 + self.interrupted
         return 0 if self.ok else 1
 
 
@@ -338,9 +342,16 @@ def execute_run(
 def _execute(
     prepared: PreparedRun, log_file: Path, *, status_callback: StatusCallback | None, debug: bool
 ) -> RunSummary:
+    from smriflow.engine.interrupt import (
+        signal_name,
+        signal_number,
+        stop_workers,
+        termination_as_interrupt,
+    )
+
     tracker = _NodeTracker(status_callback)
-    report = None
-    with log_to_file(log_file, echo=debug):
+    report, interrupted = None, None
+    with log_to_file(log_file, echo=debug), termination_as_interrupt():
         logger.info(
             "smriflow %s: %s on %s -> %s",
             __version__,
@@ -360,10 +371,52 @@ def _execute(
                 if tracker.started:
                     raise
                 raise RunSetupError(str(exc)) from exc
-    results = [_subject_result(prepared, subject, report, tracker) for subject in prepared.subjects]
+            except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (termination_as_interrupt)
+                interrupted = signal_number(exc)
+                stop_workers()  # run_workflow did already for MultiProc; a custom plugin may not have
+                logger.warning(
+                    "interrupted by %s; finished nodes stay in the work directory %s",
+                    signal_name(interrupted),
+                    prepared.work_dir,
+                )
+    if interrupted is not None:
+        results = [
+            _interrupted_result(prepared, subject, tracker, interrupted) for subject in prepared.subjects
+        ]
+    else:
+        results = [_subject_result(prepared, subject, report, tracker) for subject in prepared.subjects]
     return RunSummary(
-        prepared.loaded.spec.name, prepared.output_dir, prepared.work_dir, log_file, results, report
+        prepared.loaded.spec.name,
+        prepared.output_dir,
+        prepared.work_dir,
+        log_file,
+        results,
+        report,
+        interrupted=interrupted,
     )
+
+
+def _interrupted_result(
+    prepared: PreparedRun, subject: SubjectPlan, tracker: _NodeTracker, signum: int
+) -> SubjectResult:
+    """A subject when the run was interrupted: ``done`` if all its nodes finished, else ``interrupted``."""
+    from smriflow.engine.interrupt import signal_name
+
+    if subject.problem is not None:
+        return SubjectResult(subject.label, "failed", reason=subject.problem)
+    mine = {name for name, label in prepared.nodes.items() if label == subject.label}
+    done, failed = len(mine & tracker.done), sorted(mine & tracker.failed)
+    result = SubjectResult(subject.label, "done", nodes_done=done, nodes_total=len(mine))
+    if failed:
+        result.status = "failed"
+        result.reason = f"node {failed[0].removeprefix(TOP_NAME + '.')} failed before the interruption"
+    elif done < len(mine):
+        result.status = "interrupted"
+        result.reason = (
+            f"interrupted by {signal_name(signum)} after {done} of {len(mine)} nodes; "
+            "run the same command again to resume"
+        )
+    return result
 
 
 def run_bids(
@@ -448,9 +501,10 @@ def last_error_line(crash_file: Path | None) -> str:
 
 @contextmanager
 def log_to_file(path: Path, *, echo: bool = False) -> Iterator[None]:
-    """Send the ``nipype``, ``smriflow`` and warnings loggers to ``path`` (and stderr with ``echo``).
+    """Send the ``nipype``, ``smriflow``, warnings and ``concurrent.futures`` loggers to ``path``.
 
-    Their handlers are restored afterwards, so a run inside a Python session leaves logging as it was.
+    With ``echo``, to stderr too. Their handlers are restored afterwards, so a run inside a Python session
+    leaves logging as it was.
     """
     handler = logging.FileHandler(path, encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s: %(message)s"))
@@ -460,7 +514,8 @@ def log_to_file(path: Path, *, echo: bool = False) -> Iterator[None]:
         terminal.setFormatter(handler.formatter)
         handlers.append(terminal)
     saved = []
-    for name in ("nipype", "smriflow", "py.warnings"):
+    # concurrent.futures logs a traceback when a killed MultiProc worker breaks the pool (Ctrl-C, SIGTERM)
+    for name in ("nipype", "smriflow", "py.warnings", "concurrent.futures"):
         named = logging.getLogger(name)
         saved.append((named, named.handlers[:], named.propagate, named.level))
         named.handlers, named.propagate = list(handlers), False

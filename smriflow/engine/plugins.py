@@ -185,6 +185,11 @@ def run_workflow(
                 if not tracker.failed:
                     raise  # not a node failure: a bug or a broken setup, which must not pass as a report
                 report.error = exc
+            except BaseException:  # Ctrl-C, SIGTERM: kill the workers instead of waiting for their nodes
+                from smriflow.engine.interrupt import stop_workers
+
+                stop_workers()
+                raise
             finally:
                 pool = getattr(runner, "pool", None)  # MultiProc, also after stop_on_first_crash
                 if pool is not None:

@@ -118,7 +118,7 @@ def print_summary(console: Console, summary: RunSummary, *, debug: bool = False)
     )
     for column in ("Subject", "Status", "Nodes", "Failed node / reason"):
         table.add_column(column, overflow="fold")
-    style = {"done": "green", "failed": "red", "incomplete": "yellow"}
+    style = {"done": "green", "failed": "red", "incomplete": "yellow", "interrupted": "yellow"}
     for subject in summary.subjects:
         nodes = f"{subject.nodes_done}/{subject.nodes_total}" if subject.nodes_total else "-"
         details = ", ".join(subject.node_path(node) for node in subject.failed) or _shorten(subject.reason)

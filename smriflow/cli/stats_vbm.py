@@ -200,7 +200,7 @@ def _summary(result: Any, args: argparse.Namespace) -> str:
         where = getattr(row, "aal", "")
         lines.append(
             f"  cluster {row.cluster_id}: peak z={row.peak_z:.2f} at ({row.x:g}, {row.y:g}, {row.z:g}) mm, "
-            f"{row.cluster_size_mm3:g} mm3, {where}"
+            f"{row.cluster_size_mm3:.0f} mm3, {where}"
         )
     lines.append(
         f"wrote {result.files['thresholded']}, {result.files['clusters']} and more under {args.output_dir}"

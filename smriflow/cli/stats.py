@@ -80,7 +80,8 @@ def _add_fs_table(stats: Any, common: argparse.ArgumentParser) -> None:
             "aparc.a2009s, aparc.DKTatlas, BA_exvivo…: surface tables, one hemisphere) of FreeSurfer 6/7 or "
             "FastSurfer and write the wide table of asegstats2table/aparcstats2table (same column names and "
             "values), or --format long: one row per subject, structure and measure, header measures "
-            "(eTIV, MeanThickness…) included, with units."
+            "(eTIV, MeanThickness…) included, with units (with --meas: the rows of that measure only, "
+            "a table `smriflow stats roi` reads as it is)."
         ),
     )
     parser.add_argument("--subjects-dir", required=True, type=Path, metavar="DIR", help="SUBJECTS_DIR")
@@ -123,7 +124,9 @@ def fs_table_command(args: argparse.Namespace) -> int:
         write_wide_table(table, args.output)
         what = f"{len(table)} subjects x {table.shape[1]} columns"
     else:
-        table = collect_long_table(args.subjects_dir, args.stats, subjects=args.subject, hemi=args.hemi)
+        table = collect_long_table(
+            args.subjects_dir, args.stats, subjects=args.subject, hemi=args.hemi, meas=args.meas
+        )
         args.output.parent.mkdir(parents=True, exist_ok=True)
         table.to_csv(args.output, sep="\t", index=False, na_rep="n/a")
         what = f"{len(table)} rows"

@@ -65,9 +65,10 @@ class FSStatsTable(SimpleInterface):
             )
             write_wide_table(table, out)
         else:
-            collect_long_table(inputs.subjects_dir, inputs.stats, subjects=subjects, hemi=hemi).to_csv(
-                out, sep="\t", index=False, na_rep="n/a", lineterminator="\n"
+            table = collect_long_table(
+                inputs.subjects_dir, inputs.stats, subjects=subjects, hemi=hemi, meas=_opt(inputs.meas)
             )
+            table.to_csv(out, sep="\t", index=False, na_rep="n/a", lineterminator="\n")
         self._results["out_table"] = out
         return runtime
 

@@ -408,10 +408,20 @@ def write_wide_table(table: pd.DataFrame, path: str | Path) -> Path:
 
 
 def collect_long_table(
-    subjects_dir: str | Path, stats: str, *, subjects: list[str] | None = None, hemi: str | None = None
+    subjects_dir: str | Path,
+    stats: str,
+    *,
+    subjects: list[str] | None = None,
+    hemi: str | None = None,
+    meas: str | None = None,
 ) -> pd.DataFrame:
-    """:func:`long_table` of many subjects; a surface file without ``hemi`` gives both hemispheres."""
+    """:func:`long_table` of many subjects; a surface file without ``hemi`` gives both hemispheres.
+
+    With ``meas`` (an ``aparcstats2table``/``asegstats2table`` measure such as ``thickness``), only the table
+    rows of that measure's column (``ThickAvg``) are kept: a table that ``smriflow stats roi`` reads as it is.
+    """
     hemis: list[str | None] = [hemi]
+    files: list[tuple[str, Path]] = []
     if hemi is None:
         try:
             files = find_stats_files(subjects_dir, stats, subjects=subjects)
@@ -419,10 +429,19 @@ def collect_long_table(
             if "give --hemi" not in str(exc):
                 raise
             hemis = ["lh", "rh"]
-        else:
-            return pd.concat([long_table(read_stats(p), s) for s, p in files], ignore_index=True)
+    if not files:
+        files = [f for h in hemis for f in find_stats_files(subjects_dir, stats, subjects=subjects, hemi=h)]
     frames = []
-    for h in hemis:
-        for subject, path in find_stats_files(subjects_dir, stats, subjects=subjects, hemi=h):
-            frames.append(long_table(read_stats(path), subject))
+    for subject, path in files:
+        parsed = read_stats(path)
+        frame = long_table(parsed, subject)
+        if meas is not None:
+            positions = APARC_MEASURES if parsed.kind == "surface" else ASEG_MEASURES
+            if meas not in positions:
+                raise ValueError(
+                    f"--meas {meas}: not a {parsed.kind} measure; choose one of {', '.join(positions)}"
+                )
+            column = parsed.columns[positions[meas]]
+            frame = frame[(frame["section"] == "table") & (frame["measure"] == column)]
+        frames.append(frame)
     return pd.concat(frames, ignore_index=True)

@@ -162,7 +162,20 @@ def test_fs_table_and_compare_bad_values(tmp_path):
 
 
 def test_interfaces_run(tmp_path):
-    from smriflow.interfaces.stats import ROIGLM, ComparePipelines
+    from smriflow.interfaces.stats import ROIGLM, ComparePipelines, FSStatsTable
+
+    stats = tmp_path / "fs" / "s1" / "stats"
+    stats.mkdir(parents=True)
+    (stats / "aseg.stats").write_text(
+        "# Measure EstimatedTotalIntraCranialVol, eTIV, Estimated Total Intracranial Vol, 1500000.5, mm^3\n"
+        "# ColHeaders  Index SegId NVoxels Volume_mm3 StructName normMean normStdDev normMin normMax range\n"
+        "  1  17  4000  4100.5  Left-Hippocampus  80.0  5.0  60.0  100.0  40.0\n"
+    )
+    (tmp_path / "fst").mkdir()
+    result = FSStatsTable(subjects_dir=str(tmp_path / "fs"), stats="aseg").run(cwd=str(tmp_path / "fst"))
+    assert Path(result.outputs.out_table).read_text() == (
+        "Measure:volume\tLeft-Hippocampus\tEstimatedTotalIntraCranialVol\ns1\t4100.5\t1500000.5\n"
+    )
 
     table, participants = _small_study(tmp_path)
     (tmp_path / "glm").mkdir()

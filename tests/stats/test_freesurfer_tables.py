@@ -266,3 +266,19 @@ def test_read_roi_tables_smriflow_long_and_generic(tmp_path):
     nothing.write_text("a\tb\n1\t2\n")
     with pytest.raises(ValueError, match="not a recognised ROI table"):
         read_roi_table(nothing)
+
+
+def test_long_table_of_one_measure_reads_back_like_the_wide_one(tmp_path):
+    _subject(tmp_path, "sub-01", [ROW_A, ROW_B])
+    _subject(tmp_path, "sub-02", [ROW_A, ROW_B.replace("1.900", "2.200")])
+    for subject in ("sub-01", "sub-02"):
+        _subject(tmp_path, subject, [ROW_A], hemi="rh")
+    long = collect_long_table(tmp_path, "aparc", meas="thickness")
+    assert set(long.measure) == {"ThickAvg"} and set(long.section) == {"table"} and len(long) == 2 * 3
+    long.to_csv(tmp_path / "long.tsv", sep="\t", index=False, na_rep="n/a")
+    data = read_roi_table(tmp_path / "long.tsv")
+    wide = stats_table(tmp_path, "aparc", hemi="lh", meas="thickness")
+    assert data.values.loc["02", "lh_cuneus"] == wide.loc["sub-02", "lh_cuneus_thickness"] == 2.2
+    assert data.rois.set_index("key").loc["rh_bankssts"].tolist() == ["bankssts", "rh", "ThickAvg", "aparc"]
+    with pytest.raises(ValueError, match="^--meas mean: not a surface measure; choose one of area, volume"):
+        collect_long_table(tmp_path, "aparc", meas="mean")

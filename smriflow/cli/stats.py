@@ -223,7 +223,7 @@ def _add_compare(stats: Any, common: argparse.ArgumentParser) -> None:
         help="agreement of ROI measures between pipelines (Pearson r, ICC, Bland-Altman)",
         description=(
             "Compare the same ROI measure of the same subjects from two or more pipelines: per ROI and "
-            "pair, Pearson r, ICC(2,1), ICC(3,1), mean difference and 95 %% limits of agreement. Give one "
+            "pair, Pearson r, ICC(2,1), ICC(3,1), mean difference and 95 % limits of agreement. Give one "
             "table per pipeline (--table, repeated), or one table with a pipeline column "
             "(--pipeline-column, as the ABIDE cortical-thickness table). Writes OUT/compare.tsv and "
             "figures under OUT/figures/."

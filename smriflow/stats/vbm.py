@@ -73,6 +73,7 @@ from smriflow.stats._vbm_inputs import (
     subject_label,
 )
 from smriflow.stats.participants import (
+    MissingReport,
     apply_missing_policy,
     check_model,
     formula_variables,
@@ -193,7 +194,7 @@ def design_matrix(
     *,
     missing: str | None = None,
     source: str = "participants",
-) -> tuple[pd.DataFrame, list[str]]:
+) -> tuple[pd.DataFrame, MissingReport | None]:
     """Build the second-level design from ``participants.tsv`` rows of ``subjects``, in that order.
 
     Parameters
@@ -214,8 +215,8 @@ def design_matrix(
     -------
     design : pandas.DataFrame
         One row per kept subject (index ``sub-<label>``), one column per parameter.
-    dropped : list of str
-        Labels dropped by ``missing='drop'``.
+    report : MissingReport or None
+        What the missing-value policy dropped or imputed (``None`` without a policy).
     """
     from patsy import dmatrix
 
@@ -225,17 +226,14 @@ def design_matrix(
             f"{source}: no row for {', '.join(f'sub-{s}' for s in absent)} (subjects of the maps)"
         )
     frame = participants.loc[list(subjects)]
-    dropped: list[str] = []
+    report = None
     if missing is not None:
-        variables = formula_variables(design)
-        frame, report = apply_missing_policy(frame, variables, missing, source=source)
-        dropped = [s for s in subjects if s not in frame.index]
-        del report
+        frame, report = apply_missing_policy(frame, formula_variables(design), missing, source=source)
     check_model(design, frame, source=source)
     matrix = dmatrix(design.split("~", 1)[-1], frame, return_type="dataframe", NA_action="raise")
     matrix.index = [f"sub-{s}" for s in frame.index]
     matrix.columns = [str(c) for c in matrix.columns]
-    return matrix, dropped
+    return matrix, report
 
 
 def contrast_vector(contrast: str, columns: Sequence[str]) -> str | np.ndarray:
@@ -343,9 +341,10 @@ def run_vbm(
     modulated, templates, labels, space = collect_inputs(
         derivatives, gm_maps, jacobians, jacobian_convention, modulate_gm
     )
-    matrix, dropped = design_matrix(
+    matrix, missing_report = design_matrix(
         load_participants(participants), labels, design, missing=missing, source=str(participants)
     )
+    dropped = [s for s in labels if f"sub-{s}" not in matrix.index]
     con = contrast_vector(contrast, matrix.columns)
     keep = [i for i, s in enumerate(labels) if s not in dropped]
     modulated, templates, labels = ([x[i] for i in keep] for x in (modulated, templates, labels))
@@ -374,6 +373,7 @@ def run_vbm(
     )  # fmt: skip
     provenance = dict(
         settings=settings, subjects=[f"sub-{s}" for s in labels], dropped=[f"sub-{s}" for s in dropped],
+        missing_values=missing_report.to_frame().to_dict("records") if missing_report else [],
         threshold=threshold, n_mask_voxels=n_voxels, n_clusters=int(table["cluster_id"].str.isdigit().sum()),
         inputs=[str(p) for p in (derivatives, participants, *(gm_maps or []), *(jacobians or [])) if p],
     )  # fmt: skip

@@ -364,3 +364,24 @@ def test_aomic_rerun_is_byte_identical(aomic_run):
     for rel in files:
         assert (out / "run1" / rel).read_bytes() == (out / "run2" / rel).read_bytes(), rel
     assert not compared.left_only and not compared.right_only
+
+
+def test_imputed_covariates_are_recorded(tmp_path):
+    import json
+
+    root = _study(tmp_path / "deriv", n=6, shape=(8, 8, 8))
+    tsv = pd.read_csv(root / "participants.tsv", sep="\t")
+    tsv.loc[2, "age"] = np.nan
+    tsv.to_csv(root / "participants.tsv", sep="\t", index=False, na_rep="n/a")
+    kwargs = dict(derivatives=root, participants=root / "participants.tsv", design="age", contrast="age")
+    with pytest.raises(ValueError, match=r"column 'age' has 1 missing values; choose a missing-value policy"):
+        run_vbm(output_dir=tmp_path / "none", atlases=(), **kwargs)
+    result = run_vbm(output_dir=tmp_path / "out", missing="impute", atlases=(), **kwargs)
+    assert result.subjects == ["01", "02", "03", "04", "05", "06"] and result.dropped == []
+    provenance = json.loads(result.files["provenance"].read_text())
+    mean = float(np.mean(np.delete(np.linspace(20, 40, 6), 2)))
+    assert provenance["missing_values"] == [
+        {"column": "age", "participant_id": "sub-03", "action": "imputed", "value": mean}
+    ]
+    design = pd.read_csv(result.files["design"], sep="\t")
+    assert design.loc[2, "age"] == pytest.approx(mean)

@@ -618,8 +618,27 @@ GENERATED: dict[str, Any] = {
     "troubleshooting.md": render_troubleshooting,
 }
 
+
+def render_methods(name: str = "anat_preproc") -> str:
+    """The methods text of a packaged workflow: its ``doc`` then those of its nested workflows, in order."""
+    path, wf = packaged_specs()[name]
+
+    def texts(wf: spec.WorkflowSpec, path: Path) -> list[str]:
+        found = [" ".join(wf.doc.split())]
+        for node in wf.nodes.values():
+            nested = _nested(node.workflow, path) if node.workflow else None
+            if nested is not None:
+                found += texts(nested[1], packaged_dir("workflows") / f"{nested[0]}.yml")
+        return found
+
+    return "\n\n".join(texts(wf, path)) + "\n"
+
+
 #: Generated blocks inside hand-written pages, between ``<!-- BEGIN generated: KEY -->`` and ``<!-- END -->``.
-BLOCKS: dict[str, Any] = {"anat_preproc-derivatives": render_derivatives_table}
+BLOCKS: dict[str, Any] = {
+    "anat_preproc-derivatives": render_derivatives_table,
+    "anat_preproc-methods": render_methods,
+}
 
 
 def block_pattern(key: str) -> re.Pattern[str]:

@@ -305,6 +305,7 @@ def aomic_run(tmp_path_factory):
 
 
 @pytest.mark.shared
+@pytest.mark.xdist_group("vbm_aomic")  # one worker runs the module fixture once
 def test_aomic_thresholded_map_and_cluster_table(aomic_run):
     _, result, _ = aomic_run
     assert result.subjects == ["0001", "0002", "0003", "0004", "0005"]
@@ -329,6 +330,7 @@ def test_aomic_thresholded_map_and_cluster_table(aomic_run):
 
 
 @pytest.mark.shared
+@pytest.mark.xdist_group("vbm_aomic")  # one worker runs the module fixture once
 def test_aomic_z_map_equals_nilearn_called_directly(aomic_run):
     """Same modulated, smoothed inputs -> nilearn's SecondLevelModel; every voxel of the z map to 1e-6."""
     from nilearn.glm.second_level import SecondLevelModel
@@ -355,6 +357,7 @@ def test_aomic_z_map_equals_nilearn_called_directly(aomic_run):
 
 
 @pytest.mark.shared
+@pytest.mark.xdist_group("vbm_aomic")  # one worker runs the module fixture once
 def test_aomic_rerun_is_byte_identical(aomic_run):
     kwargs, first, out = aomic_run
     run_vbm(output_dir=out / "run2", **kwargs)

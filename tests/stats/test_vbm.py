@@ -128,13 +128,17 @@ def _study(root: Path, n: int = 12, shape=(16, 16, 16), effect: float = 0.03, se
     return root
 
 
-def test_planted_age_effect_is_found_where_it_was_put(tmp_path):
+@pytest.mark.parametrize("height_control", ["fdr", "bonferroni"])
+def test_planted_age_effect_is_found_where_it_was_put(tmp_path, height_control):
     root = _study(tmp_path / "deriv")
     result = run_vbm(
         derivatives=root, participants=root / "participants.tsv", design="age + C(sex)", contrast="age",
-        output_dir=tmp_path / "out", smoothing_fwhm=0, height_control="fdr", alpha=0.05,
+        output_dir=tmp_path / "out", smoothing_fwhm=0, height_control=height_control, alpha=0.05,
         cluster_threshold=10, atlases=(),
     )  # fmt: skip
+    if height_control == "bonferroni":  # two-sided, over the 16^3 mask voxels
+        assert result.n_voxels == 16**3
+        assert result.threshold == pytest.approx(norm.isf(0.05 / 2 / 16**3))
     thresholded = np.asanyarray(nb.load(result.files["thresholded"]).dataobj)
     block = np.zeros(thresholded.shape, dtype=bool)
     block[2:7, 2:7, 2:7] = True

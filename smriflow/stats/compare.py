@@ -185,6 +185,8 @@ def load_pipelines(
                 values[name] = values[name].drop(columns=[qc_column], errors="ignore")
     if len(values) < 2:
         raise ValueError(f"need two or more pipelines, found {len(values)} ({', '.join(values)})")
+    if (rois["hemi"] != "").any():  # demographic columns (age, sex codes) of generic tables are not ROIs
+        rois = rois[rois["hemi"] != ""]
     common = [k for k in rois["key"] if all(k in v.columns for v in values.values())]
     if not common:
         raise ValueError("the pipelines' tables have no ROI column in common")

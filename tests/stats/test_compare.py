@@ -138,3 +138,21 @@ def test_abide_three_pipelines(shared_data, tmp_path):
         "compare_r.png",
     ]
     assert "FS5.3 vs FS6.0: median r" in result.summary()
+
+
+def test_one_table_per_pipeline_keeps_hemisphere_columns_only(tmp_path):
+    """ABIDE-like tables, one per pipeline: SubjID, demographics and QC are not ROIs."""
+    rng = np.random.default_rng(3)
+    ids = [50000 + i for i in range(12)]
+    truth = rng.normal(2.6, 0.2, 12)
+    paths = []
+    for name, bias in (("FS5.3", 0.0), ("FS6.0", 0.03)):
+        frame = pd.DataFrame({"SubjID": ids, "SEX": [1, 2] * 6, "AGE_AT_SCAN": rng.uniform(8, 30, 12),
+                              "QC_pass": [True] * 12,
+                              "L_cuneus": truth + bias + rng.normal(0, 0.02, 12)})  # fmt: skip
+        frame.to_csv(tmp_path / f"{name}.csv")
+        paths.append(tmp_path / f"{name}.csv")
+    result = run_compare(paths, qc_column="QC_pass", figures=False, output_dir=tmp_path / "out")
+    assert result.table[["roi", "hemi", "pipeline_a", "pipeline_b", "n"]].values.tolist() == [
+        ["cuneus", "lh", "FS5.3", "FS6.0", 12]
+    ]

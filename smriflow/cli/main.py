@@ -113,4 +113,8 @@ def _report_error(exc: Exception, debug: bool) -> int:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    # `python -m smriflow.cli.main`: run the imported module's main, whose CLIError is the one the commands
+    # raise (this __main__ copy defines a second CLIError class, and its errors would look internal)
+    from smriflow.cli.main import main as _main
+
+    sys.exit(_main())

@@ -311,11 +311,15 @@ def execute_run(
         logs.mkdir(parents=True, exist_ok=True)
         base = time.strftime("%Y%m%d-%H%M%S")
         stamp, attempt = base, 1
-        while (logs / f"run-{stamp}.log").exists():  # two runs within one second: run-<time>-2, ...
-            attempt += 1
-            stamp = f"{base}-{attempt}"
-        log_file = logs / f"run-{stamp}.log"
-        if not group:
+        while True:  # two runs within one second: run-<time>-2, ...; "x": two processes never share one
+            log_file = logs / f"run-{stamp}.log"
+            try:
+                log_file.open("x").close()
+                break
+            except FileExistsError:
+                attempt += 1
+                stamp = f"{base}-{attempt}"
+        if not group and prepared.workflow is not None:  # nothing to describe when no subject can run
             write_dataset_description(
                 prepared.loaded,
                 prepared.args,

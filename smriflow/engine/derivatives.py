@@ -368,6 +368,8 @@ def _file_provenance(
             "Output": out_name,
             "Node": producer(wf, out_name) or out.from_,
             "Args": provenance_args(args),
+            # threaded steps (ANTs) can differ in the last bits between thread counts: part of provenance
+            "Threads": int(args.get("omp_nthreads", 1)),
         }
     ]
     return fields

@@ -175,6 +175,7 @@ def test_mixed_run_sidecars_and_dataset_description(mixed_run):
                 "Output": "t1w_mask",
                 "Node": "example_wf.masking_wf.threshold.out_mask",
                 "Args": DEFAULT_ARGS,
+                "Threads": 1,
             }
         ],
     }

@@ -36,11 +36,14 @@ __all__ = [
 
 ImageLike = str | Path | nb.spatialimages.SpatialImage
 #: contour colour of each tissue label of ``anat_preproc``'s dseg (1 GM, 2 WM, 3 CSF)
-TISSUE_COLORS: dict[int, tuple[str, str]] = {
-    1: ("GM", "#39ff14"),
-    2: ("WM", "#ff2bd6"),
-    3: ("CSF", "#00c3ff"),
-}
+#: tissue outlines, drawn in this order: (name, dseg labels of the region outlined, colour). Each region
+#: holds the next, so every line is one boundary: CSF = edge of all tissue, GM = outer (pial) edge of GM + WM,
+#: WM = the GM/WM edge. Labels as in ``anat_preproc``'s dseg: 1 GM, 2 WM, 3 CSF.
+TISSUE_COLORS: tuple[tuple[str, tuple[int, ...], str], ...] = (
+    ("CSF", (1, 2, 3), "#00c3ff"),
+    ("GM", (1, 2), "#39ff14"),
+    ("WM", (2,), "#ff2bd6"),
+)
 MASK_COLOR = "#ff3b30"
 _WIDTH_IN = 10.0  # figure width (inches)
 _ROW_IN = 1.9  # height of one row of cuts (inches)
@@ -275,9 +278,9 @@ def mask_svg(t1w: ImageLike, mask: ImageLike, cuts) -> str:
 
 
 def tissue_svg(t1w: ImageLike, dseg: ImageLike, cuts) -> str:
-    """GM, WM and CSF outlines (colours of :data:`TISSUE_COLORS`) from the tissue labels, on the image."""
+    """CSF, GM and WM outlines (see :data:`TISSUE_COLORS`) from the tissue labels, on the image."""
     labels = _load(dseg)
-    layers = [(_binary(labels, [value]), color) for value, (_, color) in TISSUE_COLORS.items()]
+    layers = [(_binary(labels, list(values)), color) for _, values, color in TISSUE_COLORS]
 
     def draw(display) -> None:
         for img, color in layers:

@@ -339,15 +339,14 @@ def subject_report(
             _figure(rl.mask_svg(corrected, mask, cuts), "brain mask contour"),
         )
     )
-    legend = "".join(
-        f'<span style="background:{color}"></span>{name}' for _, (name, color) in rl.TISSUE_COLORS.items()
-    )
+    legend = "".join(f'<span style="background:{color}"></span>{name}' for name, _, color in rl.TISSUE_COLORS)
     sections.append(
         _section(
             "tissues",
             "Tissue segmentation",
-            "Outlines of the tissue labels. GM should follow the cortical "
-            "ribbon and deep nuclei, WM the white matter, CSF the ventricles and sulci.",
+            "Outlines of the tissue labels. Green (GM) is the outer edge of grey + white matter "
+            "and should follow the surface of the cortex; magenta (WM) is the grey/white edge and "
+            "should leave the deep grey nuclei outside; cyan (CSF) is the outer edge of all tissue.",
             f'<p class="legend">{legend}</p>'
             + _figure(rl.tissue_svg(corrected, rl.crop(t1w_dseg, box, np.uint8), cuts), "tissue contours"),
         )

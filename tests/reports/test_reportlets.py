@@ -122,7 +122,7 @@ def test_contours_are_drawn_in_their_colours(subject, cuts):
     assert not has_colour(plain, rl.MASK_COLOR)
     assert has_colour(rl.mask_svg(subject.t1w_preproc, subject.t1w_mask, cuts), rl.MASK_COLOR)
     tissues = rl.tissue_svg(subject.t1w_preproc, subject.t1w_dseg, cuts)
-    for _, colour in rl.TISSUE_COLORS.values():
+    for _, _, colour in rl.TISSUE_COLORS:
         assert has_colour(tissues, colour), colour
         assert not has_colour(plain, colour)
 

@@ -92,6 +92,7 @@ class _ROIGLMInputSpec(BaseInterfaceInputSpec):
     )
     alpha = traits.Range(low=0.0, high=1.0, value=0.05, exclude_low=True, exclude_high=True, usedefault=True,
                          desc="level of the correction and of the confidence intervals")  # fmt: skip
+    rois = traits.List(traits.Str, desc="restrict to these ROI columns or ROI names (default: all)")
     atlas = traits.Str("", usedefault=True, desc="volume atlas for the t map ('' = from the table)")
     figures = traits.Bool(True, usedefault=True, desc="draw the figures")
 
@@ -124,6 +125,7 @@ class ROIGLM(SimpleInterface):
             missing=inputs.missing,
             correction=inputs.correction,
             alpha=inputs.alpha,
+            rois=list(inputs.rois) if isdefined(inputs.rois) and inputs.rois else None,
             atlas=_opt(inputs.atlas),
             figures=inputs.figures,
             output_dir=runtime.cwd,

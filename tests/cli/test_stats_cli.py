@@ -181,11 +181,11 @@ def test_interfaces_run(tmp_path):
     (tmp_path / "glm").mkdir()
     (tmp_path / "cmp").mkdir()
     result = ROIGLM(table=str(table), participants=str(participants), formula="{roi} ~ age + C(sex)",
-                    predictor="age", correction="holm", figures=False)  # fmt: skip
+                    predictor="age", correction="holm", figures=False, rois=["cuneus"])  # fmt: skip
     result = result.run(cwd=str(tmp_path / "glm"))
     frame = pd.read_csv(result.outputs.out_table, sep="\t")
-    assert list(frame.columns) == RESULT_COLUMNS and len(frame) == 2
-    assert result.outputs.out_figures == [] or not result.outputs.out_figures
+    assert list(frame.columns) == RESULT_COLUMNS and frame.roi.tolist() == ["cuneus"]
+    assert not result.outputs.out_figures
     second = tmp_path / "lh2.tsv"
     wide = pd.read_csv(table, sep="\t")
     wide.iloc[:, 1:3] += 0.01

@@ -27,7 +27,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-__all__ = ["add_demo_parser", "demo_command"]
+__all__ = ["add_demo_parser", "age_effect", "demo_command", "roi_table", "score_subject"]
 
 DEFAULT_DIR = Path("smriflow-demo")
 ATLAS = "desikankilliany"
@@ -104,7 +104,7 @@ def demo_command(args: argparse.Namespace) -> int:
         + (["--nprocs", str(args.nprocs)] if args.nprocs else []),
     )
     steps["qc_group"] = _qc_group(out, args.nprocs)
-    steps["roi_glm"] = _roi_glm(out, params.region)
+    steps["roi_glm"] = _roi_glm(out, len(truth))
     results = _score(out, truth, params.region, steps)
     results["seconds"] = round(time.monotonic() - start, 1)
     (out / "demo_results.json").write_text(json.dumps(results, indent=2) + "\n")
@@ -193,11 +193,11 @@ def _has_command(name: str) -> bool:
     return any(name in action.choices for action in actions)
 
 
-def _roi_glm(out: Path, region: str) -> dict[str, Any]:
-    from smriflow.utils.synth import roi_table
-
+def _roi_glm(out: Path, n_subjects: int) -> dict[str, Any]:
     if not _has_command("stats"):
         return _skipped(4, "ROI GLM", "`smriflow stats` is not part of this smriflow version")
+    if n_subjects < 3:
+        return _skipped(4, "ROI GLM", "a slope and its error need at least 3 subjects")
     table = out / "stats" / f"atlas-{ATLAS}_gmvolume.tsv"
     table.parent.mkdir(parents=True, exist_ok=True)
     roi_table(out / "derivatives" / "smriflow", ATLAS, "gm_volume_mm3").to_csv(table, sep="\t", index=False)
@@ -209,8 +209,6 @@ def _roi_glm(out: Path, region: str) -> dict[str, Any]:
 
 def _score(out: Path, truth: Any, region: str, steps: dict[str, Any]) -> dict[str, Any]:
     """Measured vs true figures per subject and for the age effect."""
-    from smriflow.utils.synth import age_effect, score_subject
-
     deriv = out / "derivatives" / "smriflow"
     subjects = []
     for row in truth.to_dict("records"):
@@ -349,3 +347,106 @@ def _print_results(results: dict[str, Any], out: Path) -> None:
     if results["steps"]["roi_glm"]["status"] == "done":
         console.print(f"ROI GLM: {out / 'stats' / 'roi_glm' / 'roi_glm.tsv'}")
     console.print(f"All figures: {out / 'demo_results.json'}; total {results['seconds']:.0f} s")
+
+
+# -- scoring the processed demo against its ground truth -------------------------------------------------
+
+
+def _on_grid(img: Any, reference: Any) -> Any:
+    """``img``'s data on ``reference``'s grid (nearest neighbour; unchanged when the grids agree)."""
+    import numpy as np
+
+    from smriflow.utils.synth import _resample
+
+    if img.shape[:3] == reference.shape[:3] and np.allclose(img.affine, reference.affine, atol=1e-4):
+        return np.asarray(img.dataobj)
+    vox2vox = np.linalg.inv(img.affine) @ reference.affine
+    return _resample(np.asarray(img.dataobj, dtype=np.float32), vox2vox, reference.shape[:3], order=0)
+
+
+def score_subject(
+    derivatives: str | Path, truth_dir: str | Path, label: str, *, region: str, atlas: str = "desikankilliany"
+) -> dict[str, float]:
+    """Compare one subject's ``anat_preproc`` derivatives with the ground truth of :func:`write_dataset`.
+
+    Parameters
+    ----------
+    derivatives : str or Path
+        The derivatives folder (``--output-dir`` of ``smriflow run anat_preproc``).
+    truth_dir : str or Path
+        ``out_dir/truth`` of :func:`write_dataset`.
+    label : str
+        ``sub-XX``.
+    region : str
+        The region whose GM volume is reported (a ``name`` of the atlas volumes table).
+    atlas : str
+        The atlas label of the volumes table (``atlas-<atlas>_volumes.tsv``).
+
+    Returns
+    -------
+    dict
+        ``brain_dice``, ``gm_dice``, ``wm_dice``, ``csf_dice`` (measured vs true masks, on the true grid),
+        ``gm_mm3`` (measured GM volume) and ``region_gm_mm3`` (measured GM volume of ``region``); empty when
+        the subject has no derivatives (it failed).
+    """
+    import nibabel as nb
+    import numpy as np
+    import pandas as pd
+
+    from smriflow.utils.metrics import dice
+
+    anat = Path(derivatives) / label / "anat"
+    mask_file = anat / f"{label}_desc-brain_mask.nii.gz"
+    if not mask_file.is_file():
+        return {}
+    truth_mask = nb.load(Path(truth_dir) / f"{label}_desc-brain_mask.nii.gz")
+    truth_dseg = np.asarray(nb.load(Path(truth_dir) / f"{label}_dseg.nii.gz").dataobj)
+    mask = _on_grid(nb.load(mask_file), truth_mask)
+    dseg = _on_grid(nb.load(anat / f"{label}_dseg.nii.gz"), truth_mask)
+    scores = {"brain_dice": dice(mask > 0, np.asarray(truth_mask.dataobj) > 0)}
+    for value, name in ((1, "gm"), (2, "wm"), (3, "csf")):
+        scores[f"{name}_dice"] = dice(dseg == value, truth_dseg == value)
+    summary = pd.read_csv(anat / f"{label}_desc-summary_volumes.tsv", sep="\t")
+    scores["gm_mm3"] = float(summary["gm_volume_mm3"].iloc[0])
+    volumes = pd.read_csv(anat / f"{label}_atlas-{atlas}_volumes.tsv", sep="\t")
+    rows = volumes.loc[volumes["name"] == region, "gm_volume_mm3"]
+    if rows.empty:
+        raise ValueError(f"{anat / f'{label}_atlas-{atlas}_volumes.tsv'}: no region named {region!r}")
+    scores["region_gm_mm3"] = float(rows.iloc[0])
+    return scores
+
+
+def age_effect(ages, values) -> dict[str, float]:
+    """Least-squares slope of ``values`` on ``ages`` (per year), as a % of the mean, with r and p."""
+    import numpy as np
+    from scipy import stats
+
+    fit = stats.linregress(np.asarray(ages, float), np.asarray(values, float))
+    mean = float(np.mean(values))
+    return {
+        "slope": float(fit.slope),
+        "percent_per_year": float(100.0 * fit.slope / mean) if mean else float("nan"),
+        "r": float(fit.rvalue),
+        "p": float(fit.pvalue),
+        "n": len(ages),
+    }
+
+
+def roi_table(derivatives: str | Path, atlas: str, column: str = "gm_volume_mm3") -> Any:
+    """One row per subject, one column per region: ``column`` of every ``atlas-<atlas>_volumes.tsv``.
+
+    The first column is ``participant_id``; regions with a zero or missing value in any subject are left out
+    (they have nothing to model).
+    """
+    import pandas as pd
+
+    rows = {}
+    for path in sorted(Path(derivatives).glob(f"sub-*/**/sub-*_atlas-{atlas}_volumes.tsv")):
+        table = pd.read_csv(path, sep="\t")
+        rows[path.name.split("_")[0]] = table.set_index("name")[column]
+    if not rows:
+        raise ValueError(f"{derivatives}: no sub-*_atlas-{atlas}_volumes.tsv found")
+    wide = pd.DataFrame(rows).T
+    wide = wide.loc[:, (wide.fillna(0) > 0).all(axis=0)]
+    wide.index.name = "participant_id"
+    return wide.reset_index()

@@ -42,7 +42,6 @@ __all__ = [
     "SyntheticSubject",
     "TemplateModel",
     "add_rician_noise",
-    "age_effect",
     "bias_field",
     "head_shell",
     "jacobian_determinant",
@@ -51,8 +50,6 @@ __all__ = [
     "participant_table",
     "random_affine",
     "random_deformation",
-    "roi_table",
-    "score_subject",
     "synthesize_subject",
     "thin_region",
     "write_dataset",
@@ -525,95 +522,3 @@ def write_dataset(
     truth.to_csv(truth_dir / "truth.tsv", sep="\t", index=False, float_format="%.6g")
     (truth_dir / "params.json").write_text(json.dumps({"seed": seed, **asdict(params)}, indent=2) + "\n")
     return truth
-
-
-# --- scoring a processed demo against its ground truth ----------------------------------------------------
-
-
-def _on_grid(img: nb.Nifti1Image, reference: nb.Nifti1Image) -> np.ndarray:
-    """``img``'s data on ``reference``'s grid (nearest neighbour; unchanged when the grids agree)."""
-    if img.shape[:3] == reference.shape[:3] and np.allclose(img.affine, reference.affine, atol=1e-4):
-        return np.asarray(img.dataobj)
-    vox2vox = np.linalg.inv(img.affine) @ reference.affine
-    return _resample(np.asarray(img.dataobj, dtype=np.float32), vox2vox, reference.shape[:3], order=0)
-
-
-def score_subject(
-    derivatives: str | Path, truth_dir: str | Path, label: str, *, region: str, atlas: str = "desikankilliany"
-) -> dict[str, float]:
-    """Compare one subject's ``anat_preproc`` derivatives with the ground truth of :func:`write_dataset`.
-
-    Parameters
-    ----------
-    derivatives : str or Path
-        The derivatives folder (``--output-dir`` of ``smriflow run anat_preproc``).
-    truth_dir : str or Path
-        ``out_dir/truth`` of :func:`write_dataset`.
-    label : str
-        ``sub-XX``.
-    region : str
-        The region whose GM volume is reported (a ``name`` of the atlas volumes table).
-    atlas : str
-        The atlas label of the volumes table (``atlas-<atlas>_volumes.tsv``).
-
-    Returns
-    -------
-    dict
-        ``brain_dice``, ``gm_dice``, ``wm_dice``, ``csf_dice`` (measured vs true masks, on the true grid),
-        ``gm_mm3`` (measured GM volume) and ``region_gm_mm3`` (measured GM volume of ``region``); empty when
-        the subject has no derivatives (it failed).
-    """
-    from smriflow.utils.metrics import dice
-
-    anat = Path(derivatives) / label / "anat"
-    mask_file = anat / f"{label}_desc-brain_mask.nii.gz"
-    if not mask_file.is_file():
-        return {}
-    truth_mask = nb.load(Path(truth_dir) / f"{label}_desc-brain_mask.nii.gz")
-    truth_dseg = np.asarray(nb.load(Path(truth_dir) / f"{label}_dseg.nii.gz").dataobj)
-    mask = _on_grid(nb.load(mask_file), truth_mask)
-    dseg = _on_grid(nb.load(anat / f"{label}_dseg.nii.gz"), truth_mask)
-    scores = {"brain_dice": dice(mask > 0, np.asarray(truth_mask.dataobj) > 0)}
-    for value, name in ((1, "gm"), (2, "wm"), (3, "csf")):
-        scores[f"{name}_dice"] = dice(dseg == value, truth_dseg == value)
-    summary = pd.read_csv(anat / f"{label}_desc-summary_volumes.tsv", sep="\t")
-    scores["gm_mm3"] = float(summary["gm_volume_mm3"].iloc[0])
-    volumes = pd.read_csv(anat / f"{label}_atlas-{atlas}_volumes.tsv", sep="\t")
-    rows = volumes.loc[volumes["name"] == region, "gm_volume_mm3"]
-    if rows.empty:
-        raise ValueError(f"{anat / f'{label}_atlas-{atlas}_volumes.tsv'}: no region named {region!r}")
-    scores["region_gm_mm3"] = float(rows.iloc[0])
-    return scores
-
-
-def age_effect(ages, values) -> dict[str, float]:
-    """Least-squares slope of ``values`` on ``ages`` (per year), as a % of the mean, with r and p."""
-    from scipy import stats
-
-    fit = stats.linregress(np.asarray(ages, float), np.asarray(values, float))
-    mean = float(np.mean(values))
-    return {
-        "slope": float(fit.slope),
-        "percent_per_year": float(100.0 * fit.slope / mean) if mean else float("nan"),
-        "r": float(fit.rvalue),
-        "p": float(fit.pvalue),
-        "n": len(ages),
-    }
-
-
-def roi_table(derivatives: str | Path, atlas: str, column: str = "gm_volume_mm3") -> pd.DataFrame:
-    """One row per subject, one column per region: ``column`` of every ``atlas-<atlas>_volumes.tsv``.
-
-    The first column is ``participant_id``; regions with a zero or missing value in any subject are left out
-    (they have nothing to model).
-    """
-    rows = {}
-    for path in sorted(Path(derivatives).glob(f"sub-*/**/sub-*_atlas-{atlas}_volumes.tsv")):
-        table = pd.read_csv(path, sep="\t")
-        rows[path.name.split("_")[0]] = table.set_index("name")[column]
-    if not rows:
-        raise ValueError(f"{derivatives}: no sub-*_atlas-{atlas}_volumes.tsv found")
-    wide = pd.DataFrame(rows).T
-    wide = wide.loc[:, (wide.fillna(0) > 0).all(axis=0)]
-    wide.index.name = "participant_id"
-    return wide.reset_index()

@@ -13,7 +13,6 @@ import pytest
 from scipy import ndimage, stats
 
 from smriflow.utils import synth
-from smriflow.utils.metrics import dice
 
 
 def _sphere_model() -> synth.TemplateModel:
@@ -194,48 +193,6 @@ def test_dataset_is_bids_and_deterministic(model, tmp_path: Path, monkeypatch):
         assert (bids / name).read_bytes() == (tmp_path / "b" / "bids" / name).read_bytes()
     assert list(truth["participant_id"]) == ["sub-01", "sub-02"]
     assert (truth["age"].to_numpy() == participants["age"].to_numpy()).all()
-
-
-def _fake_derivatives(root: Path, truth_dir: Path, label: str, region_gm: float, shift: int = 0) -> None:
-    anat = root / label / "anat"
-    anat.mkdir(parents=True)
-    mask = nb.load(truth_dir / f"{label}_desc-brain_mask.nii.gz")
-    data = np.roll(np.asarray(mask.dataobj), shift, axis=0)
-    nb.Nifti1Image(data, mask.affine).to_filename(str(anat / f"{label}_desc-brain_mask.nii.gz"))
-    dseg = nb.load(truth_dir / f"{label}_dseg.nii.gz")
-    nb.Nifti1Image(np.asarray(dseg.dataobj), dseg.affine).to_filename(str(anat / f"{label}_dseg.nii.gz"))
-    pd.DataFrame({"gm_volume_mm3": [1000.0]}).to_csv(anat / f"{label}_desc-summary_volumes.tsv", sep="\t")
-    pd.DataFrame(
-        {"label": [1, 2, 3], "name": ["left", "right", "empty"], "gm_volume_mm3": [region_gm, 5.0, 0.0]}
-    ).to_csv(anat / f"{label}_atlas-toy_volumes.tsv", sep="\t", index=False)
-
-
-def test_scores_and_roi_table(model, tmp_path: Path, monkeypatch):
-    monkeypatch.setattr(synth, "load_template_model", lambda region: model)
-    synth.write_dataset(tmp_path, n_subjects=2, seed=5, params=PARAMS)
-    truth_dir, deriv = tmp_path / "truth", tmp_path / "deriv"
-    _fake_derivatives(deriv, truth_dir, "sub-01", 10.0)
-    _fake_derivatives(deriv, truth_dir, "sub-02", 20.0, shift=2)
-    perfect = synth.score_subject(deriv, truth_dir, "sub-01", region="left", atlas="toy")
-    assert perfect["brain_dice"] == 1.0 and perfect["gm_dice"] == 1.0 and perfect["region_gm_mm3"] == 10.0
-    shifted = synth.score_subject(deriv, truth_dir, "sub-02", region="left", atlas="toy")
-    true_mask = np.asarray(nb.load(truth_dir / "sub-02_desc-brain_mask.nii.gz").dataobj)
-    assert shifted["brain_dice"] == pytest.approx(dice(np.roll(true_mask, 2, axis=0), true_mask))
-    assert synth.score_subject(deriv, truth_dir, "sub-03", region="left", atlas="toy") == {}
-    with pytest.raises(ValueError, match="no region named 'nowhere'"):
-        synth.score_subject(deriv, truth_dir, "sub-01", region="nowhere", atlas="toy")
-    wide = synth.roi_table(deriv, "toy")
-    assert list(wide.columns) == ["participant_id", "left", "right"]  # 'empty' has nothing to model
-    assert wide["left"].tolist() == [10.0, 20.0]
-
-
-def test_age_effect_matches_a_least_squares_line():
-    ages, values = [20, 40, 60, 80], [100.0, 90.0, 81.0, 69.0]
-    effect = synth.age_effect(ages, values)
-    slope = np.polyfit(ages, values, 1)[0]
-    assert effect["slope"] == pytest.approx(slope)
-    assert effect["percent_per_year"] == pytest.approx(100 * slope / np.mean(values))
-    assert effect["n"] == 4 and effect["r"] < -0.99
 
 
 def test_the_real_template_region_is_left_cortex():

@@ -309,3 +309,23 @@ def test_errors_name_the_problem(subject, tmp_path):
         iqms.compute_iqms(**{**subject, "mask": str(empty)})
     with pytest.raises(ValueError, match=r"write_iqms: non-finite values for cjv"):
         iqms.write_iqms({"cjv": float("nan"), "efc": 0.5}, tmp_path / "x.json")
+
+
+def test_template_space_inputs_on_another_grid(subject, tmp_path):
+    """std_t1w on a 3 mm grid: the template is resampled onto it (nilearn) before NCC, Dice and overlap."""
+    from nilearn.image import resample_img
+
+    def coarse(path: str, name: str) -> str:
+        img = nb.load(path)
+        affine = img.affine.copy()
+        affine[:3, :3] *= 1.5
+        out = resample_img(img, target_affine=affine, target_shape=(66, 78, 63), interpolation="continuous",
+                           force_resample=True, copy_header=True)  # fmt: skip
+        out.to_filename(str(tmp_path / name))
+        return str(tmp_path / name)
+
+    std_t1w = coarse(subject["std_t1w"], "std_t1w.nii.gz")
+    std_tpms = [coarse(p, f"std_{i}.nii.gz") for i, p in enumerate(subject["std_tpms"])]
+    values = iqms.compute_iqms(**{**subject, "std_t1w": std_t1w, "std_tpms": std_tpms})
+    assert values["reg_ncc"] == pytest.approx(1.0, abs=1e-4)  # both resampled alike
+    assert values["reg_dice"] > 0.95 and values["tpm_overlap_wm"] > 0.99

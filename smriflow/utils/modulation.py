@@ -20,8 +20,9 @@ error. This is SPM's "preserve amounts" modulation. smriflow computes :math:`J` 
 (affine and nonlinear parts), so modulated maps keep the head-size effect (use TIV as a covariate, or divide
 by it, in group models).
 
-FSL (``fslvbm``, ``fnirt --jout``) reports the Jacobian of the opposite direction, subject to template, for
-which J < 1 where the subject expands onto the template: those maps are the reciprocal of smriflow's.
+FSL's ``fnirt --jout`` map has the same direction (J < 1 where the subject is smaller than the template,
+i.e. where it is expanded onto it; ``fslvbm`` multiplies by it), but covers only the nonlinear part of the
+mapping, so it does not carry head size.
 
 The determinant is computed here with NumPy from a dense displacement field (ITK/ANTs convention: the
 displacement ``u(p) = T(p) - p`` of each grid point ``p``, in LPS physical coordinates, in mm), which is exact

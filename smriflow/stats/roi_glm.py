@@ -184,7 +184,8 @@ def fit_roi_glm(
     variables = formula_variables(formula)
     in_tables = data.values.index
     not_in_participants = sorted(set(in_tables) - set(frame.index))
-    frame = frame.loc[[s for s in frame.index if s in set(in_tables)]]
+    in_table_set = set(in_tables)
+    frame = frame.loc[[s for s in frame.index if s in in_table_set]]
     if frame.empty:
         raise ValueError(
             f"{participants_source}: no subject in common with the ROI tables "

@@ -52,8 +52,8 @@ def add_parser(subparsers: Any, common: argparse.ArgumentParser) -> argparse.Arg
     parser.add_argument(
         "--exec-config",
         metavar="FILE|NAME",
-        help="execution config: a packaged name (local, linear, slurm, slurm-node) or a YAML file "
-        "(default: local)",
+        help="execution config: a packaged name (local, linear, slurm, slurm-node, slurm-array) or a YAML "
+        "file (default: local)",
     )
     parser.add_argument(
         "--set",

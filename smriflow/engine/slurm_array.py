@@ -260,9 +260,15 @@ def run_array(
             counts[state.state.lower()] = counts.get(state.state.lower(), 0) + 1
         echo(f"array job {plan.job_id}: " + ", ".join(f"{n} {state}" for state, n in sorted(counts.items())))
 
-    states = wait_until_done(
-        [plan.job_id], poll_seconds=prepared.config.plugin_args.poll_sleep_duration, on_change=progress
-    )
+    try:
+        states = wait_until_done(
+            [plan.job_id], poll_seconds=prepared.config.plugin_args.poll_sleep_duration, on_change=progress
+        )
+    except KeyboardInterrupt:
+        echo(
+            f"stopped waiting: array job {plan.job_id} keeps running (cancel it with: scancel {plan.job_id})"
+        )
+        raise
     return summarize_array(prepared, plan, states)
 
 

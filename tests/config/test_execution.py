@@ -13,6 +13,7 @@ from smriflow.config.execution import (
     PLUGINS,
     LinearConfig,
     MultiProcConfig,
+    SLURMArrayConfig,
     SLURMConfig,
     SLURMGraphConfig,
     available_cpus,
@@ -58,6 +59,7 @@ def test_packaged_dir_in_checkout_is_top_level_configs():
         ("linear", LinearConfig),
         ("slurm", SLURMGraphConfig),
         ("slurm-node", SLURMConfig),
+        ("slurm-array", SLURMArrayConfig),
     ],
 )
 def test_every_packaged_config_loads(name, cls):
@@ -69,7 +71,7 @@ def test_every_packaged_config_loads(name, cls):
 
 
 def test_packaged_configs_are_all_listed():
-    assert set(list_exec_configs()) >= {"local", "linear", "slurm", "slurm-node"}
+    assert set(list_exec_configs()) >= {"local", "linear", "slurm", "slurm-node", "slurm-array"}
     for name in list_exec_configs():
         load_exec_config(name)  # none of them may be broken
 
@@ -192,7 +194,8 @@ def test_unknown_plugin_lists_plugins(tmp_path):
     with pytest.raises(SpecError) as exc:
         load_exec_config(path)
     assert messages(exc) == [
-        f"{path}:1:9: plugin: unknown plugin 'PBS'. Available: Linear, MultiProc, SLURM, SLURMArray, SLURMGraph"
+        f"{path}:1:9: plugin: unknown plugin 'PBS'. Available: Linear, MultiProc, SLURM, SLURMArray, "
+        "SLURMGraph"
     ]
 
 

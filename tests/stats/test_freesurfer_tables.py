@@ -49,6 +49,7 @@ ROW_A = "bankssts   100 90 300 2.100 0.5 0.12 0.02 10 1.0"
 ROW_B = "cuneus     200 80 250 1.900 0.4 0.13 0.03 11 1.1"
 
 
+@pytest.mark.shared
 def test_aparc_table_matches_freesurfer_shared_subject(shared_data, tmp_path):
     """Header and the sub-0001 row equal FreeSurfer's own aparcstats2table output, byte for byte."""
     subjects_dir = require_shared(*FS)
@@ -62,6 +63,7 @@ def test_aparc_table_matches_freesurfer_shared_subject(shared_data, tmp_path):
         assert out[0].split("\t")[-3:] == [f"{hemi}_MeanThickness_thickness", "BrainSegVolNotVent", "eTIV"]
 
 
+@pytest.mark.shared
 def test_read_stats_shared_aseg_header_units_and_malformed_measure(shared_data):
     aseg = read_stats(require_shared(*FS, "sub-0001", "stats", "aseg.stats"))
     assert aseg.kind == "volume" and len(aseg.rows) == 45 and len(aseg.measures) == 22
@@ -84,6 +86,7 @@ def test_read_stats_shared_aseg_header_units_and_malformed_measure(shared_data):
     assert lh.units["ThickAvg"] == "mm" and lh.units["MeanCurv"] == "mm^-1"
 
 
+@pytest.mark.shared
 @pytest.mark.parametrize(
     ("stats", "hemi", "n_rows"),
     [("aparc.a2009s", "lh", 74), ("aparc.DKTatlas", "rh", 31), ("BA_exvivo", "lh", 14),
@@ -97,6 +100,7 @@ def test_every_shared_stats_file_parses(shared_data, stats, hemi, n_rows):
     assert table.shape == (n_rows, len(parsed.columns))
 
 
+@pytest.mark.shared
 def test_aseg_table_columns_as_asegstats2table(shared_data):
     table = stats_table(require_shared(*FS), "aseg")
     assert table.index.name == "Measure:volume" and list(table.index) == ["sub-0001"]
@@ -200,6 +204,7 @@ def test_split_hemi_and_atlas_label_mapping():
     assert atlas_label_for("Precentral_L", "lh", "aal") == "Precentral_L"
 
 
+@pytest.mark.shared
 def test_every_freesurfer_roi_maps_to_an_atlas_label(shared_data):
     """Every DK and Destrieux ROI of the shared subject has its label in the volume atlases."""
     from smriflow.utils.atlases import atlas_labels
@@ -216,6 +221,7 @@ def test_every_freesurfer_roi_maps_to_an_atlas_label(shared_data):
     assert "Left-Hippocampus" in found and "Brain-Stem" in found
 
 
+@pytest.mark.shared
 def test_read_roi_tables_freesurfer_wide_covariates(shared_data):
     tables = [
         require_shared(*FS_STATS, f"data-cortical_type-aparc_measure-thickness_hemi-{h}.tsv")

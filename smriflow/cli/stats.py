@@ -48,6 +48,7 @@ def add_stats_parser(subparsers: Any, common: argparse.ArgumentParser) -> argpar
         title="stats commands", dest="stats_command", metavar="COMMAND", required=True
     )
     _add_fs_table(stats, common)
+    _add_roi_table(stats, common)
     _add_roi(stats, common)
     _add_compare(stats, common)
     # more `smriflow stats` commands register here, each with its own add_*_parser(stats, common)
@@ -131,6 +132,41 @@ def fs_table_command(args: argparse.Namespace) -> int:
         table.to_csv(args.output, sep="\t", index=False, na_rep="n/a")
         what = f"{len(table)} rows"
     print(f"wrote {args.output} ({what})", file=sys.stderr)
+    return 0
+
+
+# -- roi-table --------------------------------------------------------------------------------------------
+def _add_roi_table(stats: Any, common: argparse.ArgumentParser) -> None:
+    parser = stats.add_parser(
+        "roi-table",
+        parents=[common],
+        help="any ROI tables (smriflow's per-subject volumes, FreeSurfer's) -> one wide or long table",
+        description=(
+            "Read ROI tables as `smriflow stats roi` reads them (smriflow's "
+            "sub-<label>_atlas-<atlas>_volumes.tsv and _desc-summary_volumes.tsv, FreeSurfer's wide "
+            "tables, long or generic tables) and write them as one wide table (participant_id, the ROI "
+            "columns, the covariates) or one long table (participant_id, roi, hemi, measure, atlas, value)."
+        ),
+    )
+    parser.add_argument(
+        "--table", required=True, nargs="+", action="extend", type=Path, metavar="TABLE", help="ROI tables"
+    )
+    parser.add_argument("--format", choices=("wide", "long"), default="wide", help="output layout")
+    parser.add_argument("-o", "--output", required=True, type=Path, metavar="TABLE.tsv", help="output table")
+    parser.set_defaults(handler=_usage_errors(roi_table_command))
+
+
+def roi_table_command(args: argparse.Namespace) -> int:
+    """Handle ``smriflow stats roi-table``."""
+    from smriflow.stats.tables import read_roi_tables
+
+    data = read_roi_tables(args.table)
+    table = data.wide() if args.format == "wide" else data.long()
+    if args.format == "long":
+        table = table.assign(participant_id="sub-" + table["participant_id"])
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(args.output, sep="\t", index=False, na_rep="n/a", float_format="%.10g", lineterminator="\n")
+    print(f"wrote {args.output} ({len(data.values)} subjects, {data.values.shape[1]} ROIs)", file=sys.stderr)
     return 0
 
 

@@ -71,6 +71,13 @@ class RoiData:
     covariates: pd.DataFrame
     sources: list[str] = field(default_factory=list)
 
+    def wide(self) -> pd.DataFrame:
+        """One row per subject: ``participant_id`` (``sub-<label>``), the ROI columns, then the covariates."""
+        covariates = self.covariates[[c for c in self.covariates.columns if c not in self.values.columns]]
+        frame = self.values.join(covariates, how="left")
+        frame.insert(0, "participant_id", ["sub-" + s for s in frame.index])
+        return frame.reset_index(drop=True)
+
     def long(self) -> pd.DataFrame:
         """Tidy form: ``participant_id, roi, hemi, measure, atlas, value``."""
         stacked = self.values.rename_axis("participant_id").reset_index()

@@ -224,3 +224,31 @@ def test_group_workflows_run(tmp_path, monkeypatch):
     assert code == 0, err
     compare = pd.read_csv(out / "compare_pipelines" / "compare.tsv", sep="\t")
     assert len(compare) == 2 and np.allclose(compare.pearson_r, 1)
+
+
+def test_roi_table_turns_smriflow_subject_tables_into_wide_and_long(tmp_path):
+    for label, scale in (("01", 1.0), ("02", 1.1)):
+        anat = tmp_path / "deriv" / f"sub-{label}" / "anat"
+        anat.mkdir(parents=True)
+        pd.DataFrame(
+            {"label": [17, 1035], "name": ["Left-Hippocampus", "ctx-lh-insula"], "voxels": [4000, 7000],
+             "volume_mm3": [4000.0 * scale, 7000.5 * scale], "gm_volume_mm3": [3000.0, 6000.0]}
+        ).to_csv(anat / f"sub-{label}_atlas-desikankilliany_volumes.tsv", sep="\t", index=False)  # fmt: skip
+        pd.DataFrame({"gm_volume_mm3": [6e5 * scale], "tiv_mm3": [1.4e6 * scale]}).to_csv(
+            anat / f"sub-{label}_desc-summary_volumes.tsv", sep="\t", index=False
+        )
+    tables = sorted((tmp_path / "deriv").rglob("*_volumes.tsv"))
+    code, _, err = run_cli("stats", "roi-table", "--table", *tables, "-o", tmp_path / "wide.tsv")
+    assert code == 0, err
+    assert (tmp_path / "wide.tsv").read_text().splitlines() == [
+        "participant_id\tLeft-Hippocampus\tctx-lh-insula\tgm_volume_mm3\ttiv_mm3",
+        "sub-01\t4000\t7000.5\t600000\t1400000",
+        "sub-02\t4400\t7700.55\t660000\t1540000",
+    ]
+    code, _, err = run_cli(
+        "stats", "roi-table", "--table", *tables, "--format", "long", "-o", tmp_path / "l.tsv"
+    )
+    assert code == 0, err
+    long = pd.read_csv(tmp_path / "l.tsv", sep="\t", keep_default_na=False)
+    row = long[(long.participant_id == "sub-02") & (long.roi == "ctx-lh-insula")].iloc[0]
+    assert (row.hemi, row.measure, row.atlas, row.value) == ("lh", "volume_mm3", "desikankilliany", 7700.55)

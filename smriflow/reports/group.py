@@ -181,7 +181,7 @@ def group_report(
     iqms = iqm_columns(frame)
     n_flagged = int(flagged.sum())
     summary = (
-        f"<p>{len(frame)} images, {len(iqms)} metrics; "
+        f"<p>{len(frame)} image{'s' if len(frame) != 1 else ''}, {len(iqms)} metrics; "
         f'<b class="{"bad" if n_flagged else "ok"}">{n_flagged} flagged</b>.</p>'
         '<p class="how">Each point is one image; click it to open its report (hover shows its value). '
         f'Flagged images are <b style="color:{_FLAG}">red</b>, the others <b style="color:{_OK}">blue</b>; '

@@ -69,7 +69,11 @@ _IQM_HINTS = (  # prefix -> meaning (first match wins)
     ("efc", "entropy focus criterion (ghosting, blurring); lower is better"),
     ("fber", "foreground-to-background energy ratio; higher is better"),
     ("wm2max", "median WM intensity over the 99.95th percentile; about 0.6-0.8 is usual"),
-    ("inu_", "bias field (N4) statistics in the tissues; a range near 0 means little inhomogeneity"),
+    ("inu_med", "median of the N4 bias field in the tissues; near 1 means little inhomogeneity"),
+    (
+        "inu_range",
+        "spread of the N4 bias field in the tissues (95th - 5th percentile); lower is more uniform",
+    ),
     ("icvs_", "fraction of the intracranial volume"),
     ("rpve_", "residual partial-volume error; lower is better"),
     ("tpm_overlap_", "overlap of the warped tissue map with the template's; higher is better"),
@@ -150,8 +154,8 @@ def iqm_table_html(iqms: Mapping[str, float] | None, group: pd.DataFrame | None 
         (summary if name.startswith("summary_") else main).append(row)
     numeric = [False, True] + ([True, True] if group is not None else [])
     how = (
-        f'<p class="how">Percentiles rank this image among the {n} images of the group table '
-        "(0: lowest value, 100: highest; ties count half). "
+        f'<p class="how">Percentiles rank this image among the {n} image{"s" if n != 1 else ""} of the '
+        "group table (0: lowest value, 100: highest; ties count half). "
         "Whether high or low is good depends on the metric.</p>"
         if group is not None
         else '<p class="how">No group table yet: run <code>smriflow run qc_group</code> on the derivatives '

@@ -217,8 +217,8 @@ def read_roi_table(path: str | Path) -> RoiData:
         index = pd.Index([label], name="participant_id", dtype=str)
         values = pd.DataFrame([numbers["volume_mm3"].to_numpy()], index=index, columns=list(frame["name"]))
         for key in values.columns:
-            hemi, _ = split_hemi(key)
-            rois.append((key, key, hemi, "volume_mm3", atlas))
+            hemi, roi = split_hemi(key)
+            rois.append((key, roi, hemi, "volume_mm3", atlas))
         return _data(values, rois, pd.DataFrame(index=index), path)
     summary = _SMRIFLOW_SUMMARY.match(name)
     if summary:  # smriflow global volumes of one subject

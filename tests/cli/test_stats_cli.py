@@ -250,5 +250,5 @@ def test_roi_table_turns_smriflow_subject_tables_into_wide_and_long(tmp_path):
     )
     assert code == 0, err
     long = pd.read_csv(tmp_path / "l.tsv", sep="\t", keep_default_na=False)
-    row = long[(long.participant_id == "sub-02") & (long.roi == "ctx-lh-insula")].iloc[0]
+    row = long[(long.participant_id == "sub-02") & (long.roi == "insula")].iloc[0]
     assert (row.hemi, row.measure, row.atlas, row.value) == ("lh", "volume_mm3", "desikankilliany", 7700.55)

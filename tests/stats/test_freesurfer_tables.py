@@ -255,13 +255,13 @@ def test_read_roi_tables_smriflow_long_and_generic(tmp_path):
     assert data.values.loc["02", "Left-Hippocampus"] == 8000.0
     assert data.covariates.loc["02", "tiv_mm3"] == 2.8e6
     row = data.rois[data.rois.key == "Right-Hippocampus"].iloc[0].tolist()
-    assert row == ["Right-Hippocampus", "Right-Hippocampus", "rh", "volume_mm3", "desikankilliany"]
+    assert row == ["Right-Hippocampus", "Hippocampus", "rh", "volume_mm3", "desikankilliany"]
     # the long form written back and read again gives the same values
     long = data.long()
     long = long[long.measure == "volume_mm3"]
     long.to_csv(tmp_path / "long.tsv", sep="\t", index=False)
     again = read_roi_table(tmp_path / "long.tsv")
-    assert again.values.loc["01", "rh_Right-Hippocampus"] == 4100.0
+    assert again.values.loc["01", "rh_Hippocampus"] == 4100.0
     generic = tmp_path / "generic.csv"
     generic.write_text("participant_id,L_cuneus,R_cuneus,site\nsub-01,2.5,2.6,A\n02,2.4,n/a,B\n")
     data = read_roi_table(generic)

@@ -187,7 +187,8 @@ def _add_roi(stats: Any, common: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--table",
         required=True,
-        action="append",
+        nargs="+",
+        action="extend",
         type=Path,
         metavar="TABLE.tsv",
         help="ROI table: FreeSurfer wide (aparcstats2table/asegstats2table), smriflow's "
@@ -266,7 +267,13 @@ def _add_compare(stats: Any, common: argparse.ArgumentParser) -> None:
         ),
     )
     parser.add_argument(
-        "--table", required=True, action="append", type=Path, metavar="TABLE", help="ROI table (repeatable)"
+        "--table",
+        required=True,
+        nargs="+",
+        action="extend",
+        type=Path,
+        metavar="TABLE",
+        help="ROI tables, one per pipeline (repeatable; or one table with --pipeline-column)",
     )
     parser.add_argument(
         "--name",

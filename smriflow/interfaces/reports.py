@@ -7,9 +7,9 @@ from pathlib import Path
 
 from nipype.interfaces.base import (
     BaseInterfaceInputSpec,
+    Directory,
     File,
     InputMultiObject,
-    OutputMultiObject,
     SimpleInterface,
     TraitedSpec,
     isdefined,
@@ -113,8 +113,9 @@ class _GroupQCReportInputSpec(BaseInterfaceInputSpec):
 
 class _GroupQCReportOutputSpec(TraitedSpec):
     out_report = File(exists=True, desc="group QC page group_desc-qc_T1w.html")
-    out_subject_reports = OutputMultiObject(
-        File(exists=True), desc="subject reports re-rendered with the group's percentiles (may be empty)"
+    out_subject_reports = Directory(
+        exists=True,
+        desc="folder of the subject reports re-rendered with the group's percentiles (may be empty)",
     )
 
 
@@ -133,13 +134,18 @@ class GroupQCReport(SimpleInterface):
         from smriflow.reports.group import write_group_reports
 
         inputs = self.inputs
-        group_html, updated = write_group_reports(
+        # the subject reports go to a folder of their own, which exists even when empty: a folder output is
+        # always set, where an empty list would leave the output undefined
+        subjects = Path(runtime.cwd) / "subject_reports"
+        subjects.mkdir(exist_ok=True)
+        group_html, _ = write_group_reports(
             inputs.in_tsv,
-            Path(runtime.cwd) / "reports",
+            Path(runtime.cwd),
+            subjects_dir=subjects,
             derivatives_dir=inputs.derivatives_dir or None,
             update_subject_reports=inputs.update_subject_reports,
             title=inputs.title,
         )
         self._results["out_report"] = str(group_html)
-        self._results["out_subject_reports"] = [str(p) for p in updated]
+        self._results["out_subject_reports"] = str(subjects)
         return runtime

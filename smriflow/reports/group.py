@@ -233,6 +233,7 @@ def write_group_reports(
     *,
     derivatives_dir: str | Path | None = None,
     update_subject_reports: bool = True,
+    subjects_dir: str | Path | None = None,
     title: str = "smriflow group QC",
 ) -> tuple[Path, list[Path]]:
     """Write the group QC page and, optionally, subject reports re-rendered with the group's percentiles.
@@ -251,6 +252,8 @@ def write_group_reports(
         is linked to ``sub-<label>.html`` and nothing is updated.
     update_subject_reports : bool
         Write the updated copies (only with ``derivatives_dir``).
+    subjects_dir : path, optional
+        Where to write the updated copies (default: ``out_dir``).
 
     Returns
     -------
@@ -265,6 +268,8 @@ def write_group_reports(
     frame = read_group_table(tsv)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    if subjects_dir is not None:
+        Path(subjects_dir).mkdir(parents=True, exist_ok=True)
     rows = frame.to_dict("records")
     reports = None
     updated: list[Path] = []
@@ -297,7 +302,7 @@ def write_group_reports(
                     group=frame,
                     methods=methods,
                 )
-                target = out / name
+                target = Path(subjects_dir or out) / name
                 target.write_text(document, encoding="utf-8")
                 updated.append(target)
     group_html = out / "group_desc-qc_T1w.html"

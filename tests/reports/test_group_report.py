@@ -114,10 +114,10 @@ def test_interface(derivatives, tmp_path):
         in_tsv=str(derivatives / "group_desc-iqms_T1w.tsv"), derivatives_dir=str(derivatives)
     ).run(cwd=tmp_path)
     assert Path(result.outputs.out_report).name == "group_desc-qc_T1w.html"
-    assert sorted(Path(p).name for p in result.outputs.out_subject_reports) == sorted(
+    assert sorted(p.name for p in Path(result.outputs.out_subject_reports).iterdir()) == sorted(
         f"sub-{label}.html" for label in LABELS[:-1]
     )
     assert GroupQCReport.always_run  # it reads the subject reports, which are not hashed inputs
     (tmp_path / "plain").mkdir()
     plain = GroupQCReport(in_tsv=str(derivatives / "group_desc-iqms_T1w.tsv")).run(cwd=tmp_path / "plain")
-    assert not plain.outputs.out_subject_reports
+    assert list(Path(plain.outputs.out_subject_reports).iterdir()) == []  # an empty folder, still an output

@@ -7,6 +7,7 @@ YAML file and the ``init_<name>_wf`` factories all produce the same graph.
 from __future__ import annotations
 
 import inspect
+import os
 from collections.abc import Callable
 from functools import cache
 from pathlib import Path
@@ -122,8 +123,9 @@ def resolve_args(loaded: LoadedSpec, given: dict[str, Any], *, source: str = "ar
             continue
         if declared[key].type == "float" and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
-        if declared[key].type == "path" and isinstance(value, Path):
-            value = str(value)
+        if declared[key].type == "path" and isinstance(value, str | Path) and str(value):
+            # relative to where the caller is, not to the node's folder in the work directory
+            value = os.path.abspath(os.path.expanduser(value))
         error = arg_value_error(declared[key], value)
         if error:
             problems.append(Problem(str(loaded.path), None, None, f"args.{key}", f"{source} {error}"))

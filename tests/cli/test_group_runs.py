@@ -238,3 +238,10 @@ def test_publish_refuses_to_leave_the_output_folder(tmp_path):
     with pytest.raises(OutputPathError, match="names one file but the output holds 2"):
         publish([source, source], out, "two.txt")
     assert not list(outside.iterdir())
+
+
+def test_relative_path_args_are_made_absolute(tmp_path, image, monkeypatch):
+    spec = write_group_yaml(tmp_path)
+    monkeypatch.chdir(image.parent)
+    prepared = prepare_run(spec, None, tmp_path / "deriv", args={"image": image.name})
+    assert prepared.args["image"] == str(image)

@@ -1,6 +1,7 @@
 """HTML quality-control reports (imports only ``smriflow.utils`` and third-party packages).
 
 * :mod:`smriflow.reports.reportlets`: SVG mosaics of a subject's images (nilearn on matplotlib).
+* :mod:`smriflow.reports.blocks`: the IQM table, QC verdict, input warnings, methods and references.
 * :mod:`smriflow.reports.subject`: the per-subject report ``sub-<label>.html``.
 * :mod:`smriflow.reports.group`: the group QC page ``group_desc-qc_T1w.html``.
 

@@ -16,8 +16,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from smriflow.reports.blocks import iqm_description
 from smriflow.reports.html import escape, page, svg_inline, table
-from smriflow.reports.subject import iqm_description, report_filename
+from smriflow.reports.subject import report_filename
 
 __all__ = ["group_report", "iqm_columns", "read_group_table", "strip_plot_svg", "write_group_reports"]
 

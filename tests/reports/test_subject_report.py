@@ -11,14 +11,9 @@ import pytest
 from scipy.stats import percentileofscore
 
 from smriflow.interfaces.reports import SubjectReport
+from smriflow.reports.blocks import conform_notes, percentile_in_group
 from smriflow.reports.html import replace_block
-from smriflow.reports.subject import (
-    conform_notes,
-    percentile_in_group,
-    report_filename,
-    subject_report,
-    update_subject_report,
-)
+from smriflow.reports.subject import report_filename, subject_report, update_subject_report
 
 
 class Resources(HTMLParser):

@@ -114,7 +114,9 @@ def frame_mask(raw: np.ndarray, min_voxels: int = 500) -> np.ndarray:
     labels, _ = ndimage.label(np.asarray(raw) <= 0)
     faces = [labels[0], labels[-1], labels[:, 0], labels[:, -1], labels[:, :, 0], labels[:, :, -1]]
     border = np.unique(np.concatenate([face.ravel() for face in faces]))
-    frame = np.isin(labels, border[border > 0])
+    keep = np.zeros(int(labels.max()) + 1, dtype=bool)
+    keep[border[border > 0]] = True
+    frame = keep[labels]
     if frame.sum() < min_voxels:
         return np.zeros(frame.shape, dtype=bool)
     return frame
@@ -322,8 +324,9 @@ def fwhm_classic(data: np.ndarray, mask: np.ndarray) -> tuple[float, float, floa
     tuple of float
         FWHM along the x, y and z array axes, in voxels.
     """
-    data = np.asarray(data, dtype=np.float64)
     mask = np.asarray(mask) > 0
+    box = _bounding_box(mask)
+    data, mask = np.asarray(data)[box].astype(np.float64), mask[box]
     var = float(data[mask].var(ddof=1))
     out = []
     for axis in range(3):
@@ -336,6 +339,14 @@ def fwhm_classic(data: np.ndarray, mask: np.ndarray) -> tuple[float, float, floa
         rho = 1.0 - float(diffs.var(ddof=1)) / (2.0 * var) if diffs.size > 1 and var > 0 else 0.0
         out.append(math.sqrt(-2.0 * math.log(2.0) / math.log(rho)) if 0.0 < rho < 1.0 else -1.0)
     return out[0], out[1], out[2]
+
+
+def _bounding_box(mask: np.ndarray) -> tuple[slice, ...]:
+    """The smallest box holding every voxel of ``mask`` (the whole grid for an empty mask)."""
+    if not mask.any():
+        return tuple(slice(None) for _ in mask.shape)
+    index = np.argwhere(mask)
+    return tuple(slice(int(lo), int(hi) + 1) for lo, hi in zip(index.min(0), index.max(0), strict=True))
 
 
 # -- processing-quality metrics ------------------------------------------------------------------------------
@@ -378,7 +389,7 @@ def mask_components(mask: np.ndarray) -> tuple[int, float]:
     Returns ``(0, 0.0)`` for an empty mask.
     """
     sel = np.asarray(mask) > 0
-    labels, n = ndimage.label(sel, structure=np.ones((3, 3, 3), dtype=bool))
+    labels, n = ndimage.label(sel[_bounding_box(sel)], structure=np.ones((3, 3, 3), dtype=bool))
     if n == 0:
         return 0, 0.0
     sizes = np.bincount(labels.ravel())[1:]
@@ -522,7 +533,11 @@ def compute_iqms(
     # processing quality
     from smriflow.utils.atlases import tissue_volumes
 
-    volumes = tissue_volumes(*(loaded[f"tpm_{name}"] for name in TISSUES), loaded["mask"])
+    in_memory = {  # the arrays already read: nibabel would decompress the files again
+        name: nb.Nifti1Image(pvms[name], raw_img.affine, loaded[f"tpm_{name}"].header) for name in TISSUES
+    }
+    mask_img = nb.Nifti1Image(brain.astype(np.uint8), raw_img.affine, loaded["mask"].header)
+    volumes = tissue_volumes(*(in_memory[name] for name in TISSUES), mask_img)
     out["volume_brain_cm3"] = volumes["brain_volume_mm3"] / 1000.0
     out["volume_tiv_cm3"] = volumes["tiv_mm3"] / 1000.0
     out["volume_mask_cm3"] = volumes["mask_volume_mm3"] / 1000.0

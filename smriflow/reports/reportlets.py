@@ -22,6 +22,7 @@ __all__ = [
     "TISSUE_COLORS",
     "atlas_svg",
     "bias_svgs",
+    "check_grid",
     "crop",
     "crop_box",
     "cut_coords",
@@ -124,6 +125,19 @@ def cut_coords(mask: ImageLike, n_cuts: int = 7, *, margin: float = 0.1) -> dict
         positions = np.linspace(low[axis] + margin * span[axis], high[axis] - margin * span[axis], n_cuts)
         cuts[key] = [round(float(p), 1) for p in positions]
     return cuts
+
+
+def check_grid(img: ImageLike, reference: ImageLike, what: str) -> None:
+    """Raise ``ValueError`` unless ``img`` has the voxel grid (shape and affine) of ``reference``.
+
+    Only the headers are read.
+    """
+    loaded, ref = _load(img), _load(reference)
+    if loaded.shape[:3] != ref.shape[:3] or not np.allclose(loaded.affine, ref.affine, atol=1e-3):
+        raise ValueError(
+            f"{_name(img)}: '{what}' is not on the grid of the brain mask "
+            f"(shape {loaded.shape[:3]} vs {ref.shape[:3]}, or another affine)"
+        )
 
 
 def crop_box(mask: ImageLike, margin_mm: float = 6.0) -> tuple[slice, slice, slice]:

@@ -102,6 +102,10 @@ def subject_report(
     subject = subject.removeprefix("sub-")
     session = (session or "").removeprefix("ses-")
     label = f"sub-{subject}" + (f" ses-{session}" if session else "")
+    native = {"t1w": t1w, "t1w_preproc": t1w_preproc, "t1w_biasfield": t1w_biasfield, "t1w_dseg": t1w_dseg}
+    native.update({f"atlas_dseg[{i}]": path for i, path in enumerate(atlas_dseg)})
+    for what, path in native.items():
+        rl.check_grid(path, t1w_mask, what)
     box = rl.crop_box(t1w_mask, margin_mm=15.0)
     mask = rl.crop(t1w_mask, box, np.uint8)
     raw, corrected = rl.crop(t1w, box), rl.crop(t1w_preproc, box)

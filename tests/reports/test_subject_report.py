@@ -7,6 +7,8 @@ import re
 from html.parser import HTMLParser
 
 import _report_data
+import nibabel as nb
+import numpy as np
 import pytest
 from scipy.stats import percentileofscore
 
@@ -219,3 +221,14 @@ def test_bad_iqm_file_is_named(subject, tmp_path):
 
     with pytest.raises(ValueError, match=r"sub-01_desc-iqms_T1w\.json: expected a JSON object"):
         write_subject_report(tmp_path / "x.html", iqms_file=bad, subject="01")
+
+
+def test_images_off_the_mask_grid_are_refused(subject, tmp_path):
+    other = tmp_path / "sub-01_T1w_lia.nii.gz"
+    img = nb.load(subject.t1w)
+    flipped = img.affine @ np.diag([-1.0, 1, 1, 1])
+    nb.Nifti1Image(np.asanyarray(img.dataobj), flipped).to_filename(str(other))  # same shape, x flipped
+    with pytest.raises(
+        ValueError, match=r"sub-01_T1w_lia\.nii\.gz: 't1w' is not on the grid of the brain mask"
+    ):
+        render(subject, t1w=str(other))

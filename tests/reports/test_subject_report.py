@@ -232,3 +232,12 @@ def test_images_off_the_mask_grid_are_refused(subject, tmp_path):
         ValueError, match=r"sub-01_T1w_lia\.nii\.gz: 't1w' is not on the grid of the brain mask"
     ):
         render(subject, t1w=str(other))
+
+
+def test_atlas_papers_are_cited_by_either_name():
+    from smriflow.reports.blocks import references_html
+
+    assert "doi:10.1016/j.neuroimage.2006.01.021" in references_html(atlases=["desikan_killiany"])
+    assert "doi:10.1016/j.neuroimage.2006.01.021" in references_html(atlases=["desikankilliany"])
+    assert "doi:10.1016/j.neuroimage.2015.07.075" not in references_html(atlases=["desikankilliany"])
+    assert "Template: MNI152NLin2009aSym." in references_html(template="MNI152NLin2009aSym")

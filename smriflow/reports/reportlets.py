@@ -46,6 +46,7 @@ TISSUE_COLORS: tuple[tuple[str, tuple[int, ...], str], ...] = (
     ("WM", (2,), "#ff2bd6"),
 )
 MASK_COLOR = "#ff3b30"
+FIELD_OUTLINE_COLOR = "#ffffff"  # the brain mask's outline on the bias field
 _WIDTH_IN = 10.0  # figure width (inches)
 _ROW_IN = 1.9  # height of one row of cuts (inches)
 _DPI = 100  # raster resolution of the slices inside the SVG
@@ -271,7 +272,7 @@ def input_svg(t1w: ImageLike, cuts: Mapping[str, list[float]]) -> str:
 def bias_svgs(
     corrected: ImageLike, bias: ImageLike, mask: ImageLike, cuts
 ) -> tuple[str, str, tuple[float, float]]:
-    """The corrected image, and the bias field in colour, over the same cuts.
+    """The corrected image, and the bias field in colour with the brain mask's outline, over the same cuts.
 
     Returns
     -------
@@ -281,7 +282,15 @@ def bias_svgs(
         The field's 1st and 99th percentiles inside ``mask`` (the colour range of ``field_svg``).
     """
     low, high = robust_range(bias, mask, percentiles=(1, 99))
-    field = mosaic_svg(bias, cuts, cmap="magma", vmin=low, vmax=high)
+    outline = _binary(_load(mask), None)
+    field = mosaic_svg(
+        bias,
+        cuts,
+        cmap="magma",
+        vmin=low,
+        vmax=high,
+        draw=lambda display: _contour(display, outline, FIELD_OUTLINE_COLOR, 0.6),
+    )
     return mosaic_svg(corrected, cuts), field, (low, high)
 
 

@@ -135,6 +135,9 @@ def test_bias_field_range_and_atlas_overlay(subject, cuts):
     mask = np.asanyarray(nb.load(subject.t1w_mask).dataobj) > 0
     assert (low, high) == pytest.approx(tuple(np.percentile(data[mask], [1, 99])), abs=1e-4)
     assert ET.fromstring(corrected.encode()) is not None and ET.fromstring(field.encode()) is not None
+    assert has_colour(field, rl.FIELD_OUTLINE_COLOR, tolerance=10)  # the mask's outline, for orientation
+    bare = rl.mosaic_svg(subject.t1w_biasfield, cuts, cmap="magma", vmin=low, vmax=high)
+    assert not has_colour(bare, rl.FIELD_OUTLINE_COLOR, tolerance=10)  # magma itself has no white
     atlas = rl.atlas_svg(subject.t1w_preproc, subject.atlas_dseg[0], cuts)
     assert len(ET.fromstring(atlas.encode()).findall(f".//{SVG}image")) >= 5  # one row of axial cuts
     # each of the four quadrant labels is drawn in its colour of label_colormap (a semi-transparent layer)

@@ -21,6 +21,8 @@ from __future__ import annotations
 import logging
 import os
 import re
+import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -503,6 +505,41 @@ def last_error_line(crash_file: Path | None) -> str:
     return lines[-1][:300] if lines else ""
 
 
+_NO_LOCK = threading.Lock()
+
+
+class _LogFile(logging.FileHandler):
+    """The run's log file; when it cannot be written (a full disk), one line on stderr instead of a
+    traceback for every record."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self._failed = threading.Event()
+
+    def handleError(self, record: logging.LogRecord | None) -> None:  # noqa: N802 (logging's name)
+        error = sys.exc_info()[1]
+        with self.lock or _NO_LOCK:
+            if self._failed.is_set():
+                return
+            self._failed.set()
+        reason = getattr(error, "strerror", None) or error
+        print(
+            f"smriflow: cannot write the log {self.baseFilename} ({reason}); its end is lost", file=sys.stderr
+        )
+
+    def flush(self) -> None:
+        try:
+            super().flush()
+        except OSError:
+            self.handleError(None)
+
+    def close(self) -> None:
+        try:
+            super().close()
+        except OSError:
+            self.handleError(None)
+
+
 @contextmanager
 def log_to_file(path: Path, *, echo: bool = False) -> Iterator[None]:
     """Send the ``nipype``, ``smriflow``, warnings and ``concurrent.futures`` loggers to ``path``.
@@ -510,7 +547,7 @@ def log_to_file(path: Path, *, echo: bool = False) -> Iterator[None]:
     With ``echo``, to stderr too. Their handlers are restored afterwards, so a run inside a Python session
     leaves logging as it was.
     """
-    handler = logging.FileHandler(path, encoding="utf-8")
+    handler = _LogFile(path, encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s: %(message)s"))
     handlers: list[logging.Handler] = [handler]
     if echo:

@@ -23,6 +23,7 @@ __all__ = [
     "iqm_table_html",
     "methods_html",
     "percentile_in_group",
+    "reasons_html",
     "references_html",
     "verdict_html",
 ]
@@ -162,10 +163,19 @@ def verdict_html(row: Mapping | None) -> str:
     flag = str(row.get("qc_flag", "")).lower() in ("true", "1")
     if not flag:
         return '<p><span class="badge ok">passed</span> Group QC found nothing unusual.</p>'
-    reasons = [r.strip() for r in str(row.get("qc_reasons", "")).split(";") if r.strip()]
-    items = "".join(f"<li>{escape(r)}</li>" for r in reasons)
     head = '<p><span class="badge bad">flagged</span> Group QC flagged this image:</p>'
-    return f'{head}<ul class="bad">{items}</ul>'
+    return head + reasons_html(str(row.get("qc_reasons", "")), css_class="bad")
+
+
+def reasons_html(reasons: str, *, shown: int = 5, css_class: str = "") -> str:
+    """The ``; ``-separated reasons of a flag as a list: the first ``shown``, the others folded."""
+    items = [f"<li>{escape(r.strip())}</li>" for r in reasons.split(";") if r.strip()]
+    cls = f' class="{css_class}"' if css_class else ""
+    out = f"<ul{cls}>{''.join(items[:shown])}</ul>"
+    if len(items) > shown:
+        more = "".join(items[shown:])
+        out += f"<details><summary>{len(items) - shown} more</summary><ul{cls}>{more}</ul></details>"
+    return out
 
 
 def conform_notes(record: Mapping | None) -> list[tuple[str, str]]:

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from smriflow.reports.blocks import iqm_description
+from smriflow.reports.blocks import iqm_description, reasons_html
 from smriflow.reports.html import escape, page, svg_inline, table
 from smriflow.reports.subject import report_filename
 
@@ -192,12 +192,7 @@ def group_report(
     for i in np.flatnonzero(flagged):
         name = escape(labels[i])
         cell = f'<a href="{escape(links[i])}">{name}</a>' if links[i] else name
-        reasons = "".join(
-            f"<li>{escape(r.strip())}</li>"
-            for r in str(rows[i].get("qc_reasons", "")).split(";")
-            if r.strip()
-        )
-        flagged_rows.append([cell, f"<ul>{reasons}</ul>"])
+        flagged_rows.append([cell, reasons_html(str(rows[i].get("qc_reasons", "")))])
     flagged_html = (
         table(["image", "reasons"], flagged_rows)
         if flagged_rows

@@ -121,3 +121,13 @@ def test_interface(derivatives, tmp_path):
     (tmp_path / "plain").mkdir()
     plain = GroupQCReport(in_tsv=str(derivatives / "group_desc-iqms_T1w.tsv")).run(cwd=tmp_path / "plain")
     assert list(Path(plain.outputs.out_subject_reports).iterdir()) == []  # an empty folder, still an output
+
+
+def test_long_reason_lists_are_folded():
+    from smriflow.reports.blocks import reasons_html
+
+    html = reasons_html("; ".join(f"r{i}" for i in range(8)))
+    shown, folded = html.split("<details>")
+    assert [f"<li>r{i}</li>" in shown for i in range(8)] == [True] * 5 + [False] * 3
+    assert "<summary>3 more</summary>" in folded and "<li>r7</li>" in folded
+    assert "<details>" not in reasons_html("a; b")

@@ -30,9 +30,9 @@ sys.path.insert(0, str(REPO / "tests"))
 
 MODES = {
     "local": "plugin: MultiProc\nplugin_args: {poll_sleep_duration: 0.1}\n",
+    "slurm-array": "plugin: SLURMArray\nsingle_node: true\nplugin_args: {poll_sleep_duration: 1}\n",
     "slurm": "plugin: SLURMGraph\nsingle_node: true\nplugin_args: {poll_sleep_duration: 1}\n",
     "slurm-node": "plugin: SLURM\nsingle_node: true\nplugin_args: {poll_sleep_duration: 1}\n",
-    "slurm-array": "plugin: SLURMArray\nsingle_node: true\nplugin_args: {poll_sleep_duration: 1}\n",
 }
 
 
@@ -124,6 +124,11 @@ def main() -> int:
         if mode == "local":
             reference = files
         same = "n/a" if reference is None or mode == "local" else ("yes" if files == reference else "NO")
+        if same == "NO":
+            differ = sorted(
+                name for name in set(files) | set(reference) if files.get(name) != reference.get(name)
+            )
+            print(f"{mode}: derivatives that differ from the local run's: {differ}", file=sys.stderr)
         status = "ok" if done.returncode == 0 else f"exit {done.returncode}"
         if done.returncode:
             print(done.stdout[-2000:], done.stderr[-2000:], sep="\n", file=sys.stderr)

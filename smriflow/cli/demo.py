@@ -313,6 +313,7 @@ def _print_results(results: dict[str, Any], out: Path) -> None:
         )
 
     console.print(table)
+    console = Console(file=sys.stdout, highlight=False, soft_wrap=True)  # long paths stay on one line
     effect = results["age_effect"]
     true = effect["true"]
     console.print(

@@ -515,6 +515,7 @@ class _LogFile(logging.FileHandler):
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self._failed = threading.Event()
+        self._owner = os.getpid()
 
     def handleError(self, record: logging.LogRecord | None) -> None:  # noqa: N802 (logging's name)
         error = sys.exc_info()[1]
@@ -522,6 +523,8 @@ class _LogFile(logging.FileHandler):
             if self._failed.is_set():
                 return
             self._failed.set()
+        if os.getpid() != self._owner:  # a forked MultiProc worker: the run's process says it once
+            return
         reason = getattr(error, "strerror", None) or error
         print(
             f"smriflow: cannot write the log {self.baseFilename} ({reason}); its end is lost", file=sys.stderr

@@ -123,12 +123,19 @@ def strip_plot_svg(
                 body.set_edgecolor("#8ab4f8")
                 body.set_alpha(0.8)
         jitter = _offsets(len(values))
-        for i in np.flatnonzero(finite):
-            color = _FLAG if flagged[i] else _OK
-            point = ax.scatter([values[i]], [jitter[i]], s=16 if flagged[i] else 10, color=color, zorder=3)
-            point.set_gid(_point_id(name, labels[i]))
-            if links[i]:
-                point.set_urls([links[i]])
+        # one collection for all points (one marker definition in the SVG, a link per point); flagged last,
+        # so that they are drawn on top
+        order = sorted(np.flatnonzero(finite), key=lambda i: (bool(flagged[i]), i))
+        if order:
+            points = ax.scatter(
+                values[order],
+                jitter[order],
+                s=12,  # one size: one marker definition, <use>d per point
+                c=[_FLAG if flagged[i] else _OK for i in order],
+                zorder=3,
+            )
+            points.set_gid(_point_id(name))
+            points.set_urls([links[i] or None for i in order])
         ax.set_yticks([])
         ax.set_ylim(-1, 1)
         for side in ("left", "right", "top"):
@@ -139,15 +146,38 @@ def strip_plot_svg(
         buffer = io.StringIO()
         fig.savefig(buffer, format="svg", metadata={"Date": None})
     svg = svg_inline(buffer.getvalue())
-    for i in np.flatnonzero(finite):  # a tooltip per point: the image and its value
-        gid = re.escape(_point_id(name, labels[i]))
-        title = f"<title>{escape(labels[i])}: {values[i]:.4g}</title>"
-        svg = re.sub(rf'(<g id="{gid}">)', lambda m, t=title: m.group(1) + t, svg, count=1)
-    return svg
+    return _add_tooltips(svg, _point_id(name), [f"{labels[i]}: {values[i]:.4g}" for i in order])
 
 
-def _point_id(name: str, label: str) -> str:
-    return "pt-" + re.sub(r"[^A-Za-z0-9_-]", "-", f"{name}-{label}")
+def _add_tooltips(svg: str, gid: str, titles: list[str]) -> str:
+    """Wrap the n-th marker of the collection ``gid`` in a group titled ``titles[n]`` (a hover tooltip).
+
+    matplotlib draws the markers of a collection as ``<path>`` or, when it shares one definition, ``<use>``
+    elements, in the order of the points (inside an ``<a>`` when the point has a URL); marker definitions
+    sit in a ``<defs>`` block first and are left alone.
+    """
+    start = svg.find(f'<g id="{gid}">')
+    if start < 0:
+        return svg
+    depth, end = 0, len(svg)
+    for tag in re.finditer(r"<g\b[^>]*>|</g>", svg[start:]):
+        depth += -1 if tag.group(0) == "</g>" else 1
+        if depth == 0:
+            end = start + tag.end()
+            break
+    body = svg[start:end]
+    cut = body.rfind("</defs>") + len("</defs>") if "</defs>" in body else 0
+    names = iter(titles)
+    marks = re.sub(
+        r"<(?:path|use)\b[^>]*/>",
+        lambda m: f"<g><title>{escape(next(names, ''))}</title>{m.group(0)}</g>",
+        body[cut:],
+    )
+    return svg[:start] + body[:cut] + marks + svg[end:]
+
+
+def _point_id(name: str) -> str:
+    return "pts-" + re.sub(r"[^A-Za-z0-9_-]", "-", name)
 
 
 def group_report(

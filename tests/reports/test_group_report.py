@@ -65,7 +65,7 @@ def test_strip_plot_links_each_point_with_a_tooltip():
     links = [a.get("{http://www.w3.org/1999/xlink}href") for a in root.iter("{http://www.w3.org/2000/svg}a")]
     assert links == ["a.html", "d.html"]  # sub-b has no report, sub-c no value
     titles = [t.text for t in root.iter("{http://www.w3.org/2000/svg}title")]
-    assert titles == ["sub-a: 1", "sub-b: 2", "sub-d: 4"]
+    assert titles == ["sub-a: 1", "sub-d: 4", "sub-b: 2"]  # flagged points last (drawn on top)
     assert "#c5221f" in svg  # the flagged point is red
 
 

@@ -31,6 +31,7 @@ def demo(tmp_path_factory) -> tuple[Path, int, str]:
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("demo")  # one demo run per worker: keep its tests together
 def test_demo_runs_every_step(demo):
     out, code, printed = demo
     assert code == 0, printed
@@ -48,6 +49,7 @@ def test_demo_runs_every_step(demo):
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("demo")  # one demo run per worker: keep its tests together
 def test_demo_dataset_is_bids_with_ground_truth(demo):
     out, _, _ = demo
     participants = pd.read_csv(out / "bids" / "participants.tsv", sep="\t")
@@ -60,6 +62,7 @@ def test_demo_dataset_is_bids_with_ground_truth(demo):
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("demo")  # one demo run per worker: keep its tests together
 def test_demo_recovers_the_truth(demo):
     """At 3 mm: a good brain mask, good tissue labels, and the sign and size of the age effect."""
     out, _, _ = demo
@@ -81,6 +84,7 @@ def test_demo_recovers_the_truth(demo):
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("demo")  # one demo run per worker: keep its tests together
 def test_demo_refuses_another_demo_folder(demo, capsys):
     out, _, _ = demo
     assert main(["demo", "--output-dir", str(out), "--subjects", str(SUBJECTS), "--seed", "7"]) == 2

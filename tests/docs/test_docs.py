@@ -104,3 +104,17 @@ def test_generated_blocks_are_up_to_date(page: str):
 
 def test_readme_has_the_derivatives_table():
     assert block_pattern("anat_preproc-derivatives").search((DOCS.parent / "README.md").read_text())
+
+
+@pytest.mark.parametrize("page", ["README.md", *sorted(f"docs/{p.name}" for p in DOCS.glob("*.md"))])
+def test_relative_links_point_to_files(page: str):
+    """A newcomer who clicks a link in the README or the docs lands on a file that exists."""
+    path = DOCS.parent / page
+    text = re.sub(r"```.*?```", "", path.read_text(), flags=re.S)  # links inside code blocks are not links
+    broken = []
+    for target in re.findall(r"\]\(([^)\s]+)\)", text):
+        if re.match(r"[a-z]+:", target) or target.startswith("#"):
+            continue
+        if not (path.parent / target.split("#")[0]).exists():
+            broken.append(target)
+    assert not broken, f"{page}: links to missing files: {broken}"

@@ -137,7 +137,10 @@ def _dataset(out: Path, n_subjects: int, seed: int, params) -> Any:
             "--output-dir, or remove that one"
         )
     if out.exists() and any(out.iterdir()):
-        raise CLIError(f"--output-dir {out} exists and is not a smriflow demo folder; choose another one")
+        raise CLIError(
+            f"--output-dir {out} exists and is not a smriflow demo folder (or a demo stopped while writing "
+            "its dataset); choose another one, or remove it"
+        )
     tic = time.monotonic()
     print(f"[1/5] synthetic dataset: writing {n_subjects} subjects ...", flush=True)
     truth = write_dataset(out, n_subjects=n_subjects, seed=seed, params=params)

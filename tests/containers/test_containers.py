@@ -110,13 +110,22 @@ def test_recipes_copy_what_the_wheel_needs():
             assert (REPO / source).exists(), source
 
 
-def test_caches_are_built_at_build_time_for_the_default_atlases():
-    from smriflow.config.docs import packaged_specs
+def test_caches_are_built_at_build_time_for_every_atlas(monkeypatch, capsys):
+    """warmup.py asks for every template file and every atlas label image smriflow can use."""
+    import runpy
 
-    _, anat = packaged_specs()["anat_preproc"]
-    warmup = (REPO / "containers" / "warmup.py").read_text()
-    atlases = re.search(r"ATLASES = \(([^)]*)\)", warmup).group(1)
-    assert [a.strip().strip("\"'") for a in atlases.split(",") if a.strip()] == anat.args["atlases"].default
+    from smriflow.utils import atlases, templates
+
+    asked_templates, asked_atlases = [], []
+    monkeypatch.setattr(templates, "get_template", lambda **kw: asked_templates.append(kw) or "tpl")
+    monkeypatch.setattr(atlases, "cached_atlas_dseg", lambda name: asked_atlases.append(name) or "atlas")
+    runpy.run_path(str(REPO / "containers" / "warmup.py"))
+    assert asked_atlases == atlases.available_atlases()
+    wanted = [{"resolution": r, "suffix": s} for r in (1, 2) for s in ("T1w", "mask")]
+    wanted += [
+        {"resolution": r, "suffix": "probseg", "label": t} for r in (1, 2) for t in ("GM", "WM", "CSF")
+    ]
+    assert sorted(map(str, asked_templates)) == sorted(map(str, wanted))
     assert "python containers/warmup.py" in " ".join(_docker_instructions("RUN"))
     assert "python containers/warmup.py" in _def_sections()["post"]
 

@@ -161,7 +161,9 @@ def registered_interfaces() -> dict[str, type]:
 
 
 def _cell(text: Any) -> str:
-    return " ".join(str(text).split()).replace("|", "\\|")
+    """One Markdown table cell: one line, pipes escaped, reST roles and literals as Markdown code."""
+    text = re.sub(r":[\w:]+:`~?([^`]+)`", r"`\1`", " ".join(str(text).split()))
+    return text.replace("``", "`").replace("|", "\\|")
 
 
 def _trait_type(trait: Any) -> str:

@@ -118,3 +118,8 @@ def test_relative_links_point_to_files(page: str):
         if not (path.parent / target.split("#")[0]).exists():
             broken.append(target)
     assert not broken, f"{page}: links to missing files: {broken}"
+
+
+def test_no_graph_picture_of_a_removed_workflow():
+    names = {p.name.removeprefix("graph-").rsplit(".", 1)[0] for p in (DOCS / "img").glob("graph-*")}
+    assert names == set(packaged_specs()), "remove the pictures of workflows that no longer exist"

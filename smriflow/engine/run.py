@@ -48,8 +48,8 @@ from smriflow.engine.derivatives import (
 )
 from smriflow.engine.plugins import FailedNode, RunReport, run_workflow
 from smriflow.engine.validate import LoadedSpec, validate_file
+from smriflow.interfaces.bids import OutsideOutputError, check_inside
 from smriflow.interfaces.bids import SubjectFiles as SubjectPlan
-from smriflow.interfaces.bids import check_inside
 
 __all__ = [
     "PreparedRun",
@@ -300,16 +300,17 @@ def execute_run(
     RunSetupError
         When the plugin refuses the settings before any node ran (e.g. a node needs more than n_procs).
     """
-    from smriflow.engine.locks import RunLocks
+    from smriflow.engine.locks import LOCK_FOLDER, RunLocks
 
     group = prepared.loaded.spec.level == "group"
     names = [f"group-{prepared.loaded.spec.name}"] if group else []
     names += [f"sub-{s.label}" for s in prepared.subjects if s.problem is None and not group]
     locks = RunLocks(prepared.output_dir, names, what=prepared.loaded.spec.name)
     try:
-        locks.acquire()  # before anything is written: two runs never process one subject at once
         logs = prepared.output_dir / "logs"
-        check_inside(prepared.output_dir, logs / "x")
+        for folder in (logs, prepared.output_dir / LOCK_FOLDER):  # a symlink out of the folder: refused
+            check_inside(prepared.output_dir, folder / "x")
+        locks.acquire()  # before anything is written: two runs never process one subject at once
         logs.mkdir(parents=True, exist_ok=True)
         base = time.strftime("%Y%m%d-%H%M%S")
         stamp, attempt = base, 1
@@ -330,6 +331,9 @@ def execute_run(
                 output_dir=prepared.output_dir,
             )
         write_json(logs / f"run-{stamp}.json", _run_record(prepared))
+    except OutsideOutputError as exc:
+        locks.release()
+        raise RunSetupError(str(exc)) from None
     except OSError as exc:
         locks.release()
         where = exc.filename or prepared.output_dir

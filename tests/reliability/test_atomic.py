@@ -221,3 +221,29 @@ def test_os_replace_is_what_makes_a_file_appear(tmp_path, monkeypatch):
         and seen[0][0].startswith(".a.nii.gz.")
         and seen[0][0].endswith(".tmp")
     )
+
+
+def test_a_run_whose_logs_folder_leads_outside_is_refused(tmp_path):
+    """``smriflow run`` checks its own folders (logs, locks) before writing anything."""
+    import contextlib
+    import io
+
+    from smriflow.cli.main import main
+
+    write_synthetic_t1w(tmp_path / "bids" / "sub-01" / "anat" / "sub-01_T1w.nii.gz")
+    (tmp_path / "bids" / "dataset_description.json").write_text('{"Name": "x", "BIDSVersion": "1.8.0"}')
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "logs").symlink_to(elsewhere, target_is_directory=True)
+    err = io.StringIO()
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
+        code = main(["run", "example", "--bids-dir", str(tmp_path / "bids"), "--output-dir", str(out)])
+    assert code == 2
+    assert err.getvalue() == (
+        f"{tmp_path / 'out' / 'logs'}/x: refusing to write outside the output folder {tmp_path / 'out'} "
+        f"(the path leads to {elsewhere / 'x'})\n"
+    )
+    assert list(elsewhere.iterdir()) == []
+    assert sorted(p.name for p in out.iterdir()) == ["logs"]  # nothing written, no lock either

@@ -519,6 +519,6 @@ def write_dataset(
         subject.dseg.to_filename(str(truth_dir / f"{row.participant_id}_dseg.nii.gz"))
         rows.append({"participant_id": row.participant_id, "sex": row.sex, **subject.truth})
     truth = pd.DataFrame(rows)
-    truth.to_csv(truth_dir / "truth.tsv", sep="\t", index=False, float_format="%.6g")
+    truth.to_csv(truth_dir / "truth.tsv", sep="\t", index=False, float_format="%.9g")
     (truth_dir / "params.json").write_text(json.dumps({"seed": seed, **asdict(params)}, indent=2) + "\n")
     return truth

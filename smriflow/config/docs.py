@@ -259,7 +259,9 @@ def derivative_name(out: spec.OutputSpec, wf: spec.WorkflowSpec) -> str | None:
     from smriflow.interfaces.bids import ENTITY_KEYS
 
     if out.path is not None:
-        return out.path.replace("{subject}", "<label>").replace("{session}", "<session>")
+        path = out.path.replace("{subject}", "<label>").replace("{session}", "<session>")
+        # a folder path receives files the workflow names (the report: sub-<label>[_ses-<session>].html)
+        return path + "…" if path.endswith("/") else path
     if out.bids is None:
         return None
     parts = []
@@ -457,7 +459,8 @@ CLI_CASES: list[tuple[str, str, list[str]]] = [
     ),
     (
         "An unknown execution config",
-        "Packaged configs: `local` (default), `linear`, `slurm`, `slurm-node`; or the path of a YAML file.",
+        "Packaged configs: `local` (default), `linear`, `slurm`, `slurm-node`, `slurm-array`; or a YAML "
+        "file.",
         ["run", "anat_preproc", "--bids-dir", "bids", "--output-dir", "out", "--exec-config", "slurmm"],
     ),
     (

@@ -248,7 +248,8 @@ def build_subject_workflow(
     if len(units) > 1:  # one file per subject would be written once per session
         for out_name, out in spec.outputs.items():
             path = substitute(out.path, dict(args))
-            if path is not None and "{session}" not in path:
+            # a folder path receives files named by the workflow, which tell the sessions apart
+            if path is not None and "{session}" not in path and not path.endswith("/"):
                 raise RunSetupError(
                     f"sub-{label} has {len(units)} sessions but output '{out_name}' is written to {path!r}, "
                     "which has no {session}: add it to the path"

@@ -89,6 +89,7 @@ def _copy(source: Path, target: Path) -> Path:
         staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
         try:
             shutil.copytree(source, staging, dirs_exist_ok=True)
+            os.chmod(staging, _DIR_MODE)  # mkdtemp makes 0700
             if target.is_dir() and not target.is_symlink():
                 retired = Path(tempfile.mkdtemp(prefix=f".{target.name}.old.", dir=target.parent))
                 os.replace(target, retired / target.name)
@@ -100,5 +101,20 @@ def _copy(source: Path, target: Path) -> Path:
             shutil.rmtree(staging, ignore_errors=True)
             raise
         return target
-    atomic_write(target, lambda tmp: shutil.copyfile(source, tmp))
+
+    def write(tmp: str) -> None:
+        shutil.copyfile(source, tmp)
+        os.chmod(tmp, _FILE_MODE)  # mkstemp makes 0600; derivatives are readable like any file
+
+    atomic_write(target, write)
     return target
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_FILE_MODE = 0o666 & ~_umask()
+_DIR_MODE = 0o777 & ~_umask()

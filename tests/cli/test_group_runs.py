@@ -245,3 +245,15 @@ def test_relative_path_args_are_made_absolute(tmp_path, image, monkeypatch):
     monkeypatch.chdir(image.parent)
     prepared = prepare_run(spec, None, tmp_path / "deriv", args={"image": image.name})
     assert prepared.args["image"] == str(image)
+
+
+def test_published_files_are_readable_like_other_files(tmp_path):
+    source = tmp_path / "f.txt"
+    source.write_text("x")
+    (tmp_path / "d").mkdir()
+    (written,) = publish(source, tmp_path / "out", "f.txt")
+    (folder,) = publish(tmp_path / "d", tmp_path / "out", "d")
+    mask = os.umask(0)
+    os.umask(mask)
+    assert written.stat().st_mode & 0o777 == 0o666 & ~mask
+    assert folder.stat().st_mode & 0o777 == 0o777 & ~mask

@@ -55,6 +55,7 @@ PORTS = {
             "atlas_volumes",
             "summary_volumes",
             "iqms",
+            "report",
         ],
     ),
     "brain_extraction": (["t1w"], ["t1w_mask", "t1w_brain", "anat2tpl_affine"]),
@@ -281,7 +282,7 @@ def test_one_subject_fails_the_other_finishes(small_runs):
     assert "sub-02: node sub_02_wf.anat_preproc_wf.conform failed: ValueError:" in done.stdout
     assert not (output / "sub-02").exists()  # a failed subject leaves no derivative at all
     written = [name for name in files_of(output) if not name.startswith("logs/")]
-    assert written == sorted(["dataset_description.json"] + expected_files("01"))
+    assert written == sorted(["dataset_description.json", "sub-01.html"] + expected_files("01"))
 
 
 @end_to_end

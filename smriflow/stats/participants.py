@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import csv
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -279,6 +280,24 @@ def formula_variables(formula: str) -> list[str]:
     return list(dict.fromkeys(names))
 
 
+def _check_numeric_use(name: str, values: pd.Series, rhs: str, source: str) -> None:
+    """A mostly numeric column used as a number (not in ``C(...)``) must hold numbers only.
+
+    Otherwise patsy would silently turn it into a factor (``age[T.21]``, …) because of one typo.
+    """
+    if values.dtype != object or re.search(rf"\bC\(\s*{re.escape(name)}\b", rhs):
+        return
+    present = values.dropna()
+    numbers = pd.to_numeric(present, errors="coerce")
+    if numbers.notna().sum() * 2 < len(present):  # mostly words: a real categorical column
+        return
+    label, bad = next((k, v) for k, v in present[numbers.isna()].items())
+    raise ValueError(
+        f"{source}: column '{name}' is used as a number but holds {bad!r} (sub-{label}); fix that value, "
+        f"or write C({name}) to treat the column as a category"
+    )
+
+
 def check_model(
     formula: str,
     frame: pd.DataFrame,
@@ -315,8 +334,10 @@ def check_model(
 
     variables = formula_variables(formula)
     _check_columns(frame, variables, source)
+    rhs = formula.split("~", 1)[1] if "~" in formula else formula
     for name in variables:
         values = frame[name]
+        _check_numeric_use(name, values, rhs, source)
         if values.isna().any():
             raise ValueError(
                 f"{source}: column '{name}' has {int(values.isna().sum())} missing values; "
@@ -326,7 +347,6 @@ def check_model(
             only = values.iloc[0] if len(values) else "no subjects"
             only = only.item() if isinstance(only, np.generic) else only
             raise ValueError(f"{source}: predictor '{name}' has no variance (all {only!r}, n={len(values)})")
-    rhs = formula.split("~", 1)[1] if "~" in formula else formula
     design = dmatrix(rhs, frame, return_type="dataframe", NA_action="raise")
     columns = [str(c) for c in design.columns]
     n, p = design.shape

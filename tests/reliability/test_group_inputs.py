@@ -91,19 +91,19 @@ def test_participants_with_a_non_numeric_age_is_refused(tmp_path, roi_inputs):
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="stats.participants reads a numeric column with one stray word as a factor: the message is about "
-    "model parameters (age[T.21], ..., age[T.twenty]), not the value 'twenty' of sub-03",
-)
 def test_a_non_numeric_age_is_named_in_the_message(tmp_path, roi_inputs):
     table, participants = roi_inputs
     path = tmp_path / "participants.tsv"
     participants["age"] = participants["age"].astype(str)
     participants.loc[3, "age"] = "twenty"
     participants.to_csv(path, sep="\t", index=False)
-    _, _, err = stats_roi(table, path, tmp_path / "out")
-    assert "'twenty'" in err and "sub-03" in err
+    code, _, err = stats_roi(table, path, tmp_path / "out")
+    assert code == 2
+    assert err.endswith(
+        ": column 'age' is used as a number but holds 'twenty' (sub-03); fix that value, "
+        "or write C(age) to treat the column as a category\n"
+    )
+    assert err.count("\n") == 1
 
 
 def test_a_jacobian_on_another_grid_than_its_gm_map(tmp_path):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -18,15 +17,8 @@ CLUSTER_COLUMNS = ["cluster_id", "x", "y", "z", "peak_z", "cluster_size_mm3"]
 
 
 def _atomic(path: Path, write: Callable[[str], None]) -> Path:
-    """Write through a temporary file and rename it into place, with the usual permissions (umask)."""
-    umask = os.umask(0)
-    os.umask(umask)
-
-    def write_readable(tmp: str) -> None:
-        write(tmp)
-        os.chmod(tmp, 0o666 & ~umask)
-
-    atomic_write(path, write_readable)
+    """:func:`~smriflow.utils.cache.atomic_write`, returning the path."""
+    atomic_write(path, write)
     return path
 
 

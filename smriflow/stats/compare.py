@@ -27,6 +27,7 @@ import pandas as pd
 
 from smriflow.stats.participants import participant_label
 from smriflow.stats.tables import SUBJECT_COLUMNS, read_roi_table, read_table_file, split_hemi
+from smriflow.utils.cache import atomic_write
 from smriflow.utils.text import did_you_mean
 
 __all__ = [
@@ -261,11 +262,12 @@ def run_compare(
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     tsv = out / "compare.tsv"
-    tmp = out / ".compare.tsv.tmp"
-    result.table[COMPARE_COLUMNS].to_csv(
-        tmp, sep="\t", index=False, float_format="%.10g", lineterminator="\n"
+    atomic_write(
+        tsv,
+        lambda tmp: result.table[COMPARE_COLUMNS].to_csv(
+            tmp, sep="\t", index=False, float_format="%.10g", lineterminator="\n"
+        ),
     )
-    tmp.replace(tsv)
     meta = {
         "pipelines": list(values),
         "n_subjects": len(result.subjects),
@@ -273,7 +275,7 @@ def run_compare(
         "qc_excluded": ["sub-" + s for s in result.qc_excluded],
         "tables": [str(t) for t in tables],
     }
-    (out / "compare.json").write_text(json.dumps(meta, indent=2) + "\n")
+    atomic_write(out / "compare.json", lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=2) + "\n"))
     result.files = {"table": str(tsv), "json": str(out / "compare.json")}
     if figures:
         from smriflow.stats.plots import compare_figures

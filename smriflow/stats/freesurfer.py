@@ -26,6 +26,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from smriflow.utils.cache import atomic_write
+
 __all__ = [
     "APARC_MEASURES",
     "ASEG_EXTRAS",
@@ -401,9 +403,7 @@ def write_wide_table(table: pd.DataFrame, path: str | Path) -> Path:
     lines = ["\t".join([str(table.index.name), *map(str, table.columns)])]
     for subject, row in zip(table.index, table.itertuples(index=False), strict=True):
         lines.append("\t".join([str(subject), *(str(float(v)) for v in row)]))
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("\n".join(lines) + "\n")
-    tmp.replace(path)
+    atomic_write(path, lambda tmp: Path(tmp).write_text("\n".join(lines) + "\n"))
     return path
 
 

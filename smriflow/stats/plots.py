@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from smriflow.stats.tables import atlas_label_for
+from smriflow.utils.cache import atomic_write
 
 if TYPE_CHECKING:  # pragma: no cover
     from smriflow.stats.compare import CompareResult
@@ -67,11 +68,10 @@ def _pyplot():
 
 def _save(fig, path: Path) -> str:
     plt = _pyplot()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    fig.savefig(tmp, **_PNG)
-    plt.close(fig)
-    tmp.replace(path)
+    try:
+        atomic_write(path, lambda tmp: fig.savefig(tmp, **_PNG))
+    finally:
+        plt.close(fig)
     return str(path)
 
 

@@ -27,6 +27,7 @@ from smriflow.stats.participants import (
     load_participants,
 )
 from smriflow.stats.tables import RoiData, read_roi_tables
+from smriflow.utils.cache import atomic_write
 from smriflow.utils.text import did_you_mean
 
 __all__ = [
@@ -259,9 +260,12 @@ def fit_roi_glm(
 
 
 def _write_tsv(frame: pd.DataFrame, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    frame.to_csv(tmp, sep="\t", index=False, na_rep="n/a", float_format="%.10g", lineterminator="\n")
-    tmp.replace(path)
+    atomic_write(
+        path,
+        lambda tmp: frame.to_csv(
+            tmp, sep="\t", index=False, na_rep="n/a", float_format="%.10g", lineterminator="\n"
+        ),
+    )
 
 
 def run_roi_glm(
@@ -324,7 +328,7 @@ def run_roi_glm(
         "tables": [str(t) for t in tables],
         "participants": str(participants),
     }
-    (out / "roi_glm.json").write_text(json.dumps(meta, indent=2) + "\n")
+    atomic_write(out / "roi_glm.json", lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=2) + "\n"))
     result.files = {
         "table": str(out / "roi_glm.tsv"),
         "missing": str(out / "missing.tsv"),

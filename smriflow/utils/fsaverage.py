@@ -105,17 +105,14 @@ def annotation_label(column: str) -> tuple[str, str]:
 
     Accepted forms (``<meas>`` one of :data:`MEASURES`, optional):
 
-    ========================================  ========================================
-    column                                    result
-    ========================================  ========================================
-    ``lh_superiorfrontal_thickness``          ``('lh', 'superiorfrontal')`` (aparcstats2table, fs-table)
-    ``rh_G&S_frontomargin_thickness``         ``('rh', 'G_and_S_frontomargin')`` (FreeSurfer 6/7)
-    ``rh_G_and_S_frontomargin_thickness``     ``('rh', 'G_and_S_frontomargin')`` (FreeSurfer 5.3)
-    ``lh.superiorfrontal``, ``lh_superiorfrontal``  ``('lh', 'superiorfrontal')`` (long tables)
-    ``L_superiorfrontal``, ``superiorfrontal_L``    ``('lh', 'superiorfrontal')`` (ENIGMA, ABIDE)
-    ``ctx-lh-superiorfrontal``                ``('lh', 'superiorfrontal')`` (DK volume atlas)
-    ``ctx_lh_G_and_S_frontomargin``           ``('lh', 'G_and_S_frontomargin')`` (Destrieux volume atlas)
-    ========================================  ========================================
+    - ``lh_superiorfrontal_thickness`` (aparcstats2table, ``smriflow stats fs-table``) →
+      ``('lh', 'superiorfrontal')``
+    - ``rh_G&S_frontomargin_thickness`` (FreeSurfer 6/7) and ``rh_G_and_S_frontomargin_thickness``
+      (FreeSurfer 5.3) → ``('rh', 'G_and_S_frontomargin')``
+    - ``lh_superiorfrontal``, ``lh.superiorfrontal`` (long tables) → ``('lh', 'superiorfrontal')``
+    - ``L_superiorfrontal``, ``superiorfrontal_L`` (ENIGMA, ABIDE) → ``('lh', 'superiorfrontal')``
+    - ``ctx-lh-superiorfrontal`` (DK volume atlas) → ``('lh', 'superiorfrontal')``
+    - ``ctx_lh_G_and_S_frontomargin`` (Destrieux volume atlas) → ``('lh', 'G_and_S_frontomargin')``
 
     The label is spelled as in the annotation's colour table: Destrieux's ``&`` is ``_and_``. A column that
     is not a region (``lh_MeanThickness_thickness``) gives a label that no annotation has; the caller checks

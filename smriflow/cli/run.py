@@ -44,6 +44,12 @@ def add_parser(subparsers: Any, common: argparse.ArgumentParser) -> argparse.Arg
         help="subjects to run, with or without 'sub-' (default: all)",
     )
     parser.add_argument(
+        "--longitudinal",
+        action="store_true",
+        help="one anatomical per subject from every session (inputs declared many: true, e.g. anat_preproc's "
+        "T1w, get all sessions' files; derivatives carry no ses-), instead of one run per session",
+    )
+    parser.add_argument(
         "--work-dir",
         type=Path,
         metavar="DIR",
@@ -111,6 +117,7 @@ def run_command(args: argparse.Namespace) -> int:
         exec_config=config,
         args=values,
         arg_source="--set",
+        longitudinal=args.longitudinal,
     )
     console = Console(file=sys.stdout, highlight=False, soft_wrap=not sys.stdout.isatty())
     runnable = sum(subject.problem is None for subject in prepared.subjects)

@@ -79,6 +79,19 @@ class InputSpec(_Strict):
         ),
     )
     required: bool = Field(True, description="With `bids`: a subject without a match is an error.")
+    many: bool = Field(
+        False,
+        description=(
+            "With `bids`: every matching file of the subject's session, as a sorted list, instead of exactly "
+            "one (e.g. several T1w runs, or every session's T1w with `smriflow run --longitudinal`)."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _many_needs_bids(self) -> InputSpec:
+        if self.many and self.bids is None:
+            raise ValueError("'many' needs a 'bids' query (it says how many of its files the input takes)")
+        return self
 
 
 class OutputSpec(_Strict):
@@ -103,6 +116,13 @@ class OutputSpec(_Strict):
             "`{session}` are filled per subject). Ending in `/`, it names a folder that receives the file, "
             "the list of files or the contents of the directory the output holds (e.g. `roi_glm/figures/`). "
             "May be `$arg`. No sidecar is written."
+        ),
+    )
+    required: bool = Field(
+        True,
+        description=(
+            "False: the output may be missing, because it comes from an optional input the subject lacks "
+            "(e.g. a T2w); then nothing is written for it. A missing required output fails the subject."
         ),
     )
     meta: str | None = Field(

@@ -175,8 +175,11 @@ def check_runnable(loaded: LoadedSpec, args: Mapping[str, Any]) -> list[Problem]
     return problems
 
 
-def check_output_dir(output_dir: Path, loaded: LoadedSpec, args: Mapping[str, Any]) -> None:
-    """Refuse to mix, in one folder, derivatives of another workflow or of other arguments.
+def check_output_dir(
+    output_dir: Path, loaded: LoadedSpec, args: Mapping[str, Any], *, longitudinal: bool = False
+) -> None:
+    """Refuse to mix, in one folder, derivatives of another workflow, of other arguments, or per session
+    with ``--longitudinal`` ones.
 
     Raises
     ------
@@ -210,6 +213,12 @@ def check_output_dir(output_dir: Path, loaded: LoadedSpec, args: Mapping[str, An
             f"{output_dir} holds derivatives of '{loaded.spec.name}' made with other arguments: "
             f"{', '.join(changed)}; choose another --output-dir, or remove that one"
         )
+    if generated["Workflow"].get("Longitudinal", False) != longitudinal:
+        made, now = ("with", "without") if not longitudinal else ("without", "with")
+        raise RunSetupError(
+            f"{output_dir} holds derivatives of '{loaded.spec.name}' made {made} --longitudinal; run {now} "
+            "it into another --output-dir"
+        )
 
 
 def provenance_args(args: Mapping[str, Any]) -> dict[str, Any]:
@@ -222,7 +231,7 @@ def build_subject_workflow(
     loaded: LoadedSpec,
     args: Mapping[str, Any],
     label: str,
-    units: Mapping[str | None, Mapping[str, str]],
+    units: Mapping[str | None, Mapping[str, str | list[str]]],
     *,
     bids_dir: Path,
     output_dir: Path,
@@ -255,7 +264,7 @@ def build_subject_workflow(
                     "which has no {session}: add it to the path"
                 )
     sub_wf = pe.Workflow(name=f"sub_{label}_wf")
-    fields: dict[str, tuple[Any, str, Mapping[str, str]]] = {}
+    fields: dict[str, tuple[Any, str, Mapping[str, str | list[str]]]] = {}
     for session, files in units.items():
         suffix = "" if session is None else f"_ses_{session}"
         name = spec.name if session is None else f"{spec.name.removesuffix('_wf')}{suffix}_wf"
@@ -265,17 +274,22 @@ def build_subject_workflow(
             setattr(inputnode.inputs, input_name, path)
         for out_name in spec.outputs:
             fields[f"{out_name}{suffix}"] = (wf, out_name, files)
+    optional = [name for name, (_, out_name, _) in fields.items() if not spec.outputs[out_name].required]
     barrier = pe.Node(
-        Barrier(fields=list(fields)), name="derivatives_barrier", run_without_submitting=True, mem_gb=0.1
+        Barrier(fields=list(fields), optional=optional),
+        name="derivatives_barrier",
+        run_without_submitting=True,
+        mem_gb=0.1,
     )
     connections = []
     for field_name, (wf, out_name, files) in fields.items():
         connections.append((wf, barrier, [(f"outputnode.{out_name}", field_name)]))
+        required = spec.outputs[out_name].required
         path = substitute(spec.outputs[out_name].path, dict(args))
         if path is not None:
             session = field_name[len(out_name) + len("_ses_") :] if field_name != out_name else ""
             where = path.format(subject=label, session=session)
-            sink = _publish_node(f"ds_{field_name}", output_dir, where)
+            sink = _publish_node(f"ds_{field_name}", output_dir, where, optional=not required)
             connections.append((barrier, sink, [(field_name, "in_file")]))
             continue
         entities = substitute(dict(spec.outputs[out_name].bids or {}), args)
@@ -290,6 +304,7 @@ def build_subject_workflow(
                 source_file=_source_file(loaded, files),
                 compress=compress,
                 provenance=provenance,
+                optional=not required,
                 **entities,
             ),
             name=f"ds_{field_name}",
@@ -320,7 +335,7 @@ def build_group_workflow(loaded: LoadedSpec, args: Mapping[str, Any], *, output_
     group_wf = pe.Workflow(name=GROUP_NAME)
     wf = build_workflow(loaded, dict(args))
     barrier = pe.Node(
-        Barrier(fields=list(spec.outputs)),
+        Barrier(fields=list(spec.outputs), optional=[n for n, o in spec.outputs.items() if not o.required]),
         name="derivatives_barrier",
         run_without_submitting=True,
         mem_gb=0.1,
@@ -329,23 +344,31 @@ def build_group_workflow(loaded: LoadedSpec, args: Mapping[str, Any], *, output_
     for name, out in spec.outputs.items():
         path = substitute(out.path, dict(args))
         if path is not None:
-            sink = _publish_node(f"ds_{name}", output_dir, path)
+            sink = _publish_node(f"ds_{name}", output_dir, path, optional=not out.required)
             connections.append((barrier, sink, [(name, "in_file")]))
     group_wf.connect(connections)
     return group_wf
 
 
-def _publish_node(name: str, output_dir: Path, path: str):
+def _publish_node(name: str, output_dir: Path, path: str, *, optional: bool = False):
     from nipype.pipeline import engine as pe
 
     from smriflow.interfaces.publish import PublishOutput
 
-    return pe.Node(PublishOutput(base_directory=str(output_dir), path=path), name=name, mem_gb=0.5)
+    return pe.Node(
+        PublishOutput(base_directory=str(output_dir), path=path, optional=optional), name=name, mem_gb=0.5
+    )
 
 
-def _source_file(loaded: LoadedSpec, files: Mapping[str, str]) -> str:
-    """The file whose entities name the derivatives: the first input (in file order) that has a file."""
+def _source_file(loaded: LoadedSpec, files: Mapping[str, str | list[str]]) -> str | list[str]:
+    """The file(s) whose entities name the derivatives: those of the first input (in file order) that has
+    any. Several files (``many: true``) keep only the entities they share: runs averaged lose ``run-``, the
+    sessions of ``--longitudinal`` lose ``ses-`` (niworkflows' rule)."""
     return next(files[name] for name in loaded.spec.inputs if name in files)
+
+
+def _flat(files: Mapping[str, str | list[str]]) -> list[str]:
+    return [path for value in files.values() for path in ([value] if isinstance(value, str) else value)]
 
 
 def _file_provenance(
@@ -353,14 +376,14 @@ def _file_provenance(
     args: Mapping[str, Any],
     wf: Any,
     out_name: str,
-    files: Mapping[str, str],
+    files: Mapping[str, str | list[str]],
     bids_dir: Path,
 ) -> dict[str, Any]:
     out = loaded.spec.outputs[out_name]
     fields: dict[str, Any] = {}
     if out.doc:
         fields["Description"] = out.doc
-    fields["Sources"] = ["bids:raw:" + Path(path).relative_to(bids_dir).as_posix() for path in files.values()]
+    fields["Sources"] = ["bids:raw:" + Path(path).relative_to(bids_dir).as_posix() for path in _flat(files)]
     fields["GeneratedBy"] = [
         {
             "Name": "smriflow",
@@ -401,7 +424,13 @@ def producer(wf: Any, out_name: str) -> str | None:
 
 # -- provenance -------------------------------------------------------------------------------------------
 def write_dataset_description(
-    loaded: LoadedSpec, args: Mapping[str, Any], config: ExecConfig, *, bids_dir: Path, output_dir: Path
+    loaded: LoadedSpec,
+    args: Mapping[str, Any],
+    config: ExecConfig,
+    *,
+    bids_dir: Path,
+    output_dir: Path,
+    longitudinal: bool = False,
 ) -> Path:
     """Write ``OUTPUT/dataset_description.json``: a derivative dataset with smriflow's ``GeneratedBy``."""
     spec = loaded.spec
@@ -418,6 +447,8 @@ def write_dataset_description(
                     "Name": spec.name,
                     "Spec": str(loaded.path.resolve()),
                     "Args": dict(sorted(args.items())),
+                    # one anatomical per subject from all its sessions (`smriflow run --longitudinal`)
+                    "Longitudinal": longitudinal,
                 },
                 "ExecutionConfig": config_record(config),
             }

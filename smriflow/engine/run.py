@@ -84,6 +84,7 @@ class PreparedRun:
     subjects: list[SubjectPlan]
     workflow: Any | None  # nipype Workflow; None when no subject can run
     nodes: dict[str, str] = field(default_factory=dict)
+    longitudinal: bool = False  # one unit per subject from every session (--longitudinal)
 
     @property
     def total_nodes(self) -> int:
@@ -148,6 +149,7 @@ def prepare_run(
     exec_config: ExecConfig | str | Path | None = None,
     args: Mapping[str, Any] | None = None,
     arg_source: str = "argument",
+    longitudinal: bool = False,
 ) -> PreparedRun:
     """Check the inputs of a run and build its graph, without running anything.
 
@@ -170,6 +172,10 @@ def prepare_run(
         Values of the workflow's ``args`` (and ``seed``, ``omp_nthreads``).
     arg_source : str
         How ``args`` were given, for messages (the CLI passes ``--set``).
+    longitudinal : bool
+        Process each subject once from the files of all its sessions (inputs with ``many: true`` get every
+        session's files; derivatives keep only the entities those files share, so no ``ses-``), instead of
+        once per session.
 
     Raises
     ------
@@ -217,14 +223,26 @@ def prepare_run(
                     f"{option} {folder} is inside the BIDS dataset; use a folder outside it or under "
                     f"{bids_dir / 'derivatives'}"
                 )
+    if group and longitudinal:
+        raise RunSetupError(f"'{loaded.spec.name}' is a group workflow: --longitudinal does not apply")
     if not group:  # a group run adds its files to the folder of the derivatives it summarises
-        check_output_dir(output_dir, loaded, resolved)
+        check_output_dir(output_dir, loaded, resolved, longitudinal=longitudinal)
 
     if group:
         subjects = [SubjectPlan(GROUP_LABEL)]
     else:
-        subjects = _collect_subjects(loaded, bids_dir, participant_labels)
-    prepared = PreparedRun(loaded, resolved, config, bids_dir, output_dir, run_work_dir, subjects, None)
+        subjects = _collect_subjects(loaded, bids_dir, participant_labels, longitudinal)
+    prepared = PreparedRun(
+        loaded,
+        resolved,
+        config,
+        bids_dir,
+        output_dir,
+        run_work_dir,
+        subjects,
+        None,
+        longitudinal=longitudinal,
+    )
     runnable = [subject for subject in subjects if subject.problem is None]
     if runnable:
         from nipype.pipeline import engine as pe
@@ -265,13 +283,14 @@ def _refuse_run_folders(given: Mapping[str, Any], arg_source: str) -> None:
 
 
 def _collect_subjects(
-    loaded: LoadedSpec, bids_dir: Path, participant_labels: Sequence[str] | None
+    loaded: LoadedSpec, bids_dir: Path, participant_labels: Sequence[str] | None, longitudinal: bool
 ) -> list[SubjectPlan]:
     from smriflow.interfaces.bids import BIDSInputError, BIDSQueryError, collect_subjects
 
     queries = {name: (item.bids, item.required) for name, item in loaded.spec.inputs.items() if item.bids}
+    many = [name for name, item in loaded.spec.inputs.items() if item.many]
     try:
-        return collect_subjects(bids_dir, queries, participant_labels)
+        return collect_subjects(bids_dir, queries, participant_labels, many=many, merge_sessions=longitudinal)
     except BIDSInputError as exc:
         raise RunSetupError(str(exc)) from None
     except BIDSQueryError as exc:
@@ -329,6 +348,7 @@ def execute_run(
                 prepared.config,
                 bids_dir=prepared.bids_dir,
                 output_dir=prepared.output_dir,
+                longitudinal=prepared.longitudinal,
             )
         write_json(logs / f"run-{stamp}.json", _run_record(prepared))
     except OutsideOutputError as exc:
@@ -604,6 +624,7 @@ def _run_record(prepared: PreparedRun) -> dict[str, Any]:
         "bids_dir": str(prepared.bids_dir) if prepared.bids_dir else None,
         "output_dir": str(prepared.output_dir),
         "work_dir": str(prepared.work_dir),
+        "longitudinal": prepared.longitudinal,
         "subjects": {
             s.label: s.problem or {str(k): v for k, v in s.units.items()} for s in prepared.subjects
         },

@@ -155,6 +155,8 @@ def plan_array(
     command += ["--bids-dir", str(prepared.bids_dir), "--output-dir", str(prepared.output_dir)]
     command += ["--work-dir", str(prepared.work_dir), "--exec-config", config.plugin_args.inner_config]
     command += ["--omp-nthreads", str(prepared.args.get("omp_nthreads", config.omp_nthreads))]
+    if prepared.longitudinal:
+        command.append("--longitudinal")
     for name, value in (set_values or {}).items():
         if name != "omp_nthreads":
             command += ["--set", f"{name}={json.dumps(value)}"]

@@ -26,7 +26,7 @@ import os
 import shutil
 import uuid
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -215,19 +215,22 @@ class Barrier(IOBase):
     ----------
     fields : list of str
         Names of the inputs, which are also the names of the outputs.
+    optional : list of str
+        Fields that may stay unset (outputs with ``required: false``, e.g. of an absent T2w).
     """
 
     input_spec = DynamicTraitedSpec
     output_spec = DynamicTraitedSpec
 
-    def __init__(self, fields: list[str] | None = None, **inputs: Any):
+    def __init__(self, fields: list[str] | None = None, optional: list[str] | None = None, **inputs: Any):
         super().__init__()
         if not fields:
             raise ValueError(f"'fields' must be a non-empty list of names. {fields!r} was provided.")
-        unknown = sorted(set(inputs) - set(fields))
+        unknown = sorted((set(inputs) | set(optional or ())) - set(fields))
         if unknown:
             raise ValueError(f"inputs {unknown} are not among 'fields' {list(fields)}")
         self._fields = list(fields)
+        self._optional = set(optional or ())
         add_traits(self.inputs, self._fields)
         self.inputs.trait_set(**inputs)
 
@@ -235,7 +238,11 @@ class Barrier(IOBase):
         return add_traits(base, self._fields)
 
     def _run_interface(self, runtime):
-        missing = [name for name in self._fields if not isdefined(getattr(self.inputs, name))]
+        missing = [
+            name
+            for name in self._fields
+            if name not in self._optional and not isdefined(getattr(self.inputs, name))
+        ]
         if missing:
             raise ValueError(f"Barrier inputs {missing} are not set: every field must receive a value")
         return runtime
@@ -250,6 +257,9 @@ class _DerivativesDataSinkInputSpec(_NiworkflowsDataSink.input_spec):
         traits.Any,
         desc="fields written to the JSON sidecar of the derivative (not for .json derivatives, which "
         "are their own sidecar)",
+    )
+    optional = traits.Bool(
+        False, usedefault=True, desc="an unset in_file writes nothing (an output with required: false)"
     )
 
 
@@ -275,7 +285,15 @@ class DerivativesDataSink(_NiworkflowsDataSink):
     _default_dtypes = defaultdict(lambda: None)  # never change an image's data type
     _file_patterns = (_ATLAS_PATTERN, *_NiworkflowsDataSink._file_patterns, _FALLBACK_PATTERN)
 
+    def _check_mandatory_inputs(self) -> None:
+        if self.inputs.optional and not isdefined(self.inputs.in_file):
+            return  # nothing to write: the optional output is absent for this subject
+        super()._check_mandatory_inputs()
+
     def _run_interface(self, runtime):
+        if self.inputs.optional and not isdefined(self.inputs.in_file):
+            self._results = {}
+            return runtime
         if not isdefined(self.inputs.base_directory):
             raise ValueError("'base_directory' must be set to the derivatives folder")
         final_root = Path(self.inputs.base_directory).absolute() / self.out_path_base
@@ -374,7 +392,7 @@ class SubjectFiles:
     """
 
     label: str
-    units: dict[str | None, dict[str, str]] = field(default_factory=dict)
+    units: dict[str | None, dict[str, str | list[str]]] = field(default_factory=dict)
     problem: str | None = None
 
 
@@ -382,6 +400,9 @@ def collect_subjects(
     bids_dir: str | os.PathLike,
     queries: Mapping[str, tuple[dict[str, Any], bool]],
     participant_labels: Sequence[str] | None = None,
+    *,
+    many: Collection[str] = (),
+    merge_sessions: bool = False,
 ) -> list[SubjectFiles]:
     """Find each subject's input files with pybids (offline; the dataset is not validated).
 
@@ -393,12 +414,17 @@ def collect_subjects(
         Input name → (pybids query, required), e.g. ``{"t1w": ({"suffix": "T1w"}, True)}``.
     participant_labels : sequence of str, optional
         Labels with or without ``sub-``; default: every subject.
+    many : collection of str
+        Inputs that take every matching file of a unit, as a sorted list (e.g. several T1w runs).
+    merge_sessions : bool
+        One unit per subject (session ``None``) holding the files of all its sessions
+        (``smriflow run --longitudinal``).
 
     Returns
     -------
     list of SubjectFiles
         In the order asked (sorted when all subjects are taken). Each session of a subject is a unit, and
-        every unit must have exactly one file per required input.
+        every unit must have exactly one file per required input (at least one for those in ``many``).
 
     Raises
     ------
@@ -430,17 +456,22 @@ def collect_subjects(
         for key in query:
             if key not in entities:
                 raise BIDSQueryError(name, key, f"'{key}' is not a BIDS entity", entities)
-    return [_subject_files(layout, label, queries) for label in labels]
+    return [_subject_files(layout, label, queries, many, merge_sessions) for label in labels]
 
 
 def _subject_files(
-    layout: Any, label: str, queries: Mapping[str, tuple[dict[str, Any], bool]]
+    layout: Any,
+    label: str,
+    queries: Mapping[str, tuple[dict[str, Any], bool]],
+    many: Collection[str],
+    merge_sessions: bool,
 ) -> SubjectFiles:
     found: dict[str, dict[str | None, list[str]]] = {}
     for name, (query, _) in queries.items():
         per_session: dict[str | None, list[str]] = {}
         for item in layout.get(subject=label, return_type="object", **query):
-            per_session.setdefault(item.entities.get("session"), []).append(item.path)
+            session = None if merge_sessions else item.entities.get("session")
+            per_session.setdefault(session, []).append(item.path)
         found[name] = per_session
     sessions = sorted(
         {session for name, (_, required) in queries.items() if required for session in found[name]}
@@ -454,13 +485,16 @@ def _subject_files(
         files = {}
         for name, (query, required) in queries.items():
             matches = sorted(found[name].get(session, []))
-            if len(matches) == 1:
+            if matches and name in many:
+                files[name] = matches
+            elif len(matches) == 1:
                 files[name] = matches[0]
             elif len(matches) > 1:
                 names = ", ".join(Path(path).name for path in matches)
+                scope = "subject" if merge_sessions else "subject and session"
                 problems.append(
-                    f"{len(matches)} files match input '{name}'{where} ({names}); smriflow takes one file "
-                    f"per subject and session: narrow the input's 'bids' query (e.g. add run: 1)"
+                    f"{len(matches)} files match input '{name}'{where} ({names}); smriflow takes one "
+                    f"file per {scope}: narrow the input's 'bids' query (e.g. add run: 1)"
                 )
             elif required:
                 problems.append(f"no file matches required input '{name}' ({_describe_query(query)}){where}")

@@ -194,6 +194,7 @@ def test_mixed_run_sidecars_and_dataset_description(mixed_run):
         "Name": "example_wf",
         "Spec": str(packaged_workflows()["example"].resolve()),
         "Args": {**DEFAULT_ARGS, "omp_nthreads": 1},
+        "Longitudinal": False,
     }
     config = generated[0]["ExecutionConfig"]
     assert config["plugin"] == "MultiProc" and config["plugin_args"]["n_procs"] == 2

@@ -10,6 +10,7 @@ import nibabel as nb
 import numpy as np
 import pytest
 from conftest import write_synthetic_t1w
+from nipype.interfaces.base import isdefined
 from nipype.interfaces.utility import IdentityInterface
 from nipype.pipeline import engine as pe
 
@@ -259,3 +260,83 @@ def test_collect_subjects_rejects_unknown_query_entities(dataset):
 def test_collect_subjects_empty_dataset(tmp_path):
     with pytest.raises(BIDSInputError, match="no subjects"):
         collect_subjects(tmp_path, T1W_QUERY)
+
+
+# -- optional outputs, several files per input, --longitudinal ---------------------------------------------
+def test_barrier_lets_optional_fields_stay_unset():
+    barrier = Barrier(fields=["a", "t2w"], optional=["t2w"], a="x")
+    outputs = barrier.run().outputs
+    assert outputs.a == "x"
+    assert not isdefined(outputs.t2w)
+    with pytest.raises(ValueError, match=r"inputs \['c'\] are not among 'fields'"):
+        Barrier(fields=["a"], optional=["c"])
+
+
+def test_optional_sink_writes_nothing_without_a_file(tmp_path, source_t1w):
+    out = tmp_path / "out"
+    sink = DerivativesDataSink(
+        base_directory=str(out), source_file=str(source_t1w), desc="preproc", suffix="T2w", optional=True
+    )
+    result = sink.run(cwd=str(_node_dir(tmp_path)))
+    assert not isdefined(result.outputs.out_file)
+    assert not out.exists()
+    # a required output without its file is still an error
+    required = DerivativesDataSink(base_directory=str(out), source_file=str(source_t1w), suffix="T2w")
+    with pytest.raises(ValueError, match="in_file"):
+        required.run(cwd=str(_node_dir(tmp_path)))
+
+
+def test_optional_publish_writes_nothing_without_a_file(tmp_path):
+    from smriflow.interfaces.publish import PublishOutput
+
+    node = PublishOutput(base_directory=str(tmp_path / "out"), path="report.html", optional=True)
+    assert node.run(cwd=str(_node_dir(tmp_path))).outputs.out_file == []
+    assert not (tmp_path / "out").exists()
+
+
+def test_collect_subjects_many_takes_every_run_and_longitudinal_merges_sessions(dataset):
+    subjects = {s.label: s for s in collect_subjects(dataset, T1W_QUERY, many=["t1w"])}
+    runs = [str(dataset / f"sub-03/anat/sub-03_run-{i}_T1w.nii.gz") for i in (1, 2)]
+    assert subjects["03"].problem is None
+    assert subjects["03"].units == {None: {"t1w": runs}}
+    assert subjects["01"].units == {None: {"t1w": [str(dataset / "sub-01/anat/sub-01_T1w.nii.gz")]}}
+    assert list(subjects["02"].units) == ["A", "B"]
+
+    merged = {s.label: s for s in collect_subjects(dataset, T1W_QUERY, many=["t1w"], merge_sessions=True)}
+    sessions = [str(dataset / f"sub-02/ses-{s}/anat/sub-02_ses-{s}_T1w.nii.gz") for s in "AB"]
+    assert merged["02"].units == {None: {"t1w": sessions}}
+    # without many, the sessions' files are too many for one input
+    single = {s.label: s for s in collect_subjects(dataset, T1W_QUERY, merge_sessions=True)}
+    assert single["02"].problem == (
+        "2 files match input 't1w' (sub-02_ses-A_T1w.nii.gz, sub-02_ses-B_T1w.nii.gz); smriflow takes one "
+        "file per subject: narrow the input's 'bids' query (e.g. add run: 1)"
+    )
+
+
+def test_shared_source_drops_the_entities_runs_do_not_share():
+    from smriflow.interfaces.contrasts import shared_source
+
+    one = "/d/sub-1/ses-A/anat/sub-1_ses-A_run-1_T1w.nii.gz"
+    assert shared_source([one]) == one
+    runs = [one, "/d/sub-1/ses-A/anat/sub-1_ses-A_run-2_T1w.nii.gz"]
+    assert shared_source(runs) == "/d/sub-1/ses-A/anat/sub-1_ses-A_T1w.nii.gz"
+    sessions = [one, "/d/sub-1/ses-B/anat/sub-1_ses-B_run-1_T1w.nii.gz"]
+    assert shared_source(sessions) == "/d/sub-1/anat/sub-1_run-1_T1w.nii.gz"
+
+
+def test_combine_runs_passes_one_run_through_and_first_takes_the_first(tmp_path):
+    from smriflow.interfaces.contrasts import CombineRuns
+
+    runs = [write_synthetic_t1w(tmp_path / f"sub-01_run-{i}_T1w.nii.gz") for i in (1, 2)]
+    single = CombineRuns(in_files=[str(runs[0])]).run(cwd=str(_node_dir(tmp_path))).outputs
+    assert single.out_file == str(runs[0])  # untouched: ConformImage checks it as before
+    assert single.out_source == str(runs[0])
+    first = CombineRuns(in_files=[str(r) for r in runs], method="first").run(cwd=str(_node_dir(tmp_path)))
+    assert first.outputs.out_file == str(runs[0])
+    assert first.outputs.out_source == str(tmp_path / "sub-01_T1w.nii.gz")
+    record = json.loads(Path(first.outputs.out_report).read_text())
+    assert record == {
+        "method": "first",
+        "runs": [{"file": "sub-01_run-1_T1w.nii.gz"}, {"file": "sub-01_run-2_T1w.nii.gz"}],
+        "used": "sub-01_run-1_T1w.nii.gz",
+    }

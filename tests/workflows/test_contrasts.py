@@ -81,19 +81,21 @@ def test_register_rigid_recovers_a_known_move_of_a_synthetic_t2w(t1w_img, tmp_pa
 @pytest.mark.shared
 @pytest.mark.ants
 def test_average_runs_registers_and_averages_a_moved_second_run(t1w_img, tmp_path):
-    from smriflow.interfaces.contrasts import AverageRuns
+    from smriflow.interfaces.contrasts import CombineRuns
 
     data = np.asarray(t1w_img.dataobj, dtype=np.float32)
     first = tmp_path / "sub-01_run-1_T1w.nii.gz"
     second = tmp_path / "sub-01_run-2_T1w.nii.gz"
     nb.Nifti1Image(data, t1w_img.affine).to_filename(str(first))
     nb.Nifti1Image(data * 1.7, MOVE @ t1w_img.affine).to_filename(str(second))  # other gain, moved
-    outputs = AverageRuns(in_files=[str(first), str(second)]).run(cwd=tmp_path).outputs
-    records = json.loads(Path(outputs.out_report).read_text())
+    outputs = CombineRuns(in_files=[str(first), str(second)]).run(cwd=tmp_path).outputs
+    records = json.loads(Path(outputs.out_report).read_text())["runs"]
+    assert outputs.out_source == str(tmp_path / "sub-01_T1w.nii.gz")
     assert [r["file"] for r in records] == [first.name, second.name]
     assert records[1]["scale"] == pytest.approx(1 / 1.7, rel=0.01)
     assert records[1]["translation_mm"] == pytest.approx(np.linalg.norm(MOVE[:3, 3]), abs=0.5)
     average = np.asarray(nb.load(outputs.out_file).dataobj)
+    data = np.asarray(nb.as_closest_canonical(t1w_img).dataobj, dtype=np.float32)  # runs are conformed (RAS)
     head = data > np.percentile(data, 60)
     assert np.corrcoef(average[head], data[head])[0, 1] > 0.98
 

@@ -39,6 +39,24 @@ class _SubjectReportInputSpec(BaseInterfaceInputSpec):
     subject = traits.Str(desc="subject label (default: from source_file)")
     session = traits.Str(desc="session label (default: from source_file, else none)")
     n_cuts = traits.Range(low=1, high=12, value=7, usedefault=True, desc="slices per row of each mosaic")
+    lesion_mask = File(exists=True, desc="binary lesion mask on the T1w grid: adds the Lesions section")
+    t2w_t1w = File(exists=True, desc="T2w resampled on the T1w grid: adds it to the Other contrasts section")
+    flair_t1w = File(
+        exists=True, desc="FLAIR resampled on the T1w grid: adds it to the Other contrasts section"
+    )
+    t2w_record = File(exists=True, desc="JSON record of the T2w's registration (ContrastToT1w.out_report)")
+    flair_record = File(
+        exists=True, desc="JSON record of the FLAIR's registration (ContrastToT1w.out_report)"
+    )
+    runs_record = File(
+        exists=True, desc="JSON record of the T1w runs combined (method, runs): adds the T1w runs table"
+    )
+    surfaces_dir = traits.Str(
+        "",
+        usedefault=True,
+        desc="$SUBJECTS_DIR (FreeSurfer/FastSurfer) or fMRIPrep derivatives folder with the subject's "
+        "surfaces: adds the Surfaces section ('': none)",
+    )
 
 
 class _SubjectReportOutputSpec(TraitedSpec):
@@ -47,6 +65,10 @@ class _SubjectReportOutputSpec(TraitedSpec):
 
 class SubjectReport(SimpleInterface):
     """Write the HTML report of one T1w: mosaics, contours, registration flicker, atlases, IQMs, methods.
+
+    Optional inputs add sections: ``lesion_mask`` (Lesions), ``t2w_t1w``/``flair_t1w`` and their
+    registration records (Other contrasts), ``runs_record`` (T1w runs combined) and ``surfaces_dir``
+    (Surfaces: thickness on the pial mesh). Without them the report is unchanged.
 
     The labels come from ``subject``/``session``, else from the ``sub-``/``ses-`` entities of
     ``source_file``. See :func:`smriflow.reports.subject.subject_report`.
@@ -62,8 +84,21 @@ class SubjectReport(SimpleInterface):
         subject, session = _labels(inputs)
         optional = {
             name: getattr(inputs, name) if isdefined(getattr(inputs, name)) else None
-            for name in ("std_t1w", "conform_report", "iqms", "group_tsv")
+            for name in (
+                "std_t1w",
+                "conform_report",
+                "iqms",
+                "group_tsv",
+                "lesion_mask",
+                "t2w_t1w",
+                "flair_t1w",
+                "t2w_record",
+                "flair_record",
+                "runs_record",
+            )
         }
+        contrasts = {"T2w": optional["t2w_t1w"], "FLAIR": optional["flair_t1w"]}
+        records = {"T2w": optional["t2w_record"], "FLAIR": optional["flair_record"]}
         out = write_subject_report(
             Path(runtime.cwd) / report_filename(subject, session),
             iqms_file=optional["iqms"],
@@ -82,6 +117,11 @@ class SubjectReport(SimpleInterface):
             conform=optional["conform_report"],
             methods=inputs.methods,
             n_cuts=inputs.n_cuts,
+            lesion_mask=optional["lesion_mask"],
+            contrasts={name: path for name, path in contrasts.items() if path},
+            contrast_record_files={name: path for name, path in records.items() if path},
+            runs_file=optional["runs_record"],
+            surfaces_dir=inputs.surfaces_dir,
         )
         self._results["out_report"] = str(out)
         return runtime

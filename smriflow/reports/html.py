@@ -18,8 +18,10 @@ __all__ = [
     "BLOCKS",
     "block",
     "escape",
+    "figure",
     "page",
     "replace_block",
+    "section",
     "svg_data_uri",
     "svg_img",
     "svg_inline",
@@ -101,6 +103,17 @@ def table(header: Sequence[str], rows: Iterable[Sequence[str]], *, numeric: Sequ
             cells.append(f"<td{cls}>{cell}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+def section(anchor: str, title: str, how: str, content: str) -> str:
+    """A report section: ``<section id=anchor>``, its title, a line on how to read it (HTML), the content."""
+    return f'<section id="{anchor}"><h2>{escape(title)}</h2><p class="how">{how}</p>{content}</section>'
+
+
+def figure(svg: str, alt: str, caption: str = "") -> str:
+    """A figure showing an SVG document (inlined as a data URI), with an optional caption (HTML)."""
+    cap = f'<p class="caption">{caption}</p>' if caption else ""
+    return f"<figure>{svg_img(svg, alt)}{cap}</figure>"
 
 
 def block(name: str, content: str) -> str:

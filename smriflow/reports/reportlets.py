@@ -23,11 +23,14 @@ __all__ = [
     "atlas_svg",
     "bias_svgs",
     "check_grid",
+    "contrast_svg",
     "crop",
     "crop_box",
     "cut_coords",
     "input_svg",
     "label_colormap",
+    "lesion_cuts",
+    "lesion_svg",
     "mask_svg",
     "mosaic_svg",
     "registration_svgs",
@@ -46,6 +49,7 @@ TISSUE_COLORS: tuple[tuple[str, tuple[int, ...], str], ...] = (
     ("WM", (2,), "#ff2bd6"),
 )
 MASK_COLOR = "#ff3b30"
+LESION_COLOR = "#ffd60a"  # the lesion's outline (yellow)
 FIELD_OUTLINE_COLOR = "#ffffff"  # the brain mask's outline on the bias field
 _WIDTH_IN = 10.0  # figure width (inches)
 _ROW_IN = 1.9  # height of one row of cuts (inches)
@@ -374,3 +378,62 @@ def atlas_svg(t1w: ImageLike, atlas_dseg: ImageLike, cuts, *, modes: str = "z") 
         )
 
     return mosaic_svg(t1w, cuts, draw=draw, modes=modes)
+
+
+def lesion_cuts(lesion: ImageLike, n_cuts: int = 7) -> dict[str, list[float]]:
+    """World coordinates (mm) of up to ``n_cuts`` slices per axis that all cross the lesion.
+
+    The slices sit at evenly spaced quantiles of the lesion voxels' positions along each axis (each one the
+    centre of a lesion voxel), so they follow where the lesion load is; repeated positions are merged, so a
+    small lesion gets fewer slices.
+
+    Raises
+    ------
+    ValueError
+        When the mask is empty.
+    """
+    img = _load(lesion)
+    ijk = np.argwhere(np.asanyarray(img.dataobj) > 0)
+    if not len(ijk):
+        raise ValueError(f"{_name(lesion)}: the lesion mask is empty, so there is nothing to show")
+    xyz = nb.affines.apply_affine(img.affine, ijk)
+    levels = np.linspace(0.0, 1.0, n_cuts + 2)[1:-1]
+    cuts = {}
+    for axis, key in enumerate("xyz"):
+        positions = np.quantile(xyz[:, axis], levels, method="inverted_cdf")
+        cuts[key] = sorted({round(float(p), 1) for p in positions})
+    return cuts
+
+
+def lesion_svg(t1w: ImageLike, lesion: ImageLike, dseg: ImageLike, cuts) -> str:
+    """The lesion's outline (yellow) over the GM and WM outlines of ``dseg`` (:data:`TISSUE_COLORS`)."""
+    labels = _load(dseg)
+    layers = [
+        (_binary(labels, list(values)), color, 0.6) for name, values, color in TISSUE_COLORS if name != "CSF"
+    ]
+    layers.append((_binary(_load(lesion), None), LESION_COLOR, 1.1))
+
+    def draw(display) -> None:
+        for img, color, width in layers:
+            _contour(display, img, color, width)
+
+    return mosaic_svg(t1w, cuts, draw=draw)
+
+
+def contrast_svg(contrast: ImageLike, mask: ImageLike, dseg: ImageLike, cuts) -> str:
+    """Another contrast on the T1w grid, with the T1w's brain-mask (red) and WM (magenta) outlines over it.
+
+    A coregistration check: the outlines come from the T1w, so they follow the contrast's brain edge and
+    grey/white boundary only when the two images are aligned. The grey range is the contrast's 0.5th-99.5th
+    percentiles in the brain mask.
+    """
+    low, high = robust_range(contrast, mask)
+    outline = _binary(_load(mask), None)
+    wm_color = next(color for name, _, color in TISSUE_COLORS if name == "WM")
+    wm = _binary(_load(dseg), [2])
+
+    def draw(display) -> None:
+        _contour(display, outline, MASK_COLOR, 0.8)
+        _contour(display, wm, wm_color, 0.6)
+
+    return mosaic_svg(contrast, cuts, draw=draw, vmin=low, vmax=high)

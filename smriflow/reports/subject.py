@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from smriflow.reports import reportlets as rl
+from smriflow.reports import sections as sx
 from smriflow.reports.blocks import (
     conform_notes,
     group_iqms,
@@ -23,7 +24,7 @@ from smriflow.reports.blocks import (
     references_html,
     verdict_html,
 )
-from smriflow.reports.html import block, escape, page, replace_block, svg_img, table
+from smriflow.reports.html import block, escape, figure, page, replace_block, section, svg_img, table
 
 __all__ = ["report_filename", "subject_report", "update_subject_report", "write_subject_report"]
 
@@ -33,15 +34,6 @@ def report_filename(subject: str, session: str = "") -> str:
     subject = subject.removeprefix("sub-")
     session = (session or "").removeprefix("ses-")
     return f"sub-{subject}_ses-{session}.html" if session else f"sub-{subject}.html"
-
-
-def _section(anchor: str, title: str, how: str, content: str) -> str:
-    return f'<section id="{anchor}"><h2>{escape(title)}</h2><p class="how">{how}</p>{content}</section>'
-
-
-def _figure(svg: str, alt: str, caption: str = "") -> str:
-    cap = f'<p class="caption">{caption}</p>' if caption else ""
-    return f"<figure>{svg_img(svg, alt)}{cap}</figure>"
 
 
 def _atlas_name(path: str | Path) -> str:
@@ -68,6 +60,11 @@ def subject_report(
     group: pd.DataFrame | None = None,
     notes: Sequence[str] = (),
     n_cuts: int = 7,
+    lesion_mask: str | Path | None = None,
+    contrasts: Mapping[str, str | Path] | None = None,
+    contrast_records: Mapping[str, Mapping] | None = None,
+    runs: Mapping | Sequence | None = None,
+    surfaces_dir: str | Path = "",
 ) -> str:
     """Render the HTML report of one T1w and its preprocessing.
 
@@ -93,6 +90,20 @@ def subject_report(
         The group table of ``qc_group``: adds percentiles, and the verdict of this image when it is a row.
     notes : sequence of str
         Other warnings to show.
+    n_cuts : int
+        Slices per row of each mosaic.
+    lesion_mask : path, optional
+        Binary lesion mask on the T1w grid: adds the "Lesions" section.
+    contrasts : mapping, optional
+        Contrast name (``T2w``, ``FLAIR``) -> that image resampled on the T1w grid: adds "Other contrasts".
+    contrast_records : mapping, optional
+        Contrast name -> the JSON record of its registration to the T1w (``ContrastToT1w.out_report``).
+    runs : mapping or list, optional
+        The record of the T1w runs combined (:func:`smriflow.reports.sections.runs_section`): adds a table
+        when it lists two runs or more.
+    surfaces_dir : path
+        A ``$SUBJECTS_DIR`` (FreeSurfer, FastSurfer) or fMRIPrep derivatives folder: adds the "Surfaces"
+        section (``""``: none).
 
     Returns
     -------
@@ -104,6 +115,8 @@ def subject_report(
     label = f"sub-{subject}" + (f" ses-{session}" if session else "")
     native = {"t1w": t1w, "t1w_preproc": t1w_preproc, "t1w_biasfield": t1w_biasfield, "t1w_dseg": t1w_dseg}
     native.update({f"atlas_dseg[{i}]": path for i, path in enumerate(atlas_dseg)})
+    native.update({name: path for name, path in (contrasts or {}).items()})
+    native.update({"lesion_mask": lesion_mask} if lesion_mask is not None else {})
     for what, path in native.items():
         rl.check_grid(path, t1w_mask, what)
     box = rl.crop_box(t1w_mask, margin_mm=15.0)
@@ -114,24 +127,27 @@ def subject_report(
     warnings = [("warn", str(n)) for n in notes] + conform_notes(conform)
     sections.append(_summary(label, warnings, conform, group, subject, session))
     sections.append(
-        _section(
+        section(
             "input",
             "Input",
             "The T1w as it came in, reoriented to RAS (before bias correction). Look for "
             "motion (ringing, blurring), wrap-around, missing slices and the field of view.",
-            _figure(rl.input_svg(raw, cuts), "input T1w mosaic"),
+            figure(rl.input_svg(raw, cuts), "input T1w mosaic"),
         )
     )
+    runs_html = sx.runs_section(runs) if runs is not None else ""
+    if runs_html:
+        sections.append(runs_html)
     corrected_svg, field_svg, (low, high) = rl.bias_svgs(corrected, rl.crop(t1w_biasfield, box), mask, cuts)
     sections.append(
-        _section(
+        section(
             "bias",
             "Bias field and corrected image",
             "N4 divides the input by a smooth multiplicative field. "
             "The corrected image should look evenly bright from top to bottom and front to back; the field "
             "should be smooth, without anatomy in it.",
-            _figure(corrected_svg, "bias-corrected T1w", "Corrected image.")
-            + _figure(
+            figure(corrected_svg, "bias-corrected T1w", "Corrected image.")
+            + figure(
                 field_svg,
                 "bias field",
                 f"Bias field, magma colours from {low:.3g} (dark) to {high:.3g} "
@@ -140,26 +156,32 @@ def subject_report(
         )
     )
     sections.append(
-        _section(
+        section(
             "mask",
             "Brain mask",
             "The outline (red) should follow the outer edge of the CSF around the "
             "brain: no scalp, eyes or dura inside, no cortex or cerebellum cut off.",
-            _figure(rl.mask_svg(corrected, mask, cuts), "brain mask contour"),
+            figure(rl.mask_svg(corrected, mask, cuts), "brain mask contour"),
         )
     )
     legend = "".join(f'<span style="background:{color}"></span>{name}' for name, _, color in rl.TISSUE_COLORS)
     sections.append(
-        _section(
+        section(
             "tissues",
             "Tissue segmentation",
             "Outlines of the tissue labels. Green (GM) is the outer edge of grey + white matter "
             "and should follow the surface of the cortex; magenta (WM) is the grey/white edge and "
             "should leave the deep grey nuclei outside; cyan (CSF) is the outer edge of all tissue.",
             f'<p class="legend">{legend}</p>'
-            + _figure(rl.tissue_svg(corrected, rl.crop(t1w_dseg, box, np.uint8), cuts), "tissue contours"),
+            + figure(rl.tissue_svg(corrected, rl.crop(t1w_dseg, box, np.uint8), cuts), "tissue contours"),
         )
     )
+    if lesion_mask is not None:
+        sections.append(sx.lesion_section(corrected, lesion_mask, t1w_dseg, box, n_cuts))
+    if contrasts or contrast_records:
+        images = {name: rl.crop(path, box) for name, path in (contrasts or {}).items()}
+        dseg = rl.crop(t1w_dseg, box, np.uint8)
+        sections.append(sx.contrasts_section(images, contrast_records or {}, mask, dseg, cuts))
     sections.append(_registration(std_t1w, template))
     names = list(atlas_names) or [_atlas_name(p) for p in atlas_dseg]
     if len(names) != len(atlas_dseg):
@@ -167,11 +189,11 @@ def subject_report(
     if atlas_dseg:
         figures = "".join(
             f"<h3>{escape(name)}</h3>"
-            + _figure(rl.atlas_svg(corrected, rl.crop(path, box, np.int32), cuts), f"atlas {name}")
+            + figure(rl.atlas_svg(corrected, rl.crop(path, box, np.int32), cuts), f"atlas {name}")
             for name, path in zip(names, atlas_dseg, strict=True)
         )
         sections.append(
-            _section(
+            section(
                 "atlases",
                 "Atlases",
                 "Each atlas warped to this T1w (template → T1w transform). Regions "
@@ -179,8 +201,10 @@ def subject_report(
                 figures,
             )
         )
+    if surfaces_dir:
+        sections.append(sx.surfaces_section(surfaces_dir, subject, session))
     sections.append(
-        _section(
+        section(
             "iqms",
             "Image-quality metrics",
             "MRIQC-style IQMs of this image and processing-quality metrics (definitions in docs/iqms.md).",
@@ -188,22 +212,21 @@ def subject_report(
         )
     )
     sections.append(
-        _section(
+        section(
             "methods",
             "Methods",
             "What was done, with which software, and what to cite.",
             block("methods", methods_html(methods)) + references_html(template=template, atlases=names),
         )
     )
-    nav = [
-        ("summary", "Summary"),
-        ("input", "Input"),
-        ("bias", "Bias"),
-        ("mask", "Brain mask"),
-        ("tissues", "Tissues"),
-        ("registration", "Registration"),
-    ]
+    nav = [("summary", "Summary"), ("input", "Input")]
+    nav += [("runs", "Runs")] if runs_html else []
+    nav += [("bias", "Bias"), ("mask", "Brain mask"), ("tissues", "Tissues")]
+    nav += [("lesions", "Lesions")] if lesion_mask is not None else []
+    nav += [("contrasts", "Contrasts")] if contrasts or contrast_records else []
+    nav += [("registration", "Registration")]
     nav += [("atlases", "Atlases")] if atlas_dseg else []
+    nav += [("surfaces", "Surfaces")] if surfaces_dir else []
     nav += [("iqms", "IQMs"), ("methods", "Methods")]
     return page(f"smriflow report: {label}", nav, "\n".join(sections))
 
@@ -230,7 +253,7 @@ def _registration(std_t1w, template: str) -> str:
         "still; anything that jumps is misregistered."
     )
     if std_t1w is None:
-        return _section(
+        return section(
             "registration",
             "Registration to the template",
             how,
@@ -245,7 +268,7 @@ def _registration(std_t1w, template: str) -> str:
         tpl = get_template(template, resolution=max(zoom, 1), desc="brain")
         tpl_mask = get_template(template, resolution=max(zoom, 1), suffix="mask", desc="brain")
     except (FileNotFoundError, ValueError) as exc:
-        return _section(
+        return section(
             "registration", "Registration to the template", how, f'<p class="warn">{escape(exc)}</p>'
         )
     subject_svg, template_svg = rl.registration_svgs(std_t1w, tpl, tpl_mask)
@@ -254,7 +277,7 @@ def _registration(std_t1w, template: str) -> str:
         f"{svg_img(template_svg, f'template {template}', css_class='top')}</div>"
         f'<p class="caption">Template: {escape(template)}. The layers toggle every second.</p></figure>'
     )
-    return _section("registration", "Registration to the template", how, content)
+    return section("registration", "Registration to the template", how, content)
 
 
 def _group_row(group: pd.DataFrame | None, subject: str, session: str) -> Mapping | None:
@@ -304,11 +327,14 @@ def write_subject_report(
     *,
     iqms_file: str | Path | None = None,
     group_tsv: str | Path | None = None,
+    runs_file: str | Path | None = None,
+    contrast_record_files: Mapping[str, str | Path] | None = None,
     **kwargs,
 ) -> Path:
-    """Render :func:`subject_report` into ``out_file``, reading the IQM JSON and group TSV when given.
+    """Render :func:`subject_report` into ``out_file``, reading the JSON and TSV files given.
 
-    ``kwargs`` are those of :func:`subject_report` (``iqms`` and ``group`` come from the two files).
+    ``kwargs`` are those of :func:`subject_report`; ``iqms``, ``group``, ``runs`` and ``contrast_records``
+    come from ``iqms_file``, ``group_tsv``, ``runs_file`` and ``contrast_record_files`` (name -> JSON file).
 
     Raises
     ------
@@ -329,6 +355,13 @@ def write_subject_report(
         from smriflow.reports.group import read_group_table
 
         kwargs["group"] = read_group_table(group_tsv)
+    if runs_file:
+        kwargs["runs"] = sx.read_record(runs_file, "record of the T1w runs")
+    if contrast_record_files:
+        kwargs["contrast_records"] = {
+            name: sx.read_record(path, f"{name} registration record")
+            for name, path in contrast_record_files.items()
+        }
     out = Path(out_file)
     out.write_text(subject_report(**kwargs), encoding="utf-8")
     return out

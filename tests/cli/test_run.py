@@ -272,6 +272,29 @@ def test_other_arguments_cannot_share_an_output_dir(good_runs):
     )
 
 
+def test_longitudinal_cannot_share_an_output_dir_with_per_session_runs(good_runs):
+    local = good_runs["local"]
+    code, out, err = run_cli(
+        "run", "example", "--bids-dir", good_runs["bids"], "--output-dir", local["output"], "--longitudinal"
+    )
+    assert (code, out) == (2, "")
+    assert err == (
+        f"{local['output']} holds derivatives of 'example_wf' made without --longitudinal; run with it into "
+        "another --output-dir\n"
+    )
+
+
+def test_longitudinal_needs_an_input_that_takes_many_files(tmp_path):
+    bids = make_bids(tmp_path / "bids", labels=("01",), sessions=("01",))
+    code, out, _ = run_cli(
+        "run", "example", "--bids-dir", bids, "--output-dir", tmp_path / "out", "--longitudinal"
+    )
+    assert code == 1
+    assert "2 files match input 't1w' (sub-01_ses-A_T1w.nii.gz, sub-01_ses-B_T1w.nii.gz)" in " ".join(
+        out.split()
+    )
+
+
 def test_console_script_in_a_subprocess(tmp_path):
     bids = make_bids(tmp_path / "bids", ("01",))
     script = shutil.which(

@@ -92,3 +92,28 @@ def write_group_table(frame: pd.DataFrame, path: Path) -> str:
     out["qc_flag"] = out["qc_flag"].map({True: "true", False: "false"})
     out.to_csv(path, sep="\t", index=False, na_rep="n/a", float_format="%.6g")
     return str(path)
+
+
+def write_fsaverage5_subject(folder: Path) -> Path:
+    """A FreeSurfer subject folder from nilearn's packaged fsaverage5: pial, thickness and a 2-region aparc.
+
+    ``label/<h>.aparc.annot`` has 'unknown' (the first 50 vertices), 'anterior' (y > -20 mm) and 'posterior'.
+    """
+    from nilearn import datasets
+
+    meshes = datasets.load_fsaverage("fsaverage5")["pial"].parts
+    thickness = datasets.load_fsaverage_data("fsaverage5", data_type="thickness").data.parts
+    (folder / "surf").mkdir(parents=True, exist_ok=True)
+    (folder / "label").mkdir(exist_ok=True)
+    ctab = np.array([[25, 5, 25, 0, 0], [220, 20, 10, 0, 0], [20, 30, 140, 0, 0]], dtype=np.int32)
+    ctab[:, 4] = ctab[:, 0] + ctab[:, 1] * 2**8 + ctab[:, 2] * 2**16
+    for hemi, prefix in (("left", "lh"), ("right", "rh")):
+        mesh = meshes[hemi]
+        nb.freesurfer.write_geometry(str(folder / "surf" / f"{prefix}.pial"), mesh.coordinates, mesh.faces)
+        values = np.asarray(thickness[hemi], np.float32)
+        nb.freesurfer.write_morph_data(str(folder / "surf" / f"{prefix}.thickness"), values)
+        labels = np.where(mesh.coordinates[:, 1] > -20, 1, 2).astype(np.int32)
+        labels[:50] = 0
+        names = ["unknown", "anterior", "posterior"]
+        nb.freesurfer.write_annot(str(folder / "label" / f"{prefix}.aparc.annot"), labels, ctab, names)
+    return folder

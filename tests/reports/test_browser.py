@@ -130,6 +130,50 @@ def test_group_report_in_chromium(browser, reports, tmp_path):
     page.close()
 
 
+def test_optional_sections_in_chromium(browser, tmp_path):
+    """Lesions, a T2w, the runs table and surfaces (fsaverage5) render and every picture decodes."""
+    import json
+
+    import nibabel as nb
+    import numpy as np
+
+    subject = _report_data.write_subject(tmp_path / "data")
+    dseg = nb.load(subject.t1w_dseg)
+    lesion = np.asarray(dseg.dataobj) == 2
+    lesion[: dseg.shape[0] // 2] = False  # the right half of the white matter
+    nb.Nifti1Image(lesion.astype(np.uint8), dseg.affine).to_filename(tmp_path / "lesion.nii.gz")
+    runs = tmp_path / "runs.json"
+    runs.write_text(
+        json.dumps({"method": "average", "runs": [{"file": "run-1"}, {"file": "run-2", "scale": 1.1}]})
+    )
+    _report_data.write_fsaverage5_subject(tmp_path / "fs" / "sub-01")
+    report = write_subject_report(
+        tmp_path / "sub-01.html",
+        runs_file=runs,
+        subject="01",
+        t1w=subject.t1w,
+        t1w_preproc=subject.t1w_preproc,
+        t1w_biasfield=subject.t1w_biasfield,
+        t1w_mask=subject.t1w_mask,
+        t1w_dseg=subject.t1w_dseg,
+        lesion_mask=tmp_path / "lesion.nii.gz",
+        contrasts={"T2w": subject.t1w},
+        surfaces_dir=tmp_path / "fs",
+        n_cuts=3,
+    )
+    page, errors = open_page(browser, report)
+    images = page.evaluate(_IMAGES_JS)
+    assert len([i for i in images if i["what"].startswith("img")]) == 8  # 5 of every report + 3
+    assert [i["what"] for i in images if not i["ok"]] == []
+    for anchor in ("runs", "lesions", "contrasts", "surfaces"):
+        assert page.locator(f"#{anchor} h2").is_visible()
+    box = page.locator('#surfaces img[alt="cortical thickness"]').bounding_box()
+    assert box["width"] > 500 and box["height"] > 400
+    page.screenshot(path=str(tmp_path / "optional.png"), full_page=True)
+    assert errors == []
+    page.close()
+
+
 def test_the_checks_catch_a_broken_page(browser, tmp_path):
     """The same checks on a page with a broken image and a console error report both."""
     broken = tmp_path / "broken.html"

@@ -20,7 +20,7 @@ import pytest
 
 from smriflow.interfaces.reports import SubjectReport
 from smriflow.reports import reportlets as rl
-from smriflow.reports.sections import lesion_stats, runs_section
+from smriflow.reports.sections import lesion_stats, runs_section, surfaces_section
 from smriflow.reports.subject import subject_report, write_subject_report
 from smriflow.reports.surfaces import subject_surface_folder
 
@@ -274,25 +274,10 @@ def fsaverage5():
 
 @pytest.fixture(scope="module")
 def subjects_dir(tmp_path_factory, fsaverage5) -> Path:
-    """A $SUBJECTS_DIR with sub-01 (pial, thickness, aparc of two regions) and 03 (no sub- prefix)."""
+    """A $SUBJECTS_DIR with sub-01 and 03 (no sub- prefix): fsaverage5's pial, thickness, a 2-region aparc."""
     root = tmp_path_factory.mktemp("subjects_dir")
     for name in ("sub-01", "03"):
-        for hemi, prefix in (("left", "lh"), ("right", "rh")):
-            mesh, thickness = fsaverage5[hemi]
-            (root / name / "surf").mkdir(parents=True, exist_ok=True)
-            (root / name / "label").mkdir(exist_ok=True)
-            nb.freesurfer.write_geometry(
-                str(root / name / "surf" / f"{prefix}.pial"), mesh.coordinates, mesh.faces
-            )
-            nb.freesurfer.write_morph_data(str(root / name / "surf" / f"{prefix}.thickness"), thickness)
-            labels = np.where(mesh.coordinates[:, 1] > -20, 1, 2).astype(np.int32)
-            labels[:50] = 0
-            ctab = np.array([[25, 5, 25, 0, 0], [220, 20, 10, 0, 0], [20, 30, 140, 0, 0]], dtype=np.int32)
-            ctab[:, 4] = ctab[:, 0] + ctab[:, 1] * 2**8 + ctab[:, 2] * 2**16
-            names = ["unknown", "anterior", "posterior"]
-            nb.freesurfer.write_annot(
-                str(root / name / "label" / f"{prefix}.aparc.annot"), labels, ctab, names
-            )
+        _report_data.write_fsaverage5_subject(root / name)
     (root / "sub-02" / "mri").mkdir(parents=True)  # a FreeSurfer subject with volumes only
     return root
 
@@ -341,15 +326,19 @@ def test_surfaces_through_the_interface(subject, subjects_dir, fsaverage5, tmp_p
     assert "unknown" not in html
 
 
-def test_no_surfaces_for_the_subject(subject, subjects_dir, tmp_path):
-    html = section_of(render(subject, subject="02", surfaces_dir=subjects_dir), "surfaces")
+def test_no_surfaces_for_the_subject(subjects_dir, tmp_path):
+    html = surfaces_section(subjects_dir, "02")
     assert (
         f"No surfaces for sub-02 in {subjects_dir} (looked for a pial mesh with a thickness map in " in html
     )
-    assert "sub-02, 02)" in html and "<img" not in html
+    assert "sub-02, 02)" in html and "<img" not in html and html.count("<p") == 2  # how + one line
     missing = tmp_path / "nowhere"
-    html = section_of(render(subject, surfaces_dir=missing), "surfaces")
-    assert f"No surfaces for sub-01: {missing} is not a folder." in html
+    assert f"No surfaces for sub-01: {missing} is not a folder." in surfaces_section(missing, "01")
+    with_session = surfaces_section(subjects_dir, "02", "A")
+    assert (
+        "No surfaces for sub-02_ses-A in" in with_session
+        and "sub-02_ses-A, sub-02/ses-A, sub-02, 02)" in with_session
+    )
 
 
 def test_subject_surface_folder(subjects_dir, fsaverage5, tmp_path):

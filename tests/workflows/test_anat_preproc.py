@@ -37,9 +37,14 @@ ATLASES = ("desikankilliany", "harvardoxford", "aal")
 # -- the embedding contract: the ports of each workflow ------------------------------------------------------
 PORTS = {
     "anat_preproc": (
-        ["t1w", "lesion_mask"],
+        ["t1w", "t2w", "flair", "lesion_mask"],
         [
             "t1w_preproc",
+            "t2w_t1w",
+            "t1w2t2w_xfm",
+            "flair_t1w",
+            "t1w2flair_xfm",
+            "lesion_mask",
             "conform_info",
             "t1w_biasfield",
             "t1w_mask",
@@ -59,7 +64,10 @@ PORTS = {
         ],
     ),
     "brain_extraction": (["t1w"], ["t1w_mask", "t1w_brain", "anat2tpl_affine"]),
-    "tissue_segmentation": (["t1w", "t1w_mask", "anat2tpl_affine"], ["t1w_dseg", "t1w_tpms"]),
+    "tissue_segmentation": (
+        ["t1w", "t1w_mask", "anat2tpl_affine", "t2w", "flair"],
+        ["t1w_dseg", "t1w_tpms"],
+    ),
     "spatial_normalization": (
         ["t1w_brain", "t1w_mask", "anat2tpl_affine", "t1w_tpms"],
         ["std_t1w", "anat2std_xfm", "std2anat_xfm", "std_logjacobian", "std_tpms", "std_gm_modulated"],

@@ -53,9 +53,22 @@ def other_inputs_run(shared_data, tmp_path_factory):
     _write(moved, bids / "sub-02" / "ses-B" / "anat" / "sub-02_ses-B_T1w.nii.gz")
     (bids / "dataset_description.json").write_text('{"Name": "other inputs", "BIDSVersion": "1.10.0"}')
 
+    # a FreeSurfer subjects folder holding sub-01 only: fsaverage5's pial meshes and thickness
+    from nilearn import datasets
+
+    meshes = datasets.load_fsaverage("fsaverage5")["pial"].parts
+    thickness = datasets.load_fsaverage_data("fsaverage5", data_type="thickness").data.parts
+    surf = root / "subjects" / "sub-01" / "surf"
+    surf.mkdir(parents=True)
+    for hemi, prefix in (("left", "lh"), ("right", "rh")):
+        mesh = meshes[hemi]
+        nb.freesurfer.write_geometry(str(surf / f"{prefix}.pial"), mesh.coordinates, mesh.faces)
+        nb.freesurfer.write_morph_data(str(surf / f"{prefix}.thickness"), np.asarray(thickness[hemi], "f4"))
+
     out = root / "out"
     argv = ["run", "anat_preproc", "--bids-dir", bids, "--output-dir", out, "--work-dir", root / "work"]
-    argv += ["--longitudinal", "--set", "atlases=[aal]"]
+    argv += ["--longitudinal", "--set", "atlases=[aal]", "--set", "multichannel=true"]
+    argv += ["--set", f"surfaces_dir={root / 'subjects'}"]
     stdout = io.StringIO()
     with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(io.StringIO()):
         code = main([str(a) for a in argv])
@@ -106,6 +119,16 @@ def test_runs_averaged_t2w_registered_and_lesion_kept(other_inputs_run):
     assert np.corrcoef(np.asarray(preproc.dataobj)[brain], run1[brain])[0, 1] > 0.95
     mask = np.asarray(nb.load(out / "sub-01" / "anat" / "sub-01_label-lesion_mask.nii.gz").dataobj)
     assert int(mask.sum()) == lesion_voxels
+    # multichannel segmentation (T1w + T2w): memberships still sum to 1 in the brain
+    tpms = [
+        np.asarray(nb.load(out / "sub-01" / "anat" / f"sub-01_label-{c}_probseg.nii.gz").dataobj)
+        for c in ("GM", "WM", "CSF")
+    ]
+    np.testing.assert_allclose(sum(tpms)[brain], 1.0, atol=1e-4)
+    report = (out / "sub-01.html").read_text()
+    for section in ("lesions", "contrasts", "runs", "surfaces"):
+        assert f'<section id="{section}">' in report
+    assert "sub-01_run-2_T1w.nii.gz" in report and "From <code>" in report  # runs table; surfaces drawn
 
 
 @pytest.mark.shared
@@ -123,4 +146,7 @@ def test_longitudinal_subject_has_one_anatomical_and_no_optional_outputs(other_i
     ]
     description = json.loads((out / "dataset_description.json").read_text())
     assert description["GeneratedBy"][0]["Workflow"]["Longitudinal"] is True
-    assert (out / "sub-02.html").is_file() and (out / "sub-01.html").is_file()
+    report = (out / "sub-02.html").read_text()
+    assert '<section id="runs">' in report and "sub-02_ses-B_T1w.nii.gz" in report
+    assert '<section id="contrasts">' not in report and '<section id="lesions">' not in report
+    assert "No surfaces for sub-02 in" in report

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from smriflow.cli._stats_common import probability, usage_errors
 from smriflow.cli.stats_vbm import add_vbm_parser
 
 __all__ = ["add_stats_parser"]
@@ -54,20 +54,6 @@ def add_stats_parser(subparsers: Any, common: argparse.ArgumentParser) -> argpar
     # more `smriflow stats` commands register here, each with its own add_*_parser(stats, common)
     add_vbm_parser(stats, common)
     return parser
-
-
-def _usage_errors(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
-    """Turn the stats layer's ValueError (a bad value, a bad file) into a one-line usage error (exit 2)."""
-
-    def wrapped(args: argparse.Namespace) -> int:
-        from smriflow.cli.main import CLIError
-
-        try:
-            return handler(args)
-        except (ValueError, FileNotFoundError) as exc:
-            raise CLIError(f"smriflow stats {args.stats_command}: {exc}") from exc
-
-    return wrapped
 
 
 # -- fs-table ---------------------------------------------------------------------------------------------
@@ -111,7 +97,7 @@ def _add_fs_table(stats: Any, common: argparse.ArgumentParser) -> None:
         "--format", choices=("wide", "long"), default="wide", help="wide (FreeSurfer's) or tidy long table"
     )
     parser.add_argument("-o", "--output", required=True, type=Path, metavar="TABLE.tsv", help="output table")
-    parser.set_defaults(handler=_usage_errors(fs_table_command))
+    parser.set_defaults(handler=usage_errors(fs_table_command))
 
 
 def fs_table_command(args: argparse.Namespace) -> int:
@@ -153,7 +139,7 @@ def _add_roi_table(stats: Any, common: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--format", choices=("wide", "long"), default="wide", help="output layout")
     parser.add_argument("-o", "--output", required=True, type=Path, metavar="TABLE.tsv", help="output table")
-    parser.set_defaults(handler=_usage_errors(roi_table_command))
+    parser.set_defaults(handler=usage_errors(roi_table_command))
 
 
 def roi_table_command(args: argparse.Namespace) -> int:
@@ -211,7 +197,9 @@ def _add_roi(stats: Any, common: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--correction", required=True, choices=CORRECTIONS, help="multiple-comparison correction"
     )
-    parser.add_argument("--alpha", type=float, default=0.05, help="family-wise / FDR level (default 0.05)")
+    parser.add_argument(
+        "--alpha", type=probability, default=0.05, help="family-wise / FDR level (default 0.05)"
+    )
     parser.add_argument(
         "--roi",
         nargs="+",
@@ -227,7 +215,7 @@ def _add_roi(stats: Any, common: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--no-figures", action="store_true", help="write the tables only")
     parser.add_argument("--output-dir", required=True, type=Path, metavar="OUT", help="output folder")
-    parser.set_defaults(handler=_usage_errors(roi_command))
+    parser.set_defaults(handler=usage_errors(roi_command))
 
 
 def roi_command(args: argparse.Namespace) -> int:
@@ -294,7 +282,7 @@ def _add_compare(stats: Any, common: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--no-figures", action="store_true", help="write the table only")
     parser.add_argument("--output-dir", required=True, type=Path, metavar="OUT", help="output folder")
-    parser.set_defaults(handler=_usage_errors(compare_command))
+    parser.set_defaults(handler=usage_errors(compare_command))
 
 
 def compare_command(args: argparse.Namespace) -> int:

@@ -12,31 +12,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from smriflow.cli._stats_common import non_negative, positive_float, probability, usage_errors
+
 __all__ = ["add_vbm_parser", "vbm_command"]
 
 # Literal here so that building the parser imports no nilearn; a test checks they equal smriflow.stats.vbm's.
 JACOBIAN_CONVENTIONS = ("fsl", "ants")
 HEIGHT_CONTROLS = ("fpr", "fdr", "bonferroni")
-
-
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be > 0; got {text}")
-    return value
-
-
-def _non_negative(kind: type) -> Any:
-    def parse(text: str) -> float | int:
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"invalid {kind.__name__} value: {text!r}") from None
-        if value < 0:
-            raise argparse.ArgumentTypeError(f"must be >= 0; got {text}")
-        return value
-
-    return parse
 
 
 def add_vbm_parser(stats_subparsers: Any, common: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -97,7 +79,7 @@ def add_vbm_parser(stats_subparsers: Any, common: argparse.ArgumentParser) -> ar
     )
     parser.add_argument(
         "--smoothing-fwhm",
-        type=_non_negative(float),
+        type=non_negative(float),
         default=3.0,
         metavar="MM",
         help="Gaussian smoothing FWHM in mm (default 3; 0: none)",
@@ -106,7 +88,7 @@ def add_vbm_parser(stats_subparsers: Any, common: argparse.ArgumentParser) -> ar
     mask.add_argument("--mask", type=Path, metavar="FILE", help="analysis mask (resampled to the maps' grid)")
     mask.add_argument(
         "--mask-threshold",
-        type=_non_negative(float),
+        type=non_negative(float),
         default=0.05,
         metavar="T",
         help="mask = mean modulated GM > T (default 0.05)",
@@ -118,18 +100,18 @@ def add_vbm_parser(stats_subparsers: Any, common: argparse.ArgumentParser) -> ar
         help="voxel-level threshold: uncorrected (fpr), FDR or Bonferroni (default fpr)",
     )
     parser.add_argument(
-        "--alpha", type=_positive_float, default=0.05, help="voxel-level error rate, two-sided (default 0.05)"
+        "--alpha", type=probability, default=0.05, help="voxel-level error rate, two-sided (default 0.05)"
     )
     parser.add_argument(
         "--cluster-threshold",
-        type=_non_negative(int),
+        type=non_negative(int),
         default=50,
         metavar="VOXELS",
         help="minimum cluster size in voxels (default 50)",
     )
     parser.add_argument(
         "--resample",
-        type=_positive_float,
+        type=positive_float,
         metavar="MM",
         help="resample every map to this isotropic voxel size first (e.g. 2)",
     )
@@ -139,7 +121,7 @@ def add_vbm_parser(stats_subparsers: Any, common: argparse.ArgumentParser) -> ar
         help="missing covariates: drop the subject, or impute (mean / most frequent); default: an error",
     )
     parser.add_argument("--output-dir", required=True, type=Path, metavar="OUT", help="output folder")
-    parser.set_defaults(handler=vbm_command)
+    parser.set_defaults(handler=usage_errors(vbm_command))
     return parser
 
 
@@ -158,27 +140,24 @@ def vbm_command(args: argparse.Namespace) -> int:
         )
     from smriflow.stats.vbm import run_vbm
 
-    try:
-        result = run_vbm(
-            derivatives=args.derivatives,
-            gm_maps=args.gm_maps,
-            jacobians=args.jacobians,
-            jacobian_convention=args.jacobian_convention,
-            participants=args.participants,
-            design=args.design,
-            contrast=args.contrast,
-            smoothing_fwhm=args.smoothing_fwhm,
-            mask=args.mask,
-            mask_threshold=args.mask_threshold,
-            height_control=args.height_control,
-            alpha=args.alpha,
-            cluster_threshold=args.cluster_threshold,
-            resample_mm=args.resample,
-            missing=args.missing,
-            output_dir=args.output_dir,
-        )
-    except (ValueError, FileNotFoundError) as exc:
-        raise CLIError(f"smriflow stats vbm: {exc}") from exc
+    result = run_vbm(
+        derivatives=args.derivatives,
+        gm_maps=args.gm_maps,
+        jacobians=args.jacobians,
+        jacobian_convention=args.jacobian_convention,
+        participants=args.participants,
+        design=args.design,
+        contrast=args.contrast,
+        smoothing_fwhm=args.smoothing_fwhm,
+        mask=args.mask,
+        mask_threshold=args.mask_threshold,
+        height_control=args.height_control,
+        alpha=args.alpha,
+        cluster_threshold=args.cluster_threshold,
+        resample_mm=args.resample,
+        missing=args.missing,
+        output_dir=args.output_dir,
+    )
     print(_summary(result, args), file=sys.stderr)
     return 0
 

@@ -142,6 +142,10 @@ def test_argparse_rejects_bad_choices(tmp_path):
                            "{roi} ~ age", "--predictor", "age", "--missing", "drop", "--correction", "fdr",
                            "--output-dir", tmp_path)  # fmt: skip
     assert code == 2 and "argument --correction: invalid choice: 'fdr'" in err
+    code, _, err = run_cli("stats", "roi", "--table", table, "--participants", participants, "--formula",
+                           "{roi} ~ age", "--predictor", "age", "--missing", "drop", "--alpha", "5",
+                           "--output-dir", tmp_path)  # fmt: skip
+    assert code == 2 and "argument --alpha: must be between 0 and 1 (exclusive); got 5" in err
 
 
 def test_fs_table_and_compare_bad_values(tmp_path):

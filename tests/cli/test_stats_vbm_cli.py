@@ -147,7 +147,7 @@ def test_bad_values_are_one_line_usage_errors(maps, tmp_path, capsys):
         f"smriflow stats vbm: {tsv}: unknown column 'sexe'. Did you mean 'sex'? Available: BMI, age, sex\n",
     )
     code, err = _run([*base, "--design", "age", "--contrast", "age", "--alpha", "0"], capsys)
-    assert code == 2 and "argument --alpha: must be > 0; got 0" in err
+    assert code == 2 and "argument --alpha: must be between 0 and 1 (exclusive); got 0" in err
     code, err = _run([*base, "--design", "age", "--contrast", "age", "--cluster-threshold", "-1"], capsys)
     assert code == 2 and "argument --cluster-threshold: must be >= 0; got -1" in err
     code, err = _run([*base, "--design", "age", "--contrast", "age", "--height-control", "fwe"], capsys)

@@ -330,16 +330,25 @@ def atropos_posteriors(
     ants = import_ants(num_threads)
     from ants.internal import get_lib_fn, get_pointer_string, process_arguments
 
-    floored = (1 - prior_floor) * priors + np.float32(prior_floor / n_classes)
-    floored[~mask] = 0
-    images = [to_ants(np.asarray(c, dtype=np.float32), affine, ants) for c in channels]
-    mask_ants = to_ants(mask.astype(np.float32), affine, ants).clone("unsigned int")
+    if not mask.any():
+        raise ValueError("'mask' is empty: nothing to segment.")
+    # Atropos visits the whole grid: crop to the mask's bounding box (plus the MRF radius) and paste back
+    idx = np.argwhere(mask)
+    lo, hi = np.maximum(idx.min(0) - 1, 0), np.minimum(idx.max(0) + 2, mask.shape)
+    box = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi, strict=True))
+    box_affine = np.asarray(affine, dtype=np.float64).copy()
+    box_affine[:3, 3] = box_affine[:3, :3] @ lo + box_affine[:3, 3]
+    sub_mask = mask[box]
+    floored = (1 - prior_floor) * priors[box] + np.float32(prior_floor / n_classes)
+    floored[~sub_mask] = 0
+    images = [to_ants(np.asarray(c, dtype=np.float32)[box], box_affine, ants) for c in channels]
+    mask_ants = to_ants(sub_mask.astype(np.float32), box_affine, ants).clone("unsigned int")
     labels = images[0].clone("unsigned int")
     with tempfile.TemporaryDirectory(prefix="smriflow_atropos_") as tmp:
         prior_pattern = str(Path(tmp) / "prior%02d.nii.gz")
         post_pattern = str(Path(tmp) / "posterior%02d.nii.gz")
         for k in range(n_classes):
-            ants.image_write(to_ants(floored[..., k], affine, ants), prior_pattern % (k + 1))
+            ants.image_write(to_ants(floored[..., k], box_affine, ants), prior_pattern % (k + 1))
         args: dict = {"d": 3}
         for index, image in enumerate(images):
             args[f"a-MULTINAME-{index}"] = image
@@ -357,9 +366,10 @@ def atropos_posteriors(
         status = get_lib_fn("Atropos")(process_arguments(args))
         if status != 0:
             raise RuntimeError(f"Atropos exited with status {status}.")
-        posteriors = np.stack(
+        posteriors = np.zeros(mask.shape + (n_classes,), dtype=np.float32)
+        posteriors[box] = np.stack(
             [ants.image_read(post_pattern % (k + 1)).numpy() for k in range(n_classes)], axis=-1
-        ).astype(np.float32)
+        )
     posteriors[~mask] = 0
     return posteriors
 

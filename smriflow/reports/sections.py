@@ -114,7 +114,8 @@ def lesion_section(
     """The "Lesions" section: outline mosaic through the lesions, volume, components, tissue labels.
 
     ``corrected`` is the bias-corrected T1w cut to ``box`` (the report's crop of the brain mask); the mask
-    and the labels are on the T1w grid (checked by the caller). The figures are over the whole mask.
+    and the labels are on the T1w grid (checked by the caller). The numbers count the whole mask, also
+    what lies outside the crop.
     """
     how = (
         "The lesion mask's outline (yellow) on the bias-corrected T1w, with the final tissue outlines: green "

@@ -328,7 +328,7 @@ def atropos_posteriors(
             raise ValueError(f"channel {index} shape {np.shape(channel)} differs from the mask {mask.shape}.")
     n_classes = priors.shape[-1]
     ants = import_ants(num_threads)
-    from ants.internal import get_lib_fn, get_pointer_string, process_arguments
+    from ants.internal import get_lib_fn, process_arguments
 
     if not mask.any():
         raise ValueError("'mask' is empty: nothing to segment.")
@@ -341,17 +341,24 @@ def atropos_posteriors(
     sub_mask = mask[box]
     floored = (1 - prior_floor) * priors[box] + np.float32(prior_floor / n_classes)
     floored[~sub_mask] = 0
-    images = [to_ants(np.asarray(c, dtype=np.float32)[box], box_affine, ants) for c in channels]
-    mask_ants = to_ants(sub_mask.astype(np.float32), box_affine, ants).clone("unsigned int")
-    labels = images[0].clone("unsigned int")
     with tempfile.TemporaryDirectory(prefix="smriflow_atropos_") as tmp:
-        prior_pattern = str(Path(tmp) / "prior%02d.nii.gz")
-        post_pattern = str(Path(tmp) / "posterior%02d.nii.gz")
+        # every image goes through a file, so that all share one header round trip: ITK refuses images
+        # whose origins differ by more than 1e-6 (a float32 NIfTI origin against an in-memory float64 one)
+        folder = Path(tmp)
+
+        def write(array: np.ndarray, name: str) -> str:
+            path = str(folder / name)
+            ants.image_write(to_ants(array, box_affine, ants), path)
+            return path
+
+        prior_pattern = str(folder / "prior%02d.nii.gz")
+        post_pattern = str(folder / "posterior%02d.nii.gz")
         for k in range(n_classes):
-            ants.image_write(to_ants(floored[..., k], box_affine, ants), prior_pattern % (k + 1))
+            write(floored[..., k], Path(prior_pattern % (k + 1)).name)
         args: dict = {"d": 3}
-        for index, image in enumerate(images):
-            args[f"a-MULTINAME-{index}"] = image
+        for index, channel in enumerate(channels):
+            data = np.asarray(channel, dtype=np.float32)[box]
+            args[f"a-MULTINAME-{index}"] = write(data, f"channel{index}.nii.gz")
         args.update(
             {
                 "i": f"PriorProbabilityImages[{n_classes},{prior_pattern},{float(prior_weight)}]",
@@ -359,8 +366,8 @@ def atropos_posteriors(
                 "c": f"[{int(iterations)},0]",
                 "p": "Socrates[1]",
                 "r": 0,
-                "x": mask_ants,
-                "o": f"[{get_pointer_string(labels)},{post_pattern}]",
+                "x": write(sub_mask.astype(np.float32), "mask.nii.gz"),
+                "o": f"[{folder / 'labels.nii.gz'},{post_pattern}]",
             }
         )
         status = get_lib_fn("Atropos")(process_arguments(args))

@@ -7,11 +7,12 @@ The shared data hold no real T1w/T2w pair, so the T2w is synthesized, in two way
   the extra channel adds nothing.
 - **(c) from an independent tissue-contrast model**: FreeSurfer's ``aseg`` classes of the same subject at
   1 mm (cortex 600, deep GM 520, WM 320, ventricles and the unlabelled sulcal CSF inside ``brainmask.mgz``
-  1000, other labels 500; outside the brain the T2w of (b)), its own smooth multiplicative bias (±10 %) and
-  its own seeded noise (σ 40 at 1 mm), then block-averaged like the T1w (partial volume). Its contrast
+  1000, other labels 500; outside the brain ``synthesize_t2w`` of the raw T1w, for a head-like image), its
+  own smooth multiplicative bias (±10 %) and its own seeded noise (σ 40 at 1 mm; row (c2): σ 160, a GM/WM
+  contrast-to-noise of 1.75 instead of 7), then block-averaged like the T1w (partial volume). Its contrast
   comes from the reference labels themselves, so it is an **optimistic upper bound**, not a real T2w.
 
-Both T2w images go through ``N4BiasCorrect`` as ``anat_preproc`` treats a T2w; they are made on the T1w grid
+Every T2w image goes through ``N4BiasCorrect`` as ``anat_preproc`` treats a T2w; they are made on the T1w grid
 (the rigid registration, tested on its own in ``tests/workflows/test_contrasts.py``, is not repeated). The T1w
 goes through ``N4BiasCorrect`` and ``BrainExtraction``; then ``TissueSegmentation`` (deep-GM prior from the
 brain-extraction affine) runs (a) T1w only, the default, and with ``multichannel=True`` and each T2w. Two
@@ -67,7 +68,9 @@ def downsample(img: nb.spatialimages.SpatialImage, factor: int, *, labels: bool 
     return out
 
 
-def independent_t2w(t1w: nb.spatialimages.SpatialImage, fs_dir: Path, *, seed: int = 1) -> nb.Nifti1Image:
+def independent_t2w(
+    t1w: nb.spatialimages.SpatialImage, fs_dir: Path, *, noise: float = 40.0, seed: int = 1
+) -> nb.Nifti1Image:
     """The T2w of model (c) on the 1 mm grid of ``t1w`` (which is FreeSurfer's grid)."""
     from smriflow.utils.contrasts import synthesize_t2w
     from smriflow.utils.metrics import fs_tissue_classes
@@ -89,7 +92,7 @@ def independent_t2w(t1w: nb.spatialimages.SpatialImage, fs_dir: Path, *, seed: i
     rng = np.random.default_rng(seed)
     grid = np.indices(out.shape, dtype=np.float32) / np.array(out.shape, np.float32)[:, None, None, None]
     bias = 1 + 0.1 * np.sin(np.pi * grid[0]) * np.cos(np.pi * grid[2]) - 0.05 * grid[1]
-    noisy = out * bias + 40.0 * rng.standard_normal(out.shape).astype(np.float32) * (out > 50)
+    noisy = out * bias + noise * rng.standard_normal(out.shape).astype(np.float32) * (out > 50)
     img = nb.Nifti1Image(np.clip(noisy, 0, None).astype(np.float32), t1w.affine)
     img.set_qform(t1w.affine, 1)
     img.set_sform(t1w.affine, 1)
@@ -133,6 +136,8 @@ def main(argv: list[str] | None = None) -> int:
     corrected["T1w"] = n4("T1w", downsample(t1w_1mm, factor))
     corrected["T2w_from_T1w"] = n4("T2w_from_T1w", synthesize_t2w(nb.load(corrected["T1w"]), seed=0))
     corrected["T2w_independent"] = n4("T2w_independent", downsample(independent_t2w(t1w_1mm, fs_dir), factor))
+    noisy = independent_t2w(t1w_1mm, fs_dir, noise=160.0)
+    corrected["T2w_independent_noisy"] = n4("T2w_independent_noisy", downsample(noisy, factor))
     brain = BrainExtraction(in_file=corrected["T1w"]).run(cwd=str(work)).outputs
     reference = fs_tissue_classes(
         np.asarray(downsample(nb.load(fs_dir / "aseg.mgz"), factor, labels=True).dataobj)
@@ -146,6 +151,7 @@ def main(argv: list[str] | None = None) -> int:
         "(a) T1w only (default)": None,
         "(b) T1w + T2w from the T1w (no new information)": "T2w_from_T1w",
         "(c) T1w + T2w, independent model (optimistic upper bound)": "T2w_independent",
+        "(c2) T1w + T2w, independent model, 4x the noise": "T2w_independent_noisy",
     }
     for label, t2w in runs.items():
         folder = work / (t2w or "t1w_only")

@@ -326,12 +326,14 @@ def atropos_posteriors(
     for index, channel in enumerate(channels):
         if np.shape(channel) != mask.shape:
             raise ValueError(f"channel {index} shape {np.shape(channel)} differs from the mask {mask.shape}.")
+    if not channels:
+        raise ValueError("atropos_posteriors needs at least one channel.")
+    if not mask.any():
+        raise ValueError("'mask' is empty: nothing to segment.")
     n_classes = priors.shape[-1]
     ants = import_ants(num_threads)
     from ants.internal import get_lib_fn, process_arguments
 
-    if not mask.any():
-        raise ValueError("'mask' is empty: nothing to segment.")
     # Atropos visits the whole grid: crop to the mask's bounding box (plus the MRF radius) and paste back
     idx = np.argwhere(mask)
     lo, hi = np.maximum(idx.min(0) - 1, 0), np.minimum(idx.max(0) + 2, mask.shape)

@@ -128,13 +128,15 @@ def test_oblique_grid_with_an_odd_origin(phantom, multichannel):
             {"channels": [np.ones((2, 2, 2), np.float32)]},
             r"channel 0 shape \(2, 2, 2\) differs from the mask",
         ),
+        ({"channels": []}, "atropos_posteriors needs at least one channel."),
+        ({"mask": np.zeros(SHAPE, bool)}, "'mask' is empty: nothing to segment."),
     ],
 )
 def test_atropos_posteriors_errors(phantom, kwargs, message):
     t1, _, mask, _ = phantom
-    args = {"channels": [t1], "priors": np.full(SHAPE + (3,), 1 / 3, np.float32), **kwargs}
+    args = {"channels": [t1], "mask": mask, "priors": np.full(SHAPE + (3,), 1 / 3, np.float32), **kwargs}
     with pytest.raises(ValueError, match=message):
-        atropos_posteriors(args.pop("channels"), mask, AFFINE, args.pop("priors"), **args)
+        atropos_posteriors(args.pop("channels"), args.pop("mask"), AFFINE, args.pop("priors"), **args)
 
 
 def test_extra_channel_shape_error(phantom):

@@ -51,6 +51,10 @@ class _SubjectReportInputSpec(BaseInterfaceInputSpec):
     runs_record = File(
         exists=True, desc="JSON record of the T1w runs combined (method, runs): adds the T1w runs table"
     )
+    tissues_record = File(
+        exists=True,
+        desc="JSON record of TissueSegmentation: its warnings and multichannel channels join the summary",
+    )
     surfaces_dir = traits.Str(
         "",
         usedefault=True,
@@ -95,6 +99,7 @@ class SubjectReport(SimpleInterface):
                 "t2w_record",
                 "flair_record",
                 "runs_record",
+                "tissues_record",
             )
         }
         contrasts = {"T2w": optional["t2w_t1w"], "FLAIR": optional["flair_t1w"]}
@@ -121,6 +126,7 @@ class SubjectReport(SimpleInterface):
             contrasts={name: path for name, path in contrasts.items() if path},
             contrast_record_files={name: path for name, path in records.items() if path},
             runs_file=optional["runs_record"],
+            tissues_file=optional["tissues_record"],
             surfaces_dir=inputs.surfaces_dir,
         )
         self._results["out_report"] = str(out)

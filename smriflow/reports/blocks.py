@@ -178,6 +178,24 @@ def reasons_html(reasons: str, *, shown: int = 5, css_class: str = "") -> str:
     return out
 
 
+def tissue_notes(record: Mapping | None) -> list[tuple[str, str]]:
+    """Warnings and notes from the tissue segmentation's record (``multichannel=true`` only writes them).
+
+    Its warnings (e.g. no T2w or FLAIR to add) are ``warn``; the channels used and the share of brain voxels
+    whose label they changed are an ``info`` line.
+    """
+    if not record:
+        return []
+    notes = [("warn", str(text)) for text in record.get("warnings", []) or []]
+    multichannel = record.get("multichannel") or {}
+    channels = list(multichannel.get("channels", []))
+    if len(channels) > 1:
+        changed = multichannel.get("changed_fraction")
+        share = f"; {float(changed):.1%} of brain voxels changed label" if changed is not None else ""
+        notes.append(("info", f"Tissues segmented from {' + '.join(channels)} (multichannel){share}."))
+    return notes
+
+
 def conform_notes(record: Mapping | None) -> list[tuple[str, str]]:
     """Warnings and notes from ``conform``'s record, as ``(level, text)`` with level ``warn`` or ``info``."""
     if not record:

@@ -22,6 +22,7 @@ from smriflow.reports.blocks import (
     iqm_table_html,
     methods_html,
     references_html,
+    tissue_notes,
     verdict_html,
 )
 from smriflow.reports.html import block, escape, figure, page, replace_block, section, svg_img, table
@@ -65,6 +66,7 @@ def subject_report(
     contrast_records: Mapping[str, Mapping] | None = None,
     runs: Mapping | Sequence | None = None,
     surfaces_dir: str | Path = "",
+    tissues: Mapping | None = None,
 ) -> str:
     """Render the HTML report of one T1w and its preprocessing.
 
@@ -104,6 +106,9 @@ def subject_report(
     surfaces_dir : path
         A ``$SUBJECTS_DIR`` (FreeSurfer, FastSurfer) or fMRIPrep derivatives folder: adds the "Surfaces"
         section (``""``: none).
+    tissues : mapping, optional
+        The tissue segmentation's record: its warnings and the channels of a multichannel segmentation
+        join the summary's list.
 
     Returns
     -------
@@ -124,7 +129,7 @@ def subject_report(
     raw, corrected = rl.crop(t1w, box), rl.crop(t1w_preproc, box)
     cuts = rl.cut_coords(mask, n_cuts)
     sections = []
-    warnings = [("warn", str(n)) for n in notes] + conform_notes(conform)
+    warnings = [("warn", str(n)) for n in notes] + conform_notes(conform) + tissue_notes(tissues)
     sections.append(_summary(label, warnings, conform, group, subject, session))
     sections.append(
         section(
@@ -329,12 +334,14 @@ def write_subject_report(
     group_tsv: str | Path | None = None,
     runs_file: str | Path | None = None,
     contrast_record_files: Mapping[str, str | Path] | None = None,
+    tissues_file: str | Path | None = None,
     **kwargs,
 ) -> Path:
     """Render :func:`subject_report` into ``out_file``, reading the JSON and TSV files given.
 
-    ``kwargs`` are those of :func:`subject_report`; ``iqms``, ``group``, ``runs`` and ``contrast_records``
-    come from ``iqms_file``, ``group_tsv``, ``runs_file`` and ``contrast_record_files`` (name -> JSON file).
+    ``kwargs`` are those of :func:`subject_report`; ``iqms``, ``group``, ``runs``, ``contrast_records`` and
+    ``tissues`` come from ``iqms_file``, ``group_tsv``, ``runs_file``, ``contrast_record_files`` (name -> JSON
+    file) and ``tissues_file``.
 
     Raises
     ------
@@ -362,6 +369,8 @@ def write_subject_report(
             name: sx.read_record(path, f"{name} registration record")
             for name, path in contrast_record_files.items()
         }
+    if tissues_file:
+        kwargs["tissues"] = sx.read_record(tissues_file, "record of the tissue segmentation")
     out = Path(out_file)
     out.write_text(subject_report(**kwargs), encoding="utf-8")
     return out

@@ -360,3 +360,15 @@ def test_subject_surface_folder(subjects_dir, fsaverage5, tmp_path):
     nb.save(shape, anat / "sub-05_ses-A_hemi-L_thickness.shape.gii")
     assert subject_surface_folder(tmp_path, "05", "A") == tmp_path / "sub-05" / "ses-A"
     assert subject_surface_folder(tmp_path, "05") == tmp_path / "sub-05"
+
+
+def test_tissue_notes_name_the_channels_and_carry_the_warnings():
+    from smriflow.reports.blocks import tissue_notes
+
+    assert tissue_notes(None) == [] and tissue_notes({"means": [1, 2, 3]}) == []
+    used = {"multichannel": {"channels": ["T1w", "T2w"], "changed_fraction": 0.0412}}
+    assert tissue_notes(used) == [
+        ("info", "Tissues segmented from T1w + T2w (multichannel); 4.1% of brain voxels changed label.")
+    ]
+    alone = {"multichannel": {"channels": ["T1w"]}, "warnings": ["multichannel=true but no T2w or FLAIR"]}
+    assert tissue_notes(alone) == [("warn", "multichannel=true but no T2w or FLAIR")]

@@ -66,7 +66,7 @@ PORTS = {
     "brain_extraction": (["t1w"], ["t1w_mask", "t1w_brain", "anat2tpl_affine"]),
     "tissue_segmentation": (
         ["t1w", "t1w_mask", "anat2tpl_affine", "t2w", "flair"],
-        ["t1w_dseg", "t1w_tpms"],
+        ["t1w_dseg", "t1w_tpms", "record"],
     ),
     "spatial_normalization": (
         ["t1w_brain", "t1w_mask", "anat2tpl_affine", "t1w_tpms"],

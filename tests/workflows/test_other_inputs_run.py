@@ -129,6 +129,7 @@ def test_runs_averaged_t2w_registered_and_lesion_kept(other_inputs_run):
     for section in ("lesions", "contrasts", "runs", "surfaces"):
         assert f'<section id="{section}">' in report
     assert "sub-01_run-2_T1w.nii.gz" in report and "From <code>" in report  # runs table; surfaces drawn
+    assert "Tissues segmented from T1w + T2w (multichannel)" in report
 
 
 @pytest.mark.shared
@@ -150,3 +151,4 @@ def test_longitudinal_subject_has_one_anatomical_and_no_optional_outputs(other_i
     assert '<section id="runs">' in report and "sub-02_ses-B_T1w.nii.gz" in report
     assert '<section id="contrasts">' not in report and '<section id="lesions">' not in report
     assert "No surfaces for sub-02 in" in report
+    assert "multichannel=true but no T2w or FLAIR: segmented from the T1w only" in report

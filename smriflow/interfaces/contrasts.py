@@ -1,4 +1,4 @@
-"""Other contrasts on the T1w grid, T1w runs combined, multichannel Atropos (smriflow.utils.contrasts).
+"""Other contrasts on the T1w grid and T1w runs combined (smriflow.utils.contrasts).
 
 In ``anat_preproc`` the T2w and FLAIR are optional inputs: :class:`ContrastToT1w` without ``in_file`` (a
 subject without that contrast) does nothing and leaves its outputs undefined, so the workflow's optional
@@ -14,7 +14,7 @@ from nipype.interfaces.base import File, InputMultiObject, TraitedSpec, isdefine
 
 from smriflow.interfaces.base import AntsPyInputSpec, AntsPyInterface
 
-__all__ = ["CombineRuns", "ContrastToT1w", "MultichannelSegmentation"]
+__all__ = ["CombineRuns", "ContrastToT1w"]
 
 
 class _ContrastToT1wInputSpec(AntsPyInputSpec):
@@ -199,45 +199,3 @@ def shared_source(paths: list[str]) -> str:
     if session.startswith("ses-") and not any(part == session for part in kept):
         folder = folder.parent.parent / folder.name  # sub-1/ses-A/anat → sub-1/anat
     return str(folder / "_".join(kept))
-
-
-class _MultichannelSegmentationInputSpec(AntsPyInputSpec):
-    in_files = InputMultiObject(
-        File(exists=True),
-        mandatory=True,
-        desc="channels on one grid, the T1w first (e.g. T1w, T2w space-T1w)",
-    )
-    in_mask = File(exists=True, mandatory=True, desc="brain mask on the same grid")
-    mrf = traits.Range(low=0.0, high=1.0, value=0.1, usedefault=True, desc="Atropos MRF smoothing weight")
-
-
-class _MultichannelSegmentationOutputSpec(TraitedSpec):
-    out_dseg = File(exists=True, desc="labels (uint8): 1 GM, 2 WM, 3 CSF, 0 background")
-
-
-class MultichannelSegmentation(AntsPyInterface):
-    """Three-class Atropos on one or more channels (:func:`~smriflow.utils.contrasts.multichannel_atropos`).
-
-    Not used by ``anat_preproc``: on the shared T1w (3 mm) with a synthetic T2w, Atropos T1w-only gave
-    GM/WM Dice 0.756/0.868 against FreeSurfer, T1w + T2w 0.753/0.868, and smriflow's own segmentation
-    0.825/0.892 (docs/inputs.md).
-    """
-
-    input_spec = _MultichannelSegmentationInputSpec
-    output_spec = _MultichannelSegmentationOutputSpec
-
-    def _run_interface(self, runtime):
-        import nibabel as nb
-        import numpy as np
-
-        from smriflow.utils.contrasts import multichannel_atropos
-        from smriflow.utils.niftiio import save_like, strip_ext
-
-        channels = [nb.load(path) for path in self.inputs.in_files]
-        mask = np.asarray(nb.load(self.inputs.in_mask).dataobj) > 0
-        dseg = multichannel_atropos(
-            channels, mask, mrf=self.inputs.mrf, seed=self.inputs.seed, num_threads=self.inputs.num_threads
-        )
-        path = Path(runtime.cwd) / f"{strip_ext(self.inputs.in_files[0])}_desc-multichannel_dseg.nii.gz"
-        self._results["out_dseg"] = save_like(dseg, channels[0], path, np.uint8)
-        return runtime

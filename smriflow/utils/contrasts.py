@@ -4,8 +4,6 @@
   contrasts) of an image onto the T1w, and the image resampled on the T1w grid (``space-T1w``).
 - :func:`average_runs`: several T1w runs of one subject, each rigidly registered to the first and
   averaged on its grid (a simple within-subject template; the first run is the reference).
-- :func:`multichannel_atropos`: three-class Atropos (k-means initialisation, MRF) on one or more channels
-  in a brain mask, to measure whether a T2w channel helps.
 - :func:`synthesize_t2w`: a T2w-like image made from a T1w (intensity remapping, seeded noise and a
   known rigid move), for tests; it carries no information the T1w does not have.
 
@@ -21,7 +19,7 @@ from typing import Any
 import nibabel as nb
 import numpy as np
 
-__all__ = ["average_runs", "multichannel_atropos", "register_rigid", "rigid_matrix", "synthesize_t2w"]
+__all__ = ["average_runs", "register_rigid", "rigid_matrix", "synthesize_t2w"]
 
 
 def rigid_matrix(rotation_deg: Sequence[float], translation_mm: Sequence[float]) -> np.ndarray:
@@ -198,49 +196,3 @@ def average_runs(
     out.set_qform(reference.affine, 1)
     out.set_sform(reference.affine, 1)
     return out, records
-
-
-def multichannel_atropos(
-    channels: Sequence[nb.spatialimages.SpatialImage],
-    mask: np.ndarray,
-    *,
-    mrf: float = 0.1,
-    iterations: int = 5,
-    seed: int = 0,
-    num_threads: int = 1,
-) -> np.ndarray:
-    """Three-class Atropos (k-means init, MRF) on one or more channels on one grid.
-
-    Classes are ordered by the first channel's mean (a T1w: CSF < GM < WM) and returned as smriflow's
-    labels (1 GM, 2 WM, 3 CSF, 0 outside the mask).
-    """
-    from smriflow.utils.antsenv import import_ants
-    from smriflow.utils.antsio import ants_seed, to_ants
-
-    if not channels:
-        raise ValueError("multichannel_atropos needs at least one channel.")
-    ants = import_ants(num_threads)
-    reference = channels[0]
-    mask = np.asarray(mask, dtype=bool)
-    images = []
-    for index, img in enumerate(channels):
-        if img.shape[:3] != reference.shape[:3] or not np.allclose(img.affine, reference.affine, atol=1e-3):
-            raise ValueError(f"channel {index} is not on the grid of channel 0.")
-        images.append(to_ants(np.asarray(img.dataobj, dtype=np.float32), reference.affine, ants))
-    mask_ants = to_ants(mask.astype(np.float32), reference.affine, ants)
-    with ants_seed(ants, seed):
-        result = ants.atropos(
-            a=images if len(images) > 1 else images[0],
-            x=mask_ants,
-            i="kmeans[3]",
-            m=f"[{mrf},1x1x1]",
-            c=f"[{int(iterations)},0]",
-        )
-    raw = result["segmentation"].numpy().astype(np.int64)
-    first = np.asarray(reference.dataobj, dtype=np.float32)
-    means = [float(first[raw == k].mean()) if (raw == k).any() else np.inf for k in (1, 2, 3)]
-    csf, gm, wm = (int(k) + 1 for k in np.argsort(means))
-    out = np.zeros(raw.shape, np.uint8)
-    out[raw == gm], out[raw == wm], out[raw == csf] = 1, 2, 3
-    out[~mask] = 0
-    return out

@@ -102,7 +102,9 @@ class _ROIGLMOutputSpec(TraitedSpec):
     out_missing = File(exists=True, desc="missing.tsv: dropped or imputed subjects per column")
     out_design = File(exists=True, desc="design.tsv: the fitted subjects and variables")
     out_json = File(exists=True, desc="roi_glm.json: formula, term, correction, threshold, counts")
-    out_figures = OutputMultiObject(File(exists=True), desc="figures (PNG) and the t map (NIfTI)")
+    out_figures = OutputMultiObject(
+        File(exists=True), desc="figures (PNG), the t map (NIfTI) and the fsaverage5 t maps (GIFTI)"
+    )
 
 
 class ROIGLM(SimpleInterface):

@@ -68,6 +68,15 @@ def _name(img: ImageLike) -> str:
     return str(img) if isinstance(img, str | Path) else "image"
 
 
+def _world_positions(mask: ImageLike, what: str) -> np.ndarray:
+    """World (mm) positions of the voxels of a mask, shape (n, 3); an empty mask is a ValueError."""
+    img = _load(mask)
+    ijk = np.argwhere(np.asanyarray(img.dataobj) > 0)
+    if not len(ijk):
+        raise ValueError(f"{_name(mask)}: the {what} is empty, so there is nothing to show")
+    return nb.affines.apply_affine(img.affine, ijk)
+
+
 def robust_range(
     img: ImageLike, mask: ImageLike | None = None, *, percentiles=(0.5, 99.5)
 ) -> tuple[float, float]:
@@ -118,11 +127,7 @@ def cut_coords(mask: ImageLike, n_cuts: int = 7, *, margin: float = 0.1) -> dict
     ValueError
         When the mask is empty.
     """
-    img = _load(mask)
-    ijk = np.argwhere(np.asanyarray(img.dataobj) > 0)
-    if not len(ijk):
-        raise ValueError(f"{_name(mask)}: the mask is empty, so there is nothing to show")
-    xyz = nb.affines.apply_affine(img.affine, ijk)
+    xyz = _world_positions(mask, "mask")
     low, high = xyz.min(0), xyz.max(0)
     span = high - low
     cuts = {}
@@ -392,11 +397,7 @@ def lesion_cuts(lesion: ImageLike, n_cuts: int = 7) -> dict[str, list[float]]:
     ValueError
         When the mask is empty.
     """
-    img = _load(lesion)
-    ijk = np.argwhere(np.asanyarray(img.dataobj) > 0)
-    if not len(ijk):
-        raise ValueError(f"{_name(lesion)}: the lesion mask is empty, so there is nothing to show")
-    xyz = nb.affines.apply_affine(img.affine, ijk)
+    xyz = _world_positions(lesion, "lesion mask")
     levels = np.linspace(0.0, 1.0, n_cuts + 2)[1:-1]
     cuts = {}
     for axis, key in enumerate("xyz"):

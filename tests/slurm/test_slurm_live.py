@@ -126,14 +126,16 @@ def test_slurm_graph_reports_the_failed_node_and_cancels_its_dependents(cohort, 
     assert done.returncode == 1, out
     assert re.search(r"sub-01\s+done\s+(\d+)/\1\s", done.stdout), out
     assert re.search(r"sub-02\s+done\s+(\d+)/\1\s", done.stdout), out
-    assert re.search(r"sub-03\s+failed\s+0/\d+\s+sub_03_wf\.anat_preproc_wf\.conform", done.stdout), out
+    # one node done: t1w_runs passes the single run through, conform refuses it
+    assert re.search(r"sub-03\s+failed\s+1/\d+\s+sub_03_wf\.anat_preproc_wf\.conform", done.stdout), out
     assert "sub-03: node sub_03_wf.anat_preproc_wf.conform failed: ValueError:" in done.stdout
     crash = Path(re.search(r"crash file: (\S+crash-\S+\.txt)", done.stdout).group(1))
     assert crash.read_text().startswith("Node: smriflow_wf.sub_03_wf.anat_preproc_wf.conform\n")
     # The dependents of the failed node were cancelled by SLURM, not left pending; nothing of ours is queued.
     jobs = json.loads((cohort.root / "work-slurm" / "smriflow_wf" / "batch" / "jobs.json").read_text())
+    before = ("conform", "t1w_runs")  # the failed node, and the one it ran after
     after = [
-        job["job_id"] for job in jobs if ".sub_03_wf." in job["node"] and not job["node"].endswith("conform")
+        job["job_id"] for job in jobs if ".sub_03_wf." in job["node"] and not job["node"].endswith(before)
     ]
     assert after
     states = subprocess.run(

@@ -233,8 +233,12 @@ def test_fsaverage5_labels_dk_is_the_annotation_destrieux_the_transfer():
     from smriflow.utils.atlases import atlas_labels
     from smriflow.utils.fsaverage import fsaverage5_annotation
 
-    assert fsaverage5_labels("desikankilliany") is fsaverage5_annotation("desikankilliany")
-    assert fsaverage5_labels("desikan_killiany") is fsaverage5_annotation("desikankilliany")
+    annotation = fsaverage5_annotation("desikankilliany")
+    for name in ("desikankilliany", "desikan_killiany"):  # equal, not identical: caches may be cleared
+        labels = fsaverage5_labels(name)
+        for side in ("left", "right"):
+            np.testing.assert_array_equal(labels[side].labels, annotation[side].labels)
+            assert labels[side].names == annotation[side].names
     destrieux = fsaverage5_labels("destrieux")
     for side, key in (("left", "lh"), ("right", "rh")):
         part = destrieux[side]

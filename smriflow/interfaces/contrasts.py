@@ -54,7 +54,7 @@ class ContrastToT1w(AntsPyInterface):
 
         from smriflow.utils.bias import N4_PROFILES, n4_correct
         from smriflow.utils.conform import load_conformed
-        from smriflow.utils.contrasts import register_rigid
+        from smriflow.utils.contrasts import register_rigid, rigid_motion
         from smriflow.utils.niftiio import save_like, strip_ext
 
         contrast = self.inputs.contrast
@@ -91,12 +91,12 @@ class ContrastToT1w(AntsPyInterface):
         xfm = cwd / f"from-T1w_to-{contrast}_mode-image_xfm.mat"
         shutil.copyfile(transform, xfm)
         self._results["out_xfm"] = str(xfm)
-        angle = np.degrees(np.arccos(np.clip((np.trace(world[:3, :3]) - 1) / 2, -1.0, 1.0)))
+        translation, angle = rigid_motion(world)
         record = {
             "contrast": contrast,
             "metric": "Mattes mutual information (32 bins), rigid",
-            "translation_mm": float(np.linalg.norm(world[:3, 3])),
-            "rotation_deg": float(angle),
+            "translation_mm": translation,
+            "rotation_deg": angle,
             "n4_profile": self.inputs.profile,
             "masked_metric": mask is not None,
         }
@@ -150,9 +150,11 @@ class CombineRuns(AntsPyInterface):
     output_spec = _CombineRunsOutputSpec
 
     def _run_interface(self, runtime):
+        from smriflow.utils.niftiio import strip_ext
+
         files = [str(path) for path in self.inputs.in_files]
         cwd = Path(runtime.cwd)
-        stem = Path(files[0]).name.split(".")[0]
+        stem = strip_ext(files[0])
         record: dict = {"method": self.inputs.method, "runs": [{"file": Path(p).name} for p in files]}
         if len(files) == 1 or self.inputs.method == "first":
             self._results["out_file"] = files[0]

@@ -19,7 +19,7 @@ from typing import Any
 import nibabel as nb
 import numpy as np
 
-__all__ = ["average_runs", "register_rigid", "rigid_matrix", "synthesize_t2w"]
+__all__ = ["average_runs", "register_rigid", "rigid_matrix", "rigid_motion", "synthesize_t2w"]
 
 
 def rigid_matrix(rotation_deg: Sequence[float], translation_mm: Sequence[float]) -> np.ndarray:
@@ -149,6 +149,12 @@ def _ants_rigid_to_world(tx: Any) -> np.ndarray:
     return flip @ lps @ flip
 
 
+def rigid_motion(world: np.ndarray) -> tuple[float, float]:
+    """Size of a 4x4 rigid world transform: translation length (mm) and rotation angle (degrees)."""
+    cosine = np.clip((np.trace(world[:3, :3]) - 1) / 2, -1.0, 1.0)
+    return float(np.linalg.norm(world[:3, 3])), float(np.degrees(np.arccos(cosine)))
+
+
 def average_runs(
     runs: Sequence[nb.spatialimages.SpatialImage],
     work_dir: str | Path,
@@ -183,15 +189,8 @@ def average_runs(
         data = np.asarray(resampled.dataobj, dtype=np.float32)
         scale = ref_median / float(np.median(data[head]))
         total += data * np.float32(scale)
-        angle = np.degrees(np.arccos(np.clip((np.trace(world[:3, :3]) - 1) / 2, -1.0, 1.0)))
-        records.append(
-            {
-                "run": index,
-                "scale": scale,
-                "translation_mm": float(np.linalg.norm(world[:3, 3])),
-                "rotation_deg": float(angle),
-            }
-        )
+        translation, angle = rigid_motion(world)
+        records.append({"run": index, "scale": scale, "translation_mm": translation, "rotation_deg": angle})
     out = nb.Nifti1Image(total / np.float32(len(runs)), reference.affine)
     out.set_qform(reference.affine, 1)
     out.set_sform(reference.affine, 1)

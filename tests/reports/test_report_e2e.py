@@ -16,6 +16,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import _anat_data
+import _report_data
 import pytest
 
 ATLASES = ("desikankilliany", "harvardoxford", "aal")
@@ -56,17 +57,7 @@ def runs(shared_data, tmp_path_factory):
 def test_anat_preproc_writes_the_subject_report(runs):
     report = runs.before
     assert "<title>smriflow report: sub-01</title>" in report
-    for anchor in (
-        "summary",
-        "input",
-        "bias",
-        "mask",
-        "tissues",
-        "registration",
-        "atlases",
-        "iqms",
-        "methods",
-    ):
+    for anchor in _report_data.SECTIONS:
         assert f'<section id="{anchor}">' in report, anchor
     for atlas in ATLASES:
         assert f"<h3>{atlas}</h3>" in report

@@ -80,17 +80,7 @@ def test_report_is_self_contained(report):
 
 
 def test_report_has_every_section(report):
-    for anchor in (
-        "summary",
-        "input",
-        "bias",
-        "mask",
-        "tissues",
-        "registration",
-        "atlases",
-        "iqms",
-        "methods",
-    ):
+    for anchor in _report_data.SECTIONS:
         assert f'<section id="{anchor}">' in report, anchor
         assert f'href="#{anchor}"' in report, anchor  # reachable from the navigation bar
     images = [url for tag, url in resources(report).urls if tag == "img"]

@@ -89,8 +89,8 @@ def derivative(output_dir: Path, label: str, name: str) -> Path:
 
 def score(output_dir: Path, label: str, t1w: Path, fs_dir: Path, template: str, atlas: str) -> dict:
     """Every accuracy figure of the module docstring, as a dictionary (volumes in ml)."""
+    from smriflow.anat.modulation import volume_mm3
     from smriflow.utils.metrics import cjv, dice, fs_tissue_classes
-    from smriflow.utils.modulation import volume_mm3
 
     ref = nb.load(derivative(output_dir, label, "desc-preproc_T1w.nii.gz"))
     voxel_ml = float(abs(np.linalg.det(ref.affine[:3, :3]))) / 1000

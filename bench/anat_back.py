@@ -108,12 +108,16 @@ def main(argv: list[str] | None = None) -> int:
     from smriflow.utils.threads import set_thread_env
 
     set_thread_env(args.threads)  # before ITK starts in this process
+    from smriflow.anat.modulation import volume_mm3
+    from smriflow.data.atlases import cached_atlas_dseg
+    from smriflow.data.templates import get_template
     from smriflow.interfaces.parcellation import ROIVolumes, SubjectSummary, WarpAtlas
-    from smriflow.interfaces.registration import ApplyTransforms, ModulateJacobian, SpatialNormalization
-    from smriflow.utils.atlases import cached_atlas_dseg
+    from smriflow.interfaces.spatial_normalization import (
+        ApplyTransforms,
+        ModulateJacobian,
+        SpatialNormalization,
+    )
     from smriflow.utils.metrics import dice
-    from smriflow.utils.modulation import volume_mm3
-    from smriflow.utils.templates import get_template
 
     work = args.work_dir or Path(tempfile.mkdtemp(prefix="anat_back_"))
     atlases = [a for a in args.atlases.split(",") if a]
@@ -137,9 +141,9 @@ def main(argv: list[str] | None = None) -> int:
     init_affine = None
     if args.front:
         from smriflow.interfaces.bias import N4BiasCorrect
-        from smriflow.interfaces.brain import BrainExtraction
+        from smriflow.interfaces.brain_extraction import BrainExtraction
         from smriflow.interfaces.conform import ConformImage
-        from smriflow.interfaces.segmentation import TissueSegmentation
+        from smriflow.interfaces.tissue_segmentation import TissueSegmentation
 
         conform = run("front: conform", ConformImage(in_file=str(args.t1w)))
         n4 = run("front: n4", N4BiasCorrect(in_file=conform.out_file, num_threads=args.threads))

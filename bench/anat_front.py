@@ -83,9 +83,9 @@ def main(argv: list[str] | None = None) -> int:
 
     set_thread_env(args.threads)  # before ITK starts in this process
     from smriflow.interfaces.bias import N4BiasCorrect
-    from smriflow.interfaces.brain import BrainExtraction
+    from smriflow.interfaces.brain_extraction import BrainExtraction
     from smriflow.interfaces.conform import ConformImage
-    from smriflow.interfaces.segmentation import TissueSegmentation
+    from smriflow.interfaces.tissue_segmentation import TissueSegmentation
     from smriflow.utils.metrics import cjv, dice, fs_tissue_classes
 
     work = args.work_dir or Path(tempfile.mkdtemp(prefix="anat_front_"))

@@ -122,7 +122,7 @@ def block_labels(img: nb.spatialimages.SpatialImage, factor: int) -> nb.Nifti1Im
 
 def block_mean(img: nb.spatialimages.SpatialImage, factor: int) -> nb.Nifti1Image:
     """Average of each factor³ block, on the image's own grid."""
-    from smriflow.utils.bias import block_reduce
+    from smriflow.utils.grids import block_reduce
 
     small = block_reduce(np.asarray(img.dataobj, dtype=np.float32), (factor,) * 3)
     return nb.Nifti1Image(small, _coarse_affine(img.affine, factor))
@@ -169,9 +169,9 @@ def atrophied_subject(
 def run_front(t1w: Path, folder: Path, profile: str, threads: int) -> dict[str, str]:
     """ConformImage -> N4BiasCorrect -> BrainExtraction -> SpatialNormalization; the files that matter."""
     from smriflow.interfaces.bias import N4BiasCorrect
-    from smriflow.interfaces.brain import BrainExtraction
+    from smriflow.interfaces.brain_extraction import BrainExtraction
     from smriflow.interfaces.conform import ConformImage
-    from smriflow.interfaces.registration import SpatialNormalization
+    from smriflow.interfaces.spatial_normalization import SpatialNormalization
 
     folder.mkdir(parents=True, exist_ok=True)
     conformed = ConformImage(in_file=str(t1w)).run(cwd=folder).outputs.out_file
@@ -194,7 +194,7 @@ def run_front(t1w: Path, folder: Path, profile: str, threads: int) -> dict[str, 
 
 def to_template(labels: nb.Nifti1Image, files: dict[str, str], folder: Path, name: str) -> np.ndarray:
     """Warp a label image (any grid aligned in world space with the T1w) into the template."""
-    from smriflow.utils.registration import apply_transforms
+    from smriflow.anat.spatial_normalization import apply_transforms
 
     path = folder / f"{name}.nii.gz"
     labels.to_filename(str(path))
@@ -224,8 +224,8 @@ def score(
     threads: int = 1,
 ) -> dict[str, float]:
     """Run both images and return every figure the module docstring lists."""
+    from smriflow.data.templates import get_template
     from smriflow.utils.metrics import dice
-    from smriflow.utils.templates import get_template
 
     images, aseg, fs_brain, info = atrophied_subject(
         shared, resolution, ventricles_mm=ventricles_mm, cortex_mm=cortex_mm

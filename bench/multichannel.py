@@ -2,7 +2,7 @@
 
 The shared data hold no real T1w/T2w pair, so the T2w is synthesized, in two ways:
 
-- **(b) from the T1w intensities**: :func:`smriflow.utils.contrasts.synthesize_t2w` of the bias-corrected
+- **(b) from the T1w intensities**: :func:`smriflow.anat.contrasts.synthesize_t2w` of the bias-corrected
   T1w (inverted contrast, 3 % seeded noise). It carries no information the T1w does not have: the case where
   the extra channel adds nothing.
 - **(c) from an independent tissue-contrast model**: FreeSurfer's ``aseg`` classes of the same subject at
@@ -16,7 +16,7 @@ Every T2w image goes through ``N4BiasCorrect`` as ``anat_preproc`` treats a T2w;
 (the rigid registration, tested on its own in ``tests/workflows/test_contrasts.py``, is not repeated). The T1w
 goes through ``N4BiasCorrect`` and ``BrainExtraction``; then ``TissueSegmentation`` (deep-GM prior from the
 brain-extraction affine) runs (a) T1w only, the default, and with ``multichannel=True`` and each T2w. Two
-more rows use :func:`smriflow.utils.tissues.segment_tissues_multichannel` with ``include_t1w=True``
+more rows use :func:`smriflow.anat.tissue_segmentation.segment_tissues_multichannel` with ``include_t1w=True``
 (Atropos on [T1w, T2w]), a variant that is not the default. Scores are Dice against the ``aseg`` classes
 of :func:`smriflow.utils.metrics.fs_tissue_classes` on the same grid (aseg's CSF class is the ventricles
 only, so CSF Dice is low for every method and not meaningful).
@@ -72,9 +72,9 @@ def independent_t2w(
     t1w: nb.spatialimages.SpatialImage, fs_dir: Path, *, noise: float = 40.0, seed: int = 1
 ) -> nb.Nifti1Image:
     """The T2w of model (c) on the 1 mm grid of ``t1w`` (which is FreeSurfer's grid)."""
-    from smriflow.utils.contrasts import synthesize_t2w
+    from smriflow.anat.contrasts import synthesize_t2w
+    from smriflow.anat.tissue_segmentation import DEEP_GM_LABELS
     from smriflow.utils.metrics import fs_tissue_classes
-    from smriflow.utils.tissues import DEEP_GM_LABELS
 
     aseg_img = nb.load(fs_dir / "aseg.mgz")
     if aseg_img.shape != t1w.shape or not np.allclose(aseg_img.affine, t1w.affine, atol=1e-3):
@@ -113,12 +113,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, default=None, help="also write the table to this JSON file")
     args = parser.parse_args(argv)
 
+    from smriflow.anat.contrasts import synthesize_t2w
+    from smriflow.anat.tissue_segmentation import segment_tissues_multichannel, warp_deep_gm_prior
     from smriflow.interfaces.bias import N4BiasCorrect
-    from smriflow.interfaces.brain import BrainExtraction
-    from smriflow.interfaces.segmentation import TissueSegmentation
-    from smriflow.utils.contrasts import synthesize_t2w
+    from smriflow.interfaces.brain_extraction import BrainExtraction
+    from smriflow.interfaces.tissue_segmentation import TissueSegmentation
     from smriflow.utils.metrics import fs_tissue_classes
-    from smriflow.utils.tissues import segment_tissues_multichannel, warp_deep_gm_prior
 
     start = time.perf_counter()
     work = args.work_dir or Path(tempfile.mkdtemp(prefix="multichannel_"))

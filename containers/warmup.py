@@ -5,8 +5,8 @@ ones, Harvard-Oxford and Juelich, at smriflow's default 25 % threshold). Run by 
 and ``containers/smriflow.def`` with ``SMRIFLOW_CACHE`` set to a folder inside the image.
 """
 
-from smriflow.utils.atlases import available_atlases, cached_atlas_dseg
-from smriflow.utils.templates import get_template
+from smriflow.data.atlases import available_atlases, cached_atlas_dseg
+from smriflow.data.templates import get_template
 
 for resolution in (1, 2):
     for suffix in ("T1w", "mask"):

@@ -15,7 +15,7 @@ def downsample(
     img: nb.spatialimages.SpatialImage, factor: int = 3, *, labels: bool = False
 ) -> nb.Nifti1Image:
     """Block-average (or, for labels, take the block's centre voxel) by ``factor`` on the image's own grid."""
-    from smriflow.utils.bias import block_reduce
+    from smriflow.utils.grids import block_reduce
 
     data = np.asarray(img.dataobj)
     if labels:

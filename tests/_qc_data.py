@@ -30,7 +30,7 @@ def _save(data: np.ndarray, affine: np.ndarray, path: Path, dtype=np.float32) ->
 
 def make_subject(folder: Path, *, seed: int = 0, bias_strength: float = 0.15) -> dict:
     """Write the synthetic subject's files into ``folder``; return the keyword arguments of compute_iqms."""
-    from smriflow.utils.templates import get_template
+    from smriflow.data.templates import get_template
 
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)

@@ -2,7 +2,7 @@
 
 The steps, each the real command a user would run:
 
-1. :func:`smriflow.utils.synth.write_dataset` writes ``DIR/bids`` (T1w images made from the template with a
+1. :func:`smriflow.data.synth.write_dataset` writes ``DIR/bids`` (T1w images made from the template with a
    head, a random pose and deformation, a bias field, Rician noise and an age-related thinning of one region)
    and the ground truth in ``DIR/truth``;
 2. ``smriflow run anat_preproc --bids-dir DIR/bids --output-dir DIR/derivatives/smriflow`` (default execution
@@ -74,7 +74,7 @@ def add_demo_parser(subparsers: Any, common: argparse.ArgumentParser) -> argpars
 def demo_command(args: argparse.Namespace) -> int:
     """Handle ``smriflow demo``; return the exit code (0 when every step succeeded)."""
     from smriflow.cli.main import CLIError
-    from smriflow.utils.synth import SynthParams
+    from smriflow.data.synth import SynthParams
 
     if args.subjects < 2:
         raise CLIError(f"--subjects {args.subjects}: the demo needs at least 2 subjects (an age effect)")
@@ -120,7 +120,7 @@ def _dataset(out: Path, n_subjects: int, seed: int, params) -> Any:
     import pandas as pd
 
     from smriflow.cli.main import CLIError
-    from smriflow.utils.synth import write_dataset
+    from smriflow.data.synth import write_dataset
 
     record = out / "truth" / "params.json"
     wanted = {"seed": seed, "subjects": n_subjects, **asdict(params)}
@@ -361,7 +361,7 @@ def _on_grid(img: Any, reference: Any) -> Any:
     """``img``'s data on ``reference``'s grid (nearest neighbour; unchanged when the grids agree)."""
     import numpy as np
 
-    from smriflow.utils.synth import _resample
+    from smriflow.data.synth import _resample
 
     if img.shape[:3] == reference.shape[:3] and np.allclose(img.affine, reference.affine, atol=1e-4):
         return np.asarray(img.dataobj)

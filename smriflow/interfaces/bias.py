@@ -43,7 +43,7 @@ class _N4BiasCorrectOutputSpec(TraitedSpec):
 class N4BiasCorrect(AntsPyInterface):
     """Correct intensity non-uniformity with antspyx's N4, fitted on the head at ~2 mm.
 
-    See :func:`smriflow.utils.bias.n4_correct`. The output stays on the input grid; the field is
+    See :func:`smriflow.anat.bias.n4_correct`. The output stays on the input grid; the field is
     deterministic run to run.
     """
 
@@ -54,7 +54,7 @@ class N4BiasCorrect(AntsPyInterface):
         import nibabel as nb
         import numpy as np
 
-        from smriflow.utils.bias import N4_PROFILES, n4_correct
+        from smriflow.anat.bias import N4_PROFILES, n4_correct
         from smriflow.utils.niftiio import save_like, strip_ext
 
         params = dict(N4_PROFILES[self.inputs.profile])

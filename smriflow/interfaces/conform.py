@@ -40,7 +40,7 @@ class ConformImage(SimpleInterface):
     output_spec = _ConformImageOutputSpec
 
     def _run_interface(self, runtime):
-        from smriflow.utils.conform import conform_image
+        from smriflow.anat.conform import conform_image
         from smriflow.utils.niftiio import strip_ext
 
         stem = strip_ext(self.inputs.in_file)

@@ -1,4 +1,4 @@
-"""Other contrasts on the T1w grid and T1w runs combined (smriflow.utils.contrasts).
+"""Other contrasts on the T1w grid and T1w runs combined (smriflow.anat.contrasts).
 
 In ``anat_preproc`` the T2w and FLAIR are optional inputs: :class:`ContrastToT1w` without ``in_file`` (a
 subject without that contrast) does nothing and leaves its outputs undefined, so the workflow's optional
@@ -37,7 +37,7 @@ class ContrastToT1w(AntsPyInterface):
     """N4-correct another contrast and register it rigidly to the T1w (Mattes mutual information).
 
     The contrast is conformed (checked, reoriented to RAS), N4-corrected on its head mask
-    (:func:`smriflow.utils.bias.n4_correct`), registered with :func:`smriflow.utils.contrasts.register_rigid`
+    (:func:`smriflow.anat.bias.n4_correct`), registered with :func:`smriflow.anat.contrasts.register_rigid`
     and resampled (linear) on the T1w grid.
     """
 
@@ -52,9 +52,9 @@ class ContrastToT1w(AntsPyInterface):
         import nibabel as nb
         import numpy as np
 
-        from smriflow.utils.bias import N4_PROFILES, n4_correct
-        from smriflow.utils.conform import load_conformed
-        from smriflow.utils.contrasts import register_rigid, rigid_motion
+        from smriflow.anat.bias import N4_PROFILES, n4_correct
+        from smriflow.anat.conform import load_conformed
+        from smriflow.anat.contrasts import register_rigid, rigid_motion
         from smriflow.utils.niftiio import save_like, strip_ext
 
         contrast = self.inputs.contrast
@@ -141,7 +141,7 @@ class CombineRuns(AntsPyInterface):
     """One T1w per subject from one or more runs (or sessions): take the first, or average them.
 
     Averaging registers every conformed run rigidly to the first (Mattes MI), scales it to the first's
-    median head intensity and takes the mean (:func:`smriflow.utils.contrasts.average_runs`), like
+    median head intensity and takes the mean (:func:`smriflow.anat.contrasts.average_runs`), like
     sMRIPrep's T1w reference from several runs. A single run passes through untouched, so a one-run
     subject gets exactly the derivatives it had without this step.
     """
@@ -162,8 +162,8 @@ class CombineRuns(AntsPyInterface):
         else:
             import numpy as np
 
-            from smriflow.utils.conform import load_conformed
-            from smriflow.utils.contrasts import average_runs
+            from smriflow.anat.conform import load_conformed
+            from smriflow.anat.contrasts import average_runs
             from smriflow.utils.niftiio import save_like
 
             runs = [

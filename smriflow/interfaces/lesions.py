@@ -43,7 +43,7 @@ class _LesionMaskOutputSpec(TraitedSpec):
 class LesionMask(SimpleInterface):
     """Put a lesion mask on the conformed T1w grid and make N4's fitting mask without it.
 
-    See :func:`smriflow.utils.lesions.lesion_on_grid` and :func:`smriflow.utils.lesions.n4_fit_mask`.
+    See :func:`smriflow.anat.lesions.lesion_on_grid` and :func:`smriflow.anat.lesions.n4_fit_mask`.
     Without ``in_file`` the outputs stay undefined.
     """
 
@@ -56,7 +56,7 @@ class LesionMask(SimpleInterface):
         import nibabel as nb
         import numpy as np
 
-        from smriflow.utils.lesions import lesion_on_grid, n4_fit_mask
+        from smriflow.anat.lesions import lesion_on_grid, n4_fit_mask
         from smriflow.utils.niftiio import save_like, strip_ext
 
         name = Path(self.inputs.in_file).name
@@ -99,7 +99,7 @@ class _LesionFillOutputSpec(TraitedSpec):
 
 
 class LesionFill(SimpleInterface):
-    """Fill a lesion with the local white-matter intensity (:func:`smriflow.utils.lesions.fill_lesion`).
+    """Fill a lesion with the local white-matter intensity (:func:`smriflow.anat.lesions.fill_lesion`).
 
     Without ``in_lesion`` the image passes through unchanged (the same file).
     """
@@ -114,7 +114,7 @@ class LesionFill(SimpleInterface):
         import nibabel as nb
         import numpy as np
 
-        from smriflow.utils.lesions import fill_lesion
+        from smriflow.anat.lesions import fill_lesion
         from smriflow.utils.niftiio import save_like, strip_ext
 
         img = nb.load(self.inputs.in_file)

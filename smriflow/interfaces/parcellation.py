@@ -1,7 +1,7 @@
 """Atlas parcellation in native space, region volumes and the subject's global volumes.
 
-Thin shells over :mod:`smriflow.utils.atlases` (atlas data, label rules, template-space caveats) and
-:func:`smriflow.utils.registration.apply_transforms`.
+Thin shells over :mod:`smriflow.data.atlases` (atlas data, label rules, template-space caveats) and
+:func:`smriflow.anat.spatial_normalization.apply_transforms`.
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ class _WarpAtlasOutputSpec(TraitedSpec):
 class WarpAtlas(AntsPyInterface):
     """Resample an atlas into native space with label interpolation (ANTs ``genericLabel`` by default).
 
-    The atlas is read as the label image of :func:`smriflow.utils.atlases.atlas_dseg` (maximum probability
+    The atlas is read as the label image of :func:`smriflow.data.atlases.atlas_dseg` (maximum probability
     for Harvard-Oxford and Juelich) and resampled once, from its own grid straight onto the native T1w grid.
     """
 
@@ -68,8 +68,8 @@ class WarpAtlas(AntsPyInterface):
     output_spec = _WarpAtlasOutputSpec
 
     def _run_interface(self, runtime):
-        from smriflow.utils.atlases import atlas_label, atlas_labels, cached_atlas_dseg
-        from smriflow.utils.registration import apply_transforms
+        from smriflow.anat.spatial_normalization import apply_transforms
+        from smriflow.data.atlases import atlas_label, atlas_labels, cached_atlas_dseg
 
         name = self.inputs.atlas
         label = atlas_label(name)
@@ -109,7 +109,7 @@ class ROIVolumes(SimpleInterface):
     output_spec = _ROIVolumesOutputSpec
 
     def _run_interface(self, runtime):
-        from smriflow.utils.atlases import atlas_label, atlas_labels, roi_volumes
+        from smriflow.data.atlases import atlas_label, atlas_labels, roi_volumes
 
         gm = self.inputs.in_gm if isdefined(self.inputs.in_gm) else None
         table = roi_volumes(self.inputs.in_dseg, atlas_labels(self.inputs.atlas), gm)
@@ -140,7 +140,7 @@ class SubjectSummary(SimpleInterface):
     def _run_interface(self, runtime):
         import pandas as pd
 
-        from smriflow.utils.atlases import tissue_volumes
+        from smriflow.data.atlases import tissue_volumes
 
         tpms = list(self.inputs.in_tpms)
         if len(tpms) != 3:

@@ -26,7 +26,7 @@ class _PublishOutputOutputSpec(TraitedSpec):
 
 
 class PublishOutput(SimpleInterface):
-    """Copy an output to ``base_directory/path`` atomically (see :func:`smriflow.utils.publish.publish`)."""
+    """Copy an output to ``base_directory/path`` atomically (see :func:`smriflow.bids.publish.publish`)."""
 
     input_spec = _PublishOutputInputSpec
     output_spec = _PublishOutputOutputSpec
@@ -39,7 +39,7 @@ class PublishOutput(SimpleInterface):
         super()._check_mandatory_inputs()
 
     def _run_interface(self, runtime):
-        from smriflow.utils.publish import publish
+        from smriflow.bids.publish import publish
 
         if self.inputs.optional and not isdefined(self.inputs.in_file):
             self._results["out_file"] = []

@@ -1,6 +1,6 @@
 """Quality control: the image-quality metrics of one T1w, and the group table that flags outliers.
 
-Thin shells over :func:`smriflow.utils.iqms.compute_iqms` and :func:`smriflow.stats.qc.group_qc`; the
+Thin shells over :func:`smriflow.qc.iqms.compute_iqms` and :func:`smriflow.stats.qc.group_qc`; the
 metrics are described in ``docs/iqms.md`` and the group rules in ``docs/qc.md``.
 """
 
@@ -50,7 +50,7 @@ class ComputeIQMs(SimpleInterface):
     output_spec = _ComputeIQMsOutputSpec
 
     def _run_interface(self, runtime):
-        from smriflow.utils.iqms import compute_iqms, write_iqms
+        from smriflow.qc.iqms import compute_iqms, write_iqms
 
         inputs = self.inputs
         iqms = compute_iqms(

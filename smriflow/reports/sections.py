@@ -24,9 +24,9 @@ import nibabel as nb
 import numpy as np
 from scipy import ndimage
 
+from smriflow.anat.lesions import lesion_tissue_fractions
 from smriflow.reports import reportlets as rl
 from smriflow.reports.html import escape, figure, section, table
-from smriflow.utils.lesions import lesion_tissue_fractions
 
 __all__ = [
     "contrasts_section",
@@ -88,7 +88,7 @@ def lesion_stats(lesion: np.ndarray, dseg: np.ndarray, zooms: Sequence[float]) -
     -------
     dict
         ``voxels``, ``volume_ml``, ``n_components`` (26-connected), ``largest_ml`` and ``fractions``
-        (:func:`smriflow.utils.lesions.lesion_tissue_fractions`; empty for an empty mask).
+        (:func:`smriflow.anat.lesions.lesion_tissue_fractions`; empty for an empty mask).
     """
     mask = np.asarray(lesion) > 0
     voxel_ml = float(np.prod(np.asarray(zooms[:3], dtype=np.float64))) / 1000.0

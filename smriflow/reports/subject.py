@@ -266,7 +266,7 @@ def _registration(std_t1w, template: str) -> str:
         )
     import nibabel as nb
 
-    from smriflow.utils.templates import get_template
+    from smriflow.data.templates import get_template
 
     zoom = int(round(float(min(nb.load(str(std_t1w)).header.get_zooms()[:3]))))
     try:

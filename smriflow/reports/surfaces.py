@@ -6,7 +6,7 @@ a standalone SVG string. Each view is drawn on its own figure and embedded as a 
 fsaverage5 instead of 15 MB of triangles; one view at a time keeps the memory of a full-resolution mesh
 low); zero thickness (the medial wall) stays grey. The same inputs give byte-identical SVG (fixed id
 salt, no date), like the other reportlets. :func:`subject_thickness_svg` does the reading too, from a
-FreeSurfer / FastSurfer / fMRIPrep folder (:func:`smriflow.utils.surfaces.find_surfaces`).
+FreeSurfer / FastSurfer / fMRIPrep folder (:func:`smriflow.data.surfaces.find_surfaces`).
 
 For the subject report, :func:`subject_surface_folder` finds a subject's folder in a ``$SUBJECTS_DIR`` or an
 fMRIPrep derivatives folder, and :func:`thickness_summary` gives the mean thickness per hemisphere and per
@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from smriflow.utils.surfaces import (
+from smriflow.data.surfaces import (
     Mesh,
     find_surfaces,
     load_annotation,
@@ -262,7 +262,7 @@ def thickness_summary(
     parcellation : str
         The parcellation's name ("" when none of a hemisphere shown is found).
     regions : dict
-        ``{hemi: {region: mean thickness}}`` (:func:`smriflow.utils.surfaces.regional_mean`).
+        ``{hemi: {region: mean thickness}}`` (:func:`smriflow.data.surfaces.regional_mean`).
     """
     per_hemisphere = {}
     for hemi, (mesh, values) in hemispheres.items():

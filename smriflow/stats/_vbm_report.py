@@ -61,7 +61,7 @@ def _atlas_lookup(name: str, grid: nb.Nifti1Image) -> tuple[str, np.ndarray, dic
     """Return (column name, atlas labels on ``grid`` (nearest), label names, the atlas on its own grid)."""
     from nilearn.image import resample_to_img
 
-    from smriflow.utils.atlases import atlas_labels, cached_atlas_dseg, resolve_atlas
+    from smriflow.data.atlases import atlas_labels, cached_atlas_dseg, resolve_atlas
 
     atlas = nb.load(str(cached_atlas_dseg(name)))
     names = dict(zip(atlas_labels(name)["label"].astype(int), atlas_labels(name)["name"], strict=True))

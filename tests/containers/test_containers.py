@@ -114,7 +114,7 @@ def test_caches_are_built_at_build_time_for_every_atlas(monkeypatch, capsys):
     """warmup.py asks for every template file and every atlas label image smriflow can use."""
     import runpy
 
-    from smriflow.utils import atlases, templates
+    from smriflow.data import atlases, templates
 
     asked_templates, asked_atlases = [], []
     monkeypatch.setattr(templates, "get_template", lambda **kw: asked_templates.append(kw) or "tpl")

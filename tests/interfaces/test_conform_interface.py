@@ -23,7 +23,9 @@ def _write(path, data, affine=LIA):
 
 
 def test_registered():
-    from smriflow.interfaces import bias, brain, conform, segmentation
+    from smriflow.interfaces import bias, conform
+    from smriflow.interfaces import brain_extraction as brain
+    from smriflow.interfaces import tissue_segmentation as segmentation
 
     registry = interface_registry()
     assert registry["ConformImage"] is ConformImage

@@ -10,9 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from smriflow.data.atlases import atlas_labels
 from smriflow.interfaces import parcellation as module
 from smriflow.interfaces.parcellation import ROIVolumes, SubjectSummary, WarpAtlas
-from smriflow.utils.atlases import atlas_labels
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from smriflow.interfaces.qc import ComputeIQMs, GroupIQMTable
-from smriflow.utils.iqms import compute_iqms
+from smriflow.qc.iqms import compute_iqms
 
 
 @pytest.fixture(scope="module")

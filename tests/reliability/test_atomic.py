@@ -189,8 +189,8 @@ def test_dotdot_cannot_leave_the_output_folder(tmp_path):
 
 
 def test_path_outputs_cannot_leave_the_output_folder(tmp_path):
-    from smriflow.utils.publish import OutputPathError
-    from smriflow.utils.publish import publish as publish_path
+    from smriflow.bids.publish import OutputPathError
+    from smriflow.bids.publish import publish as publish_path
 
     source = tmp_path / "table.tsv"
     source.write_text("a\n")

@@ -9,7 +9,7 @@ import nibabel as nb
 import numpy as np
 import pytest
 
-from smriflow.utils.conform import load_conformed, shear_degrees, validate_image
+from smriflow.anat.conform import load_conformed, shear_degrees, validate_image
 
 SYNTHETIC = [
     label for label, (_, shared, expected) in _faults.CASES.items() if not shared and label != "noT1w"

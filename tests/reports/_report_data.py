@@ -70,7 +70,7 @@ def write_subject(folder: Path, label: str = "01", *, seed: int = 0) -> SimpleNa
 
 def std_t1w(folder: Path) -> str:
     """A 'normalized T1w': the 2 mm template itself, dimmed and shifted by one voxel."""
-    from smriflow.utils.templates import get_template
+    from smriflow.data.templates import get_template
 
     img = nb.load(get_template(resolution=2))
     data = np.roll(np.asanyarray(img.dataobj, dtype=np.float32) * 0.9, 1, axis=0)

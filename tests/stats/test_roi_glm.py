@@ -189,7 +189,7 @@ def test_rerun_is_byte_identical_and_tmap_paints_the_atlas(tmp_path):
     """Two runs give identical files; the t map holds each ROI's t on its atlas label."""
     import nibabel as nb
 
-    from smriflow.utils.atlases import atlas_dseg, atlas_labels
+    from smriflow.data.atlases import atlas_dseg, atlas_labels
 
     rng = np.random.default_rng(1)
     n = 30
@@ -229,9 +229,9 @@ def test_rerun_is_byte_identical_and_tmap_paints_the_atlas(tmp_path):
 
 
 def test_fsaverage5_labels_dk_is_the_annotation_destrieux_the_transfer():
+    from smriflow.data.atlases import atlas_labels
+    from smriflow.data.fsaverage import fsaverage5_annotation
     from smriflow.stats.plots import fsaverage5_labels
-    from smriflow.utils.atlases import atlas_labels
-    from smriflow.utils.fsaverage import fsaverage5_annotation
 
     annotation = fsaverage5_annotation("desikankilliany")
     for name in ("desikankilliany", "desikan_killiany"):  # equal, not identical: caches may be cleared
@@ -277,7 +277,7 @@ def _gifti(path):
 
 def test_dk_t_values_land_on_their_annotation_vertices(tmp_path):
     """Each ROI's t sits on exactly the vertices of its region in FreeSurfer's fsaverage5 DK annotation."""
-    from smriflow.utils.fsaverage import fsaverage5_annotation
+    from smriflow.data.fsaverage import fsaverage5_annotation
 
     columns = ["lh_superiorfrontal_thickness", "lh_insula_thickness", "rh_precuneus_thickness"]
     table, participants = _study(tmp_path, "lh.aparc.thickness", columns)
@@ -325,7 +325,7 @@ def test_destrieux_t_values_use_the_transfer(tmp_path):
 @pytest.mark.shared
 def test_shared_dk_thickness_on_fsaverage5(shared_data, tmp_path):
     """The vertices of lh superiorfrontal in the annotation carry that ROI's t from roi_glm.tsv."""
-    from smriflow.utils.fsaverage import fsaverage5_annotation
+    from smriflow.data.fsaverage import fsaverage5_annotation
 
     participants = require_shared("aomic", "participants.tsv")
     run_roi_glm(
@@ -352,7 +352,7 @@ def test_smriflow_region_table_gets_its_atlas_maps(tmp_path):
     """A table named atlas-<label>_… whose columns are atlas labels is painted on that atlas."""
     import nibabel as nb
 
-    from smriflow.utils.atlases import atlas_dseg, atlas_labels
+    from smriflow.data.atlases import atlas_dseg, atlas_labels
 
     labels = atlas_labels("desikan_killiany")
     names = [n for n in labels["name"] if n.startswith("ctx-") and not n.endswith("unknown")]
@@ -376,7 +376,7 @@ def test_smriflow_region_table_gets_its_atlas_maps(tmp_path):
     label = labels.set_index("name").loc["Right-Hippocampus", "label"]
     assert np.allclose(tmap[atlas == label], row["t"], atol=1e-5)
     # its ctx-lh-<region> columns land on the regions of FreeSurfer's fsaverage5 annotation
-    from smriflow.utils.fsaverage import fsaverage5_annotation
+    from smriflow.data.fsaverage import fsaverage5_annotation
 
     left = fsaverage5_annotation("desikankilliany")["left"]
     values = _gifti(result.files["surface_left"])[0]

@@ -25,9 +25,9 @@ import pandas as pd
 import pytest
 
 import smriflow
+from smriflow.anat.modulation import volume_mm3
 from smriflow.config.errors import SpecError
 from smriflow.utils.metrics import dice, fs_tissue_classes
-from smriflow.utils.modulation import volume_mm3
 
 TESTS = Path(__file__).resolve().parents[1]
 DOCS = TESTS.parent / "docs"

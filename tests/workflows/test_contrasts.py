@@ -18,7 +18,7 @@ import pytest
 from _anat_data import t1w_3mm
 
 import smriflow
-from smriflow.utils.contrasts import rigid_matrix, synthesize_t2w
+from smriflow.anat.contrasts import rigid_matrix, synthesize_t2w
 
 MOVE = rigid_matrix((4.0, -3.0, 6.0), (5.0, -4.0, 3.0))
 
@@ -64,7 +64,7 @@ def t1w_img(shared_data, tmp_path_factory):
 @pytest.mark.shared
 @pytest.mark.ants
 def test_register_rigid_recovers_a_known_move_of_a_synthetic_t2w(t1w_img, tmp_path):
-    from smriflow.utils.contrasts import register_rigid
+    from smriflow.anat.contrasts import register_rigid
 
     t2w = synthesize_t2w(t1w_img, move=MOVE)
     resampled, transform, world = register_rigid(t2w, t1w_img, tmp_path)

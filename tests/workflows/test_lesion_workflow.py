@@ -17,7 +17,7 @@ from _anat_data import reference_3mm, t1w_3mm
 from scipy import ndimage
 
 import smriflow
-from smriflow.utils.lesions import lesion_tissue_fractions
+from smriflow.anat.lesions import lesion_tissue_fractions
 
 
 def _edges(wf) -> set[tuple[str, str, str, str]]:
@@ -63,10 +63,10 @@ def plant_lesions(data: np.ndarray, aseg: np.ndarray, zooms, value: float, n: in
 def segment(folder: Path, t1w: str, lesion: str | None) -> tuple[np.ndarray, np.ndarray]:
     """anat_preproc's first stages, node by node as it wires them; returns dseg and GM probability."""
     from smriflow.interfaces.bias import N4BiasCorrect
-    from smriflow.interfaces.brain import BrainExtraction
+    from smriflow.interfaces.brain_extraction import BrainExtraction
     from smriflow.interfaces.conform import ConformImage
     from smriflow.interfaces.lesions import LesionFill, LesionMask
-    from smriflow.interfaces.segmentation import TissueSegmentation
+    from smriflow.interfaces.tissue_segmentation import TissueSegmentation
 
     folder.mkdir()
     conformed = ConformImage(in_file=t1w).run(cwd=folder).outputs.out_file

@@ -18,8 +18,8 @@ import pytest
 from _anat_data import FREESURFER, T1W, downsample
 from scipy import ndimage
 
+from smriflow.anat.contrasts import rigid_matrix, synthesize_t2w
 from smriflow.cli.main import main
-from smriflow.utils.contrasts import rigid_matrix, synthesize_t2w
 
 T2W_MOVE = rigid_matrix([4.0, 0.0, 3.0], [5.0, -3.0, 2.0])
 RUN_MOVE = rigid_matrix([0.0, 3.0, 0.0], [-4.0, 2.0, 0.0])

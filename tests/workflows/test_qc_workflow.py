@@ -26,7 +26,7 @@ import pytest
 from scipy import ndimage
 
 import smriflow
-from smriflow.utils.iqms import compute_iqms, write_iqms
+from smriflow.qc.iqms import compute_iqms, write_iqms
 
 QC_INPUTS = ["t1w", "t1w_preproc", "t1w_biasfield", "t1w_mask", "t1w_dseg", "t1w_tpms", "std_t1w", "std_tpms"]
 TEMPLATE = "MNI152NLin2009aSym"

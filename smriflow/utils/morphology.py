@@ -1,0 +1,87 @@
+"""Binary morphology with radii in millimetres, connected components, bounding boxes, the head mask."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from scipy import ndimage
+
+from smriflow.utils.grids import block_reduce
+from smriflow.utils.intensity import otsu
+
+__all__ = ["bounding_box", "dilate_mm", "erode_mm", "head_mask", "largest_component"]
+
+
+def dilate_mm(mask: np.ndarray, radius: float, zooms: Sequence[float]) -> np.ndarray:
+    """Dilate a boolean mask by a ball of ``radius`` mm (Euclidean distance transform; any voxel size)."""
+    if radius <= 0:
+        return mask
+    return ndimage.distance_transform_edt(~mask, sampling=zooms) <= radius
+
+
+def erode_mm(mask: np.ndarray, radius: float, zooms: Sequence[float]) -> np.ndarray:
+    """Erode a boolean mask by a ball of ``radius`` mm (Euclidean distance transform; any voxel size)."""
+    if radius <= 0:
+        return mask
+    return ndimage.distance_transform_edt(mask, sampling=zooms) > radius
+
+
+def largest_component(mask: np.ndarray) -> np.ndarray:
+    """The largest face-connected component of a mask (the mask itself when it has one or none)."""
+    labels, n = ndimage.label(mask)
+    if n <= 1:
+        return labels > 0
+    return labels == (np.argmax(np.bincount(labels.ravel())[1:]) + 1)
+
+
+def bounding_box(mask: np.ndarray, margin: Sequence[int] | int = 0) -> tuple[slice, ...]:
+    """Slices of the smallest box holding every voxel of ``mask``, grown by ``margin`` voxels (clipped)."""
+    idx = np.argwhere(mask)
+    lo = np.maximum(idx.min(0) - np.asarray(margin), 0)
+    hi = np.minimum(idx.max(0) + np.asarray(margin) + 1, mask.shape)
+    return tuple(slice(int(a), int(b)) for a, b in zip(lo, hi, strict=True))
+
+
+def head_mask(data: np.ndarray, zooms: Sequence[float], *, resolution: float = 2.0) -> np.ndarray:
+    """Segment the head (everything that is not air) of an anatomical image.
+
+    Otsu's threshold on a ~``resolution`` mm block average, halved to keep dark tissue (bone, CSF),
+    a closing of 2 voxels, the largest connected component, and 3-D hole filling; the mask is brought back
+    to the native grid by repetition. Takes well under a second on a 256³ image.
+
+    Parameters
+    ----------
+    data : numpy.ndarray
+        3-D image.
+    zooms : sequence of float
+        Voxel size in mm.
+    resolution : float
+        Working voxel size in mm.
+
+    Returns
+    -------
+    numpy.ndarray
+        Boolean mask on the grid of ``data``.
+    """
+    factors = [max(1, round(resolution / float(z))) for z in zooms[:3]]
+    small = block_reduce(np.asarray(data), factors)
+    positive = small[small > 0]
+    if positive.size == 0:
+        raise ValueError("head_mask: the image has no positive voxels.")
+    mask = small > 0.5 * otsu(positive)
+    mask = largest_component(ndimage.binary_closing(mask, iterations=2))
+    mask = ndimage.binary_fill_holes(mask)
+    full = np.zeros(data.shape, dtype=bool)
+    up = mask.repeat(factors[0], 0).repeat(factors[1], 1).repeat(factors[2], 2)
+    full[: up.shape[0], : up.shape[1], : up.shape[2]] = up
+    # voxels beyond the last whole block copy their neighbours
+    for axis in range(3):
+        n_done = up.shape[axis]
+        if n_done < data.shape[axis]:
+            src = [slice(None)] * 3
+            src[axis] = slice(n_done - 1, n_done)
+            dst = [slice(None)] * 3
+            dst[axis] = slice(n_done, None)
+            full[tuple(dst)] = full[tuple(src)]
+    return full

@@ -1,0 +1,174 @@
+"""Tests for smriflow.anat.brain_extraction.template: WM peak, crude and refined masks, template-based run."""
+
+from __future__ import annotations
+
+import nibabel as nb
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from smriflow.anat.brain_extraction.template import (
+    brain_extraction,
+    crude_brain_mask,
+    refine_brain_mask,
+    white_matter_peak,
+)
+from smriflow.utils.intensity import kmeans_1d
+from smriflow.utils.metrics import dice
+
+
+def _head_phantom(shape=(60, 70, 64), zoom=2.0, seed=0):
+    """Ellipsoidal 'brain' (WM core, GM shell), CSF gap, dark skull, bright scalp; returns data, brain."""
+    rng = np.random.default_rng(seed)
+    grid = np.indices(shape).astype(np.float32)
+    centre = (np.array(shape) - 1) / 2
+    r = np.sqrt(sum(((grid[i] - centre[i]) / (shape[i] / 2)) ** 2 for i in range(3)))
+    data = np.select(
+        [r < 0.45, r < 0.62, r < 0.67, r < 0.74, r < 0.86], [160.0, 100.0, 40.0, 15.0, 130.0], 0.0
+    ).astype(np.float32)
+    data += rng.normal(0, 3, shape).astype(np.float32) * (data > 0)
+    return np.clip(data, 0, None), r < 0.62
+
+
+def test_kmeans_1d_recovers_centres():
+    rng = np.random.default_rng(0)
+    values = np.concatenate([rng.normal(m, 5, 3000) for m in (40, 100, 160)])
+    centers, labels = kmeans_1d(values, 3)
+    np.testing.assert_allclose(centers, [40, 100, 160], atol=1.5)
+    assert np.all(np.diff(centers) > 0)
+    assert labels.shape == values.shape and set(np.unique(labels)) == {0, 1, 2}
+    again = kmeans_1d(values, 3)
+    np.testing.assert_array_equal(again[0], centers)
+    with pytest.raises(ValueError, match="2 values cannot make 3 clusters"):
+        kmeans_1d(np.array([1.0, 2.0]), 3)
+
+
+def test_white_matter_peak():
+    rng = np.random.default_rng(1)
+    values = np.concatenate([rng.normal(100, 10, 6000), rng.normal(160, 6, 5000), rng.normal(40, 8, 1000)])
+    assert white_matter_peak(values) == pytest.approx(160, abs=4)
+
+
+def test_crude_brain_mask_phantom():
+    data, brain = _head_phantom()
+    mask = crude_brain_mask(data, (2.0, 2.0, 2.0))
+    assert mask.dtype == bool and mask.shape == data.shape
+    assert dice(mask, brain) > 0.9
+    scalp = (data > 110) & ~ndimage.binary_dilation(brain, iterations=3)
+    assert not (mask & scalp).any()
+
+
+def test_crude_brain_mask_rejects_non_head():
+    data = np.zeros((20, 20, 20), np.float32)  # a thin plate: nothing survives a 4 mm erosion
+    data[5:15, 5:15, 9:11] = np.linspace(1, 2, 200).reshape(10, 10, 2)
+    with pytest.raises(ValueError, match="no brain-like tissue found"):
+        crude_brain_mask(data, (2.0, 2.0, 2.0))
+
+
+def test_refine_brain_mask_recovers_brain_from_a_shifted_prior():
+    data, brain = _head_phantom()
+    prior = np.roll(brain, 1, axis=0).astype(np.float32)  # 2 mm off
+    refined = refine_brain_mask(data, (2.0, 2.0, 2.0), prior, dilation_mm=0)
+    assert dice(refined, brain) > 0.95
+    assert dice(refined, brain) > dice(prior > 0.5, brain)
+    # the default 2 mm dilation adds the CSF rim, never the scalp
+    full = refine_brain_mask(data, (2.0, 2.0, 2.0), prior)
+    assert full.sum() > refined.sum()
+    assert not (full & (data > 110) & ~ndimage.binary_dilation(brain, iterations=3)).any()
+
+
+def test_refine_brain_mask_errors():
+    data, _ = _head_phantom(shape=(20, 20, 20))
+    with pytest.raises(ValueError, match="the prior brain mask is empty"):
+        refine_brain_mask(data, (2, 2, 2), np.zeros(data.shape))
+    prior = np.zeros(data.shape)
+    prior[8:12, 8:12, 8:12] = 1
+    with pytest.raises(ValueError, match="no brain tissue above the intensity threshold"):
+        refine_brain_mask(np.zeros(data.shape), (2, 2, 2), prior)
+
+
+def _template_head():
+    """A 'head' made of the 2 mm template brain plus a CSF gap, dark skull and bright scalp, in LIA."""
+    from smriflow.data.templates import get_template
+
+    t1 = nb.load(get_template(resolution=2))
+    mask = np.asarray(nb.load(get_template(resolution=2, suffix="mask")).dataobj) > 0
+    pad = 8
+    brain = np.pad(np.asarray(t1.dataobj, dtype=np.float32), pad) * 160
+    mask = np.pad(mask, pad)
+    dist = ndimage.distance_transform_edt(~mask, sampling=2.0)
+    data = np.select([mask, dist <= 3, dist <= 8, dist <= 14], [brain, 30.0, 10.0, 120.0], 0.0)
+    data = data + np.random.default_rng(0).normal(0, 2, data.shape) * (data > 0)
+    affine = t1.affine.copy()
+    affine[:3, 3] -= 2.0 * pad
+    ras = nb.Nifti1Image(np.clip(data, 0, None).astype(np.float32), affine)
+    to_lia = nb.orientations.ornt_transform(
+        nb.orientations.axcodes2ornt("RAS"), nb.orientations.axcodes2ornt("LIA")
+    )
+    lia = ras.as_reoriented(to_lia)
+    lia_mask = nb.Nifti1Image(mask.astype(np.uint8), affine).as_reoriented(to_lia)
+    return lia, np.asarray(lia_mask.dataobj) > 0
+
+
+@pytest.mark.ants
+def test_brain_extraction_on_template_head(tmp_path):
+    head, truth = _template_head()
+    assert nb.aff2axcodes(head.affine) == ("L", "I", "A")
+    result = brain_extraction(head, work_dir=tmp_path / "a", num_threads=1)
+    assert result.mask.shape == head.shape and result.mask.dtype == bool
+    assert dice(result.mask, truth) > 0.95
+    assert dice(result.prior > 0.5, truth) > 0.9
+    assert 0 <= result.prior.min() and result.prior.max() <= 1
+    assert result.info["method"] == "ants" and result.info["use_syn"] is False
+    assert result.info["brain_volume_ml"] == pytest.approx(result.mask.sum() * 8 / 1000)
+    assert result.affine_xfm.startswith(str(tmp_path / "a" / "affine"))
+    # the mask never reaches the scalp
+    data = np.asarray(head.dataobj)
+    assert not (result.mask & (data > 100) & ~ndimage.binary_dilation(truth, iterations=4)).any()
+    # one thread and a fixed seed: identical results
+    again = brain_extraction(head, work_dir=tmp_path / "b", num_threads=1)
+    np.testing.assert_array_equal(again.mask, result.mask)
+    np.testing.assert_array_equal(again.prior, result.prior)
+
+
+@pytest.mark.ants
+def test_brain_extraction_without_refinement(tmp_path):
+    head, truth = _template_head()
+    result = brain_extraction(head, refine=False, work_dir=tmp_path, num_threads=1)
+    np.testing.assert_array_equal(result.mask, result.prior > 0.5)
+    assert result.info["refine"] is False
+
+
+_RUN_TWO_THREADS = """
+import sys
+import numpy as np
+sys.path.insert(0, sys.argv[1])
+from test_brainmask import _template_head
+from smriflow.anat.brain_extraction.template import brain_extraction
+head, _ = _template_head()
+result = brain_extraction(head, work_dir=sys.argv[2], num_threads=2)
+np.save(sys.argv[3], result.mask)
+"""
+
+
+@pytest.mark.ants
+def test_two_threads_fresh_processes_identical(tmp_path):
+    """A re-run is a fresh process: with 2 ITK threads and the same seed the mask is the same."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    masks = []
+    for run in ("a", "b"):
+        out = tmp_path / f"{run}.npy"
+        cmd = [
+            sys.executable,
+            "-c",
+            _RUN_TWO_THREADS,
+            str(Path(__file__).parent),
+            str(tmp_path / run),
+            str(out),
+        ]
+        subprocess.run(cmd, check=True, timeout=300)
+        masks.append(np.load(out))
+    np.testing.assert_array_equal(masks[0], masks[1])

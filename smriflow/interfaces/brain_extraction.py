@@ -8,6 +8,8 @@ from pathlib import Path
 
 from nipype.interfaces.base import File, TraitedSpec, traits
 
+from smriflow.anat.brain_extraction import METHODS
+from smriflow.data.templates import DEFAULT_TEMPLATE
 from smriflow.interfaces.base import AntsPyInputSpec, AntsPyInterface
 
 __all__ = ["BrainExtraction"]
@@ -18,14 +20,12 @@ class _BrainExtractionInputSpec(AntsPyInputSpec):
         exists=True, mandatory=True, desc="bias-corrected T1w with skull (e.g. N4BiasCorrect.out_file)"
     )
     method = traits.Enum(
-        "ants",
-        "deepbet",
+        *METHODS,
         usedefault=True,
-        desc="ants: affine to the skull-stripped template, warped template mask refined on intensities; "
-        "deepbet: the deepbet CNN (optional extra smriflow[deepbet], needs PyTorch), plus the same affine",
+        desc="; ".join(f"{m.name}: {m.summary}" for m in METHODS.values()),
     )
     template = traits.Str(
-        "MNI152NLin2009aSym",
+        DEFAULT_TEMPLATE,
         usedefault=True,
         desc="template providing the brain T1w and mask (MNI152NLin2009aSym from nilearn, or "
         "one in the local TemplateFlow cache)",
@@ -118,54 +118,31 @@ class BrainExtraction(AntsPyInterface):
         import nibabel as nb
         import numpy as np
 
-        from smriflow.anat.brain_extraction.template import brain_extraction
+        from smriflow.anat.brain_extraction import extract_brain
         from smriflow.data.templates import template_space_name
         from smriflow.utils.niftiio import save_like, strip_ext
 
         img = nb.load(self.inputs.in_file)
         cwd = Path(runtime.cwd)
-        deepbet = self.inputs.method == "deepbet"
-        if deepbet:
-            from smriflow.anat.brain_extraction.deepbet import deepbet_mask
-
-            # first, so a missing extra fails before the registration
-            mask_path, brain_path = deepbet_mask(
-                self.inputs.in_file,
-                cwd,
-                threshold=self.inputs.deepbet_threshold,
-                n_dilate=self.inputs.deepbet_dilate,
-                num_threads=self.inputs.num_threads,
-            )
-        result = brain_extraction(
+        options = METHODS[self.inputs.method].options or {}
+        result = extract_brain(
             img,
+            method=self.inputs.method,
+            options={key: getattr(self.inputs, trait) for key, trait in options.items()},
             template=self.inputs.template,
             use_syn=self.inputs.use_syn,
-            refine=self.inputs.refine and not deepbet,
+            refine=self.inputs.refine,
             tissue_threshold=self.inputs.tissue_threshold,
             work_dir=cwd / "_registration",
             num_threads=self.inputs.num_threads,
             seed=self.inputs.seed,
         )
         stem = strip_ext(self.inputs.in_file)
-        if deepbet:
-            mask = np.asarray(nb.load(mask_path).dataobj) > 0
-            zooms = img.header.get_zooms()[:3]
-            result.info.update(
-                method="deepbet",
-                refine=False,
-                deepbet_threshold=float(self.inputs.deepbet_threshold),
-                deepbet_dilate=int(self.inputs.deepbet_dilate),
-                brain_volume_ml=float(mask.sum() * np.prod(zooms) / 1000),
-            )
-            self._results.update(out_mask=mask_path, out_file=brain_path)
-        else:
-            data = np.asarray(img.dataobj, dtype=np.float32)
-            self._results["out_mask"] = save_like(
-                result.mask, img, cwd / f"{stem}_brainmask.nii.gz", np.uint8
-            )
-            self._results["out_file"] = save_like(
-                data * result.mask, img, cwd / f"{stem}_brain.nii.gz", np.float32
-            )
+        data = np.asarray(img.dataobj, dtype=np.float32)
+        self._results["out_mask"] = save_like(result.mask, img, cwd / f"{stem}_brainmask.nii.gz", np.uint8)
+        self._results["out_file"] = save_like(
+            data * result.mask, img, cwd / f"{stem}_brain.nii.gz", np.float32
+        )
         self._results["out_prior"] = save_like(
             result.prior, img, cwd / f"{stem}_brainprior.nii.gz", np.float32
         )

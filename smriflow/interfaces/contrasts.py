@@ -52,35 +52,18 @@ class ContrastToT1w(AntsPyInterface):
         import nibabel as nb
         import numpy as np
 
-        from smriflow.anat.bias import N4_PROFILES, n4_correct
-        from smriflow.anat.conform import load_conformed
-        from smriflow.anat.contrasts import register_rigid, rigid_motion
+        from smriflow.anat.contrasts import contrast_to_t1w
         from smriflow.utils.niftiio import save_like, strip_ext
 
-        contrast = self.inputs.contrast
-        img = load_conformed(self.inputs.in_file)[0]
-        corrected, _, _ = n4_correct(
-            np.asarray(img.dataobj, dtype=np.float32),
-            img.header.get_zooms()[:3],
-            num_threads=self.inputs.num_threads,
-            **N4_PROFILES[self.inputs.profile],
-        )
         reference = nb.load(self.inputs.reference)
-        mask = None
-        if isdefined(self.inputs.in_mask):
-            mask_img = nb.load(self.inputs.in_mask)
-            if mask_img.shape[:3] != reference.shape[:3]:
-                raise ValueError(
-                    f"'in_mask' must be on the grid of 'reference': shapes {mask_img.shape} and "
-                    f"{reference.shape} differ."
-                )
-            mask = np.asarray(mask_img.dataobj) > 0
         cwd = Path(runtime.cwd)
-        resampled, transform, world = register_rigid(
-            nb.Nifti1Image(corrected, img.affine),
+        resampled, transform, record = contrast_to_t1w(
+            self.inputs.in_file,
             reference,
             cwd / "_registration",
-            fixed_mask=mask,
+            mask=nb.load(self.inputs.in_mask) if isdefined(self.inputs.in_mask) else None,
+            contrast=self.inputs.contrast,
+            profile=self.inputs.profile,
             seed=self.inputs.seed,
             num_threads=self.inputs.num_threads,
         )
@@ -88,18 +71,9 @@ class ContrastToT1w(AntsPyInterface):
         self._results["out_file"] = save_like(
             np.asarray(resampled.dataobj), reference, cwd / f"{stem}_space-T1w.nii.gz", np.float32
         )
-        xfm = cwd / f"from-T1w_to-{contrast}_mode-image_xfm.mat"
+        xfm = cwd / f"from-T1w_to-{self.inputs.contrast}_mode-image_xfm.mat"
         shutil.copyfile(transform, xfm)
         self._results["out_xfm"] = str(xfm)
-        translation, angle = rigid_motion(world)
-        record = {
-            "contrast": contrast,
-            "metric": "Mattes mutual information (32 bins), rigid",
-            "translation_mm": translation,
-            "rotation_deg": angle,
-            "n4_profile": self.inputs.profile,
-            "masked_metric": mask is not None,
-        }
         report = cwd / f"{stem}_to-T1w.json"
         report.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
         self._results["out_report"] = str(report)

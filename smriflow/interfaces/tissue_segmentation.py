@@ -4,15 +4,10 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from nipype.interfaces.base import File, OutputMultiObject, TraitedSpec, isdefined, traits
 
 from smriflow.interfaces.base import AntsPyInterface, ThreadedInputSpec
-
-if TYPE_CHECKING:
-    import nibabel as nb
-    import numpy as np
 
 __all__ = ["TissueSegmentation"]
 
@@ -90,61 +85,33 @@ class TissueSegmentation(AntsPyInterface):
         import nibabel as nb
         import numpy as np
 
-        from smriflow.anat.tissue_segmentation import (
-            CLASSES,
-            segment_tissues,
-            segment_tissues_multichannel,
-            warp_deep_gm_prior,
-        )
+        from smriflow.anat.tissue_segmentation import CLASSES, segment_t1w
         from smriflow.utils.niftiio import save_like, strip_ext
 
         img = nb.load(self.inputs.in_file)
-        mask_img = nb.load(self.inputs.in_mask)
-        if mask_img.shape[:3] != img.shape[:3] or not np.allclose(mask_img.affine, img.affine, atol=1e-3):
-            raise ValueError(
-                f"'in_mask' must be on the grid of 'in_file': {self.inputs.in_mask} does not match "
-                f"{self.inputs.in_file} (shape {mask_img.shape} vs {img.shape} or a different affine)."
-            )
-        extra = {}
-        if self.inputs.multichannel:
-            for trait, name in (("in_t2w", "T2w"), ("in_flair", "FLAIR")):
-                path = getattr(self.inputs, trait)
-                if isdefined(path):
-                    extra[name] = _load_on_grid(path, trait, img)
-        deep = None
+        extra = {
+            name: nb.load(getattr(self.inputs, trait))
+            for trait, name in (("in_t2w", "T2w"), ("in_flair", "FLAIR"))
+            if isdefined(getattr(self.inputs, trait))
+        }
+        to_subject = None
         if self.inputs.deep_gm_prior:
             if isdefined(self.inputs.in_xfm):
-                transforms, invert = [self.inputs.in_xfm], [True]
+                to_subject = [(self.inputs.in_xfm, True)]
                 if isdefined(self.inputs.in_inv_warp):
-                    transforms, invert = [self.inputs.in_xfm, self.inputs.in_inv_warp], [True, False]
-                deep = warp_deep_gm_prior(img, transforms, invert, num_threads=self.inputs.num_threads)
+                    to_subject.append((self.inputs.in_inv_warp, False))
             elif isdefined(self.inputs.in_template_xfm):
-                deep = warp_deep_gm_prior(
-                    img, [self.inputs.in_template_xfm], [False], num_threads=self.inputs.num_threads
-                )
-        data = np.asarray(img.dataobj, dtype=np.float32)
-        mask = np.asarray(mask_img.dataobj) > 0
-        if self.inputs.multichannel:
-            probseg, dseg, info = segment_tissues_multichannel(
-                data,
-                extra,
-                mask,
-                img.affine,
-                zooms=img.header.get_zooms()[:3],
-                deep_gm=deep,
-                wm_fraction=self.inputs.wm_fraction,
-                sigma_mm=self.inputs.sigma_mm,
-                num_threads=self.inputs.num_threads,
-            )
-        else:
-            probseg, dseg, info = segment_tissues(
-                data,
-                mask,
-                img.header.get_zooms()[:3],
-                deep_gm=deep,
-                wm_fraction=self.inputs.wm_fraction,
-                sigma_mm=self.inputs.sigma_mm,
-            )
+                to_subject = [(self.inputs.in_template_xfm, False)]
+        probseg, dseg, info = segment_t1w(
+            img,
+            nb.load(self.inputs.in_mask),
+            extra=extra,
+            multichannel=self.inputs.multichannel,
+            to_subject=to_subject,
+            wm_fraction=self.inputs.wm_fraction,
+            sigma_mm=self.inputs.sigma_mm,
+            num_threads=self.inputs.num_threads,
+        )
         cwd = Path(runtime.cwd)
         stem = strip_ext(self.inputs.in_file)
         self._results["out_probseg"] = [
@@ -156,22 +123,3 @@ class TissueSegmentation(AntsPyInterface):
         report.write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
         self._results["out_report"] = str(report)
         return runtime
-
-
-def _load_on_grid(path: str, trait: str, reference: nb.Nifti1Image) -> np.ndarray:
-    """The data of ``path`` (input ``trait``) as float32, which must share the grid of ``reference``."""
-    import nibabel as nb
-    import numpy as np
-
-    img = nb.load(path)
-    if img.shape[:3] != reference.shape[:3] or len(img.shape) != 3:
-        raise ValueError(
-            f"'{trait}' must be on the grid of 'in_file': {path} has shape {img.shape}, "
-            f"'in_file' has shape {reference.shape[:3]}."
-        )
-    if not np.allclose(img.affine, reference.affine, atol=1e-3):
-        raise ValueError(
-            f"'{trait}' must be on the grid of 'in_file': {path} has shape {img.shape} like 'in_file' "
-            f"but a different affine."
-        )
-    return np.asarray(img.dataobj, dtype=np.float32)

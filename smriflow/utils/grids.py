@@ -1,4 +1,4 @@
-"""Grids: block averages and their inverse for smooth fields (numpy only)."""
+"""Grids: the same-grid check, block averages and their inverse for smooth fields (numpy only)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["block_reduce", "resize_linear"]
+__all__ = ["GRID_ATOL_MM", "block_reduce", "check_same_grid", "resize_linear"]
 
 
 def block_reduce(data: np.ndarray, factors: Sequence[int]) -> np.ndarray:
@@ -50,3 +50,35 @@ def resize_linear(small: np.ndarray, factors: Sequence[int], shape: Sequence[int
         w = w.reshape(shape_w)
         out = np.take(out, lo, axis=axis) * (1 - w) + np.take(out, hi, axis=axis) * w
     return out
+
+
+#: largest corner displacement (mm) between two affines still taken as the same grid
+GRID_ATOL_MM = 1e-3
+
+
+def check_same_grid(
+    reference, image, what: str, *, reference_name: str = "'in_file'", atol: float = GRID_ATOL_MM
+) -> None:
+    """Raise a one-line ValueError unless ``image`` is a 3-D image on the voxel grid of ``reference``.
+
+    Parameters
+    ----------
+    reference, image : nibabel images
+        Same grid: equal first three dimensions (``image`` 3-D) and affines equal within ``atol``.
+    what : str
+        The start of the message, e.g. ``"'in_mask' must be on the grid of 'in_file'"``.
+    reference_name : str
+        How the message names ``reference``.
+    atol : float
+        Tolerance on the affine entries.
+    """
+    name = image.get_filename() or "the image"
+    if len(image.shape) != 3 or tuple(image.shape[:3]) != tuple(reference.shape[:3]):
+        raise ValueError(
+            f"{what}: {name} has shape {tuple(image.shape)}, {reference_name} has shape "
+            f"{tuple(reference.shape[:3])}."
+        )
+    if not np.allclose(image.affine, reference.affine, atol=atol):
+        raise ValueError(
+            f"{what}: {name} has shape {tuple(image.shape)} like {reference_name} but a different affine."
+        )

@@ -143,7 +143,7 @@ _RUN_TWO_THREADS = """
 import sys
 import numpy as np
 sys.path.insert(0, sys.argv[1])
-from test_brainmask import _template_head
+from test_brain_extraction import _template_head
 from smriflow.anat.brain_extraction.template import brain_extraction
 head, _ = _template_head()
 result = brain_extraction(head, work_dir=sys.argv[2], num_threads=2)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import nibabel as nb
 import numpy as np
@@ -213,3 +214,66 @@ def test_tissue_volumes():
             nb.Nifti1Image(gm, affine), nb.Nifti1Image(wm[:5], affine), nb.Nifti1Image(csf, affine),
             nb.Nifti1Image(mask, affine),
         )  # fmt: skip
+
+
+# -- user atlases and TemplateFlow atlases ---------------------------------------------------------------
+def _write_atlas(image: Path, table_text: str | None, *, values=(0, 3, 7)) -> Path:
+    data = np.zeros((6, 6, 6), np.int16)
+    for i, value in enumerate(values):
+        data[i * 2 : i * 2 + 2] = value
+    image.parent.mkdir(parents=True, exist_ok=True)
+    nb.Nifti1Image(data, np.diag([2.0, 2.0, 2.0, 1.0])).to_filename(str(image))
+    if table_text is not None:
+        image.with_name(image.name.replace(".nii.gz", ".tsv")).write_text(table_text)
+    return image
+
+
+def test_user_atlas_folder(tmp_path, monkeypatch):
+    from smriflow.data.atlases import USER_ATLAS_DIR, find_atlas
+
+    _write_atlas(tmp_path / "atlas-MyRegions_dseg.nii.gz", "index\tname\n3\tleft\n7\tright\n")
+    monkeypatch.setenv(USER_ATLAS_DIR, str(tmp_path))
+    monkeypatch.setenv("SMRIFLOW_CACHE", str(tmp_path / "cache"))
+    assert "MyRegions" in available_atlases() and set(ALL) <= set(available_atlases())
+    assert find_atlas("myregions").source == "user" and atlas_label("MyRegions") == "myregions"
+    assert atlas_labels("myregions").to_dict("list") == {"label": [3, 7], "name": ["left", "right"]}
+    dseg = np.asarray(nb.load(cached_atlas_dseg("myregions")).dataobj)
+    assert sorted(np.unique(dseg)) == [0, 3, 7]
+
+
+def test_user_atlas_by_path_and_its_errors(tmp_path, monkeypatch):
+    monkeypatch.setenv("SMRIFLOW_CACHE", str(tmp_path / "cache"))
+    image = _write_atlas(tmp_path / "lobes.nii.gz", "index\tname\n3\tfront\n")
+    assert atlas_label(str(image)) == "lobes" and resolve_atlas(str(image)) == str(image)
+    dseg = np.asarray(atlas_dseg(str(image)).dataobj)
+    assert sorted(np.unique(dseg)) == [0, 3]  # 7 is not in the table: background
+    bare = _write_atlas(tmp_path / "bare.nii.gz", None)
+    with pytest.raises(ValueError) as info:
+        atlas_labels(str(bare))
+    assert str(info.value) == (
+        f"Atlas {bare}: no label table beside it (expected bare.tsv or bare.csv with columns index, name)."
+    )
+    monkeypatch.setenv("SMRIFLOW_ATLAS_DIR", str(tmp_path / "nowhere"))
+    with pytest.raises(ValueError, match=r"^SMRIFLOW_ATLAS_DIR=.*nowhere: not a folder\.$"):
+        available_atlases()
+
+
+def test_templateflow_atlases_from_the_local_cache(tmp_path, monkeypatch):
+    from smriflow.data.atlases import find_atlas
+
+    home = tmp_path / "tf"
+    table = "index\tname\tcolor\n3\tA\t#000000\n7\tB\t#ffffff\n"
+    folder = home / "tpl-MNI152NLin2009cAsym"
+    _write_atlas(folder / "tpl-MNI152NLin2009cAsym_res-02_atlas-Toy_desc-2Parcels_dseg.nii.gz", None)
+    _write_atlas(folder / "tpl-MNI152NLin2009cAsym_res-01_atlas-Toy_desc-2Parcels_dseg.nii.gz", None)
+    (folder / "tpl-MNI152NLin2009cAsym_atlas-Toy_desc-2Parcels_dseg.tsv").write_text(table)
+    stub = folder / "tpl-MNI152NLin2009cAsym_res-01_atlas-Stub_dseg.nii.gz"
+    stub.touch()  # a TemplateFlow stub that was never fetched: not offered
+    (folder / "tpl-MNI152NLin2009cAsym_atlas-Stub_dseg.tsv").write_text(table)
+    _write_atlas(home / "tpl-fsLR" / "tpl-fsLR_atlas-Toy2_dseg.nii.gz", table)  # not an MNI152 template
+    monkeypatch.setenv("TEMPLATEFLOW_HOME", str(home))
+    atlas = find_atlas("toy2parcels")
+    assert atlas.name == "Toy_2Parcels" and atlas.source == "templateflow"
+    assert atlas.image.name.startswith("tpl-MNI152NLin2009cAsym_res-01_")  # the finest resolution
+    assert atlas_labels("Toy_2Parcels")["name"].tolist() == ["A", "B"]
+    assert "Stub" not in available_atlases() and "Toy2" not in available_atlases()

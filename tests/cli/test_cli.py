@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import io
 import shutil
 import subprocess
@@ -12,10 +11,11 @@ from types import SimpleNamespace
 
 import pydot
 import pytest
+from _helpers import run_cli
 from rich.console import Console
 
 from smriflow import __version__
-from smriflow.cli.main import CLIError, get_parser, main, parse_set_values
+from smriflow.cli.main import CLIError, get_parser, parse_set_values
 from smriflow.cli.progress import Progress
 from smriflow.config.resources import packaged_dir
 from smriflow.engine.registry import packaged_workflows
@@ -24,11 +24,6 @@ REPO = Path(__file__).resolve().parents[2]
 BAD_SPECS = REPO / "tests" / "data" / "bad_specs"
 
 
-def run_cli(*argv: str) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main([str(a) for a in argv])
-    return code, out.getvalue(), err.getvalue()
 
 
 def test_help_lists_every_command():

@@ -8,7 +8,8 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-from test_run import make_bids, run_cli
+from _helpers import run_cli
+from test_run import make_bids
 
 from smriflow.bids.publish import OutputPathError, publish
 from smriflow.config.errors import SpecError

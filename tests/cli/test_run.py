@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import os
 import re
@@ -15,10 +13,10 @@ from pathlib import Path
 import nibabel as nb
 import numpy as np
 import pytest
+from _helpers import run_cli
 from conftest import write_synthetic_t1w
 
 from smriflow import __version__
-from smriflow.cli.main import main
 from smriflow.engine.derivatives import check_entities
 from smriflow.engine.registry import packaged_workflows
 from smriflow.engine.run import prepare_run
@@ -38,12 +36,6 @@ EXAMPLE_FILES = [
 DEFAULT_ARGS = {"fwhm": 4.0, "percentile": 50.0, "seed": 20161}
 
 
-def run_cli(*argv: str) -> tuple[int, str, str]:
-    """``main(argv)`` in this process; returns (exit code, stdout, stderr)."""
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main([str(a) for a in argv])
-    return code, out.getvalue(), err.getvalue()
 
 
 def make_bids(root: Path, labels=("01", "02"), *, corrupt=(), zeros=(), sessions=(), t2w_only=()) -> Path:

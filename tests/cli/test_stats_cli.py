@@ -3,17 +3,15 @@ and the group workflows ``roi_glm`` and ``compare_pipelines``."""
 
 from __future__ import annotations
 
-import contextlib
-import io
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from _helpers import run_cli
 from conftest import require_shared
 
 from smriflow.cli import stats as cli_stats
-from smriflow.cli.main import main
 from smriflow.stats import freesurfer, roi_glm
 from smriflow.stats.roi_glm import RESULT_COLUMNS
 
@@ -21,11 +19,6 @@ FS_STATS = ("aomic", "derivatives", "fs_stats")
 THICKNESS = "data-cortical_type-aparc_measure-thickness_hemi-{}.tsv"
 
 
-def run_cli(*argv) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main([str(a) for a in argv])
-    return code, out.getvalue(), err.getvalue()
 
 
 def test_cli_choices_equal_the_stats_layer():

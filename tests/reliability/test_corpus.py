@@ -14,7 +14,6 @@ stop before anything runs: exit 2, one line, nothing written.
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import os
 import re
@@ -26,8 +25,8 @@ from types import SimpleNamespace
 import _faults
 import pandas as pd
 import pytest
+from _helpers import run_cli
 
-from smriflow.cli.main import main
 from smriflow.engine.locks import read_holder
 
 pytestmark = [
@@ -40,12 +39,6 @@ BAD_SPECS = Path(__file__).resolve().parents[1] / "data" / "bad_specs"
 BROKEN = [label for label in _faults.CASES if _faults.CASES[label][2] != "done"]
 
 
-def run_cli(*argv: object) -> tuple[int, str, str]:
-    """``smriflow ARGV`` in this process (for the cheap refusals); (exit code, stdout, stderr)."""
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main([str(a) for a in argv])
-    return code, out.getvalue(), err.getvalue()
 
 
 @contextlib.contextmanager

@@ -5,25 +5,17 @@ tests/stats/.
 
 from __future__ import annotations
 
-import contextlib
-import io
 from pathlib import Path
 
 import nibabel as nb
 import numpy as np
 import pandas as pd
 import pytest
-
-from smriflow.cli.main import main
+from _helpers import run_cli
 
 N = 20
 
 
-def run_cli(*argv: object) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main([str(a) for a in argv])
-    return code, out.getvalue(), err.getvalue()
 
 
 @pytest.fixture

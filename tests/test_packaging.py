@@ -1,4 +1,5 @@
-"""The wheel ships the packaged YAML workflows and execution configs (`smriflow run NAME` works anywhere)."""
+"""The wheel ships the packaged YAML workflows and execution configs (`smriflow run NAME` works anywhere),
+and nothing from outside the package (tools/, tests/)."""
 
 from __future__ import annotations
 
@@ -25,3 +26,6 @@ def test_wheel_contains_every_workflow_and_config(tmp_path: Path):
         expected = {f"smriflow/data/{kind}/{p.name}" for p in (REPO / kind).glob("*.yml")}
         assert expected, kind
         assert expected <= names, sorted(expected - names)
+    # only the package: the developer tools (tools/docgen) and the tests stay in the repository
+    outside = {n for n in names if not n.startswith(("smriflow/", "smriflow-"))}
+    assert not outside, sorted(outside)

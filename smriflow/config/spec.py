@@ -3,7 +3,7 @@
 These pydantic models check the *shape* of a workflow file: required keys, types, and that no unknown key
 is present (``extra="forbid"``). Whether the interfaces, ports and ``$arg`` references exist is checked
 afterwards by :mod:`smriflow.engine.validate`, which knows the interfaces. The reference in
-``docs/yaml-reference.md`` is generated from these models (``python -m smriflow.config.docs``).
+``docs/yaml-reference.md`` is generated from these models (``python -m tools.docgen``).
 
 Short forms are normalised before validation (see :func:`normalise_short_forms`):
 

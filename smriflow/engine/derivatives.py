@@ -27,6 +27,7 @@ from smriflow.config.errors import Problem, did_you_mean
 from smriflow.config.execution import ExecConfig
 from smriflow.config.spec import output_path_problem
 from smriflow.engine.builder import build_workflow, methods_text
+from smriflow.engine.naming import output_entities, output_path
 from smriflow.engine.validate import LoadedSpec, default_args, substitute
 from smriflow.interfaces.bids import OUTPUT_ENTITIES
 
@@ -285,14 +286,13 @@ def build_subject_workflow(
     for field_name, (wf, out_name, files) in fields.items():
         connections.append((wf, barrier, [(f"outputnode.{out_name}", field_name)]))
         required = spec.outputs[out_name].required
-        path = substitute(spec.outputs[out_name].path, dict(args))
-        if path is not None:
-            session = field_name[len(out_name) + len("_ses_") :] if field_name != out_name else ""
-            where = path.format(subject=label, session=session)
+        session = field_name[len(out_name) + len("_ses_") :] if field_name != out_name else ""
+        where = output_path(spec.outputs[out_name], args, subject=label, session=session)
+        if where is not None:
             sink = _publish_node(f"ds_{field_name}", output_dir, where, optional=not required)
             connections.append((barrier, sink, [(field_name, "in_file")]))
             continue
-        entities = substitute(dict(spec.outputs[out_name].bids or {}), args)
+        entities = output_entities(spec.outputs[out_name], args)
         if not entities:
             continue
         extension = entities.pop("extension", None)

@@ -91,6 +91,9 @@ _FALLBACK_PATTERN = (
 # niworkflows' patterns have no `atlas` entity: without this one (tried first, and only when `atlas` is
 # given), `{atlas: aal, suffix: dseg}` would silently be written as `..._dseg.nii.gz`, over the tissue dseg.
 _ATLAS_PATTERN = _FALLBACK_PATTERN.replace("[_atlas-{atlas}]", "_atlas-{atlas}")
+#: The path patterns of :class:`DerivativesDataSink`, tried in order (the first that fits names the file);
+#: :func:`smriflow.engine.naming.derivative_path` names files with them too.
+FILE_PATTERNS = (_ATLAS_PATTERN, *_NiworkflowsDataSink._file_patterns, _FALLBACK_PATTERN)
 
 #: BIDS key of each entity an output may set (the file name spells them so).
 ENTITY_KEYS = {
@@ -283,7 +286,7 @@ class DerivativesDataSink(_NiworkflowsDataSink):
     input_spec = _DerivativesDataSinkInputSpec
     out_path_base = ""  # write straight into base_directory (the --output-dir)
     _default_dtypes = defaultdict(lambda: None)  # never change an image's data type
-    _file_patterns = (_ATLAS_PATTERN, *_NiworkflowsDataSink._file_patterns, _FALLBACK_PATTERN)
+    _file_patterns = FILE_PATTERNS
 
     def _check_mandatory_inputs(self) -> None:
         if self.inputs.optional and not isdefined(self.inputs.in_file):

@@ -63,12 +63,26 @@ def test_unknown_workflow_name():
     assert str(info.value) == "exampel: unknown workflow 'exampel'. Did you mean 'example'?"
 
 
-def test_packaged_factory_builds_the_same_graph():
+def _graph(wf) -> tuple[set, dict[str, dict]]:
+    """The edges of ``wf`` and the input values of each of its nodes, by full name."""
+    graph = wf._create_flat_graph()
+    return _edges(wf), {node.fullname: node.inputs.get() for node in graph.nodes}
+
+
+def test_packaged_factory_builds_the_yaml_file_with_its_arguments():
     from smriflow import init_example_wf
+    from smriflow.engine.registry import packaged_workflows
 
     assert init_example_wf.__name__ == "init_example_wf"
     assert "fwhm : float, default 4.0" in init_example_wf.__doc__
-    assert _edges(init_example_wf(fwhm=2.0)) == _edges(smriflow.load_workflow("example", fwhm=2.0))
+    path = str(packaged_workflows()["example"])
+    built = _graph(init_example_wf(fwhm=2.0, percentile=75.0))
+    assert built == _graph(smriflow.load_workflow(path, fwhm=2.0, percentile=75.0))
+    assert built[1]["example_wf.smooth"]["fwhm"] == 2.0
+    assert built[1]["example_wf.masking_wf.threshold"]["percentile"] == 75.0
+    # the arguments reach the graph: other values (here the defaults) build another one
+    assert built != _graph(smriflow.load_workflow(path))
+    assert _graph(init_example_wf()) == _graph(smriflow.load_workflow(path))
     with pytest.raises(AttributeError):
         smriflow.init_no_such_thing_wf  # noqa: B018
 

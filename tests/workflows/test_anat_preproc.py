@@ -19,6 +19,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import _anat_data
+import _docs_data
 import nibabel as nb
 import numpy as np
 import pandas as pd
@@ -27,6 +28,8 @@ import pytest
 import smriflow
 from smriflow.anat.modulation import volume_mm3
 from smriflow.config.errors import SpecError
+from smriflow.engine.registry import packaged_workflows
+from smriflow.engine.validate import load_spec
 from smriflow.utils.metrics import dice, fs_tissue_classes
 
 TESTS = Path(__file__).resolve().parents[1]
@@ -292,6 +295,21 @@ def test_one_subject_fails_the_other_finishes(small_runs):
     assert not (output / "sub-02").exists()  # a failed subject leaves no derivative at all
     written = [name for name in files_of(output) if not name.startswith("logs/")]
     assert written == sorted(["dataset_description.json", "sub-01.html"] + expected_files("01"))
+
+
+@end_to_end
+def test_written_files_are_those_the_readme_lists(small_runs):
+    """README's derivatives table names the files of a real run: every required output's, nothing else (the
+    subject has no T2w, FLAIR or lesion mask, so the optional outputs are absent)."""
+    output = small_runs.outputs[0]
+    spec = load_spec(packaged_workflows()["anat_preproc"]).spec
+    lists = {name: arg.default for name, arg in spec.args.items() if isinstance(arg.default, list)}
+    expected = {"sub-01.html"}  # the report (a `path: ./` output): the workflow names it
+    for port, name in _docs_data.documented_files().items():
+        if spec.outputs[port].required and spec.outputs[port].bids is not None:
+            expected |= _docs_data.expand(name, "01", lists)
+    written = _docs_data.data_files(output) - {"dataset_description.json"}
+    assert {name for name in written if not name.startswith("logs/")} == expected
 
 
 @end_to_end

@@ -19,6 +19,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import os
 import resource
 import time
 from collections.abc import Callable
@@ -134,30 +135,34 @@ def main(argv: list[str] | None = None) -> int:
     t1w = nb.load(args.shared / T1W)
     fs_mask = np.asarray(nb.load(args.shared / FREESURFER / "brainmask.mgz").dataobj) > 0
     if args.single:
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         mask, info = learned_brain_mask(t1w, num_threads=args.threads)
-        wall = time.perf_counter() - start
+        wall, cpu = time.perf_counter() - start, time.process_time() - cpu
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        print(f"original: {wall:.1f} s wall, peak RSS {peak:.0f} MB, threads {args.threads}")
+        load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
+        print(f"original: {wall:.1f} s wall, {cpu:.1f} s CPU, peak RSS {peak:.0f} MB, threads {args.threads}")
+        print(f"load average {load} on {os.cpu_count()} cores")
         print(f"Dice vs FreeSurfer brainmask.mgz > 0: {dice(mask, fs_mask):.4f}; info {info}")
         return 0
     aseg = np.asarray(nb.load(args.shared / FREESURFER / "aseg.mgz").dataobj)
     variants = make_variants(t1w, fs_mask, np.isin(aseg, (2, 41)))
-    print(f"{'variant':26s} {'shape':>15s} {'Dice FS':>8s} {'time':>6s}", end="")
-    print(f" {'deepbet':>8s} {'Dice FS':>8s} {'vs deepbet':>10s} {'differ':>7s}" if args.deepbet else "")
+    print(f"{'variant':24s} {'shape':>15s} {'Dice FS':>8s} {'wall':>6s} {'CPU':>6s}", end="")
+    print(f" {'deepbet':>7s} {'Dice FS':>8s} {'vs deepbet':>10s} {'differ':>6s}" if args.deepbet else "")
     for name, (img, ref) in variants.items():
-        start = time.perf_counter()
-        mask, info = learned_brain_mask(img, num_threads=args.threads)
-        wall = time.perf_counter() - start
+        start, cpu = time.perf_counter(), time.process_time()
+        mask, _ = learned_brain_mask(img, num_threads=args.threads)
+        wall, cpu = time.perf_counter() - start, time.process_time() - cpu
         assert mask.shape == img.shape[:3]
-        line = f"{name:26s} {str(img.shape):>15s} {dice(mask, ref):8.4f} {wall:5.1f}s"
+        line = f"{name:24s} {str(img.shape):>15s} {dice(mask, ref):8.4f} {wall:5.1f}s {cpu:5.1f}s"
         if args.deepbet:
             start = time.perf_counter()
             theirs = run_deepbet(img, args.threads)
             wall = time.perf_counter() - start
             differ = int((mask != theirs).sum())
-            line += f" {wall:7.1f}s {dice(theirs, ref):8.4f} {dice(mask, theirs):10.5f} {differ:7d}"
+            line += f" {wall:6.1f}s {dice(theirs, ref):8.4f} {dice(mask, theirs):10.6f} {differ:6d}"
         print(line, flush=True)
+    load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
+    print(f"threads {args.threads}; load average at the end {load} on {os.cpu_count()} cores")
     return 0
 
 

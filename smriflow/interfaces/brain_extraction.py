@@ -52,7 +52,7 @@ class _BrainExtractionInputSpec(AntsPyInputSpec):
         high=1.0,
         value=0.5,
         usedefault=True,
-        desc="brain-probability threshold of deepbet (method deepbet)",
+        desc="brain-probability threshold of the deepbet network (method deepbet)",
     )
     deepbet_dilate = traits.Int(
         0, usedefault=True, desc="voxel layers to dilate (< 0: erode) the deepbet mask by (method deepbet)"
@@ -79,36 +79,24 @@ class _BrainExtractionOutputSpec(TraitedSpec):
 class BrainExtraction(AntsPyInterface):
     """Brain mask of a bias-corrected head T1w.
 
-    Two methods, one set of outputs:
+    The methods are those of :data:`smriflow.anat.brain_extraction.METHODS`; all share one set of outputs:
 
     - ``ants`` (default; :mod:`~smriflow.anat.brain_extraction.template`): affine to the skull-stripped
       template, its brain mask pulled back and refined on the subject's intensities. It matches
-      FreeSurfer's ``brainmask.mgz``
-      extent (brain plus the surrounding CSF).
-    - ``deepbet`` (:mod:`~smriflow.anat.brain_extraction.deepbet`; ``pip install "smriflow[deepbet]"``
-      after ``pip install torch==2.13.0`` for a CPU build, ~1 GB): the mask comes from the deepbet CNN, whose
-      weights ship in its wheel. The affine to the template (and the warped template prior, and with
-      ``use_syn`` the warps) are still computed by the ``ants`` registration without its refinement, so
-      ``out_affine`` stays defined for normalization and segmentation.
+      FreeSurfer's ``brainmask.mgz`` extent (brain plus the surrounding CSF).
+    - ``deepbet`` (:mod:`~smriflow.anat.brain_extraction.learned`): the mask comes from the deepbet CNN,
+      whose networks ship with smriflow and run through onnxruntime (no torch). The affine to the template
+      (and the warped template prior, and with ``use_syn`` the warps) are still computed by the ``ants``
+      registration without its refinement, so ``out_affine`` stays defined for normalization and
+      segmentation.
 
-    ``out_affine`` lets spatial normalization skip its own affine stage.
+    ``out_affine`` lets spatial normalization skip its own affine stage. ``out_report`` records the method
+    and what it measured (for ``deepbet``: the brain box, the dropped and uncertain volumes).
 
-    Measured on the shared 256³ T1w after N4 (sub-0002; reference FreeSurfer ``brainmask.mgz > 0``; 2 vCPU;
-    ``bench/anat_front.py --isolate --method ants|deepbet``, deepbet 1.0.2 on torch 2.13.0+cpu, 2 runs each):
-
-    =============  ==========  ===================================  ================  ===============
-    method         Dice        brain stage, fresh process, 1 / 2    peak RSS of the   GM / WM Dice of
-                               threads (imports included)           stage             the next stage
-    =============  ==========  ===================================  ================  ===============
-    ``ants``       **0.9834**  **8.8-9.6 s** / 10.3-10.5 s          **0.87 GB**       0.901 / 0.936
-    ``deepbet``    0.9793      11.6-13.4 s / 14.9-15.8 s            1.28-1.36 GB      0.902 / 0.937
-    =============  ==========  ===================================  ================  ===============
-
-    In one warm process on 1 thread: ``ants`` 7.1-7.4 s; ``deepbet`` = its CNN 4.2-4.3 s (7-10 s on 2 torch
-    threads, slower here) + torch import ~1 s + the affine registration it still needs 4.6-4.7 s.
-    The default is ``ants``: more accurate against FreeSurfer's mask (deepbet misses 36 ml of it, mostly dark
-    CSF-like voxels of the rim, ``ants`` 25 ml; ``deepbet_dilate=1`` gave 0.9788 and ``deepbet_threshold=0.3``
-    0.9797), faster, lighter, and without the ~1 GB extra. The GM/WM difference downstream is within noise.
+    Measured on the shared 256³ T1w after N4 (sub-0002; reference FreeSurfer ``brainmask.mgz > 0``): ``ants``
+    Dice 0.9834 (7-10 s); ``deepbet`` 0.979 (the network 5-7 s of CPU through onnxruntime, plus the
+    affine registration it still needs, ~5 s; the same masks as deepbet 1.0.2 on torch to Dice ≥ 0.99998,
+    ``bench/learned_brain_mask.py``).
     """
 
     input_spec = _BrainExtractionInputSpec

@@ -72,3 +72,28 @@ def test_affine_is_an_ants_transform(extraction):
     # maps template points to subject points: its determinant is the brain-volume ratio subject/template
     # (the template mask holds ~1.9 l), and it has no flip
     assert 0.5 < np.linalg.det(params[:9].reshape(3, 3)) < 1.0
+
+
+def test_deepbet_method_keeps_every_output(shared_data, n4_3mm, tmp_path):
+    """method=deepbet: the mask from the learned network, the template affine and prior still computed."""
+    from smriflow.anat.brain_extraction.learned import learned_brain_mask
+
+    out = BrainExtraction(in_file=n4_3mm, method="deepbet", num_threads=1).run(cwd=str(tmp_path)).outputs
+    direct, _ = learned_brain_mask(nb.load(n4_3mm), num_threads=1)
+    np.testing.assert_array_equal(np.asarray(nb.load(out.out_mask).dataobj) > 0, direct)
+    assert out.out_affine.endswith("from-T1w_to-MNI152NLin2009aSym_mode-image_desc-affine_xfm.mat")
+    report = json.loads(open(out.out_report).read())
+    assert report["method"] == "deepbet" and report["refine"] is False
+    assert report["deepbet_threshold"] == 0.5 and report["deepbet_n_dilate"] == 0
+    assert report["brain_volume_ml"] == pytest.approx(direct.sum() * 27 / 1000)
+    reference, _ = reference_3mm(shared_data, "brainmask.mgz")
+    assert dice(direct, reference > 0) > 0.95
+
+
+def test_unknown_method_lists_the_registered_ones():
+    from smriflow.anat.brain_extraction import METHODS, extract_brain
+
+    assert set(BrainExtraction.input_spec().trait("method").trait_type.values) == set(METHODS)
+    expected = r"^'method' must be one of \['ants', 'deepbet'\]\. 'bet' was provided\.$"
+    with pytest.raises(ValueError, match=expected):
+        extract_brain(nb.Nifti1Image(np.zeros((4, 4, 4), np.float32), np.eye(4)), method="bet")

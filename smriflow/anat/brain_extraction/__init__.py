@@ -6,7 +6,8 @@ the subject-to-template affine that spatial normalization starts from. Methods d
 comes from:
 
 - ``ants`` (default): the prior refined on the subject's intensities (:func:`.template.refine_brain_mask`).
-- ``deepbet``: the deepbet CNN (:mod:`.deepbet`, optional extra ``smriflow[deepbet]``).
+- ``deepbet``: the deepbet CNN (Fisch et al., 2024), its networks served by onnxruntime from the files
+  shipped in ``smriflow/data/deepbet`` (:mod:`.learned`; no torch).
 
 Adding a method is one module with a mask function ``(img, *, num_threads, **options) -> (mask, info)``
 and one entry in :data:`METHODS`; the ``BrainExtraction`` interface's ``method`` choices and the YAML
@@ -33,9 +34,10 @@ MaskFunction = Callable[..., tuple[np.ndarray, dict[str, Any]]]
 
 
 def _deepbet(img: nb.spatialimages.SpatialImage, *, num_threads: int, **options: Any):
-    from smriflow.anat.brain_extraction.deepbet import deepbet_mask
+    from smriflow.anat.brain_extraction.learned import learned_brain_mask
 
-    return deepbet_mask(img, num_threads=num_threads, **options)
+    mask, info = learned_brain_mask(img, num_threads=num_threads, **options)
+    return mask, {f"deepbet_{key}": value for key, value in info.items() if key != "method"}
 
 
 @dataclass(frozen=True)
@@ -69,7 +71,7 @@ METHODS: dict[str, BrainExtractionMethod] = {
         ),
         BrainExtractionMethod(
             "deepbet",
-            "the deepbet CNN (optional extra smriflow[deepbet], needs PyTorch), plus the same affine",
+            "the deepbet CNN (through onnxruntime, shipped with smriflow), plus the same affine",
             _deepbet,
             {"threshold": "deepbet_threshold", "n_dilate": "deepbet_dilate"},
         ),

@@ -4,9 +4,16 @@ Interfaces that use threads or randomness declare the traits ``num_threads`` (``
 The builder fills both from the run-level settings (``--omp-nthreads``/``--seed``): ``seed`` unless the
 YAML node sets it, ``num_threads`` through the node's ``n_procs`` (nipype copies one into the other), so
 one setting reaches every node (see :func:`smriflow.engine.builder.build_workflow`).
+
+An input whose value names something that must be installed (an atlas, a template) says so with the trait
+metadata ``resource="atlas"`` or ``resource="template"``; the engine checks such names with
+:func:`resource_problem` before anything runs (the interface itself still fails with its own message if run
+directly with a missing one).
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from nipype.interfaces.base import BaseInterfaceInputSpec, LibraryBaseInterface, SimpleInterface, traits
 
@@ -40,3 +47,56 @@ class AntsPyInterface(LibraryBaseInterface, SimpleInterface):
 
     _pkg = "ants"
     imports = ("ants",)
+
+
+#: The kinds of installed resources an input may name (its ``resource`` trait metadata).
+RESOURCE_KINDS = ("atlas", "template")
+
+
+def resource_problem(kind: str, name: Any) -> str | None:
+    """What an input naming an installed ``kind`` accepts, when ``name`` is not installed.
+
+    Parameters
+    ----------
+    kind : {'atlas', 'template'}
+        The input's ``resource`` metadata.
+    name : str
+        An atlas (its name or BIDS label) or a template. ``""`` is accepted: it means "none" or "from
+        elsewhere" for the inputs that allow it (their trait decides whether it is allowed).
+
+    Returns
+    -------
+    str or None
+        ``None`` when the name is installed, else the accepted values as the end of a "must be …" sentence
+        (e.g. ``"an installed atlas: one of {'aal', …} or its BIDS label"``).
+    """
+    if kind not in RESOURCE_KINDS:
+        raise ValueError(f"'kind' must be one of {set(RESOURCE_KINDS)}. {kind!r} was provided.")
+    if name == "":
+        return None
+    if kind == "atlas":
+        from smriflow.utils.atlases import available_atlases, resolve_atlas
+
+        try:
+            resolve_atlas(name)
+        except ImportError as exc:
+            return f"an installed atlas ({exc})"
+        except ValueError:
+            return f"an installed atlas: one of {_braced(available_atlases())} or its BIDS label"
+        return None
+    from smriflow.utils.templates import available_templates, template_space_name, templateflow_home
+
+    installed = available_templates()
+    try:
+        if template_space_name(name) in installed:
+            return None
+    except ValueError:
+        pass
+    return (
+        f"an installed template: one of {_braced(installed)} (from nilearn, or downloaded into the "
+        f"TemplateFlow cache {templateflow_home()}, which TEMPLATEFLOW_HOME may move)"
+    )
+
+
+def _braced(names: list[str]) -> str:
+    return "{" + ", ".join(repr(name) for name in names) + "}"

@@ -27,6 +27,7 @@ class _BrainExtractionInputSpec(AntsPyInputSpec):
     template = traits.Str(
         "MNI152NLin2009aSym",
         usedefault=True,
+        resource="template",
         desc="template providing the brain T1w and mask (MNI152NLin2009aSym from nilearn, or "
         "one in the local TemplateFlow cache)",
     )

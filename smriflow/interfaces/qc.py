@@ -35,7 +35,10 @@ class _ComputeIQMsInputSpec(BaseInterfaceInputSpec):
         File(exists=True), mandatory=True, desc="GM, WM and CSF probability maps in the template"
     )
     template = traits.Str(
-        "MNI152NLin2009aSym", usedefault=True, desc="template of the normalization (T1w, mask, tpms)"
+        "MNI152NLin2009aSym",
+        usedefault=True,
+        resource="template",
+        desc="template of the normalization (T1w, mask, tpms)",
     )
 
 

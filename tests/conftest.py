@@ -34,6 +34,21 @@ def shared_data() -> Path:
 
 
 @pytest.fixture
+def templateflow_home(tmp_path: Path, monkeypatch) -> Path:
+    """A TemplateFlow cache (``TEMPLATEFLOW_HOME``) where MNI152NLin6Asym is installed and MNIColin27 is not.
+
+    Whether a template is installed is read from file sizes only: MNI152NLin6Asym has a 2 KiB T1w (not an
+    image; nothing here reads it), MNIColin27 only the empty stub TemplateFlow leaves before a download.
+    """
+    home = tmp_path / "templateflow"
+    for name, size in (("MNI152NLin6Asym", 2048), ("MNIColin27", 0)):
+        (home / f"tpl-{name}").mkdir(parents=True)
+        (home / f"tpl-{name}" / f"tpl-{name}_res-01_desc-brain_T1w.nii.gz").write_bytes(b"\0" * size)
+    monkeypatch.setenv("TEMPLATEFLOW_HOME", str(home))
+    return home
+
+
+@pytest.fixture
 def synthetic_t1w(tmp_path: Path) -> Path:
     """A 24³ 2 mm 'head': a bright ellipsoid 'brain' in a dimmer shell, with seeded noise."""
     return write_synthetic_t1w(tmp_path / "sub-01_T1w.nii.gz")

@@ -10,7 +10,7 @@ import argparse
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["non_negative", "positive_float", "probability", "usage_errors"]
+__all__ = ["non_negative", "param_type", "positive_float", "probability", "usage_errors"]
 
 
 def usage_errors(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
@@ -58,5 +58,18 @@ def non_negative(kind: type) -> Callable[[str], Any]:
         if value < 0:
             raise argparse.ArgumentTypeError(f"must be >= 0; got {text}")
         return value
+
+    return parse
+
+
+def param_type(param: Any, name: str) -> Callable[[str], Any]:
+    """An argparse type from a declared parameter (:class:`~smriflow.utils.params.Param`): its type and
+    bounds, and its message (``'alpha' must be in (0, 1). 5.0 was provided.``)."""
+
+    def parse(text: str) -> Any:
+        try:
+            return param.parse(name, text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
 
     return parse

@@ -108,7 +108,10 @@ def _report_error(exc: Exception, debug: bool) -> int:
         print(str(exc), file=sys.stderr)
         return EXIT_USAGE
     hint = "" if debug else " Run again with --debug for the traceback."
-    print(f"smriflow: internal error: {type(exc).__name__}: {exc}.{hint}", file=sys.stderr)
+    text = str(exc).rstrip()
+    if not text.endswith((".", "?", "!")):  # one full stop, whether the exception ends with one or not
+        text += "."
+    print(f"smriflow: internal error: {type(exc).__name__}: {text}{hint}", file=sys.stderr)
     return EXIT_FAILED
 
 

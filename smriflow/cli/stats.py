@@ -15,8 +15,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from smriflow.cli._stats_common import probability, usage_errors
+from smriflow.cli._stats_common import param_type, usage_errors
 from smriflow.cli.stats_vbm import add_vbm_parser
+from smriflow.stats.options import ALPHA, CORRECTION, MISSING
 
 __all__ = ["add_stats_parser"]
 
@@ -33,7 +34,6 @@ APARC_MEASURES = (
     "curvind",
 )
 ASEG_MEASURES = ("volume", "Area_mm2", "nvoxels", "nvertices", "mean", "std", "max", "snr")
-CORRECTIONS = ("bonferroni", "holm", "fdr_bh")
 
 
 def add_stats_parser(subparsers: Any, common: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -191,14 +191,14 @@ def _add_roi(stats: Any, common: argparse.ArgumentParser) -> None:
         metavar="EXPR",
         help="a linear contrast of design columns, e.g. 'C(sex)[T.M]' or 'age - eTIV' (statsmodels t_test)",
     )
+    for option, param in (("--missing", MISSING), ("--correction", CORRECTION)):
+        help_text = f"{param.doc} (default {param.default})"
+        parser.add_argument(option, choices=param.choices, default=param.default, help=help_text)
     parser.add_argument(
-        "--missing", required=True, choices=("drop", "impute"), help="what to do with missing covariates"
-    )
-    parser.add_argument(
-        "--correction", required=True, choices=CORRECTIONS, help="multiple-comparison correction"
-    )
-    parser.add_argument(
-        "--alpha", type=probability, default=0.05, help="family-wise / FDR level (default 0.05)"
+        "--alpha",
+        type=param_type(ALPHA, "alpha"),
+        default=ALPHA.default,
+        help=f"{ALPHA.doc}: the family-wise / FDR level (default {ALPHA.default})",
     )
     parser.add_argument(
         "--roi",

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from smriflow.cli._stats_common import non_negative, positive_float, probability, usage_errors
+from smriflow.stats.options import MISSING
 
 __all__ = ["add_vbm_parser", "vbm_command"]
 
@@ -117,7 +118,7 @@ def add_vbm_parser(stats_subparsers: Any, common: argparse.ArgumentParser) -> ar
     )
     parser.add_argument(
         "--missing",
-        choices=("drop", "impute"),
+        choices=MISSING.choices,
         help="missing covariates: drop the subject, or impute (mean / most frequent); default: an error",
     )
     parser.add_argument("--output-dir", required=True, type=Path, metavar="OUT", help="output folder")

@@ -38,6 +38,7 @@ from smriflow.utils.cache import atomic_write, cache_root
 __all__ = [
     "DEFAULT_TEMPLATE",
     "TemplateNotFoundError",
+    "available_templates",
     "get_template",
     "template_cache_dir",
     "template_space_name",
@@ -55,6 +56,7 @@ _MASK_THRESHOLD = 0.2
 _SUFFIXES = ("T1w", "mask", "probseg")
 _LABELS = ("GM", "WM", "CSF")
 _ENTITY = re.compile(r"^([a-zA-Z0-9]+)-([a-zA-Z0-9.+]+)$")
+_STUB_BYTES = 1024  # a TemplateFlow file smaller than this is an empty stub (not downloaded)
 
 
 class TemplateNotFoundError(FileNotFoundError):
@@ -80,6 +82,26 @@ def template_space_name(name: str = DEFAULT_TEMPLATE) -> str:
     if not re.fullmatch(r"[a-zA-Z0-9]+", label):
         raise ValueError(f"'name' must be alphanumeric (a BIDS label). {name!r} was provided.")
     return label
+
+
+def available_templates() -> list[str]:
+    """Return the templates usable offline: the default one, then those of the local TemplateFlow cache.
+
+    A TemplateFlow template counts when its folder holds at least one downloaded T1w image (not an empty
+    stub); :func:`get_template` may still lack a resolution or a mask of it, and says so.
+
+    Returns
+    -------
+    list of str
+        :data:`DEFAULT_TEMPLATE` first, then the others sorted.
+    """
+    home = templateflow_home()
+    found = set()
+    for folder in home.glob("tpl-*") if home.is_dir() else ():
+        images = folder.glob(f"{folder.name}_*T1w.nii.gz")
+        if any(image.stat().st_size >= _STUB_BYTES for image in images):
+            found.add(folder.name.removeprefix("tpl-"))
+    return [DEFAULT_TEMPLATE, *sorted(found - {DEFAULT_TEMPLATE})]
 
 
 def template_cache_dir() -> Path:
@@ -285,7 +307,7 @@ def _templateflow_cached(
             continue
         if any(ents.get(key) != value for key, value in wanted.items()):
             continue
-        if path.stat().st_size < 1024:
+        if path.stat().st_size < _STUB_BYTES:
             continue  # an empty TemplateFlow stub (or a saved S3 error page): not downloaded
         matches.append(path)
     if not matches:

@@ -7,8 +7,8 @@ YAML file and the ``init_<name>_wf`` factories all produce the same graph.
 from __future__ import annotations
 
 import inspect
-import os
 from collections.abc import Callable
+from dataclasses import replace
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -24,13 +24,8 @@ from smriflow.engine.registry import (
     resolve_interface,
     resolve_workflow,
 )
-from smriflow.engine.validate import (
-    BUILTIN_ARGS,
-    LoadedSpec,
-    arg_value_error,
-    substitute,
-    validate_file,
-)
+from smriflow.engine.validate import BUILTIN_ARGS, GROUP_ARGS, LoadedSpec, substitute, validate_file
+from smriflow.engine.values import arg_expectation, check_values, coerce_arg, must_be
 
 __all__ = [
     "load_workflow",
@@ -77,8 +72,11 @@ def list_workflows() -> dict[str, str]:
     return docs
 
 
-def resolve_args(loaded: LoadedSpec, given: dict[str, Any], *, source: str = "argument") -> dict[str, Any]:
-    """Merge the caller's argument values over the defaults, checking names, types and choices.
+def resolve_args(
+    loaded: LoadedSpec, given: dict[str, Any], *, source: str = "argument", check: bool = True
+) -> dict[str, Any]:
+    """Merge the caller's argument values over the defaults, checking names, types and choices, then
+    every place each value lands (nested arguments, interface inputs, installed atlases and templates).
 
     Parameters
     ----------
@@ -87,7 +85,11 @@ def resolve_args(loaded: LoadedSpec, given: dict[str, Any], *, source: str = "ar
     given : dict
         Values from the caller (``load_workflow(**args)`` or ``--set``).
     source : str
-        How the caller set them, for messages (``argument`` or ``--set``).
+        How the caller set them, for messages: ``--set`` (a problem reads ``--set NAME: …``) or
+        ``argument`` (``file: args.NAME: …``).
+    check : bool
+        Follow the values to where they land (:func:`smriflow.engine.values.check_values`); the builder
+        skips it for nested workflows, whose values were followed from the top.
 
     Raises
     ------
@@ -96,6 +98,12 @@ def resolve_args(loaded: LoadedSpec, given: dict[str, Any], *, source: str = "ar
     """
     declared = loaded.all_args()
     values = {name: arg.default for name, arg in declared.items() if not arg.required}
+    origins = {  # where each given value was written, for the messages
+        key: Problem(f"--set {key}", None, None, "", "")
+        if source == "--set"
+        else Problem(str(loaded.path), None, None, f"args.{key}", "")
+        for key in given
+    }
     problems = [
         Problem(
             str(loaded.path),
@@ -121,16 +129,16 @@ def resolve_args(loaded: LoadedSpec, given: dict[str, Any], *, source: str = "ar
                 )
             )
             continue
-        if declared[key].type == "float" and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
-        if declared[key].type == "path" and isinstance(value, str | Path) and str(value):
-            # relative to where the caller is, not to the node's folder in the work directory
-            value = os.path.abspath(os.path.expanduser(value))
-        error = arg_value_error(declared[key], value)
-        if error:
-            problems.append(Problem(str(loaded.path), None, None, f"args.{key}", f"{source} {error}"))
+        value = coerce_arg(declared[key], value)
+        expected = arg_expectation(declared[key], value)
+        if expected:
+            problems.append(replace(origins[key], message=must_be(f"'{key}'", expected, value)))
             continue
         values[key] = value
+    if not problems and check:
+        # the run's folders are set by the run (and created by it), not by the caller
+        followed = {key: origin for key, origin in origins.items() if key not in GROUP_ARGS}
+        problems = check_values(loaded, values, followed)
     if problems:
         raise SpecError(problems)
     return values
@@ -238,7 +246,7 @@ def _workflow_node(loaded: LoadedSpec, node_name: str, node, args: dict[str, Any
     target = resolve_workflow(node.workflow, relative_to=loaded.path)
     if isinstance(target, Path):
         nested = validate_file(target)
-        return build_workflow(nested, resolve_args(nested, given), name=wf_name)
+        return build_workflow(nested, resolve_args(nested, given, check=False), name=wf_name)
     accepted = inspect.signature(target).parameters
     kwargs = {k: v for k, v in given.items() if k in accepted or k not in BUILTIN_ARGS}
     if "name" in accepted:

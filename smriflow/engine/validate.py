@@ -2,8 +2,10 @@
 
 1. syntax: :func:`smriflow.config.loader.load_yaml` (duplicate keys rejected);
 2. schema: the pydantic models of :mod:`smriflow.config.spec` (unknown keys rejected);
-3. references: interfaces and workflows exist, ``params`` exist on the input spec and pass trait validation,
-   ports exist, mandatory inputs are set exactly once, ``$arg`` references are declared, no cycles.
+3. references: interfaces and workflows exist, ``params`` exist on the input spec and pass trait validation
+   (and name installed atlases and templates), ports exist, mandatory inputs are set exactly once, ``$arg``
+   references are declared, no cycles; the values written for nested workflows are followed to where they
+   land (:func:`smriflow.engine.values.check_values`).
 
 Phase 3 needs phase 2 to have passed for the part it checks, so a file with schema errors reports those
 first. :func:`load_spec` runs 1–2, :func:`check_spec` runs 3, :func:`validate_file` runs all of them.
@@ -27,7 +29,6 @@ from smriflow.config.pydantic_errors import Issue, describe, issue_from_error
 from smriflow.config.spec import (
     ARG_REF_RE,
     NAME_RE,
-    PYTHON_TYPES,
     RESERVED_NODE_NAMES,
     SOURCE_RE,
     ArgSpec,
@@ -36,6 +37,7 @@ from smriflow.config.spec import (
     normalise_short_forms,
 )
 from smriflow.engine.registry import UnresolvedReference, resolve_interface, resolve_workflow
+from smriflow.engine.values import arg_expectation, check_values, must_be, port_expectation
 
 #: Arguments every workflow has without declaring them; they flow into nested workflows and fill the
 #: ``num_threads``/``seed`` traits of every node that has them.
@@ -246,6 +248,8 @@ def check_spec(loaded: LoadedSpec, *, _stack: tuple[Path, ...] = ()) -> list[Pro
                 ("nodes", names[0]), "the connections form a cycle: " + " → ".join(names), at_key=True
             )
         )
+    if not problems:  # the values this file writes for its nested workflows, where they land
+        problems += check_values(loaded, default_args(loaded), {}, here=True)
     return problems
 
 
@@ -277,20 +281,10 @@ def _check_arg_decl(name: str, arg: ArgSpec, pos: Positions) -> list[Problem]:
     if not NAME_RE.match(name):
         return [pos.problem(where, f"argument name '{name}' must be snake_case", at_key=True)]
     problems = []
-    error = None if arg.required else arg_value_error(arg, arg.default)
-    if error:
-        problems.append(pos.problem((*where, "default"), f"default {error}"))
+    expected = None if arg.required else arg_expectation(arg, arg.default)
+    if expected:
+        problems.append(pos.problem((*where, "default"), must_be(f"'{name}'", expected, arg.default)))
     return problems
-
-
-def arg_value_error(arg: ArgSpec, value: Any) -> str | None:
-    """Why ``value`` does not suit ``arg`` (type, choices), or ``None`` when it does."""
-    expected = PYTHON_TYPES[arg.type]
-    if isinstance(value, bool) and arg.type != "bool" or not isinstance(value, expected):
-        return f"{describe(value)} is not of type {arg.type}"
-    if arg.choices is not None and value not in arg.choices:
-        return f"{describe(value)} is not one of {arg.choices}"
-    return None
 
 
 def _arg_refs(loaded: LoadedSpec) -> Iterator[tuple[KeyPath, str]]:
@@ -339,7 +333,7 @@ def default_args(loaded: LoadedSpec) -> dict[str, Any]:
     return {
         name: arg.default
         for name, arg in loaded.all_args().items()
-        if not arg.required and name not in GROUP_ARGS and arg_value_error(arg, arg.default) is None
+        if not arg.required and name not in GROUP_ARGS and arg_expectation(arg, arg.default) is None
     }
 
 
@@ -403,10 +397,8 @@ def _interface_ports(loaded: LoadedSpec, node_name: str, node: NodeSpec) -> tupl
             )
             continue
         for item in value if mapped else [value]:  # a mapped port takes a list, one item per run
-            try:
-                setattr(iface.inputs, key, item)
-            except Exception as exc:  # traits raises TraitError; say it in our words, keep nothing raw
-                problems.append(pos.problem((*where, "params", key), _trait_message(iface, key, item, exc)))
+            if wrong := port_expectation(iface, key, item):
+                problems.append(pos.problem((*where, "params", key), must_be(f"'{key}'", *wrong)))
                 break
     for port in node.map_over or ():
         if port not in inputs:
@@ -429,15 +421,6 @@ def _instantiate_with(cls, params, pos, where):
         return cls(**params)
     except Exception:
         return None
-
-
-def _trait_message(iface, key: str, value: Any, exc: Exception) -> str:
-    handler = iface.inputs.trait(key).handler
-    try:  # full_info spells out ranges ("0.0 <= a floating point number <= 50.0"); info() may not
-        expected = handler.full_info(iface.inputs, key, value)
-    except Exception:
-        expected = handler.info()
-    return f"{describe(value)} is not a valid value for '{key}': it must be {expected}"
 
 
 def _workflow_ports(
@@ -475,8 +458,8 @@ def _workflow_ports(
                         at_key=True,
                     )
                 )
-            elif error := arg_value_error(nested_args[key], value):
-                problems.append(pos.problem((*where, "args", key), error))
+            elif expected := arg_expectation(nested_args[key], value):
+                problems.append(pos.problem((*where, "args", key), must_be(f"'{key}'", expected, value)))
         return Ports(set(nested.spec.inputs), set(nested.spec.outputs), label=label), problems
     return _factory_ports(loaded, node_name, node, target, label, problems)
 

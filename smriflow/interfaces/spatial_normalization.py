@@ -47,6 +47,7 @@ class _SpatialNormalizationInputSpec(AntsPyInputSpec):
     template = traits.Str(
         "MNI152NLin2009aSym",
         usedefault=True,
+        resource="template",
         desc="template: MNI152NLin2009aSym (shipped by nilearn) or one in the local TemplateFlow cache",
     )
     profile = traits.Enum(

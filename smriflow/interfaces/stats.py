@@ -20,6 +20,9 @@ from nipype.interfaces.base import (
     traits,
 )
 
+from smriflow.interfaces.base import param_trait
+from smriflow.stats.options import ALPHA, CORRECTION, MISSING
+
 __all__ = ["ComparePipelines", "FSStatsTable", "ROIGLM"]
 
 
@@ -86,14 +89,13 @@ class _ROIGLMInputSpec(BaseInterfaceInputSpec):
     contrast = traits.Str(
         "", usedefault=True, desc="tested contrast of design columns (instead of predictor)"
     )
-    missing = traits.Enum("drop", "impute", usedefault=True, desc="missing-covariate policy")
-    correction = traits.Enum(
-        "fdr_bh", "holm", "bonferroni", usedefault=True, desc="multiple-comparison correction"
-    )
-    alpha = traits.Range(low=0.0, high=1.0, value=0.05, exclude_low=True, exclude_high=True, usedefault=True,
-                         desc="level of the correction and of the confidence intervals")  # fmt: skip
+    missing = param_trait(MISSING)
+    correction = param_trait(CORRECTION)
+    alpha = param_trait(ALPHA)
     rois = traits.List(traits.Str, desc="restrict to these ROI columns or ROI names (default: all)")
-    atlas = traits.Str("", usedefault=True, desc="volume atlas for the t map ('' = from the table)")
+    atlas = traits.Str(
+        "", usedefault=True, resource="atlas", desc="volume atlas for the t map ('' = from the table)"
+    )
     figures = traits.Bool(True, usedefault=True, desc="draw the figures")
 
 

@@ -19,6 +19,8 @@ from nipype.interfaces.base import (
     traits,
 )
 
+from smriflow.stats.options import MISSING
+
 __all__ = ["VBM"]
 
 
@@ -63,7 +65,7 @@ class _VBMInputSpec(BaseInterfaceInputSpec):
     resample_mm = traits.Range(
         low=0.0, value=0.0, usedefault=True, desc="resample to this voxel size (0: no)"
     )
-    missing = traits.Enum("", "drop", "impute", usedefault=True, desc="missing covariates ('' = an error)")
+    missing = traits.Enum(("", *MISSING.choices), usedefault=True, desc="missing covariates ('' = an error)")
 
 
 class _VBMOutputSpec(TraitedSpec):

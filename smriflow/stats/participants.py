@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from smriflow.stats.options import MISSING
 from smriflow.utils.text import did_you_mean
 
 __all__ = [
@@ -30,7 +31,7 @@ __all__ = [
     "participant_label",
 ]
 
-MISSING_POLICIES = ("drop", "impute")
+MISSING_POLICIES = MISSING.choices  # declared in smriflow.stats.options
 
 #: Values read as missing. BIDS writes ``n/a``; an empty cell is missing too.
 NA_VALUES = ("n/a", "")

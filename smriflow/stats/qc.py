@@ -18,11 +18,12 @@ import json
 import math
 import os
 import re
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from smriflow.stats.options import QCRules  # the thresholds, declared once there
 
 __all__ = ["ID_COLUMNS", "IQM_PATTERN", "QCRules", "collect_iqms", "group_qc", "robust_z", "write_table"]
 
@@ -41,49 +42,6 @@ _MAD_TO_SD = 1.4826  # 1 / Phi^-1(3/4)
 _MEANAD_TO_SD = 1.2533  # sqrt(pi / 2)
 #: IQMs left out of the robust-z rule: voxel counts and component counts follow the grid, not quality.
 NOT_SCORED = re.compile(r"^(summary_\w+_n|mask_n_components)$")
-
-
-@dataclass(frozen=True)
-class QCRules:
-    """Thresholds of :func:`group_qc` (defaults documented in ``docs/qc.md``).
-
-    Attributes
-    ----------
-    z_threshold : float
-        Flag a robust ``|z|`` above this on any scored IQM (default 3.5, Iglewicz and Hoaglin).
-    scale_floor : float
-        Smallest robust standard deviation, as a fraction of ``|median|`` (see :func:`robust_z`).
-    min_subjects : int
-        The robust-z rule needs at least this many images; with fewer, only the fixed rules apply.
-    brain_volume_min, brain_volume_max : float
-        Plausible adult brain (GM + WM) volume, cm³.
-    ncc_min : float
-        Lowest normalized cross-correlation of the warped T1w with the template.
-    dice_min : float
-        Lowest Dice of the warped brain mask with the template's.
-    lcc_min : float
-        Lowest fraction of the brain mask in its largest connected component.
-    """
-
-    z_threshold: float = 3.5
-    scale_floor: float = 0.05
-    min_subjects: int = 5
-    brain_volume_min: float = 800.0
-    brain_volume_max: float = 2000.0
-    ncc_min: float = 0.6
-    dice_min: float = 0.9
-    lcc_min: float = 0.99
-
-    def __post_init__(self) -> None:
-        if not self.z_threshold > 0:
-            raise ValueError(f"'z_threshold' must be positive. {self.z_threshold!r} was provided.")
-        if not self.scale_floor >= 0:
-            raise ValueError(f"'scale_floor' must be 0 or more. {self.scale_floor!r} was provided.")
-        if not self.brain_volume_min < self.brain_volume_max:
-            raise ValueError(
-                f"'brain_volume_min' ({self.brain_volume_min}) must be below 'brain_volume_max' "
-                f"({self.brain_volume_max})."
-            )
 
 
 def _entities(name: str) -> dict[str, str]:

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from smriflow.stats.options import ALPHA, CORRECTION, MISSING
 from smriflow.stats.participants import (
     MissingReport,
     apply_missing_policy,
@@ -39,7 +40,7 @@ __all__ = [
     "run_roi_glm",
 ]
 
-CORRECTIONS = ("bonferroni", "holm", "fdr_bh")
+CORRECTIONS = CORRECTION.choices  # declared in smriflow.stats.options
 RESULT_COLUMNS = [
     "roi", "hemi", "term", "coef", "se", "t", "p", "p_corrected", "ci_low", "ci_high", "r2", "r2_adj", "n",
 ]  # fmt: skip
@@ -131,9 +132,9 @@ def fit_roi_glm(
     formula: str,
     predictor: str | None = None,
     contrast: str | None = None,
-    missing: str = "drop",
-    correction: str = "fdr_bh",
-    alpha: float = 0.05,
+    missing: str = MISSING.default,
+    correction: str = CORRECTION.default,
+    alpha: float = ALPHA.default,
     rois: list[str] | None = None,
     participants_source: str = "participants",
 ) -> RoiGlmResult:
@@ -165,10 +166,8 @@ def fit_roi_glm(
     from patsy import dmatrix
     from statsmodels.stats.multitest import multipletests
 
-    if correction not in CORRECTIONS:
-        raise ValueError(f"--correction must be one of {', '.join(CORRECTIONS)}; got '{correction}'")
-    if not 0 < alpha < 1:
-        raise ValueError(f"--alpha must be between 0 and 1; got {alpha}")
+    CORRECTION.check("correction", correction)
+    alpha = ALPHA.check("alpha", alpha)
     if (predictor is None) == (contrast is None):
         raise ValueError("give exactly one of --predictor and --contrast")
     lhs, tilde, rhs = formula.partition("~")
@@ -275,9 +274,9 @@ def run_roi_glm(
     formula: str,
     predictor: str | None = None,
     contrast: str | None = None,
-    missing: str = "drop",
-    correction: str = "fdr_bh",
-    alpha: float = 0.05,
+    missing: str = MISSING.default,
+    correction: str = CORRECTION.default,
+    alpha: float = ALPHA.default,
     rois: list[str] | None = None,
     atlas: str | None = None,
     figures: bool = True,

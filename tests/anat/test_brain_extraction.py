@@ -172,3 +172,17 @@ def test_two_threads_fresh_processes_identical(tmp_path):
         subprocess.run(cmd, check=True, timeout=300)
         masks.append(np.load(out))
     np.testing.assert_array_equal(masks[0], masks[1])
+
+
+def test_workflow_choices_are_the_registered_methods():
+    """The YAML arguments that pick a method list exactly the registry's methods (one declaration)."""
+    from ruamel.yaml import YAML
+
+    from smriflow.anat.brain_extraction import METHODS
+    from smriflow.config.resources import packaged_dir
+
+    folder = packaged_dir("workflows")
+    for name, arg in (("anat_preproc", "brain_method"), ("brain_extraction", "method")):
+        spec = YAML(typ="safe").load((folder / f"{name}.yml").read_text())
+        assert spec["args"][arg]["choices"] == list(METHODS), name
+        assert spec["args"][arg]["default"] in METHODS

@@ -185,7 +185,35 @@ def test_graph_errors(tmp_path):
     )
     code, _, err = run_cli("graph", "example", "--set", "percentile=high", "-o", tmp_path / "d.dot")
     assert code == 2
-    assert err == f"{packaged_workflows()['example']}: args.percentile: --set 'high' is not of type float.\n"
+    assert err == "--set percentile: 'percentile' must be of type float. 'high' was provided.\n"
+
+
+def test_graph_checks_values_where_they_land(tmp_path):
+    """A value of the right type that the interface refuses stops `graph` too (it used to be a TraitError)."""
+    code, out, err = run_cli("graph", "example", "--set", "fwhm=99", "-o", tmp_path / "d.dot")
+    assert (code, out) == (2, "")
+    assert err == (
+        "--set fwhm: 'fwhm' of node smooth (SmoothImage) must be 0.0 <= a floating point number <= 50.0. "
+        "99.0 was provided.\n"
+    )
+    assert not (tmp_path / "d.dot").exists()
+
+
+@pytest.mark.parametrize(
+    ("message", "shown"),
+    [("it broke.", "it broke."), ("it broke", "it broke."), ("why?", "why?")],
+)
+def test_internal_error_ends_with_one_full_stop(monkeypatch, message, shown):
+    from smriflow.cli import graph
+
+    def broken(args):
+        raise RuntimeError(message)
+
+    monkeypatch.setattr(graph, "graph_command", broken)
+    code, out, err = run_cli("graph", "example", "-o", "dag.dot")
+    assert (code, out) == (1, "")
+    hint = "Run again with --debug for the traceback."
+    assert err == f"smriflow: internal error: RuntimeError: {shown} {hint}\n"
 
 
 # -- list -------------------------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ import pytest
 from _helpers import run_cli
 from conftest import write_synthetic_t1w
 
+import smriflow
 from smriflow import __version__
 from smriflow.engine.derivatives import check_entities
 from smriflow.engine.registry import packaged_workflows
@@ -322,8 +323,91 @@ def test_bad_set_value_is_one_line_and_exit_2(tmp_path):
     code, out, err = run_cli("run", "example", "--bids-dir", bids, "--output-dir", tmp_path / "out",
                              "--set", "fwhm=abc")  # fmt: skip
     assert (code, out) == (2, "")
-    assert err == f"{packaged_workflows()['example']}: args.fwhm: --set 'abc' is not of type float.\n"
+    assert err == "--set fwhm: 'fwhm' must be of type float. 'abc' was provided.\n"
     assert not (tmp_path / "out").exists()
+
+
+def _atlases() -> str:
+    from smriflow.data.atlases import available_atlases
+
+    return "{" + ", ".join(repr(name) for name in available_atlases()) + "}"
+
+
+@pytest.mark.parametrize(
+    ("workflow", "values", "message"),
+    [
+        pytest.param(
+            "example", ["fwhm=99"],
+            "--set fwhm: 'fwhm' of node smooth (SmoothImage) must be 0.0 <= a floating point number <= 50.0. "
+            "99.0 was provided.",
+            id="out-of-range",
+        ),
+        pytest.param(
+            "example", ["percentile=100"],
+            "--set percentile: 'percentile' of node masking.threshold (ThresholdMask) must be 0.0 <= a "
+            "floating point number <= 99.999. 100.0 was provided.",
+            id="out-of-range-nested",
+        ),
+        pytest.param(
+            "example", ["percentile=[50]"],
+            "--set percentile: 'percentile' must be of type float. [50] was provided.",
+            id="wrong-type",
+        ),
+        pytest.param(
+            "anat_preproc", ["profile=slow"],
+            "--set profile: 'profile' must be one of {'fast', 'precise'}. 'slow' was provided.",
+            id="bad-choice",
+        ),
+        pytest.param(
+            "anat_preproc", ["atlases=[aal, nosuch]"],
+            "--set atlases: 'atlas' of node parcellation.warp_atlas (WarpAtlas) must be an installed atlas: "
+            "one of {atlases} or its BIDS label. 'nosuch' was provided.",
+            id="unknown-atlas",
+        ),
+        pytest.param(
+            "anat_preproc", ["template=MNIColin27"],
+            "--set template: 'template' of node brain_extraction.brain (BrainExtraction) must be an "
+            "installed template: one of {'MNI152NLin2009aSym', 'MNI152NLin6Asym'} (from nilearn, or "
+            "downloaded into the TemplateFlow cache {tf}, which TEMPLATEFLOW_HOME may move). 'MNIColin27' "
+            "was provided.",
+            id="unknown-template",
+        ),
+    ],
+)  # fmt: skip
+def test_bad_values_stop_a_dry_run(tmp_path, templateflow_home, workflow, values, message):
+    """Every kind of bad value is one line and exit code 2 before anything is written, even with --dry-run."""
+    bids = make_bids(tmp_path / "bids", ("01",))
+    sets = [arg for value in values for arg in ("--set", value)]
+    code, out, err = run_cli("run", workflow, "--bids-dir", bids, "--output-dir", tmp_path / "out",
+                             "--work-dir", tmp_path / "work", "--dry-run", *sets)  # fmt: skip
+    assert (code, out) == (2, "")
+    assert err == message.replace("{atlases}", _atlases()).replace("{tf}", str(templateflow_home)) + "\n"
+    assert not (tmp_path / "out").exists() and not (tmp_path / "work").exists()
+
+
+def test_an_installed_templateflow_template_is_accepted(templateflow_home):
+    wf = smriflow.load_workflow("anat_preproc", template="MNI152NLin6Asym")
+    assert wf.get_node("spatial_normalization_wf.register").inputs.template == "MNI152NLin6Asym"
+
+
+def test_group_workflow_values_are_checked_before_running(tmp_path):
+    """roi_glm: a bad choice for the interface, and a table that does not exist."""
+    participants = tmp_path / "participants.tsv"
+    participants.write_text("participant_id\tage\nsub-01\t30\n")
+    common = ["run", "roi_glm", "--output-dir", tmp_path / "out", "--dry-run", "--set",
+              f"participants={participants}"]  # fmt: skip
+    code, out, err = run_cli(*common, "--set", f"table={participants}", "--set", "missing=dorp")
+    assert (code, out, err) == (
+        2,
+        "",
+        "--set missing: 'missing' must be one of {'drop', 'impute'}. 'dorp' was provided.\n",
+    )
+    code, out, err = run_cli(*common, "--set", f"table={tmp_path / 'lh.tsv'}")
+    assert (code, out) == (2, "")
+    assert err == (
+        "--set table: 'table' of node fit (ROIGLM) must be a pathlike object or string representing an "
+        f"existing file. '{tmp_path / 'lh.tsv'}' was provided.\n"
+    )
 
 
 def test_unknown_participant_label(tmp_path):

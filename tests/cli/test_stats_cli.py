@@ -12,7 +12,7 @@ from _helpers import run_cli
 from conftest import require_shared
 
 from smriflow.cli import stats as cli_stats
-from smriflow.stats import freesurfer, roi_glm
+from smriflow.stats import freesurfer
 from smriflow.stats.roi_glm import RESULT_COLUMNS
 
 FS_STATS = ("aomic", "derivatives", "fs_stats")
@@ -24,7 +24,6 @@ THICKNESS = "data-cortical_type-aparc_measure-thickness_hemi-{}.tsv"
 def test_cli_choices_equal_the_stats_layer():
     assert cli_stats.APARC_MEASURES == tuple(freesurfer.APARC_MEASURES)
     assert cli_stats.ASEG_MEASURES == tuple(freesurfer.ASEG_MEASURES)
-    assert cli_stats.CORRECTIONS == roi_glm.CORRECTIONS
 
 
 @pytest.mark.shared
@@ -138,7 +137,7 @@ def test_argparse_rejects_bad_choices(tmp_path):
     code, _, err = run_cli("stats", "roi", "--table", table, "--participants", participants, "--formula",
                            "{roi} ~ age", "--predictor", "age", "--missing", "drop", "--alpha", "5",
                            "--output-dir", tmp_path)  # fmt: skip
-    assert code == 2 and "argument --alpha: must be between 0 and 1 (exclusive); got 5" in err
+    assert code == 2 and "argument --alpha: 'alpha' must be in (0, 1). 5.0 was provided." in err
 
 
 def test_fs_table_and_compare_bad_values(tmp_path):

@@ -187,3 +187,12 @@ def test_unwritable_cache_falls_back_to_tmp(tmp_path, monkeypatch):
         path = get_template(suffix="mask", resolution=2)
     assert path.is_relative_to(tmp_path / "tmp") and path.is_file()
     assert path.name == "tpl-MNI152NLin2009aSym_res-2_desc-brain_mask.nii.gz"
+
+
+def test_available_templates_are_the_default_and_the_downloaded_ones(
+    templateflow_home, tmp_path, monkeypatch
+):
+    """A TemplateFlow folder counts when it holds a downloaded T1w, not only empty stubs."""
+    assert templates.available_templates() == ["MNI152NLin2009aSym", "MNI152NLin6Asym"]
+    monkeypatch.setenv("TEMPLATEFLOW_HOME", str(tmp_path / "nowhere"))
+    assert templates.available_templates() == ["MNI152NLin2009aSym"]

@@ -11,6 +11,7 @@ from nipype.pipeline import engine as pe
 
 import smriflow
 from smriflow.config.errors import SpecError
+from smriflow.engine.registry import packaged_workflows
 from smriflow.interfaces.base import AntsPyInputSpec
 
 
@@ -54,7 +55,49 @@ def test_unknown_and_ill_typed_args_are_reported_together():
         "example.yml: args.fwmh: unknown argument 'fwmh' for workflow 'example_wf'. "
         "Did you mean 'fwhm'? Available: fwhm, omp_nthreads, percentile, seed"
     )
-    assert lines[1].endswith("example.yml: args.percentile: argument 'high' is not of type float.")
+    assert lines[1].endswith(
+        "example.yml: args.percentile: 'percentile' must be of type float. 'high' was provided."
+    )
+
+
+def test_values_are_checked_where_they_land():
+    """A value of the right type for its argument but not for the input it reaches, here or nested."""
+    with pytest.raises(SpecError) as info:
+        smriflow.load_workflow("example", fwhm=99, percentile=100)
+    path = packaged_workflows()["example"]
+    assert str(info.value).splitlines() == [
+        f"{path}: args.fwhm: 'fwhm' of node smooth (SmoothImage) must be 0.0 <= a floating point number "
+        "<= 50.0. 99.0 was provided.",
+        f"{path}: args.percentile: 'percentile' of node masking.threshold (ThresholdMask) must be 0.0 <= a "
+        "floating point number <= 99.999. 100.0 was provided.",
+    ]
+
+
+def test_a_value_is_reported_once_where_it_first_lands():
+    with pytest.raises(SpecError) as info:
+        smriflow.load_workflow("anat_preproc", atlases=["aal", "nosuch"])
+    (line,) = str(info.value).splitlines()
+    assert line.startswith(
+        f"{packaged_workflows()['anat_preproc']}: args.atlases: 'atlas' of node parcellation.warp_atlas "
+        "(WarpAtlas) must be an installed atlas: one of {'aal', "
+    )
+    assert line.endswith("} or its BIDS label. 'nosuch' was provided.")
+
+
+def test_nested_choices_are_checked(tmp_path):
+    """The outer argument accepts any str; the nested workflow's argument has choices."""
+    outer = tmp_path / "outer.yml"
+    outer.write_text(
+        "smriflow: 1\nname: outer_wf\ndoc: d\nargs: {how: {type: str, default: ants}}\ninputs: [t1w]\n"
+        "outputs: {mask: brain.t1w_mask}\nnodes:\n  brain:\n    workflow: brain_extraction\n"
+        "    args: {method: $how}\n    in: {t1w: inputs.t1w}\n"
+    )
+    with pytest.raises(SpecError) as info:
+        smriflow.load_workflow(outer, how="bet")
+    assert str(info.value) == (
+        f"{outer}: args.how: 'method' of workflow brain_extraction (node brain) must be one of "
+        "{'ants', 'deepbet'}. 'bet' was provided."
+    )
 
 
 def test_unknown_workflow_name():

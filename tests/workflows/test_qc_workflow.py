@@ -40,7 +40,7 @@ def edges(wf) -> set[tuple[str, str, str, str]]:
 
 
 # -- graphs --------------------------------------------------------------------------------------------------
-def test_qc_builds_with_its_ports():
+def test_qc_builds_with_its_ports(templateflow_home):
     wf = smriflow.load_workflow("qc", template="MNI152NLin6Asym")
     assert sorted(wf.get_node("inputnode").inputs.copyable_trait_names()) == sorted(QC_INPUTS)
     assert wf.get_node("outputnode").inputs.copyable_trait_names() == ["iqms"]

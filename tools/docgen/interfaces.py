@@ -18,9 +18,15 @@ def _trait_type(trait: Any) -> str:
     if kind == "Enum" and values:
         return "one of " + ", ".join(f"`{v}`" for v in values)
     if kind == "Range":
-        low, high = trait.trait_type._low, trait.trait_type._high
-        inner = type(trait.trait_type.default_value).__name__
-        return f"{inner} in [{low}, {high}]"
+        trait_type = trait.trait_type
+        low, high = trait_type._low, trait_type._high
+        inner = type(trait_type.default_value).__name__
+        if high is None:
+            return f"{inner} {'>' if trait_type._exclude_low else '>='} {low}"
+        if low is None:
+            return f"{inner} {'<' if trait_type._exclude_high else '<='} {high}"
+        opening, closing = "(" if trait_type._exclude_low else "[", ")" if trait_type._exclude_high else "]"
+        return f"{inner} in {opening}{low}, {high}{closing}"
     return {"InputMultiObject": "list", "OutputMultiObject": "list"}.get(kind, kind)
 
 

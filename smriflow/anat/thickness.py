@@ -38,7 +38,10 @@ non-zero thickness) takes the label of the nearest cortical or non-cortical grey
 warped atlas (nearest-neighbour, Euclidean), so that a registration error of a few mm neither drops cortex
 that falls on the atlas's WM or CSF nor counts cortex that sits on the atlas's hippocampus as a cortical
 region; voxels whose nearest structure is not cortical are not cortex. A region's thickness is the plain
-mean over its voxels (partial-volume voxels count where they are in the GM band).
+mean over its voxels (partial-volume voxels count where they are in the GM band). The map is made once,
+with one atlas (Desikan-Killiany); the tables of another cortical atlas (Destrieux) relabel the same voxels
+with its nearest cortical label of the same hemisphere (:func:`relabel_cortex`), so every table of a subject
+covers the same cortex and gives the same ``MeanThickness``, as FreeSurfer's do.
 
 References
 ----------
@@ -66,8 +69,10 @@ from scipy.spatial import cKDTree
 __all__ = [
     "FS_PARCELLATIONS",
     "cortex_context",
+    "cortex_hemisphere",
     "cortical_thickness",
     "regional_thickness",
+    "relabel_cortex",
     "thickness_image",
 ]
 
@@ -358,6 +363,63 @@ def thickness_image(
     thick_img = nb.Nifti1Image(thick, gm_img.affine, gm_img.header)
     thick_img.set_data_dtype(np.float32)
     return thick_img, region_img
+
+
+def cortex_hemisphere(region: np.ndarray, labels: pd.DataFrame) -> np.ndarray:
+    """The hemisphere of every cortical voxel of a region image: 1 left, 2 right, 0 elsewhere."""
+    region = np.asarray(region).astype(np.int64)
+    hemi = np.zeros(region.shape, dtype=np.int8)
+    for lab, name in zip(labels["label"], labels["name"], strict=True):
+        match = _CORTEX.match(str(name))
+        if match:
+            hemi[region == int(lab)] = 1 if match.group(1) == "lh" else 2
+    return hemi
+
+
+def relabel_cortex(
+    region: np.ndarray, labels: pd.DataFrame, atlas: np.ndarray, atlas_labels: pd.DataFrame
+) -> np.ndarray:
+    """The cortex of a region image relabelled with another cortical atlas, hemisphere by hemisphere.
+
+    Every voxel of ``region`` (the cortex of a thickness map, e.g. made with the Desikan-Killiany atlas) takes
+    the nearest cortical label of ``atlas`` (e.g. the warped Destrieux atlas) of the same hemisphere, so that
+    the tables of all atlases cover the same voxels and agree on the mean thickness per hemisphere.
+
+    Parameters
+    ----------
+    region : numpy.ndarray
+        Cortical labels of the thickness map (:func:`thickness_image`), with their ``labels`` table.
+    labels : pandas.DataFrame
+        ``label, name`` of ``region``.
+    atlas : numpy.ndarray
+        The other atlas on the same grid, with its ``atlas_labels`` table.
+    atlas_labels : pandas.DataFrame
+        ``label, name`` of ``atlas``.
+
+    Returns
+    -------
+    numpy.ndarray
+        int32 labels of ``atlas`` on the voxels of ``region`` (0 elsewhere, and where ``atlas`` has no
+        cortical label of that hemisphere).
+    """
+    atlas = np.rint(np.asarray(atlas)).astype(np.int64)
+    hemi = cortex_hemisphere(region, labels)
+    if atlas.shape != hemi.shape:
+        raise ValueError(f"The atlas {atlas.shape} and the region image {hemi.shape} must share one grid.")
+    out = np.zeros(atlas.shape, dtype=np.int32)
+    for code, side in ((1, "lh"), (2, "rh")):
+        cortical = [
+            int(lab)
+            for lab, name in zip(atlas_labels["label"], atlas_labels["name"], strict=True)
+            if (m := _CORTEX.match(str(name))) and m.group(1) == side and m.group(2) not in _NOT_REGIONS
+        ]
+        seeds = np.isin(atlas, cortical)
+        where = np.nonzero(hemi == code)
+        if not seeds.any() or not len(where[0]):
+            continue
+        _, nearest = ndimage.distance_transform_edt(~seeds, return_indices=True)
+        out[where] = atlas[tuple(n[where] for n in nearest)]
+    return out
 
 
 def regional_thickness(

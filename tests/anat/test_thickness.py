@@ -12,7 +12,13 @@ import pandas as pd
 import pytest
 from scipy import ndimage
 
-from smriflow.anat.thickness import cortex_context, cortical_thickness, regional_thickness, thickness_image
+from smriflow.anat.thickness import (
+    cortex_context,
+    cortical_thickness,
+    regional_thickness,
+    relabel_cortex,
+    thickness_image,
+)
 from smriflow.cli.main import main
 from smriflow.stats.freesurfer import write_wide_table
 from smriflow.stats.tables import read_roi_tables
@@ -169,6 +175,37 @@ def test_regional_tables_have_freesurfer_names():
     assert list(table.columns) == ["lh_G&S_frontomargin_thickness", "lh_MeanThickness_thickness"]
     with pytest.raises(ValueError, match="FreeSurfer cortical atlas"):
         regional_thickness(thick, region, destrieux, "aal", "sub-01")
+
+
+def test_relabel_keeps_the_cortex_and_its_hemispheres():
+    """A second atlas's tables cover the same voxels: the same MeanThickness, and roi-table merges them."""
+    thick, region = _maps({1001: 2.0, 1005: 3.0, 2001: 2.5, 2005: 2.2})
+    destrieux = pd.DataFrame(
+        {
+            "label": [11101, 11102, 12101, 11100],
+            "name": [
+                "ctx_lh_G_and_S_frontomargin",
+                "ctx_lh_S_central",
+                "ctx_rh_G_and_S_frontomargin",
+                "ctx_lh_Unknown",
+            ],
+        }
+    )
+    other = np.zeros(region.shape, dtype=np.int32)
+    other[0, :, 2:], other[1, :, 2:], other[3, :, :] = 11101, 11102, 12101  # lh labels beside the cortex
+    other[2, :, :] = 11100  # 'Unknown' is no region
+    relabelled = relabel_cortex(region, LABELS, other, destrieux)
+    assert np.array_equal(relabelled > 0, region > 0)
+    assert set(np.unique(relabelled[region == 2001])) == {12101}  # rh voxels take only rh labels
+    assert set(np.unique(relabelled[region == 1001])) == {11101} and set(
+        np.unique(relabelled[region == 1005])
+    ) == {11102}
+    dk = regional_thickness(thick, region, LABELS, "desikan_killiany", "sub-01")
+    a2009s = regional_thickness(thick, relabelled, destrieux, "destrieux", "sub-01")
+    for hemi in ("lh", "rh"):
+        key = f"{hemi}_MeanThickness_thickness"
+        assert a2009s[hemi].loc["sub-01", key] == pytest.approx(dk[hemi].loc["sub-01", key], rel=1e-9)
+    assert a2009s["lh"].loc["sub-01", "lh_S_central_thickness"] == pytest.approx(3.05)
 
 
 def _run_cli(*argv) -> tuple[int, str]:

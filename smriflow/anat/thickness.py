@@ -299,7 +299,7 @@ def cortex_context(
     grey = np.asarray(gm) > 0
     if not seeds.any() or not grey.any():
         return region, inner, outer
-    _, nearest = ndimage.distance_transform_edt(~seeds, return_indices=True)
+    nearest = ndimage.distance_transform_edt(~seeds, return_distances=False, return_indices=True)
     where = np.nonzero(grey)
     nearest_label = atlas[tuple(n[where] for n in nearest)]
     kind_of = np.zeros(max(int(atlas.max()), *useful) + 1, dtype=np.int8)
@@ -417,7 +417,7 @@ def relabel_cortex(
         where = np.nonzero(hemi == code)
         if not seeds.any() or not len(where[0]):
             continue
-        _, nearest = ndimage.distance_transform_edt(~seeds, return_indices=True)
+        nearest = ndimage.distance_transform_edt(~seeds, return_distances=False, return_indices=True)
         out[where] = atlas[tuple(n[where] for n in nearest)]
     return out
 

@@ -98,7 +98,7 @@ def test_folded_cortex_with_touching_banks(truth):
     assert np.median(blind[band & in_sulci]) > truth + 1.0
 
 
-def test_anisotropic_voxels_and_cap():
+def test_voxel_size_and_cap():
     gm, wm = spheres(2.5)
     thick = cortical_thickness(gm, wm, zooms=(2.0, 2.0, 2.0))  # the same shell, twice as large
     assert abs(np.median(thick[_band(gm, wm)]) - 5.0) <= 0.4

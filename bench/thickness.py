@@ -1,0 +1,207 @@
+"""Bench smriflow's cortical thickness (:mod:`smriflow.anat.thickness`) against FreeSurfer on the shared T1w.
+
+Runs ``smriflow run anat_preproc`` on one subject of the shared BIDS dataset (unless ``--skip-run``), then
+measures the thickness step (:func:`~smriflow.anat.thickness.thickness_image`, in a fresh child process: wall
+time, CPU time and peak RSS) and compares the Desikan-Killiany regional thickness with FreeSurfer's
+(``fs_stats/data-cortical_type-aparc_measure-thickness_hemi-{lh,rh}.tsv``, the subject's row) over the 68
+regions: Pearson and Spearman r, mean absolute difference, mean bias (ours - FreeSurfer), the mean of the
+68 regions and each hemisphere's mean thickness (FreeSurfer's ``MeanThickness``).
+
+Three rows separate the sources of disagreement:
+
+* ``smriflow``: smriflow's GM/WM memberships and its warped ``desikan_killiany`` atlas (what a user gets);
+* ``smriflow seg + FS regions``: the same memberships, regions from FreeSurfer's ``aparc+aseg.mgz``
+  (parcellation error removed);
+* ``FS ribbon + FS regions``: binary memberships from FreeSurfer's ``ribbon.mgz`` (cortex 3/42, white matter
+  2/41) with the ``aparc+aseg`` regions: the thickness method alone on FreeSurfer's own tissue boundaries.
+
+FreeSurfer's volumes are brought onto the T1w grid with :func:`anat_front.to_grid` (world coordinates,
+nearest neighbour; exact for the shared T1w, whose grid is FreeSurfer's conformed grid).
+
+Usage::
+
+    python bench/thickness.py [--participant 0002] [--output-dir DIR] [--skip-run] [--workers 2] [--json FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import nibabel as nb
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+BENCH = Path(__file__).resolve().parent
+SHARED = BENCH.parent.parent / "shared" / "data"
+sys.path.insert(0, str(BENCH))
+
+from anat_accuracy import derivative, run_command  # noqa: E402
+from anat_front import to_grid  # noqa: E402
+
+#: The issue's targets (issue 16).
+TARGETS = {"pearson_r": 0.80, "mad_mm": 0.30, "global_mean_mm": 0.15}
+
+
+def _thickness_step(gm: str, wm: str, atlas: str, out_dir: str, workers: int) -> dict:
+    """Run the thickness step in this (fresh) process; return its timings, peak RSS and output paths."""
+    from smriflow.anat.thickness import thickness_image
+    from smriflow.utils.atlases import atlas_labels
+
+    labels = atlas_labels("desikan_killiany")
+    wall, cpu = time.perf_counter(), time.process_time()
+    thick, region = thickness_image(gm, wm, atlas, labels, workers=workers)
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    paths = {
+        "thickness": str(Path(out_dir) / "thickness.nii.gz"),
+        "region": str(Path(out_dir) / "region.nii.gz"),
+    }
+    thick.to_filename(paths["thickness"])
+    region.to_filename(paths["region"])
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
+    return {"wall_s": wall, "cpu_s": cpu, "peak_rss_gb": peak, **paths}
+
+
+def run_isolated(gm, wm, atlas, out_dir: Path, workers: int) -> dict:
+    """:func:`_thickness_step` in a fresh spawned process, so its peak RSS is the step's own."""
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
+        return pool.submit(_thickness_step, str(gm), str(wm), str(atlas), str(out_dir), workers).result()
+
+
+def freesurfer_row(fs_stats: Path, participant: str) -> dict[str, float]:
+    """FreeSurfer's aparc thickness of ``sub-<participant>``, both hemispheres, as one dict of columns."""
+    row: dict[str, float] = {}
+    for hemi in ("lh", "rh"):
+        path = fs_stats / f"data-cortical_type-aparc_measure-thickness_hemi-{hemi}.tsv"
+        table = pd.read_csv(path, sep="\t", index_col=0)
+        row.update(table.loc[f"sub-{participant}"].astype(float).to_dict())
+    return row
+
+
+def compare(thickness: np.ndarray, region: np.ndarray, fs: dict[str, float], participant: str) -> dict:
+    """Agreement of the regional tables of one thickness map with FreeSurfer's row."""
+    from smriflow.anat.thickness import regional_thickness
+    from smriflow.utils.atlases import atlas_labels
+
+    tables = regional_thickness(
+        thickness, region, atlas_labels("desikan_killiany"), "desikan_killiany", participant
+    )
+    ours = {**tables["lh"].iloc[0].to_dict(), **tables["rh"].iloc[0].to_dict()}
+    keys = [k for k in fs if k.endswith("_thickness") and "MeanThickness" not in k]
+    a = np.array([fs[k] for k in keys])
+    b = np.array([ours.get(k, np.nan) for k in keys])
+    ok = np.isfinite(b)
+    result = {
+        "regions": int(ok.sum()),
+        "pearson_r": float(stats.pearsonr(a[ok], b[ok])[0]),
+        "spearman_r": float(stats.spearmanr(a[ok], b[ok])[0]),
+        "mad_mm": float(np.mean(np.abs(b[ok] - a[ok]))),
+        "bias_mm": float(np.mean(b[ok] - a[ok])),
+        "regions_mean_mm": float(np.mean(b[ok])),
+        "fs_regions_mean_mm": float(np.mean(a[ok])),
+    }
+    for hemi in ("lh", "rh"):
+        key = f"{hemi}_MeanThickness_thickness"
+        result[f"{hemi}_mean_mm"], result[f"fs_{hemi}_mean_mm"] = float(ours[key]), float(fs[key])
+    result["per_region"] = {k: [float(x), float(y)] for k, x, y in zip(keys, a, b, strict=True)}
+    return result
+
+
+def report(results: dict, label: str, load: float, workers: int) -> None:
+    """Print the comparison as a Markdown table, and whether the issue's targets are met."""
+    print(
+        f"\nsub-{label}: Desikan-Killiany thickness against FreeSurfer (68 regions); load average {load:.1f}"
+    )
+    print(f"on {os.cpu_count()} cores, {workers} threads for the thickness step\n")
+    columns = ["tissues + regions", "r", "Spearman", "MAD (mm)", "bias (mm)", "mean of regions (FS)"]
+    columns += ["lh / rh mean (FS)", "wall (s)", "CPU (s)", "peak RSS (GB)"]
+    print("| " + " | ".join(columns) + " |")
+    print("|" + "---|" * len(columns))
+    for name, r in results.items():
+        cells = [name, f"{r['pearson_r']:.3f}", f"{r['spearman_r']:.3f}", f"{r['mad_mm']:.3f}"]
+        cells += [f"{r['bias_mm']:+.3f}", f"{r['regions_mean_mm']:.3f} ({r['fs_regions_mean_mm']:.3f})"]
+        hemis = f"{r['lh_mean_mm']:.3f} / {r['rh_mean_mm']:.3f}"
+        cells += [f"{hemis} ({r['fs_lh_mean_mm']:.3f} / {r['fs_rh_mean_mm']:.3f})"]
+        cells += [f"{r['wall_s']:.1f}", f"{r['cpu_s']:.1f}", f"{r['peak_rss_gb']:.2f}"]
+        print("| " + " | ".join(cells) + " |")
+    main_row = results["smriflow"]
+    error = abs(main_row["regions_mean_mm"] - main_row["fs_regions_mean_mm"])
+    checks = [
+        f"r >= {TARGETS['pearson_r']}: {main_row['pearson_r'] >= TARGETS['pearson_r']}",
+        f"MAD <= {TARGETS['mad_mm']} mm: {main_row['mad_mm'] <= TARGETS['mad_mm']}",
+        f"mean of regions within {TARGETS['global_mean_mm']} mm: {error <= TARGETS['global_mean_mm']}",
+    ]
+    print("\ntargets (smriflow row): " + "; ".join(checks) + f" ({error:.3f} mm)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--participant", default="0002")
+    parser.add_argument("--shared-dir", type=Path, default=SHARED, help="the shared data folder")
+    parser.add_argument(
+        "--output-dir", type=Path, help="anat_preproc derivatives (default: a temporary folder)"
+    )
+    parser.add_argument("--work-dir", type=Path)
+    parser.add_argument("--skip-run", action="store_true", help="reuse the derivatives of --output-dir")
+    parser.add_argument("--workers", type=int, default=2, help="threads of the thickness step")
+    parser.add_argument("--json", type=Path, help="write every figure here")
+    args = parser.parse_args(argv)
+    label = args.participant
+    fs_dir = args.shared_dir / "aomic" / "derivatives" / "freesurfer" / f"sub-{label}" / "mri"
+    scratch = Path(tempfile.mkdtemp(prefix="smriflow-thickness-"))
+    output_dir = args.output_dir or scratch / "deriv"
+    if not args.skip_run:
+        work_dir = args.work_dir or scratch / "work"
+        cmd = run_command(
+            args.shared_dir / "bids", output_dir, work_dir, profile="fast", omp_nthreads=2, participant=label
+        )
+        print("running:", " ".join(cmd), flush=True)
+        subprocess.run(cmd, check=True)
+    gm = derivative(output_dir, label, "label-GM_probseg.nii.gz")
+    wm = derivative(output_dir, label, "label-WM_probseg.nii.gz")
+    atlas = derivative(output_dir, label, "atlas-desikankilliany_dseg.nii.gz")
+    fs = freesurfer_row(args.shared_dir / "aomic" / "derivatives" / "fs_stats", label)
+    ref = nb.load(gm)
+    aparc = nb.Nifti1Image(to_grid(nb.load(fs_dir / "aparc+aseg.mgz"), ref).astype(np.int32), ref.affine)
+    ribbon = to_grid(nb.load(fs_dir / "ribbon.mgz"), ref)
+    inputs = {
+        "fs_aparc": scratch / "aparc.nii.gz",
+        "fs_gm": scratch / "fs_gm.nii.gz",
+        "fs_wm": scratch / "fs_wm.nii.gz",
+    }
+    aparc.to_filename(inputs["fs_aparc"])
+    for key, codes in (("fs_gm", (3, 42)), ("fs_wm", (2, 41))):
+        nb.Nifti1Image(np.isin(ribbon, codes).astype(np.float32), ref.affine).to_filename(inputs[key])
+    load = os.getloadavg()[0]
+    rows = {
+        "smriflow": (gm, wm, atlas),
+        "smriflow seg + FS regions": (gm, wm, inputs["fs_aparc"]),
+        "FS ribbon + FS regions": (inputs["fs_gm"], inputs["fs_wm"], inputs["fs_aparc"]),
+    }
+    results = {}
+    for name, (g, w, a) in rows.items():
+        out = scratch / name.replace(" ", "_").replace("+", "")
+        out.mkdir(parents=True, exist_ok=True)
+        step = run_isolated(g, w, a, out, args.workers)
+        thick = nb.load(step["thickness"]).get_fdata(dtype=np.float32)
+        region = np.asanyarray(nb.load(step["region"]).dataobj)
+        results[name] = {**step, **compare(thick, region, fs, f"sub-{label}")}
+    report(results, label, load, args.workers)
+    if args.json:
+        args.json.write_text(json.dumps({"load_average": load, "results": results}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -56,7 +56,7 @@ TARGETS = {"pearson_r": 0.80, "mad_mm": 0.30, "global_mean_mm": 0.15}
 def _thickness_step(gm: str, wm: str, atlas: str, out_dir: str, workers: int) -> dict:
     """Run the thickness step in this (fresh) process; return its timings, peak RSS and output paths."""
     from smriflow.anat.thickness import thickness_image
-    from smriflow.utils.atlases import atlas_labels
+    from smriflow.data.atlases import atlas_labels
 
     labels = atlas_labels("desikan_killiany")
     wall, cpu = time.perf_counter(), time.process_time()
@@ -92,7 +92,7 @@ def freesurfer_row(fs_stats: Path, participant: str) -> dict[str, float]:
 def compare(thickness: np.ndarray, region: np.ndarray, fs: dict[str, float], participant: str) -> dict:
     """Agreement of the regional tables of one thickness map with FreeSurfer's row."""
     from smriflow.anat.thickness import regional_thickness
-    from smriflow.utils.atlases import atlas_labels
+    from smriflow.data.atlases import atlas_labels
 
     tables = regional_thickness(
         thickness, region, atlas_labels("desikan_killiany"), "desikan_killiany", participant

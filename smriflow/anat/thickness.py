@@ -270,7 +270,7 @@ def cortex_context(
         ``aparc+aseg`` in the same space).
     labels : pandas.DataFrame
         Columns ``label`` and ``name`` (FreeSurfer names: ``ctx-lh-<roi>``/``ctx_lh_<roi>``,
-        ``Left-Putamen`` …), as :func:`smriflow.utils.atlases.atlas_labels` returns them.
+        ``Left-Putamen`` …), as :func:`smriflow.data.atlases.atlas_labels` returns them.
     gm : numpy.ndarray
         GM membership; every voxel with GM > 0 takes the label of the nearest cortical, inner or outer
         structure of the atlas (see the module docstring).

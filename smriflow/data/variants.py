@@ -107,7 +107,8 @@ def _nifti(data: np.ndarray, affine: np.ndarray, dtype: type | None = None) -> n
 
 
 def _data(img: Image) -> np.ndarray:
-    return np.asarray(img.dataobj, dtype=np.float32)
+    """A float32 copy of the data (never a view: variants must not change their input)."""
+    return np.asanyarray(img.dataobj).astype(np.float32, copy=True)
 
 
 def _zooms(affine: np.ndarray) -> np.ndarray:

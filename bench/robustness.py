@@ -71,8 +71,19 @@ def make_dataset(
     """Write ``root/bids`` (the variants as subjects) and ``root/refs`` (their carried FreeSurfer volumes).
 
     ``freesurfer`` is the subject's ``mri/`` folder (``brainmask.mgz``, ``aseg.mgz``), aligned with ``t1w``
-    in world coordinates.
+    in world coordinates. Variants ``root`` already holds (their last file written) are kept, so a bench
+    can be extended or resumed; ``root/bench.json`` records the settings, which must not change.
     """
+    settings = {"t1w": str(t1w), "freesurfer": str(freesurfer), "voxel_size": voxel_size, "seed": seed}
+    record = root / "bench.json"
+    if record.exists() and json.loads(record.read_text()) != settings:
+        raise SystemExit(f"{root} holds variants made with other settings ({record}); use a new folder")
+    done = [n for n in names if (root / "refs" / f"sub-{n}_aseg.nii.gz").exists()]
+    names = [n for n in names if n not in done]
+    if done:
+        print(f"  kept from an earlier run: {', '.join(done)}")
+    if not names:
+        return
     from smriflow.data.variants import Context, identity, make_variant, resample_voxels
     from smriflow.utils.metrics import fs_tissue_classes
 
@@ -88,12 +99,15 @@ def make_dataset(
     (bids).mkdir(parents=True, exist_ok=True)
     description = {"Name": "smriflow robustness bench", "BIDSVersion": "1.9.0", "DatasetType": "raw"}
     (bids / "dataset_description.json").write_text(json.dumps(description, indent=2) + "\n")
+    record.write_text(json.dumps(settings, indent=2) + "\n")
     for name in names:
         start = time.perf_counter()
         variant = make_variant(name, image, ctx)
         anat = bids / f"sub-{name}" / "anat"
         anat.mkdir(parents=True, exist_ok=True)
-        variant.image.to_filename(str(anat / f"sub-{name}_T1w.nii.gz"))
+        partial = anat / f"sub-{name}_T1w.partial.nii.gz"  # not a BIDS name: never taken for a T1w
+        variant.image.to_filename(str(partial))
+        partial.rename(anat / f"sub-{name}_T1w.nii.gz")
         carry = base.then(variant.carry)
         affine = variant.image.affine
         for ref, label in ((brainmask, "brainmask"), (aseg, "aseg")):
@@ -242,7 +256,12 @@ def main(argv: list[str] | None = None) -> int:
         "loaded machine subjects then finish one batch at a time",
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the random variants (bias, noise)")
-    parser.add_argument("--keep", type=Path, default=None, help="keep the dataset, derivatives and work here")
+    parser.add_argument(
+        "--keep",
+        type=Path,
+        default=None,
+        help="keep the dataset, derivatives and work here (a folder of an earlier run is resumed/extended)",
+    )
     parser.add_argument("--skip-run", action="store_true", help="only score what --keep already holds")
     parser.add_argument("--markdown", action="store_true", help="print the table as Markdown (for docs)")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures to this JSON file")
@@ -263,10 +282,6 @@ def main(argv: list[str] | None = None) -> int:
     print(f"robustness bench in {root}: {len(names)} variant(s), voxel size {args.voxel_size or 'native'}")
     code, errors, wall = 0, {}, float("nan")
     if not args.skip_run:
-        if (root / "bids").exists():
-            parser.error(
-                f"--keep {root}: already holds a dataset (use --skip-run to score it, or a new folder)"
-            )
         make_dataset(root, names, args.voxel_size, args.seed, t1w=args.t1w, freesurfer=args.fs_dir)
         load = os.getloadavg()
         batches = (

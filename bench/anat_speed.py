@@ -120,7 +120,8 @@ def node_times(work_dir: Path) -> list[dict]:
     """Name, start, end and duration of every node that ran, from the ``result_*.pklz`` files.
 
     A MapNode's own result holds a list of runtimes; its items (``mapflow/_<name><i>``) are read instead.
-    Names are relative to the subject's workflow (``anat_preproc_wf.`` removed; sinks keep ``ds_…``).
+    Names are relative to the subject's workflow (``anat_preproc_wf.`` removed; sinks keep ``ds_…``);
+    ``subject`` is the label of the ``sub_<label>_wf`` folder the node ran in ("" outside one).
     """
     from nipype.utils.filemanip import loadpkl
 
@@ -135,10 +136,12 @@ def node_times(work_dir: Path) -> list[dict]:
             i = parts.index("mapflow")
             parent, item = parts[i - 1], parts[i + 1]
             parts = parts[: i - 1] + [f"{parent}[{item.removeprefix('_' + parent)}]"]
+        subject = next((p[4:-3] for p in parts if p.startswith("sub_") and p.endswith("_wf")), "")
         parts = [p for p in parts if p != "smriflow_wf" and not (p.startswith("sub_") and p.endswith("_wf"))]
         name = ".".join(parts).removeprefix("anat_preproc_wf.")
         start, end = _epoch(runtime.startTime), _epoch(runtime.endTime)
-        rows.append({"node": name, "start": start, "end": end, "duration": float(runtime.duration)})
+        duration = float(runtime.duration)
+        rows.append({"node": name, "subject": subject, "start": start, "end": end, "duration": duration})
     return sorted(rows, key=lambda row: row["start"])
 
 

@@ -25,8 +25,8 @@ import nibabel as nb
 import numpy as np
 from scipy import ndimage
 
-from smriflow.utils.bias import head_mask
-from smriflow.utils.synth import add_rician_noise, bias_field
+from smriflow.data.synth import add_rician_noise, bias_field
+from smriflow.utils.morphology import head_mask
 
 __all__ = [
     "VARIANTS",
@@ -335,7 +335,7 @@ def smooth_bias(img: Image, amplitude: float, seed: int = 0) -> Variant:
     """Multiply by a smooth field spanning exactly ``[1 - amplitude, 1 + amplitude]`` over the head.
 
     The field is ``1 + amplitude * u``, ``u`` a random quadratic polynomial of position (the log of
-    :func:`smriflow.utils.synth.bias_field`) rescaled to [-1, 1] over the head mask.
+    :func:`smriflow.data.synth.bias_field`) rescaled to [-1, 1] over the head mask.
     """
     if not 0 < amplitude < 1:
         raise ValueError(f"smooth_bias: 'amplitude' must be within (0, 1). {amplitude!r} was provided.")

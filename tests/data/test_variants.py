@@ -29,8 +29,8 @@ from smriflow.data.variants import (
     smooth_bias,
     zscore,
 )
-from smriflow.utils.bias import head_mask
 from smriflow.utils.metrics import dice, fs_tissue_classes
+from smriflow.utils.morphology import head_mask
 
 BASE_MM = 2.0
 

@@ -181,8 +181,8 @@ def run_command(args: argparse.Namespace) -> int:
 
 
 def output_space_args(items: list[str], values: dict[str, Any]) -> dict[str, Any]:
-    """``--output-spaces`` → workflow arguments: the first space is the registration ``template``, the
-    others ``extra_spaces`` (each reached by its own registration); every template is checked offline.
+    """``--output-spaces`` → workflow arguments: the space is the registration ``template``, checked
+    offline (one space per run: the registration is direct, docs/fmriprep.md).
 
     Raises
     ------
@@ -217,7 +217,9 @@ def output_space_args(items: list[str], values: dict[str, Any]) -> dict[str, Any
         raise CLIError(
             f"--output-spaces {first.spec} and --set template={values['template']} disagree; give one of them"
         )
-    args: dict[str, Any] = {"template": first.template}
     if others:
-        args["extra_spaces"] = [space.template for space in others]
-    return args
+        raise CLIError(
+            f"--output-spaces {' '.join(s.spec for s in spaces)}: smriflow registers to one template per run "
+            f"(here {first.template}); run once per further space with its own --output-dir"
+        )
+    return {"template": first.template}

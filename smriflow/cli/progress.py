@@ -148,9 +148,7 @@ def print_summary(console: Console, summary: RunSummary, *, debug: bool = False)
     console.print(f"Log: {summary.log_file}", soft_wrap=True, markup=False)
 
 
-def print_inputs(
-    console: Console, subjects: Sequence[SubjectResult], combined: Mapping[str, str]
-) -> None:
+def print_inputs(console: Console, subjects: Sequence[SubjectResult], combined: Mapping[str, str]) -> None:
     """One line per subject and input: the files taken, and how several are combined."""
     lines = []
     for subject in subjects:

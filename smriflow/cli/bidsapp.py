@@ -7,8 +7,9 @@ BIDS-Apps platforms call an app with three positional arguments. smriflow maps t
   derivatives the participant level wrote there).
 
 Telling the two forms apart: the call is the BIDS-Apps form when its first argument (after an optional
-``--debug``) is not a command name (``run``, ``validate``, ...) and is an existing directory. A dataset
-folder named like a command is given as ``./run``.
+``--debug``) is not a command name (``run``, ``validate``, ...) and is an existing directory, or when its
+third is ``participant`` or ``group`` (then a missing dataset is reported as such). A dataset folder named
+like a command is given as ``./run``.
 """
 
 from __future__ import annotations
@@ -33,10 +34,11 @@ def is_bidsapp_call(argv: Sequence[str], commands: Sequence[str]) -> bool:
     >>> is_bidsapp_call([".", "out", "participant"], ["run"])
     True
     """
-    first = next((item for item in argv if item != "--debug"), None)
-    if first is None or first.startswith("-") or first in commands:
+    positionals = [item for item in argv if item != "--debug"][:3]
+    if not positionals or positionals[0].startswith("-") or positionals[0] in commands:
         return False
-    return Path(first).is_dir()
+    # a missing dataset in the full form is reported as such (not as an unknown command)
+    return Path(positionals[0]).is_dir() or (len(positionals) == 3 and positionals[2] in LEVELS)
 
 
 def get_bidsapp_parser() -> argparse.ArgumentParser:
@@ -67,7 +69,10 @@ def get_bidsapp_parser() -> argparse.ArgumentParser:
 
 def bidsapp_command(args: argparse.Namespace) -> int:
     """Run the workflow of the analysis level with ``smriflow run``'s handler."""
+    from smriflow.cli.main import CLIError
     from smriflow.cli.run import run_command
 
+    if args.analysis_level == "group" and args.output_spaces:
+        raise CLIError("--output-spaces does not apply to the group level (give it to the participant level)")
     args.workflow = LEVELS[args.analysis_level]
     return run_command(args)

@@ -69,7 +69,8 @@ def test_the_form_is_told_apart_by_its_first_argument(tmp_path, monkeypatch):
     assert is_bidsapp_call(["data", "out", "participant"], commands)
     assert is_bidsapp_call(["--debug", "data", "out", "group"], commands)
     assert is_bidsapp_call(["./run", "out", "participant"], commands)
-    assert not is_bidsapp_call(["absent", "out", "participant"], commands)  # argparse says what is wrong
+    assert not is_bidsapp_call(["absent"], commands)  # argparse: invalid choice, with the commands
+    assert is_bidsapp_call(["absent", "out", "participant"], commands)  # the runner: folder not found
     assert not is_bidsapp_call(["--version"], commands)
 
 
@@ -121,11 +122,18 @@ def test_a_bad_filter_file_is_one_line_naming_it_exit_2(tiny, tmp_path, content,
     assert err.count("\n") == 1
 
 
+def test_a_missing_dataset_is_named(tmp_path):
+    code, _, err = run_cli(tmp_path / "absent", tmp_path / "out", "participant")
+    assert code == 2 and err == f"BIDS dataset folder not found: {tmp_path / 'absent'}\n"
+
+
 def test_group_level_refuses_participant_options(tiny, tmp_path):
     code, _, err = run_cli(tiny, tmp_path / "out", "group", "--participant-label", "01")
     assert code == 2 and "--participant-label does not apply" in err
     code, _, err = run_cli(tiny, tmp_path / "out", "group", "--session-label", "1")
     assert code == 2 and "--session-label does not apply" in err
+    code, _, err = run_cli(tiny, tmp_path / "out", "group", "--output-spaces", SPACE)
+    assert code == 2 and "--output-spaces does not apply to the group level" in err
 
 
 def test_output_spaces_missing_template_names_the_fetch_command(tiny, tmp_path, monkeypatch):

@@ -155,8 +155,9 @@ def print_inputs(console: Console, subjects: Sequence[SubjectResult], combined: 
         for name, paths in subject.inputs.items():
             files = ", ".join(Path(path).name for path in paths)
             how = ""
-            if len(paths) > 1 and name in combined:
-                how = f" ({len(paths)} files combined: {combined[name]})"
+            input_name = name.rsplit(" ", 1)[-1]  # "ses-1 t1w" -> t1w
+            if len(paths) > 1 and input_name in combined:
+                how = f" ({len(paths)} files combined: {combined[input_name]})"
             lines.append(f"  {subject.display} {name}: {files}{how}")
     if lines:
         console.print("Inputs taken:", soft_wrap=True, markup=False)

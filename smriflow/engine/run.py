@@ -102,7 +102,7 @@ class SubjectResult:
     failed: list[FailedNode] = field(default_factory=list)
     errors: dict[str, str] = field(default_factory=dict)  # failed node name -> last line of its error
     reason: str = ""
-    inputs: dict[str, list[str]] = field(default_factory=dict)  # input -> the files taken (all sessions)
+    inputs: dict[str, list[str]] = field(default_factory=dict)  # [ses-<label> ]input -> the files taken
 
     @property
     def display(self) -> str:
@@ -457,11 +457,20 @@ def _execute(
 
 
 def taken_inputs(subject: SubjectPlan) -> dict[str, list[str]]:
-    """The files a subject's run takes, per input (all its sessions together), in the order given."""
+    """The files a subject's run takes, per input: keys ``<input>``, or ``ses-<label> <input>`` when the
+    subject's sessions are processed one by one.
+
+    Examples
+    --------
+    >>> plan = SubjectPlan("01", {"1": {"t1w": ["a.nii"]}, "2": {"t1w": ["b.nii", "c.nii"]}})
+    >>> taken_inputs(plan)
+    {'ses-1 t1w': ['a.nii'], 'ses-2 t1w': ['b.nii', 'c.nii']}
+    """
     taken: dict[str, list[str]] = {}
-    for files in subject.units.values():
+    for session, files in subject.units.items():
         for name, paths in files.items():
-            taken.setdefault(name, []).extend([paths] if isinstance(paths, str) else paths)
+            key = name if session is None else f"ses-{session} {name}"
+            taken[key] = [paths] if isinstance(paths, str) else list(paths)
     return taken
 
 

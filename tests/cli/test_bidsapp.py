@@ -95,6 +95,22 @@ def test_dry_run_lists_the_files_taken_with_and_without_a_filter(tiny, tmp_path)
     assert "sub-01" not in out and "acq-fast" not in out
 
 
+def test_sessions_are_listed_apart_and_session_label_selects(tmp_path):
+    """Each session is processed on its own: its files are not said to be combined across sessions."""
+    bids = tmp_path / "bids"
+    img = nb.Nifti1Image(np.ones((8, 8, 8), np.float32), np.diag([4.0, 4.0, 4.0, 1.0]))
+    for ses in ("1", "2"):
+        (bids / "sub-01" / f"ses-{ses}" / "anat").mkdir(parents=True)
+        img.to_filename(str(bids / "sub-01" / f"ses-{ses}" / "anat" / f"sub-01_ses-{ses}_T1w.nii.gz"))
+    (bids / "dataset_description.json").write_text('{"Name": "s", "BIDSVersion": "1.8.0"}')
+    code, out, err = run_cli(bids, tmp_path / "out", "participant", "--dry-run")
+    assert code == 0, err
+    assert "  sub-01 ses-1 t1w: sub-01_ses-1_T1w.nii.gz\n  sub-01 ses-2 t1w: sub-01_ses-2_T1w.nii.gz\n" in out
+    code, out, err = run_cli(bids, tmp_path / "out", "participant", "--session-label", "ses-2", "--dry-run")
+    assert code == 0, err
+    assert "Inputs taken:\n  sub-01 ses-2 t1w: sub-01_ses-2_T1w.nii.gz\ndry run" in out
+
+
 def test_the_run_command_takes_the_same_options(tiny, tmp_path):
     (tmp_path / "filter.json").write_text(json.dumps({"t1w": {"acquisition": "fast"}}))
     code, out, err = run_cli(

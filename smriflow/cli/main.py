@@ -34,7 +34,9 @@ def get_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="smriflow",
         description="YAML-declared nipype workflows for structural MRI, from BIDS to derivatives.",
-        epilog="Run `smriflow COMMAND --help` for the options of a command. Docs: docs/cli.md.",
+        epilog="Run `smriflow COMMAND --help` for the options of a command. BIDS-Apps form: "
+        "`smriflow BIDS_DIR OUTPUT_DIR participant|group [options]` "
+        "(smriflow BIDS_DIR OUTPUT_DIR participant --help). Docs: docs/cli.md.",
     )
     parser.add_argument("--version", action="version", version=f"smriflow {__version__}")
     common = argparse.ArgumentParser(add_help=False)
@@ -83,7 +85,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``smriflow`` command line; return the exit code (the console script exits with it)."""
     os.environ.setdefault("NIPYPE_NO_ET", "1")  # nipype must never look for updates online
     warnings.filterwarnings("ignore", message="TemplateFlow: repository not found")
+    from smriflow.cli.bidsapp import get_bidsapp_parser, is_bidsapp_call
+
+    argv = list(sys.argv[1:] if argv is None else argv)
     parser = get_parser()
+    commands = next(
+        action.choices for action in parser._actions if isinstance(action, argparse._SubParsersAction)
+    )
+    if is_bidsapp_call(argv, list(commands)):
+        parser = get_bidsapp_parser()
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # --help, --version, or a usage error already printed by argparse

@@ -7,7 +7,8 @@ On a terminal the progress is a rich progress bar; otherwise (a log file, CI) it
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from rich import box
@@ -15,7 +16,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from smriflow.engine.run import RunSummary
+from smriflow.engine.run import RunSummary, SubjectResult
 
 __all__ = ["Progress", "print_summary"]
 
@@ -125,6 +126,7 @@ def print_summary(console: Console, summary: RunSummary, *, debug: bool = False)
         status = f"[{style.get(subject.status, '')}]{subject.status}"
         table.add_row(subject.display, status, nodes, escape(details))
     console.print(table)
+    print_inputs(console, summary.subjects, summary.combined)
     problems = [subject for subject in summary.subjects if subject.status != "done"]
     for subject in problems:
         if not subject.failed:
@@ -144,6 +146,23 @@ def print_summary(console: Console, summary: RunSummary, *, debug: bool = False)
         console.print()
     console.print(f"Derivatives: {summary.output_dir}", soft_wrap=True, markup=False)
     console.print(f"Log: {summary.log_file}", soft_wrap=True, markup=False)
+
+
+def print_inputs(console: Console, subjects: Sequence[SubjectResult], combined: Mapping[str, str]) -> None:
+    """One line per subject and input: the files taken, and how several are combined."""
+    lines = []
+    for subject in subjects:
+        for name, paths in subject.inputs.items():
+            files = ", ".join(Path(path).name for path in paths)
+            how = ""
+            input_name = name.rsplit(" ", 1)[-1]  # "ses-1 t1w" -> t1w
+            if len(paths) > 1 and input_name in combined:
+                how = f" ({len(paths)} files combined: {combined[input_name]})"
+            lines.append(f"  {subject.display} {name}: {files}{how}")
+    if lines:
+        console.print("Inputs taken:", soft_wrap=True, markup=False)
+        for line in lines:
+            console.print(line, soft_wrap=True, markup=False)
 
 
 def _shorten(text: str, width: int = 48) -> str:

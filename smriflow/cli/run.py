@@ -36,6 +36,13 @@ def add_parser(subparsers: Any, common: argparse.ArgumentParser) -> argparse.Arg
     parser.add_argument(
         "--output-dir", required=True, type=Path, metavar="DIR", help="derivatives folder (created if needed)"
     )
+    add_run_options(parser)
+    parser.set_defaults(handler=run_command)
+    return parser
+
+
+def add_run_options(parser: argparse.ArgumentParser) -> None:
+    """The options shared by ``smriflow run`` and the BIDS-App form (``smriflow BIDS OUT participant``)."""
     parser.add_argument(
         "--participant-label",
         nargs="+",
@@ -79,8 +86,28 @@ def add_parser(subparsers: Any, common: argparse.ArgumentParser) -> argparse.Arg
         help="check everything and stop before running; with a SLURMArray config (slurm-array), write the "
         "job script and print the sbatch command",
     )
-    parser.set_defaults(handler=run_command)
-    return parser
+    parser.add_argument(
+        "--session-label",
+        nargs="+",
+        action="extend",
+        metavar="LABEL",
+        help="sessions to take, with or without 'ses-' (default: all)",
+    )
+    parser.add_argument(
+        "--bids-filter-file",
+        type=Path,
+        metavar="FILE",
+        help='JSON file of pybids filters per input, as in fMRIPrep: {"t1w": {"acquisition": "mprage"}} '
+        "(null: entity absent; lists allowed); keys are the workflow's BIDS inputs (docs/cli.md)",
+    )
+    parser.add_argument(
+        "--output-spaces",
+        nargs="+",
+        action="extend",
+        metavar="SPACE",
+        help="standard spaces in NiPreps syntax (e.g. MNI152NLin2009cAsym:res-2); templates other than "
+        "the default are read from the local TemplateFlow cache (docs/fmriprep.md)",
+    )
 
 
 def run_command(args: argparse.Namespace) -> int:
@@ -102,6 +129,8 @@ def run_command(args: argparse.Namespace) -> int:
             f"--omp-nthreads {args.omp_nthreads} and --set omp_nthreads={values['omp_nthreads']} disagree; "
             "give one of them"
         )
+    if args.output_spaces:
+        values.update(output_space_args(args.output_spaces, values))
     config = override(
         load_exec_config(args.exec_config),
         n_procs=args.nprocs,
@@ -118,6 +147,8 @@ def run_command(args: argparse.Namespace) -> int:
         args=values,
         arg_source="--set",
         longitudinal=args.longitudinal,
+        bids_filters=args.bids_filter_file,
+        session_labels=args.session_label,
     )
     console = Console(file=sys.stdout, highlight=False, soft_wrap=not sys.stdout.isatty())
     runnable = sum(subject.problem is None for subject in prepared.subjects)
@@ -128,6 +159,13 @@ def run_command(args: argparse.Namespace) -> int:
     )
     if runnable < len(prepared.subjects):
         console.print(f"{len(prepared.subjects) - runnable} subject(s) cannot run (see the summary)")
+    if args.dry_run:
+        from smriflow.cli.progress import print_inputs
+        from smriflow.engine.run import SubjectResult, combined_inputs, taken_inputs
+
+        runnable_subjects = [s for s in prepared.subjects if s.problem is None]
+        planned = [SubjectResult(s.label, "planned", inputs=taken_inputs(s)) for s in runnable_subjects]
+        print_inputs(console, planned, combined_inputs(prepared))
     if args.dry_run or prepared.config.plugin == "SLURMArray":  # one SLURM array task per subject
         from smriflow.engine.slurm_array import run_array
 
@@ -140,3 +178,48 @@ def run_command(args: argparse.Namespace) -> int:
         summary = execute_run(prepared, status_callback=progress.update, debug=args.debug)
     print_summary(console, summary, debug=args.debug)
     return summary.exit_code
+
+
+def output_space_args(items: list[str], values: dict[str, Any]) -> dict[str, Any]:
+    """``--output-spaces`` → workflow arguments: the space is the registration ``template``, checked
+    offline (one space per run: the registration is direct, docs/fmriprep.md).
+
+    Raises
+    ------
+    CLIError
+        A malformed item, a template missing from the local TemplateFlow cache (naming the command that
+        fetches it), a ``res-`` the profile does not write, or a disagreeing ``--set template``.
+    """
+    from smriflow.bids.spaces import OutputSpaceError, parse_output_spaces
+    from smriflow.cli.main import CLIError
+    from smriflow.data.templates import TemplateNotFoundError, check_template
+
+    try:
+        spaces = parse_output_spaces(items)
+    except OutputSpaceError as exc:
+        raise CLIError(str(exc)) from None
+    profile = values.get("profile", "fast")
+    written = 1 if profile == "precise" else 2
+    for space in spaces:
+        if space.cohort:
+            raise CLIError(f"--output-spaces {space.spec}: template cohorts are not supported by smriflow")
+        if space.resolution not in (None, written):
+            raise CLIError(
+                f"--output-spaces {space.spec}: with profile {profile} the template-space outputs are on "
+                f"the template's res-{written} grid; give :res-{written} (precise: res-1, fast: res-2)"
+            )
+        try:
+            check_template(space.template)
+        except TemplateNotFoundError as exc:
+            raise CLIError(f"--output-spaces {space.spec}: {exc}") from None
+    first, *others = spaces
+    if values.get("template", first.template) != first.template:
+        raise CLIError(
+            f"--output-spaces {first.spec} and --set template={values['template']} disagree; give one of them"
+        )
+    if others:
+        raise CLIError(
+            f"--output-spaces {' '.join(s.spec for s in spaces)}: smriflow registers to one template per run "
+            f"(here {first.template}); run once per further space with its own --output-dir"
+        )
+    return {"template": first.template}

@@ -39,6 +39,7 @@ __all__ = [
     "DEFAULT_TEMPLATE",
     "TemplateNotFoundError",
     "available_templates",
+    "check_template",
     "get_template",
     "template_cache_dir",
     "template_space_name",
@@ -320,3 +321,51 @@ def _templateflow_cached(
             "cache here, or set TEMPLATEFLOW_HOME to a folder that holds it."
         )
     return matches[0]
+
+
+#: The template files a run of ``anat_preproc`` reads: (resolution, suffix, desc, label).
+REQUIRED_FILES = (
+    *((res, suffix, "brain", None) for res in (1, 2) for suffix in ("T1w", "mask")),
+    *((res, "probseg", None, label) for res in (1, 2) for label in _LABELS),
+)
+
+
+def fetch_command(name: str, resolution: int, suffix: str, desc: str | None, label: str | None) -> str:
+    """The TemplateFlow call that downloads one template file (to run on a machine with internet)."""
+    extra = f", desc='{desc}'" if desc else ""
+    extra += f", label='{label}'" if label else ""
+    return (
+        f"python -c \"from templateflow.api import get; get('{name}', resolution={resolution}{extra}, "
+        f"suffix='{suffix}')\""
+    )
+
+
+def check_template(name: str) -> None:
+    """Check offline that every file smriflow reads of template ``name`` is available.
+
+    The default template is always available; any other must be in the local TemplateFlow cache
+    (``$TEMPLATEFLOW_HOME``), where an empty stub file counts as missing.
+
+    Raises
+    ------
+    TemplateNotFoundError
+        One line naming the first missing file and the TemplateFlow command that fetches it.
+    """
+    space = template_space_name(name)
+    if space == DEFAULT_TEMPLATE:
+        return
+    for resolution, suffix, desc, label in REQUIRED_FILES:
+        try:
+            _templateflow_cached(space, resolution, suffix, desc, label)
+        except TemplateNotFoundError:
+            missing = (
+                f"res-{resolution:02d}"
+                + (f"_desc-{desc}" if desc else "")
+                + (f"_label-{label}" if label else "")
+            )
+            raise TemplateNotFoundError(
+                f"template {space}: tpl-{space}_{missing}_{suffix}.nii.gz is not in the local TemplateFlow "
+                f"cache {templateflow_home()} (empty stubs count as missing); pre-fetch it with "
+                f"`{fetch_command(space, resolution, suffix, desc, label)}` (and the other files smriflow "
+                "reads: docs/fmriprep.md), or set TEMPLATEFLOW_HOME to a cache that holds them"
+            ) from None

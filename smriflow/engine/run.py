@@ -102,6 +102,7 @@ class SubjectResult:
     failed: list[FailedNode] = field(default_factory=list)
     errors: dict[str, str] = field(default_factory=dict)  # failed node name -> last line of its error
     reason: str = ""
+    inputs: dict[str, list[str]] = field(default_factory=dict)  # [ses-<label> ]input -> the files taken
 
     @property
     def display(self) -> str:
@@ -125,6 +126,8 @@ class RunSummary:
     report: RunReport | None = None
     interrupted: int | None = None
     """The signal that ended the run early (SIGINT, SIGTERM), if one did."""
+    combined: dict[str, str] = field(default_factory=dict)
+    """Inputs with ``many: true`` → how the workflow combines their files (``t1w_runs=average``)."""
 
     @property
     def ok(self) -> bool:
@@ -150,6 +153,8 @@ def prepare_run(
     args: Mapping[str, Any] | None = None,
     arg_source: str = "argument",
     longitudinal: bool = False,
+    bids_filters: str | Path | Mapping[str, Mapping[str, Any]] | None = None,
+    session_labels: Sequence[str] | None = None,
 ) -> PreparedRun:
     """Check the inputs of a run and build its graph, without running anything.
 
@@ -176,6 +181,11 @@ def prepare_run(
         Process each subject once from the files of all its sessions (inputs with ``many: true`` get every
         session's files; derivatives keep only the entities those files share, so no ``ses-``), instead of
         once per session.
+    bids_filters : path or mapping, optional
+        A NiPreps BIDS filter file (``--bids-filter-file``) or its content: input name → pybids entity
+        filters added to the input's query (:mod:`smriflow.bids.filters`). Participant workflows only.
+    session_labels : sequence of str, optional
+        Sessions to take (``--session-label``, with or without ``ses-``). Participant workflows only.
 
     Raises
     ------
@@ -204,6 +214,9 @@ def prepare_run(
                 f"'{loaded.spec.name}' is a group workflow (one run for the whole study): "
                 "--participant-label does not apply"
             )
+        for option, value in (("--bids-filter-file", bids_filters), ("--session-label", session_labels)):
+            if value:
+                raise RunSetupError(f"'{loaded.spec.name}' is a group workflow: {option} does not apply")
         given.update(output_dir=str(output_dir), bids_dir=str(bids_dir) if bids_dir else "")
     resolved = resolve_args(loaded, given, source=arg_source)
     problems = check_runnable(loaded, resolved)
@@ -231,7 +244,9 @@ def prepare_run(
     if group:
         subjects = [SubjectPlan(GROUP_LABEL)]
     else:
-        subjects = _collect_subjects(loaded, bids_dir, participant_labels, longitudinal)
+        subjects = _collect_subjects(
+            loaded, bids_dir, participant_labels, longitudinal, bids_filters, session_labels
+        )
     prepared = PreparedRun(
         loaded,
         resolved,
@@ -283,11 +298,23 @@ def _refuse_run_folders(given: Mapping[str, Any], arg_source: str) -> None:
 
 
 def _collect_subjects(
-    loaded: LoadedSpec, bids_dir: Path, participant_labels: Sequence[str] | None, longitudinal: bool
+    loaded: LoadedSpec,
+    bids_dir: Path,
+    participant_labels: Sequence[str] | None,
+    longitudinal: bool,
+    bids_filters: str | Path | Mapping[str, Mapping[str, Any]] | None = None,
+    session_labels: Sequence[str] | None = None,
 ) -> list[SubjectPlan]:
+    from smriflow.bids.filters import BIDSFilterError, apply_filters, load_bids_filters
     from smriflow.interfaces.bids import BIDSInputError, BIDSQueryError, collect_subjects
 
     queries = {name: (item.bids, item.required) for name, item in loaded.spec.inputs.items() if item.bids}
+    if isinstance(bids_filters, str | Path):
+        try:
+            bids_filters = load_bids_filters(bids_filters, queries)
+        except BIDSFilterError as exc:
+            raise RunSetupError(str(exc)) from None
+    queries = apply_filters(queries, bids_filters, session_labels)
     many = [name for name, item in loaded.spec.inputs.items() if item.many]
     try:
         return collect_subjects(bids_dir, queries, participant_labels, many=many, merge_sessions=longitudinal)
@@ -415,6 +442,8 @@ def _execute(
         ]
     else:
         results = [_subject_result(prepared, subject, report, tracker) for subject in prepared.subjects]
+    for result, subject in zip(results, prepared.subjects, strict=True):
+        result.inputs = taken_inputs(subject)
     return RunSummary(
         prepared.loaded.spec.name,
         prepared.output_dir,
@@ -423,7 +452,39 @@ def _execute(
         results,
         report,
         interrupted=interrupted,
+        combined=combined_inputs(prepared),
     )
+
+
+def taken_inputs(subject: SubjectPlan) -> dict[str, list[str]]:
+    """The files a subject's run takes, per input: keys ``<input>``, or ``ses-<label> <input>`` when the
+    subject's sessions are processed one by one.
+
+    Examples
+    --------
+    >>> plan = SubjectPlan("01", {"1": {"t1w": ["a.nii"]}, "2": {"t1w": ["b.nii", "c.nii"]}})
+    >>> taken_inputs(plan)
+    {'ses-1 t1w': ['a.nii'], 'ses-2 t1w': ['b.nii', 'c.nii']}
+    """
+    taken: dict[str, list[str]] = {}
+    for session, files in subject.units.items():
+        for name, paths in files.items():
+            key = name if session is None else f"ses-{session} {name}"
+            taken[key] = [paths] if isinstance(paths, str) else list(paths)
+    return taken
+
+
+def combined_inputs(prepared: PreparedRun) -> dict[str, str]:
+    """How each ``many: true`` input's files are combined: ``<input>_runs=<value>`` when the workflow has
+    such an argument (anat_preproc's ``t1w_runs``), else ``combined by the workflow``."""
+    notes = {}
+    for name, item in prepared.loaded.spec.inputs.items():
+        if item.many:
+            arg = f"{name}_runs"
+            notes[name] = (
+                f"{arg}={prepared.args[arg]}" if arg in prepared.args else "combined by the workflow"
+            )
+    return notes
 
 
 def _interrupted_result(

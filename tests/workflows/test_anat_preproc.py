@@ -220,7 +220,7 @@ def expected_files(label: str) -> list[str]:
         f"from-T1w_to-{TEMPLATE}_mode-image_xfm": ".h5",
         f"from-{TEMPLATE}_to-T1w_mode-image_xfm": ".h5",
         "desc-summary_volumes": ".tsv",
-        **{f"atlas-{atlas}_dseg": ".nii.gz" for atlas in ATLASES},
+        **{f"space-T1w_atlas-{atlas}_dseg": ".nii.gz" for atlas in ATLASES},
         **{f"atlas-{atlas}_volumes": ".tsv" for atlas in ATLASES},
     }
     names = [f"sub-{label}_{stem}{ext}" for stem, ext in stems.items()]
@@ -339,7 +339,7 @@ def test_native_outputs(small_runs):
     field = load(output, "desc-biasfield_T1w.nii.gz")
     np.testing.assert_allclose(np.asanyarray(preproc.dataobj) * field, source, rtol=1e-4, atol=1e-3)
     native = ["desc-biasfield_T1w", "desc-brain_mask", "dseg", "label-GM_probseg"]
-    for name in native + [f"atlas-{atlas}_dseg" for atlas in ATLASES]:
+    for name in native + [f"space-T1w_atlas-{atlas}_dseg" for atlas in ATLASES]:
         img = nb.load(anat / f"sub-01_{name}.nii.gz")
         assert img.shape == preproc.shape and np.allclose(img.affine, preproc.affine), name
 
@@ -370,7 +370,7 @@ def test_volume_tables(small_runs):
         assert table["label"].is_unique and (table["label"] > 0).all()
         np.testing.assert_allclose(table["volume_mm3"], table["voxels"] * voxel, rtol=1e-6)
         assert (table["gm_volume_mm3"] <= table["volume_mm3"] + 1e-3).all()
-        labels = load(output, f"atlas-{atlas}_dseg.nii.gz")
+        labels = load(output, f"space-T1w_atlas-{atlas}_dseg.nii.gz")
         assert set(np.unique(labels)) - {0} <= set(table["label"])
         assert table["voxels"].sum() == np.count_nonzero(labels)
         np.testing.assert_allclose(table["gm_volume_mm3"].sum(), gm[labels > 0].sum() * voxel, rtol=1e-4)

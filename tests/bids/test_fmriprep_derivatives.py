@@ -1,0 +1,86 @@
+"""fMRIPrep finds smriflow's anatomy: smriprep's ``collect_derivatives`` (what ``fmriprep --derivatives``
+calls) on the files ``smriflow run anat_preproc`` names.
+
+The names come from :func:`smriflow.engine.naming.derivative_path`, the sink's own path patterns (which
+``tests/docs/test_derivative_names.py`` checks against the real sinks); the files are empty, since the
+lookup reads names only. The end-to-end run on real data is in ``tests/cli/test_bidsapp.py``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from smriflow.engine.builder import resolve_args
+from smriflow.engine.naming import derivative_path, output_entities
+from smriflow.engine.registry import packaged_workflows
+from smriflow.engine.validate import validate_file
+
+collect_derivatives = pytest.importorskip("smriprep.utils.bids").collect_derivatives
+
+SPACE = "MNI152NLin2009cAsym"  # fMRIPrep's default standard space
+
+
+def write_names(out: Path, label: str, args: dict, session: str | None = None) -> list[str]:
+    """Touch every bids: output of anat_preproc under ``out`` as the sinks name it; return the paths."""
+    loaded = validate_file(packaged_workflows()["anat_preproc"])
+    resolved = resolve_args(loaded, args)
+    written = []
+    for spec in loaded.spec.outputs.values():
+        entities = output_entities(spec, resolved)
+        if not entities:
+            continue
+        paths = derivative_path(entities, subject=label, session=session)
+        for path in [paths] if isinstance(paths, str) else paths:
+            (out / path).parent.mkdir(parents=True, exist_ok=True)
+            (out / path).touch()
+            written.append(path)
+    (out / "dataset_description.json").write_text(
+        json.dumps({"Name": "smriflow", "BIDSVersion": "1.8.0", "DatasetType": "derivative"})
+    )
+    return written
+
+
+def anat(label: str, stem: str, session: str | None = None) -> str:
+    folder = f"sub-{label}/ses-{session}/anat" if session else f"sub-{label}/anat"
+    ses = f"_ses-{session}" if session else ""
+    return f"{folder}/sub-{label}{ses}_{stem}"
+
+
+@pytest.mark.parametrize("session", [None, "1"])
+def test_collect_derivatives_finds_every_anatomical_derivative(tmp_path, session):
+    write_names(tmp_path, "01", {"template": SPACE}, session)
+    found = collect_derivatives(tmp_path, "01", [SPACE], session_id=session)
+
+    def full(stem: str) -> str:
+        return str(tmp_path / anat("01", stem, session))
+
+    assert found["t1w_preproc"] == full("desc-preproc_T1w.nii.gz")
+    assert found["t1w_mask"] == full("desc-brain_mask.nii.gz")
+    # one tissue dseg: the atlas dsegs (space-T1w_atlas-<atlas>_dseg) must not be taken for it
+    assert found["t1w_dseg"] == full("dseg.nii.gz")
+    assert found["t1w_tpms"] == [full(f"label-{t}_probseg.nii.gz") for t in ("GM", "WM", "CSF")]
+    assert found["transforms"] == {
+        SPACE: {
+            "forward": full(f"from-T1w_to-{SPACE}_mode-image_xfm.h5"),
+            "reverse": full(f"from-{SPACE}_to-T1w_mode-image_xfm.h5"),
+        }
+    }
+
+
+def test_the_default_template_is_found_under_its_own_name(tmp_path):
+    write_names(tmp_path, "01", {})
+    found = collect_derivatives(tmp_path, "01", ["MNI152NLin2009aSym", SPACE])
+    assert set(found["transforms"]) == {"MNI152NLin2009aSym"}  # not a space smriflow did not register to
+    assert found["t1w_dseg"].endswith("sub-01_dseg.nii.gz")
+
+
+def test_atlas_dsegs_without_a_space_would_be_taken_for_the_tissue_dseg(tmp_path):
+    """Why the atlas dsegs carry space-T1w: smriprep's dseg query leaves the atlas entity free."""
+    write_names(tmp_path, "01", {})
+    old = tmp_path / anat("01", "atlas-aal_dseg.nii.gz")
+    old.touch()
+    found = collect_derivatives(tmp_path, "01", [])
+    assert sorted(found["t1w_dseg"]) == sorted([str(old), str(tmp_path / anat("01", "dseg.nii.gz"))])

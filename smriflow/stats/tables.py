@@ -44,8 +44,10 @@ _APARC_HEADER = re.compile(
     r"^(lh|rh)\.(.+)\.(area|volume|thickness|thickness\.T1|thicknessstd|meancurv|"
     r"gauscurv|foldind|curvind)$"
 )
-_SMRIFLOW_VOLUMES = re.compile(r"^sub-([^_]+)(?:_ses-[^_]+)?_atlas-([^_]+)_volumes\.tsv$")
-_SMRIFLOW_SUMMARY = re.compile(r"^sub-([^_]+)(?:_ses-[^_]+)?_desc-summary_volumes\.tsv$")
+# the entities a derivative may carry between the subject and the atlas: ses-, acq-, ce-, rec-, run-, …
+_ENTITIES = r"(?:_(?!atlas-|desc-)[a-zA-Z]+-[a-zA-Z0-9]+)*"
+_SMRIFLOW_VOLUMES = re.compile(rf"^sub-([^_]+){_ENTITIES}_atlas-([^_]+)_volumes\.tsv$")
+_SMRIFLOW_SUMMARY = re.compile(rf"^sub-([^_]+){_ENTITIES}_desc-summary_volumes\.tsv$")
 
 
 @dataclass

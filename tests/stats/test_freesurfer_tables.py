@@ -240,15 +240,16 @@ def test_read_roi_tables_freesurfer_wide_covariates(shared_data):
 
 
 def test_read_roi_tables_smriflow_long_and_generic(tmp_path):
-    for label, scale in (("01", 1.0), ("02", 2.0)):
+    # sub-02's names carry the entities of a filtered input (acq-, run-): still recognised
+    for label, scale, entities in (("01", 1.0, ""), ("02", 2.0, "_acq-mprage_run-1")):
         pd.DataFrame(
             {"label": [17, 53], "name": ["Left-Hippocampus", "Right-Hippocampus"], "voxels": [10, 12],
              "volume_mm3": [4000.0 * scale, 4100.0 * scale], "gm_volume_mm3": [3000.0, 3100.0]}
         ).to_csv(
-            tmp_path / f"sub-{label}_atlas-desikankilliany_volumes.tsv", sep="\t", index=False
+            tmp_path / f"sub-{label}{entities}_atlas-desikankilliany_volumes.tsv", sep="\t", index=False
         )  # fmt: skip
         pd.DataFrame({"gm_volume_mm3": [600000.0 * scale], "tiv_mm3": [1.4e6 * scale]}).to_csv(
-            tmp_path / f"sub-{label}_desc-summary_volumes.tsv", sep="\t", index=False
+            tmp_path / f"sub-{label}{entities}_desc-summary_volumes.tsv", sep="\t", index=False
         )
     data = read_roi_tables(sorted(tmp_path.glob("*_volumes.tsv")))
     assert list(data.values.index) == ["01", "02"]

@@ -195,7 +195,7 @@ def harmonize_values(
             seed=seed,
         )
     except ValueError as exc:
-        raise ValueError(f"--harmonize {site_column}: {str(exc).removeprefix('ComBat: ')}") from exc
+        raise ValueError(f"{source}: {str(exc).removeprefix('ComBat: ')}") from exc
 
 
 def variance_table(

@@ -177,7 +177,7 @@ def test_one_line_errors(tmp_path):
     )
     confounded = study.assign(dx=(study["site"] == "B").astype(int))
     assert _error(tmp_path, confounded) == (
-        "--harmonize site: the covariates are collinear with the sites (e.g. a group at one site only)"
+        "participants.tsv: the covariates are collinear with the sites (e.g. a group at one site only)"
     )
     assert _error(tmp_path, study, covariates="age + C(site)") == (
         "--covariates 'age + C(site)': the site column 'site' cannot be a covariate"

@@ -142,3 +142,43 @@ def test_help_lists_harmonize():
     assert code == 0
     for option in ("--site", "--covariates", "--smooth-terms", "--missing", "--no-eb", "--seed"):
         assert option in out
+
+
+def test_roiglm_interface_with_harmonize(tmp_path):
+    from smriflow.interfaces.stats import ROIGLM
+
+    table, participants = _files(tmp_path)
+    (tmp_path / "glm").mkdir()
+    interface = ROIGLM(table=str(table), participants=str(participants), predictor="dx", correction="holm",
+                       formula="{roi} ~ age + C(sex) + C(dx)", harmonize="site")  # fmt: skip
+    result = interface.run(cwd=str(tmp_path / "glm"))
+    outputs = result.outputs
+    assert Path(outputs.out_harmonized).name == "harmonized.tsv"
+    assert Path(outputs.out_site_variance).name == "site_variance.tsv"
+    assert not [f for f in outputs.out_figures if not f.endswith((".png", ".nii.gz", ".gii"))]
+    assert any(Path(f).name == "harmonize_site_variance_insula.png" for f in outputs.out_figures)
+
+
+@pytest.mark.slow
+def test_roi_glm_workflow_with_harmonize(tmp_path, monkeypatch):
+    """``smriflow run roi_glm --set harmonize=site`` publishes the files ``stats roi --harmonize`` writes."""
+    table, participants = _files(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "out"
+    code, _, err = run_cli("run", "roi_glm", "--output-dir", out, "--work-dir", tmp_path / "work",
+                           "--set", "table=rois.tsv", "--set", "participants=participants.tsv",
+                           "--set", "formula='{roi} ~ age + C(sex) + C(dx)'", "--set", "predictor=dx",
+                           "--set", "harmonize=site")  # fmt: skip
+    assert code == 0, err
+    direct = tmp_path / "direct"
+    code, _, err = run_cli("stats", "roi", "--table", table, "--participants", participants, "--formula",
+                           "{roi} ~ age + C(sex) + C(dx)", "--predictor", "dx", "--missing", "drop",
+                           "--correction", "fdr_bh", "--harmonize", "site",
+                           "--output-dir", direct)  # fmt: skip
+    assert code == 0, err
+    for name in ("harmonized.tsv", "site_variance.tsv"):
+        assert (out / "roi_glm" / "harmonize" / name).read_bytes() == (
+            direct / "harmonize" / name
+        ).read_bytes()
+    assert (out / "roi_glm" / "roi_glm.tsv").read_bytes() == (direct / "roi_glm.tsv").read_bytes()
+    assert (out / "roi_glm" / "figures" / "harmonize_site_variance_frontal.png").is_file()

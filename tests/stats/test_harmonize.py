@@ -267,3 +267,25 @@ def test_abide_fs53(shared_data, tmp_path):
     head = reference.drop(index="mean")
     np.testing.assert_allclose(ours.loc[head.index, rois], head[rois], rtol=0, atol=1e-6)
     np.testing.assert_allclose(ours[rois].mean(), reference.loc["mean", rois], rtol=0, atol=1e-6)
+
+
+def test_freesurfer_wide_tables_of_both_hemispheres(tmp_path):
+    """aparcstats2table tables (lh and rh, eTIV in both) give the same harmonized values; eTIV is usable."""
+    study = _study()
+    _study_files(tmp_path)
+    for hemi in ("lh", "rh"):
+        rois = [r for r in ROIS if r.startswith(hemi)]
+        table = study[rois].rename(columns=lambda c: f"{c}_thickness")
+        table.insert(0, f"{hemi}.aparc.thickness", study["participant_id"])
+        table["eTIV"] = 1.5e6 + 1e4 * (np.arange(len(study)) % 7)
+        table.to_csv(tmp_path / f"{hemi}.tsv", sep="\t", index=False)
+    tables = [tmp_path / "lh.tsv", tmp_path / "rh.tsv"]
+    result = run_harmonize(tables, tmp_path / "participants.tsv", site="site", figures=False,
+                           covariates="age + C(sex) + C(dx)", output_dir=tmp_path / "out")  # fmt: skip
+    assert list(result.variance["roi"]) == [r.split("_", 1)[1] for r in ROIS]
+    assert list(result.harmonized.columns) == [f"{r}_thickness" for r in ROIS]
+    np.testing.assert_allclose(result.harmonized, _reference("combat"), rtol=0, atol=1e-6)
+    with_etiv = run_harmonize(tables, tmp_path / "participants.tsv", site="site", figures=False,
+                              covariates="age + eTIV", output_dir=tmp_path / "out2")  # fmt: skip
+    assert list(with_etiv.covariates.columns) == ["age", "eTIV"]
+    assert "eTIV" not in with_etiv.harmonized.columns

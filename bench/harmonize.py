@@ -10,7 +10,7 @@ before and after in the median and key regions; and the largest absolute differe
 harmonized values and neuroHarmonize's (run by ``bench/neuroharmonize_reference.py`` in an environment that
 has it: ``--reference-python`` or ``$NEUROHARMONIZE_PYTHON``; neuroHarmonize 2.5.2 needs numpy < 2).
 
-    python bench/harmonize.py [--pipeline FS5.3] [--qc] [--gam] [--reference-python /tmp/nh/bin/python]
+    python bench/harmonize.py [--pipeline FS5.3] [--qc] [--gam] [--roi COLUMN ...] [--reference-python PY]
 """
 
 from __future__ import annotations
@@ -108,6 +108,9 @@ def main() -> None:
     parser.add_argument("--pipeline", default="FS5.3", help="FS5.3 (default), FS6.0 or CIVET")
     parser.add_argument("--qc", action="store_true", help="QC-passed subjects only (default: all 779)")
     parser.add_argument("--gam", action="store_true", help="ComBat-GAM with a smooth age term")
+    parser.add_argument(
+        "--roi", nargs="+", help="only these columns, e.g. L_precuneus (ComBat-GAM: one CV per region)"
+    )
     parser.add_argument("--reference-python", default=os.environ.get("NEUROHARMONIZE_PYTHON"))
     args = parser.parse_args()
     if not ABIDE.is_file():
@@ -123,6 +126,7 @@ def main() -> None:
             site="site",
             covariates="C(sex) + C(dx)" if args.gam else COVARIATES,
             smooth_terms=smooth,
+            rois=args.roi,
             figures=False,
             output_dir=folder / "out",
         )

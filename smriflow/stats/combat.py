@@ -58,6 +58,8 @@ class ComBatFit:
         Whether empirical Bayes was used (never for one feature, as in neuroHarmonize).
     penalty : numpy.ndarray or None
         ComBat-GAM: the cross-validated penalty weight per feature (× smooth term).
+    design : numpy.ndarray or None
+        The design matrix: site one-hot, covariates, then (ComBat-GAM) the B-spline basis.
     """
 
     harmonized: np.ndarray
@@ -71,6 +73,7 @@ class ComBatFit:
     delta_star: np.ndarray
     eb: bool
     penalty: np.ndarray | None = None
+    design: np.ndarray | None = None
 
 
 def _site_onehot(sites: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -238,6 +241,7 @@ def combat(
         delta_star=delta_star,
         eb=eb,
         penalty=penalty,
+        design=design,
     )
 
 

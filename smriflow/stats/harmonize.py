@@ -94,7 +94,8 @@ class HarmonizeResult:
     smooth_terms : list of str
     variance : pandas.DataFrame
         :data:`VARIANCE_COLUMNS` per ROI (plus ``key``): R² of site alone (``site_r2_*``) and the R² site
-        adds to the covariates (``site_r2_unique_*``), before and after.
+        adds to the covariates as ComBat modelled them (``site_r2_unique_*``; with ComBat-GAM the smooth
+        terms' B-spline basis), before and after.
     fit : ComBatFit
     missing : MissingReport or None
     excluded : dict
@@ -348,13 +349,16 @@ def harmonize_frame(
     after = pd.DataFrame(fit.harmonized, index=before.index, columns=before.columns)
     kept = pd.concat([covariates, smooth], axis=1)
     labels = sites.astype(str)
+    # the share of site is measured against the covariates as ComBat modelled them (with ComBat-GAM: the
+    # B-spline basis of the smooth terms, not a straight line)
+    modelled = pd.DataFrame(fit.design[:, len(fit.sites) :], index=before.index)
     return HarmonizeResult(
         before=before,
         harmonized=after,
         sites=labels,
         covariates=kept,
         smooth_terms=[str(c) for c in smooth.columns],
-        variance=variance_table(before, after, labels, kept, rois),
+        variance=variance_table(before, after, labels, modelled, rois),
         fit=fit,
         site_column=site_column,
     )

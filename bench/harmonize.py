@@ -138,7 +138,8 @@ def main() -> None:
     print(
         f"ABIDE {args.pipeline}{' QC-passed' if args.qc else ''}: {len(result.sites)} subjects, "
         f"{len(result.fit.sites)} sites, {len(v)} regions; "
-        f"{'ComBat-GAM (smooth age)' if args.gam else 'ComBat'} preserving {COVARIATES}; "
+        f"{'ComBat-GAM' if args.gam else 'ComBat'} preserving "
+        f"{'C(sex) + C(dx) + smooth age' if args.gam else COVARIATES}; "
         f"{seconds:.1f} s (load {load:.2f})"
     )
     print("\nshare of variance explained by site (%): alone before/after, beyond the covariates before/after")

@@ -1,7 +1,8 @@
 """``smriflow stats``: group statistics from ROI tables (FreeSurfer or smriflow) without writing a workflow.
 
 ``smriflow stats fs-table`` builds ``asegstats2table``/``aparcstats2table`` tables, ``smriflow stats roi``
-fits one OLS per ROI, ``smriflow stats compare`` compares pipelines. The same analyses run as group workflows
+fits one OLS per ROI, ``smriflow stats harmonize`` removes site effects (ComBat), ``smriflow stats compare``
+compares pipelines. The same analyses run as group workflows
 (``smriflow run roi_glm`` / ``compare_pipelines``); both call :mod:`smriflow.stats`.
 
 Every bad value is one line on stderr and exit code 2 (a :class:`ValueError` of the stats layer becomes a
@@ -15,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from smriflow.cli._stats_common import param_type, usage_errors
+from smriflow.cli._stats_common import non_negative, param_type, probability, usage_errors
 from smriflow.cli.stats_vbm import add_vbm_parser
 from smriflow.stats.options import ALPHA, CORRECTION, MISSING
 
@@ -41,7 +42,7 @@ def add_stats_parser(subparsers: Any, common: argparse.ArgumentParser) -> argpar
     parser = subparsers.add_parser(
         "stats",
         parents=[common],
-        help="group statistics: FreeSurfer tables, ROI-wise GLM, pipeline comparison",
+        help="group statistics: FreeSurfer tables, ROI-wise GLM, harmonization, pipeline comparison",
         description="Group statistics from ROI tables. Run `smriflow stats COMMAND --help` for each.",
     )
     stats = parser.add_subparsers(
@@ -50,6 +51,7 @@ def add_stats_parser(subparsers: Any, common: argparse.ArgumentParser) -> argpar
     _add_fs_table(stats, common)
     _add_roi_table(stats, common)
     _add_roi(stats, common)
+    _add_harmonize(stats, common)
     _add_compare(stats, common)
     # more `smriflow stats` commands register here, each with its own add_*_parser(stats, common)
     add_vbm_parser(stats, common)
@@ -213,6 +215,12 @@ def _add_roi(stats: Any, common: argparse.ArgumentParser) -> None:
         help="volume atlas to paint the t map on (desikan_killiany, destrieux, aal …; default: guessed "
         "from the table, none when it cannot be)",
     )
+    parser.add_argument(
+        "--harmonize",
+        metavar="SITE_COLUMN",
+        help="first remove the site effects of this participants column with ComBat, preserving the "
+        "formula's covariates (writes OUT/harmonize/, see `smriflow stats harmonize`)",
+    )
     parser.add_argument("--no-figures", action="store_true", help="write the tables only")
     parser.add_argument("--output-dir", required=True, type=Path, metavar="OUT", help="output folder")
     parser.set_defaults(handler=usage_errors(roi_command))
@@ -233,6 +241,85 @@ def roi_command(args: argparse.Namespace) -> int:
         alpha=args.alpha,
         rois=args.roi,
         atlas=args.atlas,
+        harmonize=args.harmonize,
+        figures=not args.no_figures,
+        output_dir=args.output_dir,
+    )
+    print(result.summary(), file=sys.stderr)
+    return 0
+
+
+# -- harmonize --------------------------------------------------------------------------------------------
+def _add_harmonize(stats: Any, common: argparse.ArgumentParser) -> None:
+    parser = stats.add_parser(
+        "harmonize",
+        parents=[common],
+        help="remove site (scanner) effects from ROI tables: ComBat, ComBat-GAM, covariates preserved",
+        description=(
+            "Harmonize every ROI of the tables across the sites of a participants.tsv column with ComBat "
+            "(Johnson 2007; Fortin 2018 for cortical thickness): additive and multiplicative site effects "
+            "are removed with empirical Bayes while the effects of the covariates (e.g. 'age + C(sex) + "
+            "C(dx)') are preserved; with --smooth-terms, ComBat-GAM (Pomponio 2020) keeps a nonlinear effect "
+            "of those variables. The values equal neuroHarmonize's. Writes OUT/harmonized.tsv (a table "
+            "`smriflow stats roi` reads), OUT/site_variance.tsv (variance explained by site per ROI, before "
+            "and after), OUT/harmonize.json and one figure per region family under OUT/figures/."
+        ),
+    )
+    parser.add_argument(
+        "--table",
+        required=True,
+        nargs="+",
+        action="extend",
+        type=Path,
+        metavar="TABLE.tsv",
+        help="ROI tables as `smriflow stats roi` reads them (FreeSurfer wide, smriflow, long; repeatable)",
+    )
+    parser.add_argument("--participants", required=True, type=Path, metavar="TSV", help="participants.tsv")
+    parser.add_argument("--site", required=True, metavar="COLUMN", help="participants column of the site")
+    parser.add_argument(
+        "--covariates",
+        default="",
+        metavar="TERMS",
+        help="effects to preserve, a patsy right-hand side such as 'age + C(sex) + C(dx)' (default: none)",
+    )
+    parser.add_argument(
+        "--smooth-terms",
+        nargs="+",
+        action="extend",
+        metavar="VAR",
+        help="numeric variables preserved as smooth functions (ComBat-GAM, e.g. age)",
+    )
+    parser.add_argument(
+        "--missing",
+        choices=("drop", "impute"),
+        help="what to do with missing covariates (default: a missing covariate is an error)",
+    )
+    parser.add_argument("--no-eb", action="store_true", help="no empirical Bayes (per-site estimates as is)")
+    parser.add_argument(
+        "--roi", nargs="+", action="extend", metavar="ROI", help="harmonize only these ROI columns or names"
+    )
+    parser.add_argument(
+        "--seed", type=non_negative(int), default=0, help="seed of ComBat-GAM's cross-validation (default 0)"
+    )
+    parser.add_argument("--no-figures", action="store_true", help="write the tables only")
+    parser.add_argument("--output-dir", required=True, type=Path, metavar="OUT", help="output folder")
+    parser.set_defaults(handler=usage_errors(harmonize_command))
+
+
+def harmonize_command(args: argparse.Namespace) -> int:
+    """Handle ``smriflow stats harmonize``."""
+    from smriflow.stats.harmonize import run_harmonize
+
+    result = run_harmonize(
+        args.table,
+        args.participants,
+        site=args.site,
+        covariates=args.covariates,
+        smooth_terms=args.smooth_terms,
+        missing=args.missing,
+        eb=not args.no_eb,
+        rois=args.roi,
+        seed=args.seed,
         figures=not args.no_figures,
         output_dir=args.output_dir,
     )

@@ -96,6 +96,9 @@ class _ROIGLMInputSpec(BaseInterfaceInputSpec):
     atlas = traits.Str(
         "", usedefault=True, resource="atlas", desc="volume atlas for the t map ('' = from the table)"
     )
+    harmonize = traits.Str(
+        "", usedefault=True, desc="participants column of the site: ComBat first ('' = no harmonization)"
+    )
     figures = traits.Bool(True, usedefault=True, desc="draw the figures")
 
 
@@ -107,6 +110,8 @@ class _ROIGLMOutputSpec(TraitedSpec):
     out_figures = OutputMultiObject(
         File(exists=True), desc="figures (PNG), the t map (NIfTI) and the fsaverage5 t maps (GIFTI)"
     )
+    out_harmonized = File(desc="with harmonize: the harmonized ROI values (harmonized.tsv)")
+    out_site_variance = File(desc="with harmonize: variance explained by site per ROI, before and after")
 
 
 class ROIGLM(SimpleInterface):
@@ -131,17 +136,23 @@ class ROIGLM(SimpleInterface):
             alpha=inputs.alpha,
             rois=list(inputs.rois) if isdefined(inputs.rois) and inputs.rois else None,
             atlas=_opt(inputs.atlas),
+            harmonize=_opt(inputs.harmonize),
             figures=inputs.figures,
             output_dir=runtime.cwd,
         )
         files = result.files
+        tables = ("table", "missing", "design", "json", "harmonize_harmonized", "harmonize_variance")
         self._results.update(
             out_table=files["table"],
             out_missing=files["missing"],
             out_design=files["design"],
             out_json=files["json"],
-            out_figures=[v for k, v in files.items() if k not in ("table", "missing", "design", "json")],
+            out_figures=[v for k, v in files.items() if k not in (*tables, "harmonize_json")],
         )
+        if "harmonize_harmonized" in files:
+            self._results.update(
+                out_harmonized=files["harmonize_harmonized"], out_site_variance=files["harmonize_variance"]
+            )
         return runtime
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -30,6 +31,9 @@ from smriflow.stats.participants import (
 from smriflow.stats.tables import RoiData, read_roi_tables
 from smriflow.utils.cache import atomic_write
 from smriflow.utils.text import did_you_mean
+
+if TYPE_CHECKING:  # pragma: no cover
+    from smriflow.stats.harmonize import HarmonizeResult
 
 __all__ = [
     "CORRECTIONS",
@@ -68,6 +72,8 @@ class RoiGlmResult:
         Why subjects of the tables were left out: ``not_in_participants`` (labels).
     files : dict
         Written files (by :func:`run_roi_glm`).
+    harmonized : HarmonizeResult or None
+        With ``harmonize``: the ComBat of the fitted ROIs (the fits used the harmonized values).
     """
 
     table: pd.DataFrame
@@ -81,6 +87,7 @@ class RoiGlmResult:
     excluded: dict[str, list[str]] = field(default_factory=dict)
     files: dict[str, str] = field(default_factory=dict)
     data: RoiData | None = None
+    harmonized: HarmonizeResult | None = None
 
     def summary(self) -> str:
         """A few lines for the terminal."""
@@ -89,6 +96,14 @@ class RoiGlmResult:
             f"roi_glm: {len(self.table)} fits of '{self.formula}', term {self.term}, n={len(self.design)}",
             self.missing.summary(),
         ]
+        if self.harmonized is not None:
+            v = self.harmonized.variance
+            lines.append(
+                f"harmonized across {len(self.harmonized.fit.sites)} sites of "
+                f"'{self.harmonized.site_column}' (ComBat, covariates of the formula preserved): variance "
+                "explained by site beyond the covariates, median ROI "
+                f"{v['site_r2_unique_before'].median():.2%} -> {v['site_r2_unique_after'].median():.2%}"
+            )
         if self.excluded.get("not_in_participants"):
             lines.append(f"  not in participants.tsv: {len(self.excluded['not_in_participants'])} subjects")
         if len(self.table):
@@ -136,6 +151,7 @@ def fit_roi_glm(
     correction: str = CORRECTION.default,
     alpha: float = ALPHA.default,
     rois: list[str] | None = None,
+    harmonize: str | None = None,
     participants_source: str = "participants",
 ) -> RoiGlmResult:
     """Fit one OLS per ROI and test ``predictor`` (or ``contrast``) with a multiple-comparison correction.
@@ -157,6 +173,10 @@ def fit_roi_glm(
         Level of the correction and of the (1 - alpha) confidence intervals.
     rois : list of str, optional
         Restrict to these ROI keys (column names) or ROI names.
+    harmonize : str, optional
+        A participants column naming each subject's site: the fitted ROIs are first harmonized with ComBat
+        (:func:`~smriflow.stats.harmonize.harmonize_frame`) preserving the formula's covariates (its design
+        columns), on the subjects of the fits; every fitted ROI must then have a value for every subject.
 
     Returns
     -------
@@ -192,6 +212,15 @@ def fit_roi_glm(
             f"(tables: sub-{in_tables[0] if len(in_tables) else '?'} …; participants: "
             f"sub-{participants.index[0] if len(participants) else '?'} …)"
         )
+    if harmonize is not None:
+        if harmonize not in frame.columns:
+            hint = did_you_mean(harmonize, map(str, frame.columns))
+            raise ValueError(f"--harmonize {harmonize}: no such column in {participants_source}. {hint}")
+        if harmonize in variables:
+            raise ValueError(
+                f"--harmonize {harmonize}: the site column is also a term of '{formula}'; "
+                "remove it from the formula (harmonization removes the site effects)"
+            )
     frame, report = apply_missing_policy(frame, variables, missing, source=participants_source)
     columns = check_model(formula, frame, source=participants_source)
     term = contrast if contrast is not None else _resolve_term(predictor, columns, formula)
@@ -207,6 +236,23 @@ def fit_roi_glm(
             )
         table_rois = table_rois[table_rois["key"].isin(wanted) | table_rois["roi"].isin(wanted)]
     table_rois = table_rois[~table_rois["key"].isin(variables)]  # never regress a covariate on itself
+    harmonized = None
+    if harmonize is not None and len(table_rois):
+        from smriflow.stats.harmonize import harmonize_frame
+
+        before = data.values.loc[design.index, list(table_rois["key"])].astype(float)
+        harmonized = harmonize_frame(
+            before,
+            frame[harmonize],
+            design.drop(columns=[c for c in design.columns if c == "Intercept"]),
+            table_rois,
+            site_column=harmonize,
+            source=participants_source,
+        )
+        harmonized.formula = rhs.strip()
+        values = data.values.copy()
+        values.loc[design.index, list(table_rois["key"])] = harmonized.harmonized
+        data = RoiData(values=values, rois=data.rois, covariates=data.covariates, sources=data.sources)
 
     rows = []
     for key, roi, hemi in zip(table_rois["key"], table_rois["roi"], table_rois["hemi"], strict=True):
@@ -255,6 +301,7 @@ def fit_roi_glm(
         missing=report,
         excluded={"not_in_participants": not_in_participants},
         data=data,
+        harmonized=harmonized,
     )
 
 
@@ -279,6 +326,7 @@ def run_roi_glm(
     alpha: float = ALPHA.default,
     rois: list[str] | None = None,
     atlas: str | None = None,
+    harmonize: str | None = None,
     figures: bool = True,
     output_dir: str | Path,
 ) -> RoiGlmResult:
@@ -287,7 +335,9 @@ def run_roi_glm(
     Writes ``roi_glm.tsv`` (:data:`RESULT_COLUMNS`, floats with 10 significant digits), ``missing.tsv``
     (dropped/imputed subjects per column), ``design.tsv`` (the fitted subjects and variables),
     ``roi_glm.json`` (formula, term, correction, threshold, counts) and, unless ``figures=False``,
-    ``figures/`` (see :mod:`smriflow.stats.plots`). Identical inputs give byte-identical files.
+    ``figures/`` (see :mod:`smriflow.stats.plots`). With ``harmonize``, also ``harmonize/`` (the harmonized
+    values, the site variance before/after and its figures, see
+    :func:`~smriflow.stats.harmonize.run_harmonize`). Identical inputs give byte-identical files.
     """
     data = read_roi_tables(list(tables))
     frame = load_participants(participants)
@@ -301,6 +351,7 @@ def run_roi_glm(
         correction=correction,
         alpha=alpha,
         rois=rois,
+        harmonize=harmonize,
         participants_source=str(participants),
     )
     out = Path(output_dir)
@@ -327,6 +378,8 @@ def run_roi_glm(
         "tables": [str(t) for t in tables],
         "participants": str(participants),
     }
+    if harmonize is not None:
+        meta["harmonize"] = harmonize
     atomic_write(out / "roi_glm.json", lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=2) + "\n"))
     result.files = {
         "table": str(out / "roi_glm.tsv"),
@@ -334,6 +387,11 @@ def run_roi_glm(
         "design": str(out / "design.tsv"),
         "json": str(out / "roi_glm.json"),
     }
+    if result.harmonized is not None:
+        from smriflow.stats.harmonize import write_harmonize_outputs
+
+        written = write_harmonize_outputs(result.harmonized, out / "harmonize", figures=figures)
+        result.files.update({f"harmonize_{k}": v for k, v in written.items()})
     if figures:
         from smriflow.stats.plots import roi_glm_figures
 

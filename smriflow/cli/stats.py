@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from smriflow.cli._stats_common import non_negative, param_type, probability, usage_errors
+from smriflow.cli._stats_common import non_negative, param_type, usage_errors
 from smriflow.cli.stats_vbm import add_vbm_parser
 from smriflow.stats.options import ALPHA, CORRECTION, MISSING
 

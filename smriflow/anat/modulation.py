@@ -37,6 +37,8 @@ from pathlib import Path
 import nibabel as nb
 import numpy as np
 
+from smriflow.utils.grids import check_same_grid
+
 __all__ = [
     "LOG_JACOBIAN_FLOOR",
     "displacement_jacobian",
@@ -123,11 +125,12 @@ def log_jacobian_image(
     """
     ref = nb.load(str(reference)) if isinstance(reference, str | Path) else reference
     fld = nb.load(str(field)) if isinstance(field, str | Path) else field
-    if fld.shape[:3] != ref.shape[:3] or not np.allclose(fld.affine, ref.affine, atol=1e-4):
-        raise ValueError(
-            "'field' must be sampled on the grid of 'reference'. "
-            f"Field shape {fld.shape[:3]} and reference shape {ref.shape[:3]} (or their affines) differ."
-        )
+    check_same_grid(
+        fld,
+        ref,
+        "'field' must be sampled on the grid of 'reference'. "
+        f"Field shape {fld.shape[:3]} and reference shape {ref.shape[:3]} (or their affines) differ.",
+    )
     det = displacement_jacobian(fld) * np.float32(abs(linear_det))
     logj = np.log(np.maximum(det, LOG_JACOBIAN_FLOOR)).astype(np.float32)
     out = nb.Nifti1Image(logj, ref.affine, ref.header)
@@ -160,11 +163,12 @@ def modulate(
     """
     wimg = nb.load(str(warped)) if isinstance(warped, str | Path) else warped
     jimg = nb.load(str(log_jacobian)) if isinstance(log_jacobian, str | Path) else log_jacobian
-    if wimg.shape[:3] != jimg.shape[:3] or not np.allclose(wimg.affine, jimg.affine, atol=1e-4):
-        raise ValueError(
-            "'warped' and 'log_jacobian' must be on the same grid. "
-            f"Shapes {wimg.shape[:3]} and {jimg.shape[:3]} (or their affines) differ."
-        )
+    check_same_grid(
+        wimg,
+        jimg,
+        "'warped' and 'log_jacobian' must be on the same grid. "
+        f"Shapes {wimg.shape[:3]} and {jimg.shape[:3]} (or their affines) differ.",
+    )
     data = np.asanyarray(wimg.dataobj).astype(np.float32) * np.exp(
         np.asanyarray(jimg.dataobj, dtype=np.float32)
     )

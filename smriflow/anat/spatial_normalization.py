@@ -42,6 +42,7 @@ import numpy as np
 from smriflow.anat.modulation import log_jacobian_image
 from smriflow.utils.antsenv import import_ants
 from smriflow.utils.antsio import ants_seed, registration_dir
+from smriflow.utils.atomic import atomic_write
 
 __all__ = [
     "INTERPOLATIONS",
@@ -335,10 +336,11 @@ def _rewrite_composite(path: Path) -> dict[str, np.ndarray]:
             for key, value in obj.attrs.items():
                 dst[name].attrs[key] = value
 
-    tmp = path.with_name(f".{path.name}.tmp")
-    with h5py.File(path, "r") as src, h5py.File(tmp, "w") as dst:
-        copy(src, dst)
-    tmp.replace(path)
+    def rewrite(tmp: str) -> None:
+        with h5py.File(path, "r") as src, h5py.File(tmp, "w") as dst:
+            copy(src, dst)
+
+    atomic_write(path, rewrite)
     return found
 
 

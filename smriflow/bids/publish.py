@@ -12,7 +12,7 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from smriflow.utils.cache import DIR_MODE, atomic_write
+from smriflow.utils.atomic import DIR_MODE, atomic_write
 
 __all__ = ["OutputPathError", "publish", "resolve_output_path"]
 

@@ -53,7 +53,9 @@ import nibabel as nb
 import numpy as np
 import pandas as pd
 
-from smriflow.utils.cache import atomic_write, cache_root
+from smriflow.utils.atomic import atomic_write
+from smriflow.utils.cache import cache_root
+from smriflow.utils.grids import check_same_grid
 
 __all__ = [
     "PROBABILISTIC_ATLASES",
@@ -257,15 +259,12 @@ def _load(img: nb.Nifti1Image | str | Path) -> nb.Nifti1Image:
     return nb.load(str(img)) if isinstance(img, str | Path) else img
 
 
+def _grid_message(what: str, a: nb.Nifti1Image, b: nb.Nifti1Image) -> str:
+    return f"{what} must be on the same grid. Shapes {a.shape[:3]} and {b.shape[:3]} (or affines) differ."
+
+
 def _voxel_mm3(img: nb.Nifti1Image) -> float:
     return float(abs(np.linalg.det(img.affine[:3, :3])))
-
-
-def _same_grid(a: nb.Nifti1Image, b: nb.Nifti1Image, what: str) -> None:
-    if a.shape[:3] != b.shape[:3] or not np.allclose(a.affine, b.affine, atol=1e-3):
-        raise ValueError(
-            f"{what} must be on the same grid. Shapes {a.shape[:3]} and {b.shape[:3]} (or affines) differ."
-        )
 
 
 def roi_volumes(
@@ -303,7 +302,7 @@ def roi_volumes(
     counts = np.bincount(data.ravel(), minlength=size)
     if gm_probseg is not None:
         gm_img = _load(gm_probseg)
-        _same_grid(img, gm_img, "'dseg' and 'gm_probseg'")
+        check_same_grid(img, gm_img, _grid_message("'dseg' and 'gm_probseg'", img, gm_img))
         gm = np.asanyarray(gm_img.dataobj).astype(np.float64)
         gm_sums = np.bincount(data.ravel(), weights=gm.ravel(), minlength=size) * voxel
     else:
@@ -349,7 +348,7 @@ def tissue_volumes(
     out: dict[str, float] = {}
     for key, tpm in (("gm", gm_probseg), ("wm", wm_probseg), ("csf", csf_probseg)):
         img = _load(tpm)
-        _same_grid(mask_img, img, f"'{key}_probseg' and 'brain_mask'")
+        check_same_grid(mask_img, img, _grid_message(f"'{key}_probseg' and 'brain_mask'", mask_img, img))
         out[f"{key}_volume_mm3"] = float(np.asanyarray(img.dataobj)[mask].astype(np.float64).sum() * voxel)
     out["brain_volume_mm3"] = out["gm_volume_mm3"] + out["wm_volume_mm3"]
     out["tiv_mm3"] = out["brain_volume_mm3"] + out["csf_volume_mm3"]

@@ -24,7 +24,6 @@ import filecmp
 import json
 import os
 import shutil
-import uuid
 from collections import defaultdict
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -33,6 +32,8 @@ from typing import Any
 
 from nipype.interfaces.base import DynamicTraitedSpec, isdefined, traits
 from nipype.interfaces.io import IOBase, add_traits
+
+from smriflow.utils.atomic import atomic_write
 
 __all__: list[str] = []  # not processing steps: keep them out of the YAML interface registry
 
@@ -182,25 +183,18 @@ def publish(
     destination = Path(destination)
     if root is not None:
         check_inside(root, destination)
-    destination.parent.mkdir(parents=True, exist_ok=True)
     if (
         destination.is_file()
         and not destination.is_symlink()
         and filecmp.cmp(source, destination, shallow=False)
     ):
         return False
-    temporary = destination.with_name(f".{destination.name}.{uuid.uuid4().hex[:12]}.tmp")
     try:
-        shutil.copyfile(source, temporary)
-        os.replace(temporary, destination)
+        atomic_write(destination, lambda temporary: shutil.copyfile(source, temporary))
     except OSError as exc:
-        temporary.unlink(missing_ok=True)
         if exc.errno is None:
             raise
         raise OSError(exc.errno, f"cannot write the derivative ({exc.strerror})", str(destination)) from exc
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
     return True
 
 

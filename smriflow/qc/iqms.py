@@ -32,6 +32,8 @@ import nibabel as nb
 import numpy as np
 from scipy import ndimage
 
+from smriflow.utils.grids import check_same_grid, same_grid
+
 __all__ = [
     "DIETRICH_FACTOR",
     "TISSUES",
@@ -405,13 +407,6 @@ def _data(img: nb.spatialimages.SpatialImage) -> np.ndarray:
     return np.asarray(img.dataobj, dtype=np.float32)
 
 
-def _same_grid(ref: Any, img: Any, what: str) -> None:
-    if ref.shape[:3] != img.shape[:3] or not np.allclose(ref.affine, img.affine, atol=1e-3):
-        raise ValueError(
-            f"compute_iqms: {what} is not on the grid of the T1w ({img.shape[:3]} vs {ref.shape[:3]})."
-        )
-
-
 def _template_on(grid: Any, template: str, suffix: str, label: str | None = None) -> np.ndarray:
     """Template image (``desc-brain`` T1w or mask, or a probseg) on the grid of ``grid``."""
     from smriflow.data.templates import get_template
@@ -420,7 +415,7 @@ def _template_on(grid: Any, template: str, suffix: str, label: str | None = None
     resolution = 1 if zoom < 1.5 else 2
     path = get_template(template, resolution=resolution, suffix=suffix, label=label)
     img = nb.load(str(path))
-    if img.shape[:3] == grid.shape[:3] and np.allclose(img.affine, grid.affine, atol=1e-3):
+    if same_grid(img, grid):
         return _data(img)
     from nilearn.image import resample_to_img
 
@@ -480,7 +475,11 @@ def compute_iqms(
     loaded = {key: _load(path) for key, path in images.items()}
     loaded.update({f"tpm_{name}": _load(path) for name, path in zip(TISSUES, tpms, strict=True)})
     for key, img in loaded.items():
-        _same_grid(raw_img, img, f"'{key}'")
+        check_same_grid(
+            raw_img,
+            img,
+            f"compute_iqms: '{key}' is not on the grid of the T1w ({img.shape[:3]} vs {raw_img.shape[:3]}).",
+        )
     brain = _data(loaded["mask"]) > 0
     dseg_data = np.rint(_data(loaded["dseg"])).astype(np.int16)
     pvms = {name: np.clip(_data(loaded[f"tpm_{name}"]), 0.0, 1.0) for name in TISSUES}
@@ -549,10 +548,11 @@ def compute_iqms(
     std_img = _load(std_t1w)
     std_tpm_imgs = [_load(path) for path in std_tpms]
     for name, img in zip(TISSUES, std_tpm_imgs, strict=True):
-        if img.shape[:3] != std_img.shape[:3]:
-            raise ValueError(
-                f"compute_iqms: the {name.upper()} map in template space is not on the grid of 'std_t1w'."
-            )
+        check_same_grid(
+            img,
+            std_img,
+            f"compute_iqms: the {name.upper()} map in template space is not on the grid of 'std_t1w'.",
+        )
     tpl_mask = _template_on(std_img, template, "mask") > 0
     tpl_t1w = _template_on(std_img, template, "T1w")
     out["reg_ncc"] = ncc(_data(std_img), tpl_t1w, tpl_mask)

@@ -18,6 +18,8 @@ from pathlib import Path
 import nibabel as nb
 import numpy as np
 
+from smriflow.utils.grids import check_same_grid, same_grid
+
 __all__ = [
     "TISSUE_COLORS",
     "atlas_svg",
@@ -143,11 +145,12 @@ def check_grid(img: ImageLike, reference: ImageLike, what: str) -> None:
     Only the headers are read.
     """
     loaded, ref = _load(img), _load(reference)
-    if loaded.shape[:3] != ref.shape[:3] or not np.allclose(loaded.affine, ref.affine, atol=1e-3):
-        raise ValueError(
-            f"{_name(img)}: '{what}' is not on the grid of the brain mask "
-            f"(shape {loaded.shape[:3]} vs {ref.shape[:3]}, or another affine)"
-        )
+    check_same_grid(
+        loaded,
+        ref,
+        f"{_name(img)}: '{what}' is not on the grid of the brain mask "
+        f"(shape {loaded.shape[:3]} vs {ref.shape[:3]}, or another affine)",
+    )
 
 
 def crop_box(mask: ImageLike, margin_mm: float = 6.0) -> tuple[slice, slice, slice]:
@@ -337,11 +340,11 @@ def registration_svgs(
 
     subject = _load(std_t1w)
     template, outline = _load(template_t1w), _load(template_mask)
-    if template.shape != subject.shape or not np.allclose(template.affine, subject.affine, atol=1e-3):
+    if not same_grid(template, subject):
         template = resample_to_img(
             template, subject, interpolation="linear", copy_header=True, force_resample=True
         )
-    if outline.shape != subject.shape or not np.allclose(outline.affine, subject.affine, atol=1e-3):
+    if not same_grid(outline, subject):
         outline = resample_to_img(
             outline, subject, interpolation="nearest", copy_header=True, force_resample=True
         )

@@ -7,11 +7,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import nibabel as nb
-import numpy as np
+
+from smriflow.utils.grids import same_grid
 
 _SUB = re.compile(r"(?:^|_)sub-([A-Za-z0-9]+)(?=_|\.)")
 _SPACE = re.compile(r"_space-([A-Za-z0-9]+)(?=_|\.)")
-AFFINE_ATOL = 1e-4
 
 
 def load(img: nb.Nifti1Image | str | Path) -> nb.Nifti1Image:
@@ -70,7 +70,7 @@ def find_modulated_maps(derivatives_dir: str | Path) -> list[Path]:
     return [by_subject[label][0] for label in sorted(by_subject)]
 
 
-def check_same_grid(images: Sequence[nb.Nifti1Image | str | Path], *, what: str = "map") -> None:
+def check_maps_on_one_grid(images: Sequence[nb.Nifti1Image | str | Path], *, what: str = "map") -> None:
     """Check that 3-D images share the shape and affine of the first one.
 
     Raises
@@ -88,7 +88,7 @@ def check_same_grid(images: Sequence[nb.Nifti1Image | str | Path], *, what: str 
                 f"{name(img, index)}: shape {loaded.shape} differs from {name(images[0], 0)} "
                 f"(shape {first.shape}); every {what} must be on the same grid"
             )
-        if not np.allclose(loaded.affine, first.affine, atol=AFFINE_ATOL):
+        if not same_grid(loaded, first):
             raise ValueError(
                 f"{name(img, index)}: affine differs from {name(images[0], 0)}; "
                 f"every {what} must be on the same grid"
@@ -141,7 +141,7 @@ def collect_inputs(
         if jacobians:
             raise ValueError("'jacobians' go with 'gm_maps'; smriflow's derivatives are already modulated")
         paths = find_modulated_maps(derivatives)
-        check_same_grid(paths)
+        check_maps_on_one_grid(paths)
         modulated = [load(p) for p in paths]
         plain = [p.with_name(p.name.replace("_desc-modulated", "")) for p in paths]
         missing = [p for p in plain if not p.is_file()]
@@ -157,7 +157,7 @@ def collect_inputs(
             if not Path(path).is_file():
                 raise ValueError(f"{path}: file not found")
         pairs = pair_jacobians(gm_maps, jacobians)
-        check_same_grid([g for g, _ in pairs], what="GM map")
+        check_maps_on_one_grid([g for g, _ in pairs], what="GM map")
         modulated = [modulate(g, j, convention) for g, j in pairs]
         templates = [load(g) for g, _ in pairs]
         space = _SPACE.search(pairs[0][0].name)

@@ -1,12 +1,37 @@
-"""Grids: block averages and their inverse for smooth fields (numpy only)."""
+"""Voxel grids: whether two images share one, block averages and their inverse for smooth fields."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
-__all__ = ["block_reduce", "resize_linear"]
+__all__ = ["GRID_ATOL", "block_reduce", "check_same_grid", "resize_linear", "same_grid"]
+
+#: Largest difference (mm, per entry of the voxel-to-world affine; numpy's relative 1e-5 on top) between two
+#: images said to share a grid. The loosest of the tolerances smriflow used before there was one check
+#: (1e-3, 1e-4 and exact shapes), so that every pair of images accepted then is accepted now; it is far
+#: below any real difference of grid (a voxel is ~1 mm) and above the rounding of affines stored as float32.
+GRID_ATOL = 1e-3
+
+
+def same_grid(a: Any, b: Any, *, atol: float = GRID_ATOL) -> bool:
+    """Whether two images (anything with ``shape`` and ``affine``, e.g. nibabel images) share a voxel grid.
+
+    The first three axes' sizes must be equal and the affines equal within ``atol`` mm (see
+    :data:`GRID_ATOL`); only headers are read.
+    """
+    return tuple(a.shape[:3]) == tuple(b.shape[:3]) and bool(np.allclose(a.affine, b.affine, atol=atol))
+
+
+def check_same_grid(a: Any, b: Any, message: str) -> None:
+    """Raise ``ValueError(message)`` unless ``a`` and ``b`` share a voxel grid (:func:`same_grid`).
+
+    ``message`` is the caller's one-line error, naming the file or option at fault.
+    """
+    if not same_grid(a, b):
+        raise ValueError(message)
 
 
 def block_reduce(data: np.ndarray, factors: Sequence[int]) -> np.ndarray:

@@ -13,6 +13,8 @@ import nibabel as nb
 import numpy as np
 from scipy import ndimage
 
+from smriflow.utils.grids import check_same_grid
+
 FWHM_TO_SIGMA = 1.0 / np.sqrt(8.0 * np.log(2.0))
 
 
@@ -91,10 +93,11 @@ def threshold_mask(in_file: str | Path, percentile: float, out_file: str | Path)
 def apply_mask(in_file: str | Path, mask_file: str | Path, out_file: str | Path) -> Path:
     """Zero the voxels outside ``mask_file`` (same grid required)."""
     img, mask = load_3d(in_file), load_3d(mask_file)
-    if img.shape != mask.shape or not np.allclose(img.affine, mask.affine, atol=1e-4):
-        raise ValueError(
-            f"{mask_file}: the mask's grid {mask.shape} does not match the image's {img.shape} ({in_file})"
-        )
+    check_same_grid(
+        mask,
+        img,
+        f"{mask_file}: the mask's grid {mask.shape} does not match the image's {img.shape} ({in_file})",
+    )
     mask_data = np.asanyarray(mask.dataobj) > 0
     if not mask_data.any():
         raise ValueError(f"{mask_file}: the mask is empty")

@@ -158,7 +158,7 @@ def test_mixed_run_writes_exactly_the_derivatives_of_finished_subjects(mixed_run
     work = mixed_run["root"] / "derivatives" / "work" / "smriflow_wf"
     assert list((work / "sub_04_wf" / "example_wf" / "smooth").glob("*_smooth.nii.gz"))
     assert not (work / "sub_04_wf" / "derivatives_barrier").exists()
-    assert not list(output.rglob(".*.tmp"))
+    assert not list(output.rglob(".*.*"))  # no temporary file (".<name>.<random>") left behind
 
 
 def test_mixed_run_sidecars_and_dataset_description(mixed_run):

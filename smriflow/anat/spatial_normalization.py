@@ -40,9 +40,11 @@ import nibabel as nb
 import numpy as np
 
 from smriflow.anat.modulation import log_jacobian_image
+from smriflow.data.templates import DEFAULT_TEMPLATE
 from smriflow.utils.antsenv import import_ants
 from smriflow.utils.antsio import ants_seed, registration_dir
 from smriflow.utils.atomic import atomic_write
+from smriflow.utils.seed import DEFAULT_SEED
 
 __all__ = [
     "INTERPOLATIONS",
@@ -393,9 +395,9 @@ def normalize_to_template(
     in_mask: str | Path | None = None,
     template_mask: str | Path | None = None,
     init_affine: str | Path | None = None,
-    space: str = "MNI152NLin2009aSym",
+    space: str = DEFAULT_TEMPLATE,
     preset: str | RegistrationPreset = "fast",
-    seed: int = 20161,
+    seed: int = DEFAULT_SEED,
     num_threads: int = 1,
 ) -> NormalizationResult:
     """Register a brain-extracted T1w image to a template: affine, then SyN.

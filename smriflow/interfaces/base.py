@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from nipype.interfaces.base import BaseInterfaceInputSpec, LibraryBaseInterface, SimpleInterface, traits
 
-__all__: list[str] = []  # nothing here is a processing step; keep it out of the registry
+from smriflow.utils.seed import DEFAULT_SEED
 
-DEFAULT_SEED = 20161
+__all__: list[str] = []  # nothing here is a processing step; keep it out of the registry
 
 
 class ThreadedInputSpec(BaseInterfaceInputSpec):

@@ -18,6 +18,8 @@ from nipype.interfaces.base import (
     traits,
 )
 
+from smriflow.data.templates import DEFAULT_TEMPLATE
+
 __all__ = ["ComputeIQMs", "GroupIQMTable"]
 
 
@@ -35,7 +37,7 @@ class _ComputeIQMsInputSpec(BaseInterfaceInputSpec):
         File(exists=True), mandatory=True, desc="GM, WM and CSF probability maps in the template"
     )
     template = traits.Str(
-        "MNI152NLin2009aSym", usedefault=True, desc="template of the normalization (T1w, mask, tpms)"
+        DEFAULT_TEMPLATE, usedefault=True, desc="template of the normalization (T1w, mask, tpms)"
     )
 
 

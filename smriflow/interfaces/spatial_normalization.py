@@ -19,6 +19,7 @@ from nipype.interfaces.base import (
     traits,
 )
 
+from smriflow.data.templates import DEFAULT_TEMPLATE
 from smriflow.interfaces.base import AntsPyInputSpec, AntsPyInterface, ThreadedInputSpec
 
 __all__ = ["ApplyTransforms", "ModulateJacobian", "SpatialNormalization"]
@@ -45,9 +46,9 @@ class _SpatialNormalizationInputSpec(AntsPyInputSpec):
         "(forward transform of ants.registration(fixed=template, moving=T1w)); skips the affine stage",
     )
     template = traits.Str(
-        "MNI152NLin2009aSym",
+        DEFAULT_TEMPLATE,
         usedefault=True,
-        desc="template: MNI152NLin2009aSym (shipped by nilearn) or one in the local TemplateFlow cache",
+        desc=f"template: {DEFAULT_TEMPLATE} (shipped by nilearn) or one in the local TemplateFlow cache",
     )
     profile = traits.Enum(
         *_PROFILES, usedefault=True, desc="registration schedule: fast (2 mm grid), precise (1 mm), testing"

@@ -32,6 +32,7 @@ import nibabel as nb
 import numpy as np
 from scipy import ndimage
 
+from smriflow.data.templates import DEFAULT_TEMPLATE
 from smriflow.utils.grids import check_same_grid, same_grid
 
 __all__ = [
@@ -433,7 +434,7 @@ def compute_iqms(
     tpms: Sequence[str | os.PathLike],
     std_t1w: str | os.PathLike,
     std_tpms: Sequence[str | os.PathLike],
-    template: str = "MNI152NLin2009aSym",
+    template: str = DEFAULT_TEMPLATE,
 ) -> dict[str, float]:
     """Compute every IQM and processing-quality metric of one T1w (see ``docs/iqms.md``).
 

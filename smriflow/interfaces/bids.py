@@ -9,8 +9,8 @@ workflow: workflows themselves never write derivatives (STYLE.md §4). Per subje
   upstream nodes have finished), so a subject that fails anywhere gets no derivative at all. It is a real
   interface on purpose: nipype deletes ``IdentityInterface`` nodes when it expands a graph, which would
   connect each sink straight to the node that made its file.
-* :class:`DerivativesDataSink` names files as niworkflows does, then *publishes* them: each file is copied
-  to a hidden temporary name in its final folder and renamed with :func:`os.replace`, so a derivative
+* :class:`DerivativesDataSink` names files as niworkflows does, then *publishes* them (:func:`publish_file`):
+  each file is copied to a hidden temporary name in its final folder and renamed into place, so a derivative
   either is absent or complete. Unlike niworkflows' sink it never changes the data type of an image (the
   workflow decides it) and it writes the JSON sidecar (provenance) before the data file.
 
@@ -141,7 +141,7 @@ def check_inside(root: str | os.PathLike, path: str | os.PathLike) -> Path:
     """Return ``path`` if it lies inside ``root`` once the symbolic links on its way are followed.
 
     Folders that do not exist yet are fine (they will be created inside). ``path`` itself may be a symbolic
-    link: :func:`publish` replaces such a link by the file, it never writes through it.
+    link: :func:`publish_file` replaces such a link by the file, it never writes through it.
 
     Raises
     ------
@@ -157,7 +157,7 @@ def check_inside(root: str | os.PathLike, path: str | os.PathLike) -> Path:
     return path
 
 
-def publish(
+def publish_file(
     source: str | os.PathLike, destination: str | os.PathLike, *, root: str | os.PathLike | None = None
 ) -> bool:
     """Copy ``source`` to ``destination`` atomically; leave an identical ``destination`` untouched.
@@ -262,7 +262,7 @@ class DerivativesDataSink(_NiworkflowsDataSink):
 
     The name is built as in niworkflows: the entities of ``source_file`` (subject, session, acquisition,
     run, ...) plus those given as inputs (``desc``, ``suffix``, ...). Files are first written inside the
-    node's folder, then published with :func:`publish`. Images keep the data type the workflow gave them;
+    node's folder, then published with :func:`publish_file`. Images keep the data type the workflow gave them;
     ``check_hdr`` still sets qform/sform codes and units as niworkflows does.
 
     Examples
@@ -318,11 +318,11 @@ class DerivativesDataSink(_NiworkflowsDataSink):
                     temporary = staged.with_name(f"{stem}.provenance.json")
                     temporary.write_text(json.dumps(sidecar, indent=2, sort_keys=True) + "\n")
                     # the sidecar first: a data file implies its sidecar
-                    if publish(temporary, final_sidecar, root=final_root):
+                    if publish_file(temporary, final_sidecar, root=final_root):
                         new_sidecar = final_sidecar
                     sidecars.append(str(final_sidecar))
             try:
-                publish(staged, final, root=final_root)
+                publish_file(staged, final, root=final_root)
             except BaseException:
                 if new_sidecar is not None and not final.exists():  # no sidecar without its data file
                     new_sidecar.unlink(missing_ok=True)

@@ -34,11 +34,11 @@ from scipy import ndimage
 
 from smriflow.data.templates import DEFAULT_TEMPLATE
 from smriflow.utils.grids import check_same_grid, same_grid
+from smriflow.utils.metrics import cjv_from_stats
 
 __all__ = [
     "DIETRICH_FACTOR",
     "TISSUES",
-    "cjv",
     "cnr",
     "compute_iqms",
     "efc",
@@ -225,12 +225,6 @@ def snr_dietrich(mu_fg: float, mad_air: float, sigma_air: float) -> float:
 def cnr(mu_wm: float, mu_gm: float, sigma_air: float, sigma_wm: float, sigma_gm: float) -> float:
     """Contrast-to-noise ratio ``|mu_WM - mu_GM| / sqrt(sigma_air² + sigma_WM² + sigma_GM²)``."""
     return float(abs(mu_wm - mu_gm) / math.sqrt(sigma_air**2 + sigma_gm**2 + sigma_wm**2))
-
-
-def cjv(mu_wm: float, mu_gm: float, sigma_wm: float, sigma_gm: float) -> float:
-    """Coefficient of joint variation ``(sigma_WM + sigma_GM) / |mu_WM - mu_GM|`` (MRIQC passes MADs and
-    medians)."""
-    return float((sigma_wm + sigma_gm) / abs(mu_wm - mu_gm))
 
 
 def fber(data: np.ndarray, head: np.ndarray, frame: np.ndarray | None = None) -> float:
@@ -512,7 +506,7 @@ def compute_iqms(
     out["snrd_total"] = float(np.mean([snrds[name] for name in ("csf", "wm", "gm")]))
     wm, gm, bg = stats["wm"], stats["gm"], stats["bg"]
     out["cnr"] = cnr(wm["median"], gm["median"], bg["stdv"], wm["stdv"], gm["stdv"])
-    out["cjv"] = cjv(wm["median"], gm["median"], wm["mad"], gm["mad"])
+    out["cjv"] = cjv_from_stats(wm["median"], gm["median"], wm["mad"], gm["mad"])  # as MRIQC: medians, MADs
     out["fber"] = fber(data, head, frame)
     out["efc"] = efc(data, frame)
     out["wm2max"] = wm2max(data, wm["median"])

@@ -22,7 +22,7 @@ from smriflow.interfaces.bids import (
     DerivativesDataSink,
     collect_subjects,
     dropped_entities,
-    publish,
+    publish_file,
     split_extension,
 )
 
@@ -39,11 +39,11 @@ def test_publish_is_atomic_and_skips_identical_copies(tmp_path, monkeypatch):
     source = tmp_path / "a.txt"
     source.write_text("one")
     target = tmp_path / "out" / "deep" / "a.txt"
-    assert publish(source, target) is True
+    assert publish_file(source, target) is True
     assert target.read_text() == "one"
     before = target.stat().st_mtime_ns
     os.utime(target, ns=(before - 10**9, before - 10**9))
-    assert publish(source, target) is False  # identical: left untouched
+    assert publish_file(source, target) is False  # identical: left untouched
     assert target.stat().st_mtime_ns == before - 10**9
 
     source.write_text("two")
@@ -58,7 +58,7 @@ def test_publish_is_atomic_and_skips_identical_copies(tmp_path, monkeypatch):
         real_replace(src, dst)
 
     monkeypatch.setattr(os, "replace", spy)
-    assert publish(source, target) is True
+    assert publish_file(source, target) is True
     assert replaced == [target] and target.read_text() == "two"
     assert sorted(p.name for p in target.parent.iterdir()) == ["a.txt"]  # no temporary left
 
@@ -72,7 +72,7 @@ def test_publish_removes_the_temporary_file_on_failure(tmp_path, monkeypatch):
 
     monkeypatch.setattr(os, "replace", broken)
     with pytest.raises(OSError, match="disk full"):
-        publish(source, tmp_path / "out" / "a.txt")
+        publish_file(source, tmp_path / "out" / "a.txt")
     assert list((tmp_path / "out").iterdir()) == []
 
 

@@ -38,6 +38,7 @@ import nibabel as nb
 import numpy as np
 
 from smriflow.utils.grids import check_same_grid
+from smriflow.utils.niftiio import load_image
 
 __all__ = [
     "LOG_JACOBIAN_FLOOR",
@@ -86,7 +87,7 @@ def displacement_jacobian(field: nb.Nifti1Image | str | Path) -> np.ndarray:
     one-sided on the border) along the voxel axes and converted to physical derivatives with the inverse of
     the grid's voxel-to-LPS matrix, so any voxel size, orientation and axis flip is handled.
     """
-    img = nb.load(str(field)) if isinstance(field, str | Path) else field
+    img = load_image(field)
     disp = _field_array(img)
     to_lps = _RAS_TO_LPS @ img.affine[:3, :3]
     inv = np.linalg.inv(to_lps).astype(np.float32)
@@ -123,8 +124,8 @@ def log_jacobian_image(
     nibabel.Nifti1Image
         ``float32`` :math:`\log J`, with :math:`J` clipped below at :data:`LOG_JACOBIAN_FLOOR`.
     """
-    ref = nb.load(str(reference)) if isinstance(reference, str | Path) else reference
-    fld = nb.load(str(field)) if isinstance(field, str | Path) else field
+    ref = load_image(reference)
+    fld = load_image(field)
     check_same_grid(
         fld,
         ref,
@@ -161,8 +162,8 @@ def modulate(
     ValueError
         When the two images are not on the same grid.
     """
-    wimg = nb.load(str(warped)) if isinstance(warped, str | Path) else warped
-    jimg = nb.load(str(log_jacobian)) if isinstance(log_jacobian, str | Path) else log_jacobian
+    wimg = load_image(warped)
+    jimg = load_image(log_jacobian)
     check_same_grid(
         wimg,
         jimg,
@@ -192,7 +193,7 @@ def volume_mm3(img: nb.Nifti1Image | str | Path, mask: np.ndarray | None = None)
     float
         Volume in mm³, from the header's voxel size (never a raw voxel count).
     """
-    im = nb.load(str(img)) if isinstance(img, str | Path) else img
+    im = load_image(img)
     data = np.asanyarray(im.dataobj).astype(np.float64)
     if mask is not None:
         data = data[np.asarray(mask, dtype=bool)]

@@ -37,6 +37,7 @@ from scipy import ndimage
 
 from smriflow.data.atlases import package_dir
 from smriflow.utils.intensity import kmeans_1d, local_mean
+from smriflow.utils.morphology import bounding_box
 
 __all__ = [
     "DEEP_GM_LABELS",
@@ -116,11 +117,7 @@ def segment_tissues(
         raise ValueError(f"'wm_fraction' must be in (0, 1). {wm_fraction!r} was provided.")
     zooms = [float(z) for z in zooms[:3]]
 
-    idx = np.argwhere(mask)
-    pad = int(np.ceil(3 * sigma_mm / min(zooms)))
-    lo = np.maximum(idx.min(0) - pad, 0)
-    hi = np.minimum(idx.max(0) + pad + 1, mask.shape)
-    box = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi, strict=True))
+    box = bounding_box(mask, int(np.ceil(3 * sigma_mm / min(zooms))))
     x, m = data[box], mask[box]
 
     (c_csf, c_gm, c_wm), _ = kmeans_1d(x[m], 3)
@@ -314,9 +311,8 @@ def atropos_posteriors(
     from ants.internal import get_lib_fn, process_arguments
 
     # Atropos visits the whole grid: crop to the mask's bounding box (plus the MRF radius) and paste back
-    idx = np.argwhere(mask)
-    lo, hi = np.maximum(idx.min(0) - 1, 0), np.minimum(idx.max(0) + 2, mask.shape)
-    box = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi, strict=True))
+    box = bounding_box(mask, 1)
+    lo = np.array([s.start for s in box])
     box_affine = np.asarray(affine, dtype=np.float64).copy()
     box_affine[:3, 3] = box_affine[:3, :3] @ lo + box_affine[:3, 3]
     sub_mask = mask[box]

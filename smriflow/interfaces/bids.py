@@ -34,6 +34,7 @@ from nipype.interfaces.base import DynamicTraitedSpec, isdefined, traits
 from nipype.interfaces.io import IOBase, add_traits
 
 from smriflow.utils.atomic import atomic_write
+from smriflow.utils.niftiio import split_ext
 
 __all__: list[str] = []  # not processing steps: keep them out of the YAML interface registry
 
@@ -121,16 +122,9 @@ def dropped_entities(file_name: str, entities: dict[str, Any]) -> list[str]:
     >>> dropped_entities("sub-01_desc-brain_mask.nii.gz", {"desc": "brain", "atlas": "aal"})
     ['atlas']
     """
-    stem, _ = split_extension(file_name)
+    stem, _ = split_ext(file_name)
     parts = set(stem.split("_"))
     return [key for key, value in entities.items() if f"{ENTITY_KEYS[key]}-{value}" not in parts]
-
-
-def split_extension(path: str | os.PathLike) -> tuple[str, str]:
-    """``sub-01_T1w.nii.gz`` → (``sub-01_T1w``, ``.nii.gz``): the extension starts at the first dot."""
-    name = Path(path).name
-    stem, dot, rest = name.partition(".")
-    return stem, dot + rest
 
 
 class OutsideOutputError(ValueError):
@@ -309,7 +303,7 @@ class DerivativesDataSink(_NiworkflowsDataSink):
         for staged in map(Path, staged_files):
             relative = staged.relative_to(staging / self.out_path_base)
             final = final_root / relative
-            stem, extension = split_extension(final)
+            stem, extension = split_ext(final)
             new_sidecar = None
             if extension != ".json":
                 sidecar = self._sidecar(staged_meta)

@@ -21,18 +21,11 @@ from nipype.interfaces.base import (
 
 from smriflow.data.templates import DEFAULT_TEMPLATE
 from smriflow.interfaces.base import AntsPyInputSpec, AntsPyInterface, ThreadedInputSpec
+from smriflow.utils.niftiio import strip_ext
 
 __all__ = ["ApplyTransforms", "ModulateJacobian", "SpatialNormalization"]
 
 _PROFILES = ("fast", "precise", "testing")
-
-
-def _stem(path: str) -> str:
-    base = os.path.basename(path)
-    for ext in (".nii.gz", ".nii"):
-        if base.endswith(ext):
-            return base[: -len(ext)]
-    return os.path.splitext(base)[0]
 
 
 class _SpatialNormalizationInputSpec(AntsPyInputSpec):
@@ -172,7 +165,7 @@ class ApplyTransforms(AntsPyInterface):
 
         outputs, seen = [], set()
         for index, in_file in enumerate(self.inputs.in_files):
-            name = f"{_stem(in_file)}_resampled"
+            name = f"{strip_ext(in_file)}_resampled"
             if name in seen:
                 name = f"{name}{index}"
             seen.add(name)
@@ -216,7 +209,7 @@ class ModulateJacobian(SimpleInterface):
     def _run_interface(self, runtime):
         from smriflow.anat.modulation import modulate
 
-        out = os.path.join(runtime.cwd, f"{_stem(self.inputs.in_file)}_modulated.nii.gz")
+        out = os.path.join(runtime.cwd, f"{strip_ext(self.inputs.in_file)}_modulated.nii.gz")
         modulate(self.inputs.in_file, self.inputs.in_logjacobian).to_filename(out)
         self._results["out_file"] = out
         return runtime

@@ -35,6 +35,8 @@ from scipy import ndimage
 from smriflow.data.templates import DEFAULT_TEMPLATE
 from smriflow.utils.grids import check_same_grid, same_grid
 from smriflow.utils.metrics import cjv_from_stats
+from smriflow.utils.morphology import bounding_box, connected_components
+from smriflow.utils.niftiio import load_image
 
 __all__ = [
     "DIETRICH_FACTOR",
@@ -322,7 +324,7 @@ def fwhm_classic(data: np.ndarray, mask: np.ndarray) -> tuple[float, float, floa
         FWHM along the x, y and z array axes, in voxels.
     """
     mask = np.asarray(mask) > 0
-    box = _bounding_box(mask)
+    box = bounding_box(mask)
     data, mask = np.asarray(data)[box].astype(np.float64), mask[box]
     var = float(data[mask].var(ddof=1))
     out = []
@@ -336,14 +338,6 @@ def fwhm_classic(data: np.ndarray, mask: np.ndarray) -> tuple[float, float, floa
         rho = 1.0 - float(diffs.var(ddof=1)) / (2.0 * var) if diffs.size > 1 and var > 0 else 0.0
         out.append(math.sqrt(-2.0 * math.log(2.0) / math.log(rho)) if 0.0 < rho < 1.0 else -1.0)
     return out[0], out[1], out[2]
-
-
-def _bounding_box(mask: np.ndarray) -> tuple[slice, ...]:
-    """The smallest box holding every voxel of ``mask`` (the whole grid for an empty mask)."""
-    if not mask.any():
-        return tuple(slice(None) for _ in mask.shape)
-    index = np.argwhere(mask)
-    return tuple(slice(int(lo), int(hi) + 1) for lo, hi in zip(index.min(0), index.max(0), strict=True))
 
 
 # -- processing-quality metrics ------------------------------------------------------------------------------
@@ -386,18 +380,13 @@ def mask_components(mask: np.ndarray) -> tuple[int, float]:
     Returns ``(0, 0.0)`` for an empty mask.
     """
     sel = np.asarray(mask) > 0
-    labels, n = ndimage.label(sel[_bounding_box(sel)], structure=np.ones((3, 3, 3), dtype=bool))
-    if n == 0:
+    _, sizes = connected_components(sel[bounding_box(sel)], full=True)
+    if sizes.size == 0:
         return 0, 0.0
-    sizes = np.bincount(labels.ravel())[1:]
-    return int(n), float(sizes.max() / sizes.sum())
+    return int(sizes.size), float(sizes.max() / sizes.sum())
 
 
 # -- all of them -----------------------------------------------------------------------------------------
-def _load(path: str | os.PathLike | nb.spatialimages.SpatialImage) -> nb.spatialimages.SpatialImage:
-    return path if isinstance(path, nb.spatialimages.SpatialImage) else nb.load(str(path))
-
-
 def _data(img: nb.spatialimages.SpatialImage) -> np.ndarray:
     return np.asarray(img.dataobj, dtype=np.float32)
 
@@ -463,12 +452,12 @@ def compute_iqms(
             f"compute_iqms: 'tpms' and 'std_tpms' must list 3 files (GM, WM, CSF); "
             f"got {len(tpms)} and {len(std_tpms)}."
         )
-    raw_img = _load(t1w)
+    raw_img = load_image(t1w)
     zooms = tuple(float(z) for z in raw_img.header.get_zooms()[:3])
     raw = _data(raw_img)
     images = {"t1w_preproc": t1w_preproc, "bias": bias, "mask": mask, "dseg": dseg}
-    loaded = {key: _load(path) for key, path in images.items()}
-    loaded.update({f"tpm_{name}": _load(path) for name, path in zip(TISSUES, tpms, strict=True)})
+    loaded = {key: load_image(path) for key, path in images.items()}
+    loaded.update({f"tpm_{name}": load_image(path) for name, path in zip(TISSUES, tpms, strict=True)})
     for key, img in loaded.items():
         check_same_grid(
             raw_img,
@@ -540,8 +529,8 @@ def compute_iqms(
     out["mask_lcc_fraction"] = largest
     out["seg_entropy"] = segmentation_entropy([pvms[name] for name in TISSUES], brain)
 
-    std_img = _load(std_t1w)
-    std_tpm_imgs = [_load(path) for path in std_tpms]
+    std_img = load_image(std_t1w)
+    std_tpm_imgs = [load_image(path) for path in std_tpms]
     for name, img in zip(TISSUES, std_tpm_imgs, strict=True):
         check_same_grid(
             img,

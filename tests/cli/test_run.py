@@ -320,7 +320,7 @@ def test_debug_shows_the_node_traceback(tmp_path):
     bids = make_bids(tmp_path / "bids", ("01",), corrupt=("01",))
     code, out, _ = run_cli("run", "example", "--bids-dir", bids, "--output-dir", tmp_path / "out", "--debug")
     assert code == 1
-    assert "Traceback" in out and "cannot read the image" in out
+    assert "Traceback" in out and "not a readable NIfTI/MGH image" in out
     assert derivative_files(tmp_path / "out") == ["dataset_description.json"]
 
 

@@ -23,15 +23,9 @@ from smriflow.interfaces.bids import (
     collect_subjects,
     dropped_entities,
     publish_file,
-    split_extension,
 )
 
 T1W_QUERY = {"t1w": ({"datatype": "anat", "suffix": "T1w", "extension": [".nii", ".nii.gz"]}, True)}
-
-
-def test_split_extension():
-    assert split_extension("a/sub-01_T1w.nii.gz") == ("sub-01_T1w", ".nii.gz")
-    assert split_extension("sub-01_stats.json") == ("sub-01_stats", ".json")
 
 
 # -- publish ----------------------------------------------------------------------------------------------

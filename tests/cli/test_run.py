@@ -124,7 +124,7 @@ def test_mixed_run_exit_code_and_summary(mixed_run):
     assert f"sub-06: {missing}\n" in out
     smooth, threshold = "sub_03_wf.example_wf.smooth", "sub_04_wf.example_wf.masking_wf.threshold"
     assert re.search(
-        rf"^sub-03: node {re.escape(smooth)} failed: ValueError: .*sub-03_T1w\.nii\.gz: cannot read the",
+        rf"^sub-03: node {re.escape(smooth)} failed: ValueError: .*sub-03_T1w\.nii\.gz: not a readable NIfTI",
         out,
         flags=re.MULTILINE,
     )

@@ -14,6 +14,9 @@ from typing import Any
 import nibabel as nb
 import numpy as np
 
+from smriflow.utils.niftiio import load_image
+from smriflow.utils.text import one_line
+
 __all__ = ["conform_image", "load_conformed", "shear_degrees", "validate_image"]
 
 # Largest disagreement tolerated between qform and sform, in mm, over the corners of the field of view.
@@ -25,23 +28,6 @@ _SHEAR_TOLERANCE_DEG = 0.01
 _SLAB_RATIO = 0.25
 # Voxels whose largest side is at least this many times the smallest are reported as anisotropic.
 _ANISOTROPY_WARNING = 2.0
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text if len(text) <= 200 else text[:197] + "..."
-
-
-def _load(path: Path) -> nb.spatialimages.SpatialImage:
-    if not path.is_file():
-        raise ValueError(f"{path}: file does not exist.")
-    try:
-        img = nb.load(path)
-    except Exception as exc:
-        raise ValueError(f"{path}: not a readable NIfTI/MGH image ({_one_line(exc)}).") from exc
-    if not isinstance(img, nb.spatialimages.SpatialImage):  # pragma: no cover - nb.load returns images only
-        raise ValueError(f"{path}: not a volumetric image ({type(img).__name__}).")
-    return img
 
 
 def _corner_distance(aff_a: np.ndarray, aff_b: np.ndarray, shape: tuple[int, ...]) -> float:
@@ -107,7 +93,7 @@ def validate_image(
         record's ``warnings``.
     """
     path = Path(in_file)
-    img = _load(path)
+    img = load_image(path)
     shape = tuple(int(n) for n in img.shape)
     # trailing singleton axes (e.g. a 4-D file with one volume) are not extra dimensions
     while len(shape) > 3 and shape[-1] == 1:
@@ -135,7 +121,7 @@ def validate_image(
         proxy = img.dataobj
         data = np.asanyarray(proxy[..., 0] if took_first else proxy).reshape(shape[:3])
     except Exception as exc:
-        raise ValueError(f"{path}: image data cannot be read ({_one_line(exc)}).") from exc
+        raise ValueError(f"{path}: image data cannot be read ({one_line(exc)}).") from exc
     if not np.issubdtype(data.dtype, np.number) or np.iscomplexobj(data):
         raise ValueError(f"{path}: voxel type {data.dtype} is not a real number type.")
     if np.issubdtype(data.dtype, np.floating):

@@ -246,7 +246,7 @@ def contrast_to_t1w(
     """
     from smriflow.anat.bias import N4_PROFILES, n4_correct
     from smriflow.anat.conform import load_conformed
-    from smriflow.utils.grids import check_same_grid
+    from smriflow.utils.grids import check_same_grid, grid_mismatch
 
     img = load_conformed(path)[0]
     corrected, _, _ = n4_correct(
@@ -258,7 +258,7 @@ def contrast_to_t1w(
     fixed_mask = None
     if mask is not None:
         what = "'in_mask' must be on the grid of 'reference'"
-        check_same_grid(reference, mask, what, reference_name="'reference'")
+        check_same_grid(reference, mask, grid_mismatch(reference, mask, what, reference_name="'reference'"))
         fixed_mask = np.asarray(mask.dataobj) > 0
     resampled, transform, world = register_rigid(
         nb.Nifti1Image(corrected, img.affine),

@@ -24,6 +24,7 @@ import nibabel as nb
 import numpy as np
 from scipy import ndimage
 
+from smriflow.utils.grids import same_grid
 from smriflow.utils.intensity import kmeans_1d, local_mean
 from smriflow.utils.morphology import head_mask
 
@@ -74,10 +75,7 @@ def lesion_on_grid(
     ref_shape = tuple(reference.shape[:3])
     reoriented = nb.as_closest_canonical(mask_img)
     ref_canonical = nb.as_closest_canonical(nb.Nifti1Image(np.zeros(ref_shape, np.uint8), reference.affine))
-    same_grid = reoriented.shape == ref_canonical.shape and np.allclose(
-        reoriented.affine, ref_canonical.affine, atol=1e-3
-    )
-    if same_grid:
+    if same_grid(reoriented, ref_canonical):
         # reorder the canonical mask into the reference's own orientation
         ornt = nb.orientations.ornt_transform(
             nb.orientations.io_orientation(ref_canonical.affine),

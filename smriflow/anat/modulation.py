@@ -37,6 +37,9 @@ from pathlib import Path
 import nibabel as nb
 import numpy as np
 
+from smriflow.utils.grids import check_same_grid
+from smriflow.utils.niftiio import load_image
+
 __all__ = [
     "LOG_JACOBIAN_FLOOR",
     "displacement_jacobian",
@@ -84,7 +87,7 @@ def displacement_jacobian(field: nb.Nifti1Image | str | Path) -> np.ndarray:
     one-sided on the border) along the voxel axes and converted to physical derivatives with the inverse of
     the grid's voxel-to-LPS matrix, so any voxel size, orientation and axis flip is handled.
     """
-    img = nb.load(str(field)) if isinstance(field, str | Path) else field
+    img = load_image(field)
     disp = _field_array(img)
     to_lps = _RAS_TO_LPS @ img.affine[:3, :3]
     inv = np.linalg.inv(to_lps).astype(np.float32)
@@ -121,13 +124,14 @@ def log_jacobian_image(
     nibabel.Nifti1Image
         ``float32`` :math:`\log J`, with :math:`J` clipped below at :data:`LOG_JACOBIAN_FLOOR`.
     """
-    ref = nb.load(str(reference)) if isinstance(reference, str | Path) else reference
-    fld = nb.load(str(field)) if isinstance(field, str | Path) else field
-    if fld.shape[:3] != ref.shape[:3] or not np.allclose(fld.affine, ref.affine, atol=1e-4):
-        raise ValueError(
-            "'field' must be sampled on the grid of 'reference'. "
-            f"Field shape {fld.shape[:3]} and reference shape {ref.shape[:3]} (or their affines) differ."
-        )
+    ref = load_image(reference)
+    fld = load_image(field)
+    check_same_grid(
+        fld,
+        ref,
+        "'field' must be sampled on the grid of 'reference'. "
+        f"Field shape {fld.shape[:3]} and reference shape {ref.shape[:3]} (or their affines) differ.",
+    )
     det = displacement_jacobian(fld) * np.float32(abs(linear_det))
     logj = np.log(np.maximum(det, LOG_JACOBIAN_FLOOR)).astype(np.float32)
     out = nb.Nifti1Image(logj, ref.affine, ref.header)
@@ -158,13 +162,14 @@ def modulate(
     ValueError
         When the two images are not on the same grid.
     """
-    wimg = nb.load(str(warped)) if isinstance(warped, str | Path) else warped
-    jimg = nb.load(str(log_jacobian)) if isinstance(log_jacobian, str | Path) else log_jacobian
-    if wimg.shape[:3] != jimg.shape[:3] or not np.allclose(wimg.affine, jimg.affine, atol=1e-4):
-        raise ValueError(
-            "'warped' and 'log_jacobian' must be on the same grid. "
-            f"Shapes {wimg.shape[:3]} and {jimg.shape[:3]} (or their affines) differ."
-        )
+    wimg = load_image(warped)
+    jimg = load_image(log_jacobian)
+    check_same_grid(
+        wimg,
+        jimg,
+        "'warped' and 'log_jacobian' must be on the same grid. "
+        f"Shapes {wimg.shape[:3]} and {jimg.shape[:3]} (or their affines) differ.",
+    )
     data = np.asanyarray(wimg.dataobj).astype(np.float32) * np.exp(
         np.asanyarray(jimg.dataobj, dtype=np.float32)
     )
@@ -188,7 +193,7 @@ def volume_mm3(img: nb.Nifti1Image | str | Path, mask: np.ndarray | None = None)
     float
         Volume in mm³, from the header's voxel size (never a raw voxel count).
     """
-    im = nb.load(str(img)) if isinstance(img, str | Path) else img
+    im = load_image(img)
     data = np.asanyarray(im.dataobj).astype(np.float64)
     if mask is not None:
         data = data[np.asarray(mask, dtype=bool)]

@@ -40,8 +40,13 @@ import nibabel as nb
 import numpy as np
 
 from smriflow.anat.modulation import log_jacobian_image
+from smriflow.data.templates import DEFAULT_TEMPLATE
 from smriflow.utils.antsenv import import_ants
 from smriflow.utils.antsio import ants_seed, registration_dir
+from smriflow.utils.atomic import atomic_write
+from smriflow.utils.morphology import bounding_box
+from smriflow.utils.niftiio import image_like
+from smriflow.utils.seed import DEFAULT_SEED
 
 __all__ = [
     "INTERPOLATIONS",
@@ -211,15 +216,6 @@ def moments_initializer(template_mask, subject_mask, out_file: str | Path, ants=
     return Path(out_file)
 
 
-def _new_like(data: np.ndarray, reference: nb.Nifti1Image, dtype) -> nb.Nifti1Image:
-    """A NIfTI image of ``data`` with the header, orientation codes and grid of ``reference``."""
-    header = reference.header.copy()
-    header.set_data_dtype(dtype)
-    out = nb.Nifti1Image(np.asarray(data).astype(dtype), reference.affine, header)
-    out.header.set_slope_inter(1.0, 0.0)
-    return out
-
-
 def _label_dtype(data: np.ndarray):
     low, high = (int(data.min()), int(data.max())) if data.size else (0, 0)
     for dtype in (np.uint8, np.uint16, np.int16, np.int32):
@@ -290,9 +286,9 @@ def apply_transforms(
     ).numpy()
     if interpolation in _LABEL_INTERPOLATIONS:
         warped = np.rint(warped)
-        out = _new_like(warped, ref_img, _label_dtype(warped))
+        out = image_like(warped, ref_img, _label_dtype(warped), copy_header=True)
     else:
-        out = _new_like(warped, ref_img, np.float32)
+        out = image_like(warped, ref_img, np.float32, copy_header=True)
     out.to_filename(str(out_file))
     return Path(out_file)
 
@@ -335,10 +331,11 @@ def _rewrite_composite(path: Path) -> dict[str, np.ndarray]:
             for key, value in obj.attrs.items():
                 dst[name].attrs[key] = value
 
-    tmp = path.with_name(f".{path.name}.tmp")
-    with h5py.File(path, "r") as src, h5py.File(tmp, "w") as dst:
-        copy(src, dst)
-    tmp.replace(path)
+    def rewrite(tmp: str) -> None:
+        with h5py.File(path, "r") as src, h5py.File(tmp, "w") as dst:
+            copy(src, dst)
+
+    atomic_write(path, rewrite)
     return found
 
 
@@ -373,14 +370,9 @@ def _composite_log_jacobian(datasets: dict[str, np.ndarray], reference: nb.Nifti
 def _crop_to_mask(image, mask, margin_mm: float, ants):
     """Crop an ANTsImage and its mask to the mask's bounding box plus ``margin_mm`` (physical space kept)."""
     margin = max(1, int(np.ceil(margin_mm / min(mask.spacing))))
-    data = mask.numpy() > 0
-    idx = np.argwhere(data)
-    lo = np.maximum(idx.min(axis=0) - margin, 0)
-    hi = np.minimum(idx.max(axis=0) + margin, np.asarray(data.shape) - 1)
-    return (
-        ants.crop_indices(image, tuple(int(i) for i in lo), tuple(int(i) + 1 for i in hi)),
-        ants.crop_indices(mask, tuple(int(i) for i in lo), tuple(int(i) + 1 for i in hi)),
-    )
+    box = bounding_box(mask.numpy() > 0, margin)
+    lo, hi = tuple(s.start for s in box), tuple(s.stop for s in box)
+    return ants.crop_indices(image, lo, hi), ants.crop_indices(mask, lo, hi)
 
 
 def normalize_to_template(
@@ -391,9 +383,9 @@ def normalize_to_template(
     in_mask: str | Path | None = None,
     template_mask: str | Path | None = None,
     init_affine: str | Path | None = None,
-    space: str = "MNI152NLin2009aSym",
+    space: str = DEFAULT_TEMPLATE,
     preset: str | RegistrationPreset = "fast",
-    seed: int = 20161,
+    seed: int = DEFAULT_SEED,
     num_threads: int = 1,
 ) -> NormalizationResult:
     """Register a brain-extracted T1w image to a template: affine, then SyN.
@@ -512,7 +504,7 @@ def normalize_to_template(
 
     tpl_img = nb.load(str(template))
     warped = out_dir / f"space-{space}_desc-preproc_T1w.nii.gz"
-    _new_like(syn["warpedmovout"].numpy(), tpl_img, np.float32).to_filename(str(warped))
+    image_like(syn["warpedmovout"].numpy(), tpl_img, np.float32, copy_header=True).to_filename(str(warped))
 
     log_jacobian = out_dir / f"space-{space}_desc-logjacobian_T1w.nii.gz"
     _composite_log_jacobian(forward_datasets, tpl_img).to_filename(str(log_jacobian))

@@ -12,9 +12,9 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from smriflow.utils.cache import DIR_MODE, atomic_write
+from smriflow.utils.atomic import DIR_MODE, atomic_write
 
-__all__ = ["OutputPathError", "publish", "resolve_output_path"]
+__all__ = ["OutputPathError", "publish_outputs", "resolve_output_path"]
 
 
 class OutputPathError(ValueError):
@@ -39,7 +39,9 @@ def resolve_output_path(output_dir: str | Path, relative: str) -> Path:
     return target
 
 
-def publish(value: str | Path | Sequence[str | Path], output_dir: str | Path, relative: str) -> list[Path]:
+def publish_outputs(
+    value: str | Path | Sequence[str | Path], output_dir: str | Path, relative: str
+) -> list[Path]:
     """Copy ``value`` to ``output_dir/relative``; return the paths written.
 
     Parameters

@@ -362,8 +362,9 @@ def _on_grid(img: Any, reference: Any) -> Any:
     import numpy as np
 
     from smriflow.data.synth import _resample
+    from smriflow.utils.grids import same_grid
 
-    if img.shape[:3] == reference.shape[:3] and np.allclose(img.affine, reference.affine, atol=1e-4):
+    if same_grid(img, reference):
         return np.asarray(img.dataobj)
     vox2vox = np.linalg.inv(img.affine) @ reference.affine
     return _resample(np.asarray(img.dataobj, dtype=np.float32), vox2vox, reference.shape[:3], order=0)

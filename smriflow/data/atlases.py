@@ -56,7 +56,10 @@ import nibabel as nb
 import numpy as np
 import pandas as pd
 
-from smriflow.utils.cache import atomic_write, cache_root
+from smriflow.utils.atomic import atomic_write
+from smriflow.utils.cache import cache_root
+from smriflow.utils.grids import check_same_grid
+from smriflow.utils.niftiio import load_image
 
 __all__ = [
     "PROBABILISTIC_ATLASES",
@@ -382,19 +385,12 @@ def cached_atlas_dseg(name: str, *, prob_threshold: float = 25.0) -> Path:
     return out
 
 
-def _load(img: nb.Nifti1Image | str | Path) -> nb.Nifti1Image:
-    return nb.load(str(img)) if isinstance(img, str | Path) else img
+def _grid_message(what: str, a: nb.Nifti1Image, b: nb.Nifti1Image) -> str:
+    return f"{what} must be on the same grid. Shapes {a.shape[:3]} and {b.shape[:3]} (or affines) differ."
 
 
 def _voxel_mm3(img: nb.Nifti1Image) -> float:
     return float(abs(np.linalg.det(img.affine[:3, :3])))
-
-
-def _same_grid(a: nb.Nifti1Image, b: nb.Nifti1Image, what: str) -> None:
-    if a.shape[:3] != b.shape[:3] or not np.allclose(a.affine, b.affine, atol=1e-3):
-        raise ValueError(
-            f"{what} must be on the same grid. Shapes {a.shape[:3]} and {b.shape[:3]} (or affines) differ."
-        )
 
 
 def roi_volumes(
@@ -421,7 +417,7 @@ def roi_volumes(
         ``gm_volume_mm3`` is the sum of the GM probability inside the region times the voxel volume (NaN
         without ``gm_probseg``).
     """
-    img = _load(dseg)
+    img = load_image(dseg)
     data = np.rint(np.asanyarray(img.dataobj)).astype(np.int64)
     if data.ndim != 3:
         raise ValueError(f"'dseg' must be a 3-D label image. Shape {data.shape} was provided.")
@@ -431,8 +427,8 @@ def roi_volumes(
     size = int(max(data.max(initial=0), labels["label"].max() if len(labels) else 0)) + 1
     counts = np.bincount(data.ravel(), minlength=size)
     if gm_probseg is not None:
-        gm_img = _load(gm_probseg)
-        _same_grid(img, gm_img, "'dseg' and 'gm_probseg'")
+        gm_img = load_image(gm_probseg)
+        check_same_grid(img, gm_img, _grid_message("'dseg' and 'gm_probseg'", img, gm_img))
         gm = np.asanyarray(gm_img.dataobj).astype(np.float64)
         gm_sums = np.bincount(data.ravel(), weights=gm.ravel(), minlength=size) * voxel
     else:
@@ -472,13 +468,13 @@ def tissue_volumes(
         (total intracranial volume as SPM/CAT12 define it; it covers only the CSF inside the brain mask);
         ``mask_volume_mm3``: the mask's volume.
     """
-    mask_img = _load(brain_mask)
+    mask_img = load_image(brain_mask)
     mask = np.asanyarray(mask_img.dataobj) > 0
     voxel = _voxel_mm3(mask_img)
     out: dict[str, float] = {}
     for key, tpm in (("gm", gm_probseg), ("wm", wm_probseg), ("csf", csf_probseg)):
-        img = _load(tpm)
-        _same_grid(mask_img, img, f"'{key}_probseg' and 'brain_mask'")
+        img = load_image(tpm)
+        check_same_grid(mask_img, img, _grid_message(f"'{key}_probseg' and 'brain_mask'", mask_img, img))
         out[f"{key}_volume_mm3"] = float(np.asanyarray(img.dataobj)[mask].astype(np.float64).sum() * voxel)
     out["brain_volume_mm3"] = out["gm_volume_mm3"] + out["wm_volume_mm3"]
     out["tiv_mm3"] = out["brain_volume_mm3"] + out["csf_volume_mm3"]

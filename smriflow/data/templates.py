@@ -33,7 +33,8 @@ from pathlib import Path
 import nibabel as nb
 import numpy as np
 
-from smriflow.utils.cache import atomic_write, cache_root
+from smriflow.utils.atomic import atomic_write
+from smriflow.utils.cache import cache_root
 
 __all__ = [
     "DEFAULT_TEMPLATE",
@@ -267,7 +268,7 @@ def _derive_nilearn_image(resolution: int, suffix: str, label: str | None) -> nb
 
 
 def _atomic_save(img: nb.Nifti1Image, out: Path) -> None:
-    """Write ``img`` to ``out`` atomically (see :func:`smriflow.utils.cache.atomic_write`)."""
+    """Write ``img`` to ``out`` atomically (see :func:`smriflow.utils.atomic.atomic_write`)."""
     img.set_qform(img.affine, code=4)  # 4 = MNI152
     img.set_sform(img.affine, code=4)
     atomic_write(out, lambda tmp: nb.save(img, tmp))

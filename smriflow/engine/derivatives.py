@@ -15,9 +15,7 @@ described in ``docs/derivatives.md``.
 from __future__ import annotations
 
 import json
-import os
 import re
-import uuid
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -30,6 +28,7 @@ from smriflow.engine.builder import build_workflow, methods_text
 from smriflow.engine.naming import output_entities, output_path
 from smriflow.engine.validate import LoadedSpec, default_args, substitute
 from smriflow.interfaces.bids import OUTPUT_ENTITIES
+from smriflow.utils.atomic import atomic_write
 
 __all__ = [
     "RunSetupError",
@@ -467,21 +466,10 @@ def config_record(config: ExecConfig) -> dict[str, Any]:
 
 
 def write_json(path: Path, data: Any) -> None:
-    """Write JSON atomically (a temporary file in the same folder, then :func:`os.replace`).
+    """Write JSON atomically (:func:`smriflow.utils.atomic.atomic_write`).
 
     A failed write (a full disk, a signal) leaves the previous file as it was and removes the temporary
     one; the error names ``path``.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        temporary.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-        os.replace(temporary, path)
-    except OSError as exc:
-        temporary.unlink(missing_ok=True)
-        if exc.errno is None:
-            raise
-        raise OSError(exc.errno, exc.strerror, str(path)) from exc
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
+    text = json.dumps(data, indent=2) + "\n"
+    atomic_write(path, lambda temporary: Path(temporary).write_text(text, encoding="utf-8"))

@@ -38,12 +38,13 @@ from smriflow.config.spec import (
 )
 from smriflow.engine.registry import UnresolvedReference, resolve_interface, resolve_workflow
 from smriflow.engine.values import arg_expectation, check_values, must_be, port_expectation
+from smriflow.utils.seed import DEFAULT_SEED
 
 #: Arguments every workflow has without declaring them; they flow into nested workflows and fill the
 #: ``num_threads``/``seed`` traits of every node that has them.
 BUILTIN_ARGS: dict[str, ArgSpec] = {
     "omp_nthreads": ArgSpec(type="int", default=1, doc="threads each node may use (run-level)"),
-    "seed": ArgSpec(type="int", default=20161, doc="random seed of every node that draws numbers"),
+    "seed": ArgSpec(type="int", default=DEFAULT_SEED, doc="random seed of every node that draws numbers"),
 }
 #: Built-in arguments of group-level workflows only: the run's folders (absolute paths, filled by the run).
 GROUP_ARGS: dict[str, ArgSpec] = {

@@ -18,10 +18,11 @@ from typing import Any
 from nipype.interfaces.base import BaseInterfaceInputSpec, LibraryBaseInterface, SimpleInterface, traits
 
 from smriflow.utils.params import Param
+from smriflow.utils.seed import DEFAULT_SEED
 
 __all__: list[str] = []  # nothing here is a processing step; keep it out of the registry
 
-DEFAULT_SEED = 20161
+__all__: list[str] = []  # nothing here is a processing step; keep it out of the registry
 
 
 class ThreadedInputSpec(BaseInterfaceInputSpec):

@@ -55,6 +55,7 @@ class N4BiasCorrect(AntsPyInterface):
         import numpy as np
 
         from smriflow.anat.bias import N4_PROFILES, n4_correct
+        from smriflow.utils.grids import check_same_grid
         from smriflow.utils.niftiio import save_like, strip_ext
 
         params = dict(N4_PROFILES[self.inputs.profile])
@@ -66,11 +67,12 @@ class N4BiasCorrect(AntsPyInterface):
         mask = None
         if isdefined(self.inputs.in_mask):
             mask_img = nb.load(self.inputs.in_mask)
-            if mask_img.shape[:3] != img.shape[:3]:
-                raise ValueError(
-                    f"'in_mask' must be on the grid of 'in_file': shapes {mask_img.shape} and {img.shape} "
-                    "differ."
-                )
+            check_same_grid(
+                mask_img,
+                img,
+                f"'in_mask' must be on the grid of 'in_file': shapes {mask_img.shape} and {img.shape} "
+                "(or affines) differ.",
+            )
             mask = np.asarray(mask_img.dataobj) > 0
         corrected, field, used_mask = n4_correct(
             np.asarray(img.dataobj, dtype=np.float32),

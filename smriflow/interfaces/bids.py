@@ -9,8 +9,8 @@ workflow: workflows themselves never write derivatives (STYLE.md §4). Per subje
   upstream nodes have finished), so a subject that fails anywhere gets no derivative at all. It is a real
   interface on purpose: nipype deletes ``IdentityInterface`` nodes when it expands a graph, which would
   connect each sink straight to the node that made its file.
-* :class:`DerivativesDataSink` names files as niworkflows does, then *publishes* them: each file is copied
-  to a hidden temporary name in its final folder and renamed with :func:`os.replace`, so a derivative
+* :class:`DerivativesDataSink` names files as niworkflows does, then *publishes* them (:func:`publish_file`):
+  each file is copied to a hidden temporary name in its final folder and renamed into place, so a derivative
   either is absent or complete. Unlike niworkflows' sink it never changes the data type of an image (the
   workflow decides it) and it writes the JSON sidecar (provenance) before the data file.
 
@@ -24,7 +24,6 @@ import filecmp
 import json
 import os
 import shutil
-import uuid
 from collections import defaultdict
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -33,6 +32,9 @@ from typing import Any
 
 from nipype.interfaces.base import DynamicTraitedSpec, isdefined, traits
 from nipype.interfaces.io import IOBase, add_traits
+
+from smriflow.utils.atomic import atomic_write
+from smriflow.utils.niftiio import split_ext
 
 __all__: list[str] = []  # not processing steps: keep them out of the YAML interface registry
 
@@ -123,16 +125,9 @@ def dropped_entities(file_name: str, entities: dict[str, Any]) -> list[str]:
     >>> dropped_entities("sub-01_desc-brain_mask.nii.gz", {"desc": "brain", "atlas": "aal"})
     ['atlas']
     """
-    stem, _ = split_extension(file_name)
+    stem, _ = split_ext(file_name)
     parts = set(stem.split("_"))
     return [key for key, value in entities.items() if f"{ENTITY_KEYS[key]}-{value}" not in parts]
-
-
-def split_extension(path: str | os.PathLike) -> tuple[str, str]:
-    """``sub-01_T1w.nii.gz`` → (``sub-01_T1w``, ``.nii.gz``): the extension starts at the first dot."""
-    name = Path(path).name
-    stem, dot, rest = name.partition(".")
-    return stem, dot + rest
 
 
 class OutsideOutputError(ValueError):
@@ -143,7 +138,7 @@ def check_inside(root: str | os.PathLike, path: str | os.PathLike) -> Path:
     """Return ``path`` if it lies inside ``root`` once the symbolic links on its way are followed.
 
     Folders that do not exist yet are fine (they will be created inside). ``path`` itself may be a symbolic
-    link: :func:`publish` replaces such a link by the file, it never writes through it.
+    link: :func:`publish_file` replaces such a link by the file, it never writes through it.
 
     Raises
     ------
@@ -159,7 +154,7 @@ def check_inside(root: str | os.PathLike, path: str | os.PathLike) -> Path:
     return path
 
 
-def publish(
+def publish_file(
     source: str | os.PathLike, destination: str | os.PathLike, *, root: str | os.PathLike | None = None
 ) -> bool:
     """Copy ``source`` to ``destination`` atomically; leave an identical ``destination`` untouched.
@@ -185,25 +180,18 @@ def publish(
     destination = Path(destination)
     if root is not None:
         check_inside(root, destination)
-    destination.parent.mkdir(parents=True, exist_ok=True)
     if (
         destination.is_file()
         and not destination.is_symlink()
         and filecmp.cmp(source, destination, shallow=False)
     ):
         return False
-    temporary = destination.with_name(f".{destination.name}.{uuid.uuid4().hex[:12]}.tmp")
     try:
-        shutil.copyfile(source, temporary)
-        os.replace(temporary, destination)
+        atomic_write(destination, lambda temporary: shutil.copyfile(source, temporary))
     except OSError as exc:
-        temporary.unlink(missing_ok=True)
         if exc.errno is None:
             raise
         raise OSError(exc.errno, f"cannot write the derivative ({exc.strerror})", str(destination)) from exc
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
     return True
 
 
@@ -271,7 +259,7 @@ class DerivativesDataSink(_NiworkflowsDataSink):
 
     The name is built as in niworkflows: the entities of ``source_file`` (subject, session, acquisition,
     run, ...) plus those given as inputs (``desc``, ``suffix``, ...). Files are first written inside the
-    node's folder, then published with :func:`publish`. Images keep the data type the workflow gave them;
+    node's folder, then published with :func:`publish_file`. Images keep the data type the workflow gave them;
     ``check_hdr`` still sets qform/sform codes and units as niworkflows does.
 
     Examples
@@ -318,7 +306,7 @@ class DerivativesDataSink(_NiworkflowsDataSink):
         for staged in map(Path, staged_files):
             relative = staged.relative_to(staging / self.out_path_base)
             final = final_root / relative
-            stem, extension = split_extension(final)
+            stem, extension = split_ext(final)
             new_sidecar = None
             if extension != ".json":
                 sidecar = self._sidecar(staged_meta)
@@ -327,11 +315,11 @@ class DerivativesDataSink(_NiworkflowsDataSink):
                     temporary = staged.with_name(f"{stem}.provenance.json")
                     temporary.write_text(json.dumps(sidecar, indent=2, sort_keys=True) + "\n")
                     # the sidecar first: a data file implies its sidecar
-                    if publish(temporary, final_sidecar, root=final_root):
+                    if publish_file(temporary, final_sidecar, root=final_root):
                         new_sidecar = final_sidecar
                     sidecars.append(str(final_sidecar))
             try:
-                publish(staged, final, root=final_root)
+                publish_file(staged, final, root=final_root)
             except BaseException:
                 if new_sidecar is not None and not final.exists():  # no sidecar without its data file
                     new_sidecar.unlink(missing_ok=True)

@@ -115,6 +115,7 @@ class LesionFill(SimpleInterface):
         import numpy as np
 
         from smriflow.anat.lesions import fill_lesion
+        from smriflow.utils.grids import check_same_grid
         from smriflow.utils.niftiio import save_like, strip_ext
 
         img = nb.load(self.inputs.in_file)
@@ -124,11 +125,11 @@ class LesionFill(SimpleInterface):
             if not isdefined(path):
                 continue
             other = nb.load(path)
-            if other.shape[:3] != img.shape[:3] or not np.allclose(other.affine, img.affine, atol=1e-3):
-                raise ValueError(
-                    f"'{trait}' must be on the grid of 'in_file': {path} does not match "
-                    f"{self.inputs.in_file}."
-                )
+            check_same_grid(
+                other,
+                img,
+                f"'{trait}' must be on the grid of 'in_file': {path} does not match {self.inputs.in_file}.",
+            )
             loaded[trait] = np.asarray(other.dataobj) > 0
         filled, info = fill_lesion(
             np.asarray(img.dataobj, dtype=np.float32),

@@ -26,7 +26,7 @@ class _PublishOutputOutputSpec(TraitedSpec):
 
 
 class PublishOutput(SimpleInterface):
-    """Copy an output to ``base_directory/path`` atomically (see :func:`smriflow.bids.publish.publish`)."""
+    """Copy an output to ``base_directory/path`` (:func:`smriflow.bids.publish.publish_outputs`)."""
 
     input_spec = _PublishOutputInputSpec
     output_spec = _PublishOutputOutputSpec
@@ -39,12 +39,12 @@ class PublishOutput(SimpleInterface):
         super()._check_mandatory_inputs()
 
     def _run_interface(self, runtime):
-        from smriflow.bids.publish import publish
+        from smriflow.bids.publish import publish_outputs
 
         if self.inputs.optional and not isdefined(self.inputs.in_file):
             self._results["out_file"] = []
             return runtime
 
-        written = publish(self.inputs.in_file, self.inputs.base_directory, self.inputs.path)
+        written = publish_outputs(self.inputs.in_file, self.inputs.base_directory, self.inputs.path)
         self._results["out_file"] = [str(path) for path in written]
         return runtime

@@ -18,6 +18,7 @@ from nipype.interfaces.base import (
     traits,
 )
 
+from smriflow.data.templates import DEFAULT_TEMPLATE
 from smriflow.interfaces.base import param_trait
 from smriflow.stats.options import QCRules, params_of
 
@@ -38,7 +39,7 @@ class _ComputeIQMsInputSpec(BaseInterfaceInputSpec):
         File(exists=True), mandatory=True, desc="GM, WM and CSF probability maps in the template"
     )
     template = traits.Str(
-        "MNI152NLin2009aSym",
+        DEFAULT_TEMPLATE,
         usedefault=True,
         resource="template",
         desc="template of the normalization (T1w, mask, tpms)",

@@ -16,6 +16,8 @@ from nipype.interfaces.base import (
     traits,
 )
 
+from smriflow.data.templates import DEFAULT_TEMPLATE
+
 __all__ = ["GroupQCReport", "SubjectReport"]
 
 
@@ -26,9 +28,7 @@ class _SubjectReportInputSpec(BaseInterfaceInputSpec):
     t1w_mask = File(exists=True, mandatory=True, desc="brain mask, same grid")
     t1w_dseg = File(exists=True, mandatory=True, desc="tissue labels (1 GM, 2 WM, 3 CSF), same grid")
     std_t1w = File(exists=True, desc="T1w in template space (registration section)")
-    template = traits.Str(
-        "MNI152NLin2009aSym", usedefault=True, resource="template", desc="template of std_t1w"
-    )
+    template = traits.Str(DEFAULT_TEMPLATE, usedefault=True, resource="template", desc="template of std_t1w")
     atlas_dseg = InputMultiObject(File(exists=True), desc="atlas label images on the T1w grid")
     atlas_names = traits.List(
         traits.Str, resource="atlas", desc="names of the atlases (default: the atlas- entity of each file)"

@@ -19,19 +19,13 @@ from nipype.interfaces.base import (
     traits,
 )
 
+from smriflow.data.templates import DEFAULT_TEMPLATE
 from smriflow.interfaces.base import AntsPyInputSpec, AntsPyInterface, ThreadedInputSpec
+from smriflow.utils.niftiio import strip_ext
 
 __all__ = ["ApplyTransforms", "ModulateJacobian", "SpatialNormalization"]
 
 _PROFILES = ("fast", "precise", "testing")
-
-
-def _stem(path: str) -> str:
-    base = os.path.basename(path)
-    for ext in (".nii.gz", ".nii"):
-        if base.endswith(ext):
-            return base[: -len(ext)]
-    return os.path.splitext(base)[0]
 
 
 class _SpatialNormalizationInputSpec(AntsPyInputSpec):
@@ -45,10 +39,10 @@ class _SpatialNormalizationInputSpec(AntsPyInputSpec):
         "(forward transform of ants.registration(fixed=template, moving=T1w)); skips the affine stage",
     )
     template = traits.Str(
-        "MNI152NLin2009aSym",
+        DEFAULT_TEMPLATE,
         usedefault=True,
         resource="template",
-        desc="template: MNI152NLin2009aSym (shipped by nilearn) or one in the local TemplateFlow cache",
+        desc=f"template: {DEFAULT_TEMPLATE} (shipped by nilearn) or one in the local TemplateFlow cache",
     )
     profile = traits.Enum(
         *_PROFILES, usedefault=True, desc="registration schedule: fast (2 mm grid), precise (1 mm), testing"
@@ -172,7 +166,7 @@ class ApplyTransforms(AntsPyInterface):
 
         outputs, seen = [], set()
         for index, in_file in enumerate(self.inputs.in_files):
-            name = f"{_stem(in_file)}_resampled"
+            name = f"{strip_ext(in_file)}_resampled"
             if name in seen:
                 name = f"{name}{index}"
             seen.add(name)
@@ -216,7 +210,7 @@ class ModulateJacobian(SimpleInterface):
     def _run_interface(self, runtime):
         from smriflow.anat.modulation import modulate
 
-        out = os.path.join(runtime.cwd, f"{_stem(self.inputs.in_file)}_modulated.nii.gz")
+        out = os.path.join(runtime.cwd, f"{strip_ext(self.inputs.in_file)}_modulated.nii.gz")
         modulate(self.inputs.in_file, self.inputs.in_logjacobian).to_filename(out)
         self._results["out_file"] = out
         return runtime

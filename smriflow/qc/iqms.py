@@ -32,10 +32,15 @@ import nibabel as nb
 import numpy as np
 from scipy import ndimage
 
+from smriflow.data.templates import DEFAULT_TEMPLATE
+from smriflow.utils.grids import check_same_grid, same_grid
+from smriflow.utils.metrics import cjv_from_stats
+from smriflow.utils.morphology import bounding_box, connected_components
+from smriflow.utils.niftiio import load_image
+
 __all__ = [
     "DIETRICH_FACTOR",
     "TISSUES",
-    "cjv",
     "cnr",
     "compute_iqms",
     "efc",
@@ -224,12 +229,6 @@ def cnr(mu_wm: float, mu_gm: float, sigma_air: float, sigma_wm: float, sigma_gm:
     return float(abs(mu_wm - mu_gm) / math.sqrt(sigma_air**2 + sigma_gm**2 + sigma_wm**2))
 
 
-def cjv(mu_wm: float, mu_gm: float, sigma_wm: float, sigma_gm: float) -> float:
-    """Coefficient of joint variation ``(sigma_WM + sigma_GM) / |mu_WM - mu_GM|`` (MRIQC passes MADs and
-    medians)."""
-    return float((sigma_wm + sigma_gm) / abs(mu_wm - mu_gm))
-
-
 def fber(data: np.ndarray, head: np.ndarray, frame: np.ndarray | None = None) -> float:
     """Foreground-background energy ratio ``median(|x|², head) / median(|x|², air)``.
 
@@ -325,7 +324,7 @@ def fwhm_classic(data: np.ndarray, mask: np.ndarray) -> tuple[float, float, floa
         FWHM along the x, y and z array axes, in voxels.
     """
     mask = np.asarray(mask) > 0
-    box = _bounding_box(mask)
+    box = bounding_box(mask)
     data, mask = np.asarray(data)[box].astype(np.float64), mask[box]
     var = float(data[mask].var(ddof=1))
     out = []
@@ -339,14 +338,6 @@ def fwhm_classic(data: np.ndarray, mask: np.ndarray) -> tuple[float, float, floa
         rho = 1.0 - float(diffs.var(ddof=1)) / (2.0 * var) if diffs.size > 1 and var > 0 else 0.0
         out.append(math.sqrt(-2.0 * math.log(2.0) / math.log(rho)) if 0.0 < rho < 1.0 else -1.0)
     return out[0], out[1], out[2]
-
-
-def _bounding_box(mask: np.ndarray) -> tuple[slice, ...]:
-    """The smallest box holding every voxel of ``mask`` (the whole grid for an empty mask)."""
-    if not mask.any():
-        return tuple(slice(None) for _ in mask.shape)
-    index = np.argwhere(mask)
-    return tuple(slice(int(lo), int(hi) + 1) for lo, hi in zip(index.min(0), index.max(0), strict=True))
 
 
 # -- processing-quality metrics ------------------------------------------------------------------------------
@@ -389,27 +380,15 @@ def mask_components(mask: np.ndarray) -> tuple[int, float]:
     Returns ``(0, 0.0)`` for an empty mask.
     """
     sel = np.asarray(mask) > 0
-    labels, n = ndimage.label(sel[_bounding_box(sel)], structure=np.ones((3, 3, 3), dtype=bool))
-    if n == 0:
+    _, sizes = connected_components(sel[bounding_box(sel)], full=True)
+    if sizes.size == 0:
         return 0, 0.0
-    sizes = np.bincount(labels.ravel())[1:]
-    return int(n), float(sizes.max() / sizes.sum())
+    return int(sizes.size), float(sizes.max() / sizes.sum())
 
 
 # -- all of them -----------------------------------------------------------------------------------------
-def _load(path: str | os.PathLike | nb.spatialimages.SpatialImage) -> nb.spatialimages.SpatialImage:
-    return path if isinstance(path, nb.spatialimages.SpatialImage) else nb.load(str(path))
-
-
 def _data(img: nb.spatialimages.SpatialImage) -> np.ndarray:
     return np.asarray(img.dataobj, dtype=np.float32)
-
-
-def _same_grid(ref: Any, img: Any, what: str) -> None:
-    if ref.shape[:3] != img.shape[:3] or not np.allclose(ref.affine, img.affine, atol=1e-3):
-        raise ValueError(
-            f"compute_iqms: {what} is not on the grid of the T1w ({img.shape[:3]} vs {ref.shape[:3]})."
-        )
 
 
 def _template_on(grid: Any, template: str, suffix: str, label: str | None = None) -> np.ndarray:
@@ -420,7 +399,7 @@ def _template_on(grid: Any, template: str, suffix: str, label: str | None = None
     resolution = 1 if zoom < 1.5 else 2
     path = get_template(template, resolution=resolution, suffix=suffix, label=label)
     img = nb.load(str(path))
-    if img.shape[:3] == grid.shape[:3] and np.allclose(img.affine, grid.affine, atol=1e-3):
+    if same_grid(img, grid):
         return _data(img)
     from nilearn.image import resample_to_img
 
@@ -438,7 +417,7 @@ def compute_iqms(
     tpms: Sequence[str | os.PathLike],
     std_t1w: str | os.PathLike,
     std_tpms: Sequence[str | os.PathLike],
-    template: str = "MNI152NLin2009aSym",
+    template: str = DEFAULT_TEMPLATE,
 ) -> dict[str, float]:
     """Compute every IQM and processing-quality metric of one T1w (see ``docs/iqms.md``).
 
@@ -473,14 +452,18 @@ def compute_iqms(
             f"compute_iqms: 'tpms' and 'std_tpms' must list 3 files (GM, WM, CSF); "
             f"got {len(tpms)} and {len(std_tpms)}."
         )
-    raw_img = _load(t1w)
+    raw_img = load_image(t1w)
     zooms = tuple(float(z) for z in raw_img.header.get_zooms()[:3])
     raw = _data(raw_img)
     images = {"t1w_preproc": t1w_preproc, "bias": bias, "mask": mask, "dseg": dseg}
-    loaded = {key: _load(path) for key, path in images.items()}
-    loaded.update({f"tpm_{name}": _load(path) for name, path in zip(TISSUES, tpms, strict=True)})
+    loaded = {key: load_image(path) for key, path in images.items()}
+    loaded.update({f"tpm_{name}": load_image(path) for name, path in zip(TISSUES, tpms, strict=True)})
     for key, img in loaded.items():
-        _same_grid(raw_img, img, f"'{key}'")
+        check_same_grid(
+            raw_img,
+            img,
+            f"compute_iqms: '{key}' is not on the grid of the T1w ({img.shape[:3]} vs {raw_img.shape[:3]}).",
+        )
     brain = _data(loaded["mask"]) > 0
     dseg_data = np.rint(_data(loaded["dseg"])).astype(np.int16)
     pvms = {name: np.clip(_data(loaded[f"tpm_{name}"]), 0.0, 1.0) for name in TISSUES}
@@ -512,7 +495,7 @@ def compute_iqms(
     out["snrd_total"] = float(np.mean([snrds[name] for name in ("csf", "wm", "gm")]))
     wm, gm, bg = stats["wm"], stats["gm"], stats["bg"]
     out["cnr"] = cnr(wm["median"], gm["median"], bg["stdv"], wm["stdv"], gm["stdv"])
-    out["cjv"] = cjv(wm["median"], gm["median"], wm["mad"], gm["mad"])
+    out["cjv"] = cjv_from_stats(wm["median"], gm["median"], wm["mad"], gm["mad"])  # as MRIQC: medians, MADs
     out["fber"] = fber(data, head, frame)
     out["efc"] = efc(data, frame)
     out["wm2max"] = wm2max(data, wm["median"])
@@ -546,13 +529,14 @@ def compute_iqms(
     out["mask_lcc_fraction"] = largest
     out["seg_entropy"] = segmentation_entropy([pvms[name] for name in TISSUES], brain)
 
-    std_img = _load(std_t1w)
-    std_tpm_imgs = [_load(path) for path in std_tpms]
+    std_img = load_image(std_t1w)
+    std_tpm_imgs = [load_image(path) for path in std_tpms]
     for name, img in zip(TISSUES, std_tpm_imgs, strict=True):
-        if img.shape[:3] != std_img.shape[:3]:
-            raise ValueError(
-                f"compute_iqms: the {name.upper()} map in template space is not on the grid of 'std_t1w'."
-            )
+        check_same_grid(
+            img,
+            std_img,
+            f"compute_iqms: the {name.upper()} map in template space is not on the grid of 'std_t1w'.",
+        )
     tpl_mask = _template_on(std_img, template, "mask") > 0
     tpl_t1w = _template_on(std_img, template, "T1w")
     out["reg_ncc"] = ncc(_data(std_img), tpl_t1w, tpl_mask)

@@ -18,6 +18,10 @@ from pathlib import Path
 import nibabel as nb
 import numpy as np
 
+from smriflow.utils.grids import check_same_grid, same_grid
+from smriflow.utils.morphology import bounding_box
+from smriflow.utils.niftiio import ImageLike, load_image
+
 __all__ = [
     "TISSUE_COLORS",
     "atlas_svg",
@@ -38,7 +42,6 @@ __all__ = [
     "tissue_svg",
 ]
 
-ImageLike = str | Path | nb.spatialimages.SpatialImage
 #: contour colour of each tissue label of ``anat_preproc``'s dseg (1 GM, 2 WM, 3 CSF)
 #: tissue outlines, drawn in this order: (name, dseg labels of the region outlined, colour). Each region
 #: holds the next, so every line is one boundary: CSF = edge of all tissue, GM = outer (pial) edge of GM + WM,
@@ -57,20 +60,13 @@ _DPI = 100  # raster resolution of the slices inside the SVG
 _SALT = "smriflow"  # fixed SVG id salt: byte-identical reruns
 
 
-def _load(img: ImageLike) -> nb.spatialimages.SpatialImage:
-    loaded = nb.load(str(img)) if isinstance(img, str | Path) else img
-    if len(loaded.shape) > 3:
-        raise ValueError(f"{_name(img)}: a 3-D image is required, got shape {loaded.shape}")
-    return loaded
-
-
 def _name(img: ImageLike) -> str:
     return str(img) if isinstance(img, str | Path) else "image"
 
 
 def _world_positions(mask: ImageLike, what: str) -> np.ndarray:
     """World (mm) positions of the voxels of a mask, shape (n, 3); an empty mask is a ValueError."""
-    img = _load(mask)
+    img = load_image(mask, ndim=3)
     ijk = np.argwhere(np.asanyarray(img.dataobj) > 0)
     if not len(ijk):
         raise ValueError(f"{_name(mask)}: the {what} is empty, so there is nothing to show")
@@ -96,8 +92,8 @@ def robust_range(
     tuple of float
         ``(vmin, vmax)`` with ``vmin < vmax``.
     """
-    data = np.asanyarray(_load(img).dataobj, dtype=np.float32)
-    keep = np.asanyarray(_load(mask).dataobj) > 0 if mask is not None else data != 0
+    data = np.asanyarray(load_image(img, ndim=3).dataobj, dtype=np.float32)
+    keep = np.asanyarray(load_image(mask, ndim=3).dataobj) > 0 if mask is not None else data != 0
     values = data[keep] if keep.any() else data.ravel()
     low, high = (float(v) for v in np.percentile(values, percentiles))
     if high <= low:
@@ -142,12 +138,13 @@ def check_grid(img: ImageLike, reference: ImageLike, what: str) -> None:
 
     Only the headers are read.
     """
-    loaded, ref = _load(img), _load(reference)
-    if loaded.shape[:3] != ref.shape[:3] or not np.allclose(loaded.affine, ref.affine, atol=1e-3):
-        raise ValueError(
-            f"{_name(img)}: '{what}' is not on the grid of the brain mask "
-            f"(shape {loaded.shape[:3]} vs {ref.shape[:3]}, or another affine)"
-        )
+    loaded, ref = load_image(img, ndim=3), load_image(reference, ndim=3)
+    check_same_grid(
+        loaded,
+        ref,
+        f"{_name(img)}: '{what}' is not on the grid of the brain mask "
+        f"(shape {loaded.shape[:3]} vs {ref.shape[:3]}, or another affine)",
+    )
 
 
 def crop_box(mask: ImageLike, margin_mm: float = 6.0) -> tuple[slice, slice, slice]:
@@ -156,19 +153,17 @@ def crop_box(mask: ImageLike, margin_mm: float = 6.0) -> tuple[slice, slice, sli
     Cropping every image of a subject to this box before plotting keeps the slices on the brain and makes
     the drawing several times faster on 1 mm images.
     """
-    img = _load(mask)
-    ijk = np.argwhere(np.asanyarray(img.dataobj) > 0)
-    if not len(ijk):
+    img = load_image(mask, ndim=3)
+    inside = np.asanyarray(img.dataobj) > 0
+    if not inside.any():
         raise ValueError(f"{_name(mask)}: the mask is empty, so there is nothing to show")
     pad = np.ceil(margin_mm / np.asarray(img.header.get_zooms()[:3], dtype=float)).astype(int)
-    low = np.maximum(ijk.min(0) - pad, 0)
-    high = np.minimum(ijk.max(0) + pad + 1, img.shape[:3])
-    return tuple(slice(int(a), int(b)) for a, b in zip(low, high, strict=True))
+    return bounding_box(inside, pad)
 
 
 def crop(img: ImageLike, box: tuple[slice, slice, slice], dtype=np.float32) -> nb.Nifti1Image:
     """``img`` cut to ``box`` (see :func:`crop_box`), loaded in memory as ``dtype``, affine adjusted."""
-    loaded = _load(img)
+    loaded = load_image(img, ndim=3)
     if len(box) != 3 or any(s.stop > n for s, n in zip(box, loaded.shape[:3], strict=True)):
         raise ValueError(f"{_name(img)}: the crop box {box} does not fit the image of shape {loaded.shape}")
     data = np.asanyarray(loaded.dataobj)[box].astype(dtype)
@@ -229,7 +224,7 @@ def mosaic_svg(
     from matplotlib.figure import Figure
     from nilearn.plotting import plot_anat
 
-    img = _load(background)
+    img = load_image(background, ndim=3)
     if vmin is None or vmax is None:
         low, high = robust_range(img)
         vmin = low if vmin is None else vmin
@@ -291,7 +286,7 @@ def bias_svgs(
         The field's 1st and 99th percentiles inside ``mask`` (the colour range of ``field_svg``).
     """
     low, high = robust_range(bias, mask, percentiles=(1, 99))
-    outline = _binary(_load(mask), None)
+    outline = _binary(load_image(mask, ndim=3), None)
     field = mosaic_svg(
         bias,
         cuts,
@@ -305,13 +300,13 @@ def bias_svgs(
 
 def mask_svg(t1w: ImageLike, mask: ImageLike, cuts) -> str:
     """The brain mask's outline (red) on the image."""
-    mask_img = _binary(_load(mask), None)
+    mask_img = _binary(load_image(mask, ndim=3), None)
     return mosaic_svg(t1w, cuts, draw=lambda display: _contour(display, mask_img, MASK_COLOR, 1.0))
 
 
 def tissue_svg(t1w: ImageLike, dseg: ImageLike, cuts) -> str:
     """CSF, GM and WM outlines (see :data:`TISSUE_COLORS`) from the tissue labels, on the image."""
-    labels = _load(dseg)
+    labels = load_image(dseg, ndim=3)
     layers = [(_binary(labels, list(values)), color) for _, values, color in TISSUE_COLORS]
 
     def draw(display) -> None:
@@ -335,13 +330,13 @@ def registration_svgs(
     """
     from nilearn.image import resample_to_img
 
-    subject = _load(std_t1w)
-    template, outline = _load(template_t1w), _load(template_mask)
-    if template.shape != subject.shape or not np.allclose(template.affine, subject.affine, atol=1e-3):
+    subject = load_image(std_t1w, ndim=3)
+    template, outline = load_image(template_t1w, ndim=3), load_image(template_mask, ndim=3)
+    if not same_grid(template, subject):
         template = resample_to_img(
             template, subject, interpolation="linear", copy_header=True, force_resample=True
         )
-    if outline.shape != subject.shape or not np.allclose(outline.affine, subject.affine, atol=1e-3):
+    if not same_grid(outline, subject):
         outline = resample_to_img(
             outline, subject, interpolation="nearest", copy_header=True, force_resample=True
         )
@@ -363,7 +358,7 @@ def registration_svgs(
 
 def atlas_svg(t1w: ImageLike, atlas_dseg: ImageLike, cuts, *, modes: str = "z") -> str:
     """An atlas' labels (semi-transparent, :func:`label_colormap`) on the image (axial cuts by default)."""
-    labels = _load(atlas_dseg)
+    labels = load_image(atlas_dseg, ndim=3)
     data = np.asanyarray(labels.dataobj).astype(np.int32)
     top = int(data.max())
     if top < 1:
@@ -408,11 +403,11 @@ def lesion_cuts(lesion: ImageLike, n_cuts: int = 7) -> dict[str, list[float]]:
 
 def lesion_svg(t1w: ImageLike, lesion: ImageLike, dseg: ImageLike, cuts) -> str:
     """The lesion's outline (yellow) over the GM and WM outlines of ``dseg`` (:data:`TISSUE_COLORS`)."""
-    labels = _load(dseg)
+    labels = load_image(dseg, ndim=3)
     layers = [
         (_binary(labels, list(values)), color, 0.6) for name, values, color in TISSUE_COLORS if name != "CSF"
     ]
-    layers.append((_binary(_load(lesion), None), LESION_COLOR, 1.1))
+    layers.append((_binary(load_image(lesion, ndim=3), None), LESION_COLOR, 1.1))
 
     def draw(display) -> None:
         for img, color, width in layers:
@@ -429,9 +424,9 @@ def contrast_svg(contrast: ImageLike, mask: ImageLike, dseg: ImageLike, cuts) ->
     percentiles in the brain mask.
     """
     low, high = robust_range(contrast, mask)
-    outline = _binary(_load(mask), None)
+    outline = _binary(load_image(mask, ndim=3), None)
     wm_color = next(color for name, _, color in TISSUE_COLORS if name == "WM")
-    wm = _binary(_load(dseg), [2])
+    wm = _binary(load_image(dseg, ndim=3), [2])
 
     def draw(display) -> None:
         _contour(display, outline, MASK_COLOR, 0.8)

@@ -22,11 +22,11 @@ from typing import Any
 
 import nibabel as nb
 import numpy as np
-from scipy import ndimage
 
 from smriflow.anat.lesions import lesion_tissue_fractions
 from smriflow.reports import reportlets as rl
 from smriflow.reports.html import escape, figure, section, table
+from smriflow.utils.morphology import connected_components
 
 __all__ = [
     "contrasts_section",
@@ -92,13 +92,12 @@ def lesion_stats(lesion: np.ndarray, dseg: np.ndarray, zooms: Sequence[float]) -
     """
     mask = np.asarray(lesion) > 0
     voxel_ml = float(np.prod(np.asarray(zooms[:3], dtype=np.float64))) / 1000.0
-    labelled, n_components = ndimage.label(mask, structure=np.ones((3, 3, 3), dtype=bool))
-    sizes = np.bincount(labelled.ravel())[1:]
+    _, sizes = connected_components(mask, full=True)
     voxels = int(mask.sum())
     return {
         "voxels": voxels,
         "volume_ml": voxels * voxel_ml,
-        "n_components": int(n_components),
+        "n_components": int(sizes.size),
         "largest_ml": float(sizes.max()) * voxel_ml if sizes.size else 0.0,
         "fractions": lesion_tissue_fractions(dseg, mask) if voxels else {},
     }

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from smriflow.data.templates import DEFAULT_TEMPLATE
 from smriflow.reports import reportlets as rl
 from smriflow.reports import sections as sx
 from smriflow.reports.blocks import (
@@ -52,7 +53,7 @@ def subject_report(
     t1w_dseg: str | Path,
     session: str = "",
     std_t1w: str | Path | None = None,
-    template: str = "MNI152NLin2009aSym",
+    template: str = DEFAULT_TEMPLATE,
     atlas_dseg: Sequence[str | Path] = (),
     atlas_names: Sequence[str] = (),
     iqms: Mapping[str, float] | None = None,

@@ -7,16 +7,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import nibabel as nb
-import numpy as np
+
+from smriflow.utils.grids import same_grid
+from smriflow.utils.niftiio import load_image
 
 _SUB = re.compile(r"(?:^|_)sub-([A-Za-z0-9]+)(?=_|\.)")
 _SPACE = re.compile(r"_space-([A-Za-z0-9]+)(?=_|\.)")
-AFFINE_ATOL = 1e-4
-
-
-def load(img: nb.Nifti1Image | str | Path) -> nb.Nifti1Image:
-    """Return ``img`` loaded (a path) or as it is (an image)."""
-    return nb.load(str(img)) if isinstance(img, str | Path) else img
 
 
 def name(img: nb.Nifti1Image | str | Path, index: int) -> str:
@@ -70,7 +66,7 @@ def find_modulated_maps(derivatives_dir: str | Path) -> list[Path]:
     return [by_subject[label][0] for label in sorted(by_subject)]
 
 
-def check_same_grid(images: Sequence[nb.Nifti1Image | str | Path], *, what: str = "map") -> None:
+def check_maps_on_one_grid(images: Sequence[nb.Nifti1Image | str | Path], *, what: str = "map") -> None:
     """Check that 3-D images share the shape and affine of the first one.
 
     Raises
@@ -78,9 +74,9 @@ def check_same_grid(images: Sequence[nb.Nifti1Image | str | Path], *, what: str 
     ValueError
         Naming both files, when an image is not 3-D or its shape or affine differs from the first image's.
     """
-    first = load(images[0])
+    first = load_image(images[0])
     for index, img in enumerate(images):
-        loaded = load(img)
+        loaded = load_image(img)
         if len(loaded.shape) != 3:
             raise ValueError(f"{name(img, index)}: a 3-D {what} is expected; shape {loaded.shape}")
         if loaded.shape != first.shape:
@@ -88,7 +84,7 @@ def check_same_grid(images: Sequence[nb.Nifti1Image | str | Path], *, what: str 
                 f"{name(img, index)}: shape {loaded.shape} differs from {name(images[0], 0)} "
                 f"(shape {first.shape}); every {what} must be on the same grid"
             )
-        if not np.allclose(loaded.affine, first.affine, atol=AFFINE_ATOL):
+        if not same_grid(loaded, first):
             raise ValueError(
                 f"{name(img, index)}: affine differs from {name(images[0], 0)}; "
                 f"every {what} must be on the same grid"
@@ -141,13 +137,13 @@ def collect_inputs(
         if jacobians:
             raise ValueError("'jacobians' go with 'gm_maps'; smriflow's derivatives are already modulated")
         paths = find_modulated_maps(derivatives)
-        check_same_grid(paths)
-        modulated = [load(p) for p in paths]
+        check_maps_on_one_grid(paths)
+        modulated = [load_image(p) for p in paths]
         plain = [p.with_name(p.name.replace("_desc-modulated", "")) for p in paths]
         missing = [p for p in plain if not p.is_file()]
         if missing:
             raise ValueError(f"{missing[0]}: unmodulated GM map not found (the study template is their mean)")
-        templates = [load(p) for p in plain]
+        templates = [load_image(p) for p in plain]
         space = _SPACE.search(paths[0].name)
         labels = [subject_label(p) for p in paths]
     else:
@@ -157,9 +153,9 @@ def collect_inputs(
             if not Path(path).is_file():
                 raise ValueError(f"{path}: file not found")
         pairs = pair_jacobians(gm_maps, jacobians)
-        check_same_grid([g for g, _ in pairs], what="GM map")
+        check_maps_on_one_grid([g for g, _ in pairs], what="GM map")
         modulated = [modulate(g, j, convention) for g, j in pairs]
-        templates = [load(g) for g, _ in pairs]
+        templates = [load_image(g) for g, _ in pairs]
         space = _SPACE.search(pairs[0][0].name)
         labels = [subject_label(g) for g, _ in pairs]
     return modulated, templates, labels, space.group(1) if space else None

@@ -4,22 +4,16 @@ from __future__ import annotations
 
 import json
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import nibabel as nb
 import numpy as np
 import pandas as pd
 
-from smriflow.utils.cache import atomic_write
+from smriflow.utils.atomic import atomic_write
 
 CLUSTER_COLUMNS = ["cluster_id", "x", "y", "z", "peak_z", "cluster_size_mm3"]
-
-
-def _atomic(path: Path, write: Callable[[str], None]) -> Path:
-    """:func:`~smriflow.utils.cache.atomic_write`, returning the path."""
-    atomic_write(path, write)
-    return path
 
 
 def write_image(path: Path, img: nb.Nifti1Image) -> Path:
@@ -28,12 +22,12 @@ def write_image(path: Path, img: nb.Nifti1Image) -> Path:
     if np.issubdtype(data.dtype, np.floating) and data.dtype != np.float32:
         img = nb.Nifti1Image(data.astype(np.float32), img.affine, img.header)
         img.set_data_dtype(np.float32)
-    return _atomic(path, img.to_filename)
+    return atomic_write(path, img.to_filename)
 
 
 def write_tsv(path: Path, frame: pd.DataFrame) -> Path:
     """Write a tab-separated table atomically, missing values as ``n/a`` (BIDS)."""
-    return _atomic(
+    return atomic_write(
         path, lambda tmp: frame.to_csv(tmp, sep="\t", index=False, na_rep="n/a", float_format="%.6g")
     )
 
@@ -54,7 +48,7 @@ def write_provenance(path: Path, **content: object) -> Path:
         "pandas": pd.__version__,
     }
     text = json.dumps(content, indent=2, sort_keys=False, default=str) + "\n"
-    return _atomic(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+    return atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
 
 
 def _atlas_lookup(name: str, grid: nb.Nifti1Image) -> tuple[str, np.ndarray, dict[int, str], nb.Nifti1Image]:
@@ -192,7 +186,7 @@ def figures(
 def _save(fig: object, path: Path) -> Path:
     import matplotlib.pyplot as plt
 
-    _atomic(path, lambda tmp: fig.savefig(tmp, format="png", metadata={"Software": None}))
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", metadata={"Software": None}))
     plt.close(fig)
     return path
 

@@ -27,7 +27,7 @@ import pandas as pd
 
 from smriflow.stats.participants import participant_label
 from smriflow.stats.tables import SUBJECT_COLUMNS, read_roi_table, read_table_file, split_hemi
-from smriflow.utils.cache import atomic_write
+from smriflow.utils.atomic import atomic_write
 from smriflow.utils.text import did_you_mean
 
 __all__ = [

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from smriflow.utils.cache import atomic_write
+from smriflow.utils.atomic import atomic_write
 
 __all__ = [
     "APARC_MEASURES",

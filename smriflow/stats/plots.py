@@ -32,7 +32,7 @@ import pandas as pd
 from smriflow.data.fsaverage import annotation_label, fsaverage5_annotation
 from smriflow.data.surfaces import NON_CORTEX, Annotation
 from smriflow.stats.tables import atlas_label_for
-from smriflow.utils.cache import atomic_write
+from smriflow.utils.atomic import atomic_write
 
 if TYPE_CHECKING:  # pragma: no cover
     from smriflow.stats.compare import CompareResult
@@ -192,10 +192,7 @@ def tmap_figure(result: RoiGlmResult, folder: Path, atlas: str | None) -> dict[s
 
     plt = _pyplot()
     nii = folder / "roi_glm_tmap.nii.gz"
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / ".roi_glm_tmap.tmp.nii.gz"
-    img.to_filename(str(tmp))
-    tmp.replace(nii)
+    atomic_write(nii, img.to_filename)
     fig = plt.figure(figsize=(10, 2.6))
     vmax = float(np.abs(result.table["t"]).max()) or 1.0
     plotting.plot_stat_map(

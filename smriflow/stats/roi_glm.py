@@ -29,7 +29,7 @@ from smriflow.stats.participants import (
     load_participants,
 )
 from smriflow.stats.tables import RoiData, read_roi_tables
-from smriflow.utils.cache import atomic_write
+from smriflow.utils.atomic import atomic_write
 from smriflow.utils.text import did_you_mean
 
 if TYPE_CHECKING:  # pragma: no cover

@@ -63,11 +63,9 @@ import numpy as np
 import pandas as pd
 
 from smriflow.stats._vbm_inputs import (
-    AFFINE_ATOL,
-    check_same_grid,
+    check_maps_on_one_grid,
     collect_inputs,
     find_modulated_maps,
-    load,
     name,
     pair_jacobians,
     subject_label,
@@ -79,13 +77,15 @@ from smriflow.stats.participants import (
     formula_variables,
     load_participants,
 )
+from smriflow.utils.grids import same_grid
+from smriflow.utils.niftiio import load_image
 from smriflow.utils.text import did_you_mean
 
 __all__ = [
     "HEIGHT_CONTROLS",
     "JACOBIAN_CONVENTIONS",
     "VBMResult",
-    "check_same_grid",
+    "check_maps_on_one_grid",
     "cluster_table",
     "contrast_vector",
     "design_matrix",
@@ -135,9 +135,9 @@ def modulate_gm(
             f"'jacobian_convention' must be one of {', '.join(JACOBIAN_CONVENTIONS)}; "
             f"'{convention}' was given"
         )
-    gm_img, jac_img = load(gm_map), load(jacobian)
+    gm_img, jac_img = load_image(gm_map), load_image(jacobian)
     gm_name, jac_name = name(gm_map, 0), name(jacobian, 1)
-    if jac_img.shape != gm_img.shape or not np.allclose(jac_img.affine, gm_img.affine, atol=AFFINE_ATOL):
+    if jac_img.shape != gm_img.shape or not same_grid(jac_img, gm_img):
         raise ValueError(
             f"{jac_name}: Jacobian grid (shape {jac_img.shape}) differs from the grid of its GM map "
             f"{gm_name} (shape {gm_img.shape}, or the affines differ)"
@@ -165,11 +165,11 @@ def _float_image(data: np.ndarray, like: nb.Nifti1Image) -> nb.Nifti1Image:
 
 def study_template(gm_maps: Sequence[nb.Nifti1Image | str | Path]) -> nb.Nifti1Image:
     """Return the study template: the voxel-wise mean of the (unmodulated) GM maps, ``float32``."""
-    check_same_grid(gm_maps, what="GM map")
-    first = load(gm_maps[0])
+    check_maps_on_one_grid(gm_maps, what="GM map")
+    first = load_image(gm_maps[0])
     total = np.zeros(first.shape, dtype=np.float64)
     for img in gm_maps:
-        total += np.asanyarray(load(img).dataobj, dtype=np.float64)
+        total += np.asanyarray(load_image(img).dataobj, dtype=np.float64)
     return _float_image(total / len(gm_maps), first)
 
 
@@ -411,10 +411,8 @@ def _grid_template_mask(
         return modulated, template, gm_mask(mean_modulated, mask_threshold)
     if not Path(mask).is_file():
         raise ValueError(f"{mask}: mask file not found")
-    mask_img = load(mask)
-    if mask_img.shape[:3] != mean_modulated.shape or not np.allclose(
-        mask_img.affine, mean_modulated.affine, atol=AFFINE_ATOL
-    ):
+    mask_img = load_image(mask)
+    if not same_grid(mask_img, mean_modulated):
         mask_img = resample_to_img(mask_img, mean_modulated, interpolation="nearest")
     data = np.asanyarray(mask_img.dataobj).reshape(mean_modulated.shape) > 0
     if not data.any():

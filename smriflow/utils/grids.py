@@ -1,12 +1,37 @@
-"""Grids: the same-grid check, block averages and their inverse for smooth fields (numpy only)."""
+"""Voxel grids: whether two images share one, block averages and their inverse for smooth fields."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
-__all__ = ["GRID_ATOL_MM", "block_reduce", "check_same_grid", "resize_linear"]
+__all__ = ["GRID_ATOL", "block_reduce", "check_same_grid", "grid_mismatch", "resize_linear", "same_grid"]
+
+#: Largest difference (mm, per entry of the voxel-to-world affine; numpy's relative 1e-5 on top) between two
+#: images said to share a grid. The loosest of the tolerances smriflow used before there was one check
+#: (1e-3, 1e-4 and exact shapes), so that every pair of images accepted then is accepted now; it is far
+#: below any real difference of grid (a voxel is ~1 mm) and above the rounding of affines stored as float32.
+GRID_ATOL = 1e-3
+
+
+def same_grid(a: Any, b: Any, *, atol: float = GRID_ATOL) -> bool:
+    """Whether two images (anything with ``shape`` and ``affine``, e.g. nibabel images) share a voxel grid.
+
+    The first three axes' sizes must be equal and the affines equal within ``atol`` mm (see
+    :data:`GRID_ATOL`); only headers are read.
+    """
+    return tuple(a.shape[:3]) == tuple(b.shape[:3]) and bool(np.allclose(a.affine, b.affine, atol=atol))
+
+
+def check_same_grid(a: Any, b: Any, message: str) -> None:
+    """Raise ``ValueError(message)`` unless ``a`` and ``b`` share a voxel grid (:func:`same_grid`).
+
+    ``message`` is the caller's one-line error, naming the file or option at fault.
+    """
+    if not same_grid(a, b):
+        raise ValueError(message)
 
 
 def block_reduce(data: np.ndarray, factors: Sequence[int]) -> np.ndarray:
@@ -52,33 +77,17 @@ def resize_linear(small: np.ndarray, factors: Sequence[int], shape: Sequence[int
     return out
 
 
-#: largest corner displacement (mm) between two affines still taken as the same grid
-GRID_ATOL_MM = 1e-3
+def grid_mismatch(reference: Any, image: Any, what: str, *, reference_name: str = "'in_file'") -> str:
+    """The one-line message for ``image`` not on the grid of ``reference``: what differs, shape or affine.
 
-
-def check_same_grid(
-    reference, image, what: str, *, reference_name: str = "'in_file'", atol: float = GRID_ATOL_MM
-) -> None:
-    """Raise a one-line ValueError unless ``image`` is a 3-D image on the voxel grid of ``reference``.
-
-    Parameters
-    ----------
-    reference, image : nibabel images
-        Same grid: equal first three dimensions (``image`` 3-D) and affines equal within ``atol``.
-    what : str
-        The start of the message, e.g. ``"'in_mask' must be on the grid of 'in_file'"``.
-    reference_name : str
-        How the message names ``reference``.
-    atol : float
-        Tolerance on the affine entries.
+    ``what`` starts the message (``"'in_mask' must be on the grid of 'in_file'"``); use it with
+    :func:`check_same_grid`, which also requires nothing of the number of axes: check ``len(image.shape)``
+    first where a 3-D image is required.
     """
     name = image.get_filename() or "the image"
     if len(image.shape) != 3 or tuple(image.shape[:3]) != tuple(reference.shape[:3]):
-        raise ValueError(
+        return (
             f"{what}: {name} has shape {tuple(image.shape)}, {reference_name} has shape "
             f"{tuple(reference.shape[:3])}."
         )
-    if not np.allclose(image.affine, reference.affine, atol=atol):
-        raise ValueError(
-            f"{what}: {name} has shape {tuple(image.shape)} like {reference_name} but a different affine."
-        )
+    return f"{what}: {name} has shape {tuple(image.shape)} like {reference_name} but a different affine."

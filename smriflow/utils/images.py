@@ -13,30 +13,19 @@ import nibabel as nb
 import numpy as np
 from scipy import ndimage
 
+from smriflow.utils.grids import check_same_grid
+from smriflow.utils.morphology import largest_component
+from smriflow.utils.niftiio import image_like, load_image
+
 FWHM_TO_SIGMA = 1.0 / np.sqrt(8.0 * np.log(2.0))
 
 
-def load_3d(path: str | Path) -> nb.Nifti1Image:
-    """Load a 3-D NIfTI image, with a one-line error naming the file when it is not one."""
-    try:
-        img = nb.load(str(path))
-        img.get_fdata(dtype=np.float32)  # force a read: a truncated file fails here, not later
-    except Exception as exc:
-        raise ValueError(f"{path}: cannot read the image ({type(exc).__name__}: {exc})") from None
-    if img.ndim != 3:
-        raise ValueError(f"{path}: expected a 3-D image, got {img.ndim}-D with shape {img.shape}")
-    return img
-
-
-def _save_like(data: np.ndarray, like: nb.Nifti1Image, out_file: str | Path, dtype=None) -> Path:
-    header = like.header.copy()
-    if dtype is not None:
-        header.set_data_dtype(dtype)
-        data = data.astype(dtype)
-    out = nb.Nifti1Image(data, like.affine, header)
-    out.set_qform(*like.get_qform(coded=True))
-    out.set_sform(*like.get_sform(coded=True))
-    out.to_filename(str(out_file))
+def _save(data: np.ndarray, like: nb.Nifti1Image, out_file: str | Path, dtype) -> Path:
+    """``data`` with ``like``'s header, its orientation codes re-derived from the header (as always here)."""
+    img = image_like(data, like, dtype, copy_header=True)
+    img.set_qform(*like.get_qform(coded=True))
+    img.set_sform(*like.get_sform(coded=True))
+    img.to_filename(str(out_file))
     return Path(out_file)
 
 
@@ -54,12 +43,12 @@ def smooth_image(in_file: str | Path, fwhm: float, out_file: str | Path) -> Path
     """
     if fwhm < 0:
         raise ValueError(f"'fwhm' must be >= 0 mm. {fwhm!r} was provided.")
-    img = load_3d(in_file)
+    img = load_image(in_file, ndim=3, read=True)
     data = img.get_fdata(dtype=np.float32)
     if fwhm > 0:
         sigma_vox = fwhm * FWHM_TO_SIGMA / np.asarray(img.header.get_zooms()[:3], dtype=float)
         data = ndimage.gaussian_filter(data, sigma=sigma_vox, mode="nearest")
-    return _save_like(data, img, out_file, dtype=np.float32)
+    return _save(data, img, out_file, dtype=np.float32)
 
 
 def threshold_mask(in_file: str | Path, percentile: float, out_file: str | Path) -> Path:
@@ -74,37 +63,36 @@ def threshold_mask(in_file: str | Path, percentile: float, out_file: str | Path)
     """
     if not 0 <= percentile < 100:
         raise ValueError(f"'percentile' must be in [0, 100). {percentile!r} was provided.")
-    img = load_3d(in_file)
+    img = load_image(in_file, ndim=3, read=True)
     data = img.get_fdata(dtype=np.float32)
     nonzero = data[data != 0]
     if nonzero.size == 0:
         raise ValueError(f"{in_file}: the image is all zeros, so no mask can be made")
     mask = data > np.percentile(nonzero, percentile)
-    labels, count = ndimage.label(mask)
-    if count == 0:
+    if not mask.any():
         raise ValueError(f"{in_file}: no voxel is above the {percentile} percentile; the mask is empty")
-    sizes = np.bincount(labels.ravel())[1:]
-    mask = labels == (int(np.argmax(sizes)) + 1)
-    return _save_like(mask, img, out_file, dtype=np.uint8)
+    mask = largest_component(mask)
+    return _save(mask, img, out_file, dtype=np.uint8)
 
 
 def apply_mask(in_file: str | Path, mask_file: str | Path, out_file: str | Path) -> Path:
     """Zero the voxels outside ``mask_file`` (same grid required)."""
-    img, mask = load_3d(in_file), load_3d(mask_file)
-    if img.shape != mask.shape or not np.allclose(img.affine, mask.affine, atol=1e-4):
-        raise ValueError(
-            f"{mask_file}: the mask's grid {mask.shape} does not match the image's {img.shape} ({in_file})"
-        )
+    img, mask = load_image(in_file, ndim=3, read=True), load_image(mask_file, ndim=3, read=True)
+    check_same_grid(
+        mask,
+        img,
+        f"{mask_file}: the mask's grid {mask.shape} does not match the image's {img.shape} ({in_file})",
+    )
     mask_data = np.asanyarray(mask.dataobj) > 0
     if not mask_data.any():
         raise ValueError(f"{mask_file}: the mask is empty")
     data = img.get_fdata(dtype=np.float32) * mask_data
-    return _save_like(data, img, out_file, dtype=np.float32)
+    return _save(data, img, out_file, dtype=np.float32)
 
 
 def masked_statistics(in_file: str | Path, mask_file: str | Path, out_file: str | Path) -> Path:
     """Write a JSON summary of the image inside the mask: voxels, volume (mm³), mean, std, median."""
-    img, mask = load_3d(in_file), load_3d(mask_file)
+    img, mask = load_image(in_file, ndim=3, read=True), load_image(mask_file, ndim=3, read=True)
     inside = np.asanyarray(mask.dataobj) > 0
     if not inside.any():
         raise ValueError(f"{mask_file}: the mask is empty")

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-__all__ = ["FS_TISSUE_LABELS", "cjv", "dice", "fs_tissue_classes"]
+__all__ = ["FS_TISSUE_LABELS", "cjv", "cjv_from_stats", "dice", "fs_tissue_classes"]
 
 #: FreeSurfer aseg labels per tissue class (issue 3 and ``notes/anat-baseline.md``).
 #: GM: cerebral cortex, cerebellar cortex, thalamus, caudate, putamen, pallidum, hippocampus, amygdala,
@@ -66,6 +66,15 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
     return 2.0 * int(np.logical_and(a, b).sum()) / total
 
 
+def cjv_from_stats(mu_wm: float, mu_gm: float, sigma_wm: float, sigma_gm: float) -> float:
+    """Coefficient of joint variation ``(sigma_WM + sigma_GM) / |mu_WM - mu_GM|`` from tissue statistics.
+
+    :func:`cjv` passes means and standard deviations; the IQM of :mod:`smriflow.qc.iqms` passes medians and
+    MADs, as MRIQC does.
+    """
+    return float((sigma_wm + sigma_gm) / abs(mu_wm - mu_gm))
+
+
 def cjv(image: np.ndarray, gm: np.ndarray, wm: np.ndarray) -> float:
     """Coefficient of joint variation ``(sd_GM + sd_WM) / |mean_WM - mean_GM|`` (lower: less bias/noise).
 
@@ -84,4 +93,4 @@ def cjv(image: np.ndarray, gm: np.ndarray, wm: np.ndarray) -> float:
     g, w = image[np.asarray(gm, dtype=bool)], image[np.asarray(wm, dtype=bool)]
     if g.size < 2 or w.size < 2:
         raise ValueError("cjv: the GM and WM masks need at least 2 voxels each.")
-    return float((g.std() + w.std()) / abs(w.mean() - g.mean()))
+    return cjv_from_stats(w.mean(), g.mean(), w.std(), g.std())

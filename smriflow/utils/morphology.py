@@ -10,7 +10,14 @@ from scipy import ndimage
 from smriflow.utils.grids import block_reduce
 from smriflow.utils.intensity import otsu
 
-__all__ = ["bounding_box", "dilate_mm", "erode_mm", "head_mask", "largest_component"]
+__all__ = [
+    "bounding_box",
+    "connected_components",
+    "dilate_mm",
+    "erode_mm",
+    "head_mask",
+    "largest_component",
+]
 
 
 def dilate_mm(mask: np.ndarray, radius: float, zooms: Sequence[float]) -> np.ndarray:
@@ -27,16 +34,44 @@ def erode_mm(mask: np.ndarray, radius: float, zooms: Sequence[float]) -> np.ndar
     return ndimage.distance_transform_edt(mask, sampling=zooms) > radius
 
 
+def connected_components(mask: np.ndarray, *, full: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Label the connected components of a mask (nonzero = inside) and count their voxels.
+
+    Parameters
+    ----------
+    mask : numpy.ndarray
+        The mask.
+    full : bool
+        False: face-connected components (6 neighbours in 3-D); True: components connected through faces,
+        edges or corners (26 neighbours).
+
+    Returns
+    -------
+    labels : numpy.ndarray
+        ``0`` outside, ``1..n`` for the components (:func:`scipy.ndimage.label`).
+    sizes : numpy.ndarray
+        The voxel count of component ``k`` at index ``k - 1`` (empty for an empty mask).
+    """
+    structure = np.ones((3,) * np.ndim(mask), dtype=bool) if full else None
+    labels, n = ndimage.label(mask, structure=structure)
+    return labels, np.bincount(labels.ravel(), minlength=n + 1)[1:]
+
+
 def largest_component(mask: np.ndarray) -> np.ndarray:
     """The largest face-connected component of a mask (the mask itself when it has one or none)."""
-    labels, n = ndimage.label(mask)
-    if n <= 1:
+    labels, sizes = connected_components(mask)
+    if sizes.size <= 1:
         return labels > 0
-    return labels == (np.argmax(np.bincount(labels.ravel())[1:]) + 1)
+    return labels == (np.argmax(sizes) + 1)
 
 
 def bounding_box(mask: np.ndarray, margin: Sequence[int] | int = 0) -> tuple[slice, ...]:
-    """Slices of the smallest box holding every voxel of ``mask``, grown by ``margin`` voxels (clipped)."""
+    """Slices of the smallest box holding every voxel of ``mask``, grown by ``margin`` voxels (clipped).
+
+    ``margin`` is one number of voxels or one per axis; an empty mask gives the whole grid.
+    """
+    if not np.any(mask):
+        return tuple(slice(0, int(n)) for n in np.shape(mask))
     idx = np.argwhere(mask)
     lo = np.maximum(idx.min(0) - np.asarray(margin), 0)
     hi = np.minimum(idx.max(0) + np.asarray(margin) + 1, mask.shape)

@@ -31,3 +31,9 @@ def did_you_mean(word: str, choices: Iterable[str], *, list_all: bool = True, ma
             more = f", … ({len(choices) - max_listed} more)" if len(choices) > max_listed else ""
             parts.append(f"Available: {shown}{more}")
     return " ".join(parts)
+
+
+def one_line(exc: BaseException, *, limit: int = 200) -> str:
+    """The message of ``exc`` on one line (white space folded), cut to ``limit`` characters."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."

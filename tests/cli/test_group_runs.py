@@ -11,7 +11,7 @@ import pytest
 from _helpers import run_cli
 from test_run import make_bids
 
-from smriflow.bids.publish import OutputPathError, publish
+from smriflow.bids.publish import OutputPathError, publish_outputs
 from smriflow.config.errors import SpecError
 from smriflow.engine.derivatives import provenance_args
 from smriflow.engine.run import prepare_run
@@ -210,15 +210,15 @@ def test_publish_file_list_and_directory(tmp_path):
         (source / "figs" / name).write_text(name)
     (source / "table.tsv").write_text("x\n1\n")
     out = tmp_path / "out"
-    assert publish(source / "table.tsv", out, "t/table.tsv") == [out / "t" / "table.tsv"]
-    assert publish([source / "figs" / "a.svg", source / "figs" / "b.svg"], out, "list/") == [
+    assert publish_outputs(source / "table.tsv", out, "t/table.tsv") == [out / "t" / "table.tsv"]
+    assert publish_outputs([source / "figs" / "a.svg", source / "figs" / "b.svg"], out, "list/") == [
         out / "list" / "a.svg",
         out / "list" / "b.svg",
     ]
-    assert publish(source / "figs", out, "into/") == [out / "into" / "a.svg", out / "into" / "b.svg"]
-    assert publish(source / "figs", out, "whole") == [out / "whole"]
+    assert publish_outputs(source / "figs", out, "into/") == [out / "into" / "a.svg", out / "into" / "b.svg"]
+    assert publish_outputs(source / "figs", out, "whole") == [out / "whole"]
     (source / "figs" / "b.svg").unlink()
-    publish(source / "figs", out, "whole")  # replaced, not merged
+    publish_outputs(source / "figs", out, "whole")  # replaced, not merged
     assert sorted(p.name for p in (out / "whole").iterdir()) == ["a.svg"]
     assert (out / "t" / "table.tsv").read_text() == "x\n1\n"
     assert not [p for p in out.rglob(".*")]
@@ -233,11 +233,11 @@ def test_publish_refuses_to_leave_the_output_folder(tmp_path):
     source = tmp_path / "f.txt"
     source.write_text("x")
     with pytest.raises(OutputPathError, match="leads outside .* \\(through a symbolic link\\)"):
-        publish(source, out, "link/f.txt")
+        publish_outputs(source, out, "link/f.txt")
     with pytest.raises(OutputPathError, match="must be relative and stay inside"):
-        publish(source, out, "../f.txt")
+        publish_outputs(source, out, "../f.txt")
     with pytest.raises(OutputPathError, match="names one file but the output holds 2"):
-        publish([source, source], out, "two.txt")
+        publish_outputs([source, source], out, "two.txt")
     assert not list(outside.iterdir())
 
 
@@ -252,8 +252,8 @@ def test_published_files_are_readable_like_other_files(tmp_path):
     source = tmp_path / "f.txt"
     source.write_text("x")
     (tmp_path / "d").mkdir()
-    (written,) = publish(source, tmp_path / "out", "f.txt")
-    (folder,) = publish(tmp_path / "d", tmp_path / "out", "d")
+    (written,) = publish_outputs(source, tmp_path / "out", "f.txt")
+    (folder,) = publish_outputs(tmp_path / "d", tmp_path / "out", "d")
     mask = os.umask(0)
     os.umask(mask)
     assert written.stat().st_mode & 0o777 == 0o666 & ~mask

@@ -22,16 +22,10 @@ from smriflow.interfaces.bids import (
     DerivativesDataSink,
     collect_subjects,
     dropped_entities,
-    publish,
-    split_extension,
+    publish_file,
 )
 
 T1W_QUERY = {"t1w": ({"datatype": "anat", "suffix": "T1w", "extension": [".nii", ".nii.gz"]}, True)}
-
-
-def test_split_extension():
-    assert split_extension("a/sub-01_T1w.nii.gz") == ("sub-01_T1w", ".nii.gz")
-    assert split_extension("sub-01_stats.json") == ("sub-01_stats", ".json")
 
 
 # -- publish ----------------------------------------------------------------------------------------------
@@ -39,11 +33,11 @@ def test_publish_is_atomic_and_skips_identical_copies(tmp_path, monkeypatch):
     source = tmp_path / "a.txt"
     source.write_text("one")
     target = tmp_path / "out" / "deep" / "a.txt"
-    assert publish(source, target) is True
+    assert publish_file(source, target) is True
     assert target.read_text() == "one"
     before = target.stat().st_mtime_ns
     os.utime(target, ns=(before - 10**9, before - 10**9))
-    assert publish(source, target) is False  # identical: left untouched
+    assert publish_file(source, target) is False  # identical: left untouched
     assert target.stat().st_mtime_ns == before - 10**9
 
     source.write_text("two")
@@ -58,7 +52,7 @@ def test_publish_is_atomic_and_skips_identical_copies(tmp_path, monkeypatch):
         real_replace(src, dst)
 
     monkeypatch.setattr(os, "replace", spy)
-    assert publish(source, target) is True
+    assert publish_file(source, target) is True
     assert replaced == [target] and target.read_text() == "two"
     assert sorted(p.name for p in target.parent.iterdir()) == ["a.txt"]  # no temporary left
 
@@ -72,7 +66,7 @@ def test_publish_removes_the_temporary_file_on_failure(tmp_path, monkeypatch):
 
     monkeypatch.setattr(os, "replace", broken)
     with pytest.raises(OSError, match="disk full"):
-        publish(source, tmp_path / "out" / "a.txt")
+        publish_file(source, tmp_path / "out" / "a.txt")
     assert list((tmp_path / "out").iterdir()) == []
 
 

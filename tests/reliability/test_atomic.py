@@ -21,7 +21,7 @@ from conftest import write_synthetic_t1w
 
 from smriflow.engine import derivatives
 from smriflow.interfaces import bids
-from smriflow.interfaces.bids import DerivativesDataSink, OutsideOutputError, check_inside, publish
+from smriflow.interfaces.bids import DerivativesDataSink, OutsideOutputError, check_inside, publish_file
 
 
 def _half_then_full_disk(calls_before_failure: int = 0):
@@ -179,7 +179,7 @@ def test_a_symlinked_folder_inside_the_output_is_fine(tmp_path):
     assert check_inside(tmp_path / "out", tmp_path / "out" / "link" / "a.txt") == tmp_path / "out/link/a.txt"
     source = tmp_path / "a.txt"
     source.write_text("a")
-    assert publish(source, tmp_path / "out" / "link" / "x" / "a.txt", root=tmp_path / "out") is True
+    assert publish_file(source, tmp_path / "out" / "link" / "x" / "a.txt", root=tmp_path / "out") is True
     assert (tmp_path / "out" / "real" / "x" / "a.txt").read_text() == "a"
 
 
@@ -189,8 +189,7 @@ def test_dotdot_cannot_leave_the_output_folder(tmp_path):
 
 
 def test_path_outputs_cannot_leave_the_output_folder(tmp_path):
-    from smriflow.bids.publish import OutputPathError
-    from smriflow.bids.publish import publish as publish_path
+    from smriflow.bids.publish import OutputPathError, publish_outputs
 
     source = tmp_path / "table.tsv"
     source.write_text("a\n")
@@ -198,7 +197,7 @@ def test_path_outputs_cannot_leave_the_output_folder(tmp_path):
     (tmp_path / "out" / "escape").symlink_to(tmp_path, target_is_directory=True)
     for relative in ("../table.tsv", "/etc/table.tsv", "escape/table.tsv"):
         with pytest.raises(OutputPathError, match=r"output path '.*' (must be relative|leads outside)"):
-            publish_path(source, tmp_path / "out", relative)
+            publish_outputs(source, tmp_path / "out", relative)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "table.tsv"]
 
 
@@ -214,12 +213,12 @@ def test_os_replace_is_what_makes_a_file_appear(tmp_path, monkeypatch):
     monkeypatch.setattr(bids.os, "replace", spy)
     source = tmp_path / "a.nii.gz"
     source.write_bytes(b"x" * 100)
-    publish(source, tmp_path / "out" / "a.nii.gz", root=tmp_path / "out")
+    publish_file(source, tmp_path / "out" / "a.nii.gz", root=tmp_path / "out")
     assert (
         len(seen) == 1
         and len(seen[0]) == 1
         and seen[0][0].startswith(".a.nii.gz.")
-        and seen[0][0].endswith(".tmp")
+        and seen[0][0] != ".a.nii.gz."  # a unique name: concurrent writers never share a temporary file
     )
 
 

@@ -13,7 +13,7 @@ from conftest import require_shared
 from scipy.stats import norm
 
 from smriflow.stats.vbm import (
-    check_same_grid,
+    check_maps_on_one_grid,
     contrast_vector,
     find_modulated_maps,
     modulate_gm,
@@ -196,12 +196,12 @@ def test_grid_errors_name_both_files(tmp_path):
     b = _write(tmp_path / "sub-02_GM.nii.gz", np.ones((8, 8, 9)))
     c = _write(tmp_path / "sub-03_GM.nii.gz", np.ones((8, 8, 8)), shift=1.0)
     with pytest.raises(ValueError) as info:
-        check_same_grid([a, b])
+        check_maps_on_one_grid([a, b])
     assert str(info.value) == (
         f"{b}: shape (8, 8, 9) differs from {a} (shape (8, 8, 8)); every map must be on the same grid"
     )
     with pytest.raises(ValueError) as info:
-        check_same_grid([a, c], what="GM map")
+        check_maps_on_one_grid([a, c], what="GM map")
     assert str(info.value) == f"{c}: affine differs from {a}; every GM map must be on the same grid"
     jac = _write(tmp_path / "sub-01_J.nii.gz", np.ones((8, 8, 9)))
     with pytest.raises(ValueError) as info:

@@ -26,6 +26,7 @@ import numpy as np
 
 from smriflow.anat.brain_extraction.template import BrainExtractionResult, brain_extraction
 from smriflow.data.templates import DEFAULT_TEMPLATE
+from smriflow.utils.seed import DEFAULT_SEED
 
 __all__ = ["METHODS", "BrainExtractionMethod", "BrainExtractionResult", "extract_brain"]
 
@@ -90,7 +91,7 @@ def extract_brain(
     tissue_threshold: float = 0.42,
     work_dir: str | Path | None = None,
     num_threads: int = 1,
-    seed: int = 20161,
+    seed: int = DEFAULT_SEED,
 ) -> BrainExtractionResult:
     """Brain mask of a bias-corrected head T1w with one of the :data:`METHODS`.
 

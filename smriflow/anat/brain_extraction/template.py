@@ -33,9 +33,11 @@ import nibabel as nb
 import numpy as np
 from scipy import ndimage
 
+from smriflow.data.templates import DEFAULT_TEMPLATE
 from smriflow.utils.grids import block_reduce
 from smriflow.utils.intensity import kmeans_1d
 from smriflow.utils.morphology import dilate_mm, erode_mm, head_mask, largest_component
+from smriflow.utils.seed import DEFAULT_SEED
 
 __all__ = [
     "BrainExtractionResult",
@@ -181,13 +183,13 @@ def _grid_2mm(img: nb.Nifti1Image) -> tuple[np.ndarray, np.ndarray, list[int]]:
 def brain_extraction(
     img: nb.Nifti1Image,
     *,
-    template: str = "MNI152NLin2009aSym",
+    template: str = DEFAULT_TEMPLATE,
     use_syn: bool = False,
     refine: bool = True,
     tissue_threshold: float = 0.42,
     work_dir: str | Path | None = None,
     num_threads: int = 1,
-    seed: int = 20161,
+    seed: int = DEFAULT_SEED,
     affine_metric: str = "GC",
 ) -> BrainExtractionResult:
     """Brain mask of a bias-corrected T1w (method in the module docstring).

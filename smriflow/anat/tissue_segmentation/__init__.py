@@ -51,7 +51,7 @@ from smriflow.anat.tissue_segmentation.multichannel import (
     atropos_posteriors,
     segment_tissues_multichannel,
 )
-from smriflow.utils.grids import check_same_grid
+from smriflow.utils.grids import check_same_grid, grid_mismatch
 
 __all__ = [
     "CLASSES",
@@ -113,11 +113,14 @@ def segment_t1w(
     ValueError
         One line naming the input when the mask or an extra channel is not on the T1w's grid.
     """
-    check_same_grid(img, mask_img, "'in_mask' must be on the grid of 'in_file'")
+    check_same_grid(img, mask_img, grid_mismatch(img, mask_img, "'in_mask' must be on the grid of 'in_file'"))
     channels = {}
     if multichannel:
         for name, image in (extra or {}).items():
-            check_same_grid(img, image, f"'in_{name.lower()}' must be on the grid of 'in_file'")
+            what = f"'in_{name.lower()}' must be on the grid of 'in_file'"
+            if len(image.shape) != 3:
+                raise ValueError(grid_mismatch(img, image, what))
+            check_same_grid(img, image, grid_mismatch(img, image, what))
             channels[name] = np.asarray(image.dataobj, dtype=np.float32)
     deep = None
     if to_subject:

@@ -9,6 +9,7 @@ from scipy import ndimage
 
 from smriflow.anat.tissue_segmentation.deep_gm import apply_deep_gm_prior
 from smriflow.utils.intensity import kmeans_1d, local_mean
+from smriflow.utils.morphology import bounding_box
 
 __all__ = ["CLASSES", "segment_tissues"]
 
@@ -76,11 +77,7 @@ def segment_tissues(
         raise ValueError(f"'wm_fraction' must be in (0, 1). {wm_fraction!r} was provided.")
     zooms = [float(z) for z in zooms[:3]]
 
-    idx = np.argwhere(mask)
-    pad = int(np.ceil(3 * sigma_mm / min(zooms)))
-    lo = np.maximum(idx.min(0) - pad, 0)
-    hi = np.minimum(idx.max(0) + pad + 1, mask.shape)
-    box = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi, strict=True))
+    box = bounding_box(mask, int(np.ceil(3 * sigma_mm / min(zooms))))
     x, m = data[box], mask[box]
 
     (c_csf, c_gm, c_wm), _ = kmeans_1d(x[m], 3)

@@ -10,6 +10,7 @@ import numpy as np
 
 from smriflow.anat.tissue_segmentation.deep_gm import apply_deep_gm_prior
 from smriflow.anat.tissue_segmentation.memberships import segment_tissues
+from smriflow.utils.morphology import bounding_box
 
 __all__ = ["NO_EXTRA_CHANNEL_WARNING", "atropos_posteriors", "segment_tissues_multichannel"]
 
@@ -83,9 +84,8 @@ def atropos_posteriors(
     from ants.internal import get_lib_fn, process_arguments
 
     # Atropos visits the whole grid: crop to the mask's bounding box (plus the MRF radius) and paste back
-    idx = np.argwhere(mask)
-    lo, hi = np.maximum(idx.min(0) - 1, 0), np.minimum(idx.max(0) + 2, mask.shape)
-    box = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi, strict=True))
+    box = bounding_box(mask, 1)
+    lo = np.array([s.start for s in box])
     box_affine = np.asarray(affine, dtype=np.float64).copy()
     box_affine[:3, 3] = box_affine[:3, :3] @ lo + box_affine[:3, 3]
     sub_mask = mask[box]

@@ -24,7 +24,8 @@
 #   4. demo    `podman run --network=none` of `smriflow demo` (2 subjects at 3 mm) in a mounted folder.
 #   5. run     `smriflow run anat_preproc` on the demo's BIDS folder (mounted read-only), once outside the
 #              container and once inside it, at the same paths (the derivatives' provenance records them),
-#              then compare ownership and every file's bytes.
+#              then compare ownership and every file's bytes (containers/compare_derivatives.py: all but the
+#              run logs, named after their start time, and the packaged YAML files' locations).
 #
 # Environment: SMRIFLOW_CI_CACHE (default /var/cache/smriflow-ci), SMRIFLOW_CI_MIRROR (Debian mirror,
 # default http://deb.debian.org/debian), SMRIFLOW_CI_KEEP=1 keeps the scratch folder.
@@ -93,7 +94,7 @@ command -v smriflow >/dev/null 2>&1 || die "no smriflow on PATH: activate the en
 phase_end "${missing[*]:+installed ${missing[*]}}"
 
 # ----------------------------------------------------------------------------------------------------- base
-build_base() { # build_base TARBALL: Debian bookworm (minbase) with a Python 3.11 venv at /opt/venv
+build_base() { # build_base TARBALL KEY: Debian bookworm (minbase) with a Python 3.11 venv at /opt/venv
     local rootfs=$SCRATCH/rootfs
     debootstrap --variant=minbase --include=python3,python3-venv,passwd,ca-certificates \
         bookworm "$rootfs" "$MIRROR" >"$SCRATCH/debootstrap.log" 2>&1 ||
@@ -104,12 +105,16 @@ build_base() { # build_base TARBALL: Debian bookworm (minbase) with a Python 3.1
     printf '%s\n' "deb $MIRROR bookworm main" "deb $MIRROR bookworm-updates main" \
         "deb http://deb.debian.org/debian-security bookworm-security main" >"$rootfs/etc/apt/sources.list"
     chroot "$rootfs" /usr/bin/python3 -m venv /opt/venv
+    echo "$2" >"$rootfs/etc/smriflow-base" # a new key is a new layer: no cached layer of an older base matches
     rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/* "$rootfs"/dev/*
     tar --numeric-owner -C "$rootfs" -cf "$1.part" . && mv "$1.part" "$1"
     rm -rf "$rootfs"
 }
 phase_start base
-BASE_KEY=$(declare -f build_base | sha256sum | cut -c1-12)
+IMPORT_CHANGES=(--change 'ENV PATH=/opt/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'
+    --change 'ENV VIRTUAL_ENV=/opt/venv' --change 'ENV LANG=C.UTF-8' --change 'CMD ["python"]')
+# The key of the base: how it is made and imported (podman's layer cache matches a base by its layers only).
+BASE_KEY=$({ declare -f build_base; echo "${IMPORT_CHANGES[*]}"; } | sha256sum | cut -c1-12)
 BASE=localhost/smriflow-base:$BASE_KEY
 BASE_TAR=$CACHE/base-$BASE_KEY.tar
 if "${PODMAN[@]}" image exists "$BASE"; then
@@ -119,14 +124,13 @@ else
     if [[ -f $BASE_TAR ]]; then
         note="imported the cached $BASE_TAR"
     else
-        build_base "$BASE_TAR"
+        build_base "$BASE_TAR" "$BASE_KEY"
         note="debootstrap + import"
     fi
-    "${PODMAN[@]}" import \
-        --change 'ENV PATH=/opt/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
-        --change 'ENV VIRTUAL_ENV=/opt/venv' --change 'ENV LANG=C.UTF-8' --change 'CMD ["python"]' \
-        "$BASE_TAR" "$BASE" >/dev/null
+    "${PODMAN[@]}" import --quiet "${IMPORT_CHANGES[@]}" "$BASE_TAR" "$BASE" >/dev/null
     find "$CACHE" -maxdepth 1 -name 'base-*.tar' ! -name "base-$BASE_KEY.tar" -delete # older recipes
+    "${PODMAN[@]}" images --format '{{.Repository}}:{{.Tag}}' | grep '^localhost/smriflow-base:' |
+        grep -v -x "$BASE" | xargs -r "${PODMAN[@]}" rmi >/dev/null || true
 fi
 "${PODMAN[@]}" run --rm --network=none "$BASE" python -c 'import sys; assert sys.version_info[:2] == (3, 11), sys.version' ||
     die "the base image $BASE has no Python 3.11"
@@ -146,8 +150,11 @@ find "$CONTEXT" -name __pycache__ -prune -exec rm -rf {} +
 } >"$CONTEXT/containers/constraints.txt"
 # Files of a fresh clone have new times; the layer cache must depend on contents only.
 find "$CONTEXT" -exec touch -h -d @0 {} +
-"${PODMAN[@]}" build --isolation=chroot --layers --build-arg BASE="$BASE" -f "$CONTEXT/containers/Dockerfile" \
-    -t "$IMAGE" "$CONTEXT" >"$SCRATCH/build.log" 2>&1 ||
+# pip in the build trusts what this machine trusts (e.g. a proxy's certificate authority): the host's CA bundle
+# is mounted over the base's for the build only (Debian's pip reads that file); the image keeps Debian's.
+"${PODMAN[@]}" build --isolation=chroot --layers --build-arg BASE="$BASE" \
+    -v /etc/ssl/certs/ca-certificates.crt:/etc/ssl/certs/ca-certificates.crt:ro \
+    -f "$CONTEXT/containers/Dockerfile" -t "$IMAGE" "$CONTEXT" >"$SCRATCH/build.log" 2>&1 ||
     {
         tail -n 40 "$SCRATCH/build.log" >&2
         die "podman build (log: $SCRATCH/build.log)"
@@ -193,7 +200,7 @@ t0=$(date +%s)
     "${ARGS[@]}" || die "smriflow ${ARGS[*]} in the container"
 container_s=$(($(date +%s) - t0))
 check_owner "$RUN"
-diff -r --brief "$SCRATCH/run-host/derivatives" "$RUN/derivatives" ||
+python containers/compare_derivatives.py "$SCRATCH/run-host/derivatives" "$RUN/derivatives" ||
     die "the derivatives made in the container differ from those made outside it (above)"
 nfiles=$(find "$RUN/derivatives" -type f | wc -l)
 ((nfiles > 0)) || die "anat_preproc wrote no derivatives"

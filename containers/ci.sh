@@ -94,7 +94,7 @@ command -v smriflow >/dev/null 2>&1 || die "no smriflow on PATH: activate the en
 phase_end "${missing[*]:+installed ${missing[*]}}"
 
 # ----------------------------------------------------------------------------------------------------- base
-build_base() { # build_base TARBALL KEY: Debian bookworm (minbase) with a Python 3.11 venv at /opt/venv
+build_base() { # build_base TARBALL: Debian bookworm (minbase) with a Python 3.11 venv at /opt/venv
     local rootfs=$SCRATCH/rootfs
     debootstrap --variant=minbase --include=python3,python3-venv,passwd,ca-certificates \
         bookworm "$rootfs" "$MIRROR" >"$SCRATCH/debootstrap.log" 2>&1 ||
@@ -105,18 +105,19 @@ build_base() { # build_base TARBALL KEY: Debian bookworm (minbase) with a Python
     printf '%s\n' "deb $MIRROR bookworm main" "deb $MIRROR bookworm-updates main" \
         "deb http://deb.debian.org/debian-security bookworm-security main" >"$rootfs/etc/apt/sources.list"
     chroot "$rootfs" /usr/bin/python3 -m venv /opt/venv
-    echo "$2" >"$rootfs/etc/smriflow-base" # a new key is a new layer: no cached layer of an older base matches
     rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/* "$rootfs"/dev/*
     tar --numeric-owner -C "$rootfs" -cf "$1.part" . && mv "$1.part" "$1"
     rm -rf "$rootfs"
 }
 phase_start base
+# PIP_CERT: pip trusts the system's CA bundle (Debian's pip does anyway; a pip from PyPI would not).
 IMPORT_CHANGES=(--change 'ENV PATH=/opt/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'
-    --change 'ENV VIRTUAL_ENV=/opt/venv' --change 'ENV LANG=C.UTF-8' --change 'CMD ["python"]')
-# The key of the base: how it is made and imported (podman's layer cache matches a base by its layers only).
-BASE_KEY=$({ declare -f build_base; echo "${IMPORT_CHANGES[*]}"; } | sha256sum | cut -c1-12)
-BASE=localhost/smriflow-base:$BASE_KEY
-BASE_TAR=$CACHE/base-$BASE_KEY.tar
+    --change 'ENV VIRTUAL_ENV=/opt/venv' --change 'ENV PIP_CERT=/etc/ssl/certs/ca-certificates.crt'
+    --change 'ENV LANG=C.UTF-8' --change 'CMD ["python"]')
+# Keys: the root filesystem's tarball, how it is made; the image, that and how it is imported.
+TAR_KEY=$(declare -f build_base | sha256sum | cut -c1-12)
+BASE=localhost/smriflow-base:$({ declare -f build_base; echo "${IMPORT_CHANGES[*]}"; } | sha256sum | cut -c1-12)
+BASE_TAR=$CACHE/base-$TAR_KEY.tar
 if "${PODMAN[@]}" image exists "$BASE"; then
     note="cached image $BASE"
 else
@@ -124,13 +125,17 @@ else
     if [[ -f $BASE_TAR ]]; then
         note="imported the cached $BASE_TAR"
     else
-        build_base "$BASE_TAR" "$BASE_KEY"
+        build_base "$BASE_TAR"
         note="debootstrap + import"
     fi
     "${PODMAN[@]}" import --quiet "${IMPORT_CHANGES[@]}" "$BASE_TAR" "$BASE" >/dev/null
-    find "$CACHE" -maxdepth 1 -name 'base-*.tar' ! -name "base-$BASE_KEY.tar" -delete # older recipes
+    find "$CACHE" -maxdepth 1 -name 'base-*.tar' ! -name "base-$TAR_KEY.tar" -delete # older recipes
+    # podman's layer cache matches a base by its layers, not its settings: drop the layers built on the
+    # older base, so that the image is rebuilt on this one.
     "${PODMAN[@]}" images --format '{{.Repository}}:{{.Tag}}' | grep '^localhost/smriflow-base:' |
         grep -v -x "$BASE" | xargs -r "${PODMAN[@]}" rmi >/dev/null || true
+    "${PODMAN[@]}" rmi --force "$IMAGE" >/dev/null 2>&1 || true
+    "${PODMAN[@]}" image prune -f >/dev/null
 fi
 "${PODMAN[@]}" run --rm --network=none "$BASE" python -c 'import sys; assert sys.version_info[:2] == (3, 11), sys.version' ||
     die "the base image $BASE has no Python 3.11"

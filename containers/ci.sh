@@ -31,7 +31,6 @@
 # default http://deb.debian.org/debian), SMRIFLOW_CI_KEEP=1 keeps the scratch folder.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-REPO=$PWD
 
 CACHE=${SMRIFLOW_CI_CACHE:-/var/cache/smriflow-ci}
 MIRROR=${SMRIFLOW_CI_MIRROR:-http://deb.debian.org/debian}
@@ -105,6 +104,7 @@ build_base() { # build_base TARBALL: Debian bookworm (minbase) with a Python 3.1
     printf '%s\n' "deb $MIRROR bookworm main" "deb $MIRROR bookworm-updates main" \
         "deb http://deb.debian.org/debian-security bookworm-security main" >"$rootfs/etc/apt/sources.list"
     chroot "$rootfs" /usr/bin/python3 -m venv /opt/venv
+    # shellcheck disable=SC2115 # rootfs is never empty (set above)
     rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/* "$rootfs"/dev/*
     tar --numeric-owner -C "$rootfs" -cf "$1.part" . && mv "$1.part" "$1"
     rm -rf "$rootfs"

@@ -17,8 +17,9 @@
 #              function below that makes it; the root filesystem's tarball is kept in $CACHE, the image in
 #              podman's storage, so later CI runs (fresh clones on the same machine) skip this phase.
 #   3. image   `podman build --build-arg BASE=<base> -f containers/Dockerfile` from a copy of the files the
-#              recipe needs, with containers/constraints.txt replaced by the versions installed in the CI
-#              environment (the run outside the container uses them: same versions, same bytes). podman's
+#              recipe needs, with containers/constraints.txt replaced by the versions of smriflow's
+#              dependencies in the CI environment (containers/pins.py; the run outside the container uses
+#              them: same versions, same bytes). podman's
 #              layer cache keeps the Python dependencies' layer until containers/Dockerfile, pyproject.toml
 #              or those versions change; the source layer is rebuilt every time.
 #   4. demo    `podman run --network=none` of `smriflow demo` (2 subjects at 3 mm) in a mounted folder.
@@ -148,26 +149,26 @@ mkdir -p "$CONTEXT/containers"
 cp -a pyproject.toml README.md smriflow workflows configs "$CONTEXT/"
 cp -a containers/Dockerfile containers/warmup.py "$CONTEXT/containers/"
 find "$CONTEXT" -name __pycache__ -prune -exec rm -rf {} +
-# The versions of the environment that runs outside the container (without smriflow itself), as pins.
-{
-    echo "# the CI environment's versions, written by containers/ci.sh"
-    python -m pip freeze --exclude-editable | grep -v -E '^smriflow==| @ '
-} >"$CONTEXT/containers/constraints.txt"
+# The versions of smriflow's dependencies (and theirs) in the environment that runs outside the container.
+python containers/pins.py >"$CONTEXT/containers/constraints.txt"
 # Files of a fresh clone have new times; the layer cache must depend on contents only.
 find "$CONTEXT" -exec touch -h -d @0 {} +
 # pip in the build trusts what this machine trusts (e.g. a proxy's certificate authority): the host's CA bundle
 # is mounted over the base's for the build only (Debian's pip reads that file); the image keeps Debian's.
-"${PODMAN[@]}" build --isolation=chroot --layers --build-arg BASE="$BASE" \
+# (each line of the log starts with the time it was written: the slow steps are reported)
+if ! "${PODMAN[@]}" build --isolation=chroot --layers --build-arg BASE="$BASE" \
     -v /etc/ssl/certs/ca-certificates.crt:/etc/ssl/certs/ca-certificates.crt:ro \
-    -f "$CONTEXT/containers/Dockerfile" -t "$IMAGE" "$CONTEXT" >"$SCRATCH/build.log" 2>&1 ||
-    {
-        tail -n 40 "$SCRATCH/build.log" >&2
-        die "podman build (log: $SCRATCH/build.log)"
-    }
-steps=$(grep -c -E '^STEP [0-9]+/' "$SCRATCH/build.log" || true)
-cached=$(grep -c -E '^--> Using cache' "$SCRATCH/build.log" || true)
+    -f "$CONTEXT/containers/Dockerfile" -t "$IMAGE" "$CONTEXT" 2>&1 |
+    while IFS= read -r line; do printf '%(%s)T %s\n' -1 "$line"; done >"$SCRATCH/build.log"; then
+    tail -n 40 "$SCRATCH/build.log" >&2
+    die "podman build (log: $SCRATCH/build.log)"
+fi
+steps=$(grep -c -E '^[0-9]+ STEP [0-9]+/' "$SCRATCH/build.log" || true)
+cached=$(grep -c -E '^[0-9]+ --> Using cache' "$SCRATCH/build.log" || true)
+slow=$(awk '$2 == "STEP" { if (step) print step, $1 - t; step = $3; t = $1 } { last = $1 }
+    END { if (step) print step, last - t }' "$SCRATCH/build.log" | awk '$2 > 5 { printf "; step %s %d s", $1, $2 }')
 "${PODMAN[@]}" image prune -f >/dev/null # images of older builds no tag points to
-phase_end "$cached of $steps steps from the layer cache"
+phase_end "$cached of $steps steps from the layer cache$slow"
 
 # ----------------------------------------------------------------------------------------------------- demo
 check_owner() { # check_owner DIR: everything under DIR belongs to the calling user

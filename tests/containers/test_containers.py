@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -51,6 +52,22 @@ def _apt_packages(commands: str) -> set[str]:
     return found
 
 
+def _docker_base() -> str:
+    """The image of the Dockerfile's FROM, its ``${ARG}`` replaced by the ARG's default."""
+    defaults = dict(arg.split("=", 1) for arg in _docker_instructions("ARG") if "=" in arg)
+    image = _docker_instructions("FROM")[0]
+    return re.sub(r"\$\{?(\w+)\}?", lambda m: defaults[m.group(1)], image)
+
+
+def _def_base() -> str:
+    """The Apptainer recipe's ``From:`` image, its ``{{ ARG }}`` replaced by the %arguments default."""
+    sections = _def_sections()
+    header = dict(line.split(":", 1) for line in sections["header"])
+    assert header["Bootstrap"].strip() == "docker"
+    defaults = dict(line.split("=", 1) for line in sections.get("arguments", []))
+    return re.sub(r"\{\{\s*(\w+)\s*\}\}", lambda m: defaults[m.group(1)], header["From"].strip())
+
+
 def _python_version(image: str) -> str:
     match = re.fullmatch(r"python:(\d+\.\d+)[\w.-]*", image)
     assert match, f"base image {image!r} is not an official python image"
@@ -66,11 +83,8 @@ def test_dockerfile_passes_hadolint():
 
 
 def test_both_recipes_use_a_python_that_pyproject_accepts():
-    docker_image = _docker_instructions("FROM")[0]
-    header = dict(line.split(":", 1) for line in _def_sections()["header"])
-    assert header["Bootstrap"].strip() == "docker"
-    apptainer_image = header["From"].strip()
-    assert docker_image == apptainer_image  # one image for both
+    docker_image, apptainer_image = _docker_base(), _def_base()
+    assert docker_image == apptainer_image  # one default image for both
     version = _python_version(docker_image)
     assert SpecifierSet(PYPROJECT["project"]["requires-python"]).contains(version + ".0")
 
@@ -88,13 +102,21 @@ def _pip_targets(commands: str) -> list[str]:
 
 
 def test_smriflow_is_installed_without_test_or_unknown_extras():
-    extras = set(PYPROJECT["project"]["optional-dependencies"])
-    for commands in (" ".join(_docker_instructions("RUN")), "\n".join(_def_sections()["post"])):
-        targets = _pip_targets(commands)
-        assert targets == ["."], targets  # the project itself, from the copied sources: one install step
-        for target in targets:
-            chosen = set(re.findall(r"\[([\w,-]+)\]", target)[0].split(",")) if "[" in target else set()
-            assert chosen <= extras - {"test"}
+    # Apptainer: the project itself, from the copied sources, in one install step.
+    assert _pip_targets("\n".join(_def_sections()["post"])) == ["."]
+    # Docker: first pyproject's [project] dependencies (their own cached layer), then the project, without
+    # dependencies, from the copied sources.
+    runs = _docker_instructions("RUN")
+    deps_step = next(run for run in runs if "--requirement" in run)
+    assert _pip_targets(deps_step) == ["containers/constraints.txt"]  # --constraint FILE --requirement ...
+    assert re.search(r"--requirement (\S+)", deps_step).group(1) == "/tmp/requirements.txt"
+    writer = shlex.split(re.search(r'python (-c ".*?")\s*> /tmp/requirements.txt', deps_step).group(1))
+    listed = subprocess.run([sys.executable, *writer], cwd=REPO, capture_output=True, text=True, check=True)
+    assert listed.stdout.split("\n")[:-1] == PYPROJECT["project"]["dependencies"]  # no extras
+    project_steps = [run for run in runs if "--requirement" not in run and "pip install" in run]
+    assert [_pip_targets(run) for run in project_steps] == [["."]]
+    assert "pip install --no-cache-dir --no-deps ." in project_steps[0]
+    assert "pip check" in project_steps[0]  # the dependencies satisfy what the built project declares
 
 
 def test_recipes_copy_what_the_wheel_needs():
@@ -103,6 +125,7 @@ def test_recipes_copy_what_the_wheel_needs():
     docker_sources = set()
     for copy in _docker_instructions("COPY"):
         docker_sources |= set(copy.split()[:-1])
+    assert "containers/constraints.txt" in docker_sources
     apptainer_sources = {line.split()[0] for line in _def_sections()["files"]}
     for sources in (docker_sources, apptainer_sources):
         assert needed <= sources, needed - sources

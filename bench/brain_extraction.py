@@ -10,8 +10,8 @@ N4-corrected first (:func:`smriflow.anat.bias.n4_correct`, as ``anat_preproc`` d
 raw variant is used and the table says so), then every method runs on it. Printed per variant and method:
 the brain Dice against FreeSurfer's ``brainmask.mgz > 0`` carried into the variant's grid, the normalized
 cross-correlation of the subject's brain warped by the method's affine with the template in the template's
-brain (2 mm), the wall time, and for ``hybrid`` the path it took, its start and retries; then the worst
-case of each method. A method that raises counts as Dice 0.
+brain (2 mm), the wall and CPU time (all threads), and for ``hybrid`` the path it took, its start and
+retries; then the worst case of each method. A method that raises counts as Dice 0.
 
 Usage::
 
@@ -117,7 +117,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     methods = args.methods.split(",")
     chosen = [v for v in args.variants.split(",") if v]
-    print(f"{'variant':18s} {'method':8s} {'Dice FS':>8s} {'NCC':>6s} {'wall':>6s}  path / error", flush=True)
+    print(
+        f"{'variant':18s} {'method':8s} {'Dice FS':>8s} {'NCC':>6s} {'wall':>6s} {'CPU':>6s}  path / error",
+        flush=True,
+    )
     worst: dict[str, tuple[float, str]] = {}
     for name, (raw, ref) in variants(args.shared).items():
         if chosen and name not in chosen:
@@ -129,11 +132,11 @@ def main(argv: list[str] | None = None) -> int:
         except Exception as exc:  # noqa: BLE001 - the bench reports it and goes on
             img, note = raw, f"(N4 failed: {str(exc).splitlines()[0][:60]}; raw input) "
         for method in methods:
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), time.process_time()
             with tempfile.TemporaryDirectory() as tmp:
                 try:
                     result = extract_brain(img, method=method, work_dir=tmp, num_threads=args.threads)
-                    wall = time.perf_counter() - start
+                    wall, cpu = time.perf_counter() - start, time.process_time() - cpu
                     score = dice(result.mask, ref)
                     ncc = registration_ncc(img, result.mask, result.affine_xfm, result.info["template"])
                     info = result.info
@@ -144,8 +147,12 @@ def main(argv: list[str] | None = None) -> int:
                         else ""
                     )
                 except Exception as exc:  # noqa: BLE001
-                    wall, score, ncc, path = time.perf_counter() - start, 0.0, float("nan"), f"ERROR {exc}"
-            print(f"{name:18s} {method:8s} {score:8.4f} {ncc:6.3f} {wall:5.1f}s  {note}{path}", flush=True)
+                    wall, cpu = time.perf_counter() - start, time.process_time() - cpu
+                    score, ncc, path = 0.0, float("nan"), f"ERROR {exc}"
+            print(
+                f"{name:18s} {method:8s} {score:8.4f} {ncc:6.3f} {wall:5.1f}s {cpu:5.1f}s  {note}{path}",
+                flush=True,
+            )
             if method not in worst or score < worst[method][0]:
                 worst[method] = (score, name)
     print("worst case per method:")

@@ -66,7 +66,7 @@ PORTS = {
             "report",
         ],
     ),
-    "brain_extraction": (["t1w"], ["t1w_mask", "t1w_brain", "anat2tpl_affine"]),
+    "brain_extraction": (["t1w"], ["t1w_mask", "t1w_brain", "anat2tpl_affine", "record"]),
     "tissue_segmentation": (
         ["t1w", "t1w_mask", "anat2tpl_affine", "t2w", "flair"],
         ["t1w_dseg", "t1w_tpms", "record"],

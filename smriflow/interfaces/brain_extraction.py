@@ -90,6 +90,10 @@ class BrainExtraction(AntsPyInterface):
       (and the warped template prior, and with ``use_syn`` the warps) are still computed by the ``ants``
       registration without its refinement, so ``out_affine`` stays defined for normalization and
       segmentation.
+    - ``hybrid`` (:mod:`~smriflow.anat.brain_extraction.hybrid`): the deepbet mask locates the brain, the
+      neck is cropped away, the affine starts from the learned mask and is checked (and retried from
+      rotated starts), the edge is refined as ``ants``; a skull-stripped input is recognised. A check that
+      still fails ends the run with one line naming it; ``out_report`` says which path ran and why.
 
     ``out_affine`` lets spatial normalization skip its own affine stage. ``out_report`` records the method
     and what it measured (for ``deepbet``: the brain box, the dropped and uncertain volumes).

@@ -57,6 +57,10 @@ class _SubjectReportInputSpec(BaseInterfaceInputSpec):
         exists=True,
         desc="JSON record of TissueSegmentation: its warnings and multichannel channels join the summary",
     )
+    brain_record = File(
+        exists=True,
+        desc="JSON record of BrainExtraction (out_report): which path ran and why, under the brain mask",
+    )
     surfaces_dir = traits.Str(
         "",
         usedefault=True,
@@ -102,6 +106,7 @@ class SubjectReport(SimpleInterface):
                 "flair_record",
                 "runs_record",
                 "tissues_record",
+                "brain_record",
             )
         }
         contrasts = {"T2w": optional["t2w_t1w"], "FLAIR": optional["flair_t1w"]}
@@ -129,6 +134,7 @@ class SubjectReport(SimpleInterface):
             contrast_record_files={name: path for name, path in records.items() if path},
             runs_file=optional["runs_record"],
             tissues_file=optional["tissues_record"],
+            brain_file=optional["brain_record"],
             surfaces_dir=inputs.surfaces_dir,
         )
         self._results["out_report"] = str(out)

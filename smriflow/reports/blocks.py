@@ -196,6 +196,56 @@ def tissue_notes(record: Mapping | None) -> list[tuple[str, str]]:
     return notes
 
 
+def brain_notes(record: Mapping | None) -> list[tuple[str, str]]:
+    """Notes from the brain extraction's record: which path ran and why, when it is not the ordinary one.
+
+    A skull-stripped input and retried registrations are ``info``; a fallback to the learned mask is ``warn``.
+    """
+    if not record:
+        return []
+    notes = []
+    path, reason = record.get("path"), record.get("path_reason", "")
+    if path == "skull-stripped input":
+        notes.append(("info", f"The input was already skull-stripped: {reason}."))
+    elif path and path != "refined":
+        notes.append(("warn", f"Brain extraction ({record.get('method')}) used the {path} mask: {reason}."))
+    if record.get("retries"):
+        notes.append(
+            (
+                "info",
+                f"The registration to the template passed its checks from start '{record.get('start')}' "
+                f"after {record['retries']} rejected start(s).",
+            )
+        )
+    return notes
+
+
+def brain_rows(record: Mapping | None) -> list[list[str]]:
+    """``[name, value]`` rows of the brain extraction's record for the report's brain-mask section."""
+    if not record:
+        return []
+    rows = [[key, str(record[key])] for key in _BRAIN_KEYS if key in record]
+    for start in record.get("starts", []) or []:
+        checks = ", ".join(f"{k} {start[k]}" for k in ("dice_prior", "ncc", "scale") if k in start)
+        verdict = "passed" if start.get("passed") else "rejected: " + "; ".join(start.get("failed", []))
+        rows.append([f"start '{start.get('start')}'", f"{checks} ({verdict})"])
+    return rows
+
+
+_BRAIN_KEYS = (
+    "method",
+    "path",
+    "path_reason",
+    "template",
+    "refine",
+    "skull_stripped_input",
+    "brain_volume_ml",
+    "learned_volume_ml",
+    "refined_dice",
+    "retries",
+)
+
+
 def conform_notes(record: Mapping | None) -> list[tuple[str, str]]:
     """Warnings and notes from ``conform``'s record, as ``(level, text)`` with level ``warn`` or ``info``."""
     if not record:

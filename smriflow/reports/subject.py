@@ -18,6 +18,8 @@ from smriflow.data.templates import DEFAULT_TEMPLATE
 from smriflow.reports import reportlets as rl
 from smriflow.reports import sections as sx
 from smriflow.reports.blocks import (
+    brain_notes,
+    brain_rows,
     conform_notes,
     group_iqms,
     iqm_table_html,
@@ -68,6 +70,7 @@ def subject_report(
     runs: Mapping | Sequence | None = None,
     surfaces_dir: str | Path = "",
     tissues: Mapping | None = None,
+    brain: Mapping | None = None,
 ) -> str:
     """Render the HTML report of one T1w and its preprocessing.
 
@@ -110,6 +113,10 @@ def subject_report(
     tissues : mapping, optional
         The tissue segmentation's record: its warnings and the channels of a multichannel segmentation
         join the summary's list.
+    brain : mapping, optional
+        The brain extraction's record (``BrainExtraction.out_report``): which path ran and why, and its
+        checks, in a table under the brain mask; a fallback, retries or a skull-stripped input join the
+        summary's list.
 
     Returns
     -------
@@ -131,6 +138,7 @@ def subject_report(
     cuts = rl.cut_coords(mask, n_cuts)
     sections = []
     warnings = [("warn", str(n)) for n in notes] + conform_notes(conform) + tissue_notes(tissues)
+    warnings += brain_notes(brain)
     sections.append(_summary(label, warnings, conform, group, subject, session))
     sections.append(
         section(
@@ -167,7 +175,12 @@ def subject_report(
             "Brain mask",
             "The outline (red) should follow the outer edge of the CSF around the "
             "brain: no scalp, eyes or dura inside, no cortex or cerebellum cut off.",
-            figure(rl.mask_svg(corrected, mask, cuts), "brain mask contour"),
+            figure(rl.mask_svg(corrected, mask, cuts), "brain mask contour")
+            + (
+                table(["brain extraction", ""], [[escape(a), escape(b)] for a, b in brain_rows(brain)])
+                if brain
+                else ""
+            ),
         )
     )
     legend = "".join(f'<span style="background:{color}"></span>{name}' for name, _, color in rl.TISSUE_COLORS)
@@ -336,13 +349,14 @@ def write_subject_report(
     runs_file: str | Path | None = None,
     contrast_record_files: Mapping[str, str | Path] | None = None,
     tissues_file: str | Path | None = None,
+    brain_file: str | Path | None = None,
     **kwargs,
 ) -> Path:
     """Render :func:`subject_report` into ``out_file``, reading the JSON and TSV files given.
 
     ``kwargs`` are those of :func:`subject_report`; ``iqms``, ``group``, ``runs``, ``contrast_records`` and
     ``tissues`` come from ``iqms_file``, ``group_tsv``, ``runs_file``, ``contrast_record_files`` (name -> JSON
-    file) and ``tissues_file``.
+    file) and ``tissues_file``; ``brain`` from ``brain_file``.
 
     Raises
     ------
@@ -372,6 +386,8 @@ def write_subject_report(
         }
     if tissues_file:
         kwargs["tissues"] = sx.read_record(tissues_file, "record of the tissue segmentation")
+    if brain_file:
+        kwargs["brain"] = sx.read_record(brain_file, "record of the brain extraction")
     out = Path(out_file)
     out.write_text(subject_report(**kwargs), encoding="utf-8")
     return out

@@ -186,3 +186,165 @@ def test_workflow_choices_are_the_registered_methods():
         spec = YAML(typ="safe").load((folder / f"{name}.yml").read_text())
         assert spec["args"][arg]["choices"] == list(METHODS), name
         assert spec["args"][arg]["default"] in METHODS
+
+
+# --- hybrid: learned mask, checked and retried registration, refined edge (3 mm copies of the shared T1w) ---
+
+
+@pytest.fixture(scope="module")
+def t1w_3mm_ref(shared_data):
+    """The shared T1w at 3 mm (LIA) and FreeSurfer's brain mask on its grid."""
+    from _anat_data import T1W, downsample, reference_3mm
+
+    img = downsample(nb.load(shared_data / T1W))
+    reference, _ = reference_3mm(shared_data, "brainmask.mgz")
+    return img, reference > 0
+
+
+def _hybrid(img, tmp_path, **kwargs):
+    from smriflow.anat.brain_extraction.hybrid import hybrid_brain_extraction
+
+    return hybrid_brain_extraction(img, work_dir=tmp_path, num_threads=1, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def hybrid_3mm(t1w_3mm_ref, tmp_path_factory):
+    return _hybrid(t1w_3mm_ref[0], tmp_path_factory.mktemp("hybrid"))
+
+
+@pytest.mark.ants
+@pytest.mark.shared
+def test_hybrid_on_the_shared_t1w(t1w_3mm_ref, hybrid_3mm):
+    img, reference = t1w_3mm_ref
+    info = hybrid_3mm.info
+    assert hybrid_3mm.mask.shape == img.shape and hybrid_3mm.mask.dtype == bool
+    assert dice(hybrid_3mm.mask, reference) >= 0.95
+    assert info["method"] == "hybrid" and info["path"] == "refined" and info["refine"] is True
+    assert info["skull_stripped_input"] is False and info["outside_fraction"] > 0.3
+    assert info["retries"] == 0 and info["starts"][0]["passed"] and info["start"] == "centre of mass"
+    assert info["dice_prior"] >= 0.85 and info["ncc"] >= 0.5 and 0.45 <= info["scale"] <= 1.6
+    assert info["brain_volume_ml"] == pytest.approx(hybrid_3mm.mask.sum() * 27 / 1000)
+
+
+def _pad_axis(data: np.ndarray, axis: int, before: int, after: int, mode: str) -> np.ndarray:
+    widths = [(0, 0)] * 3
+    widths[axis] = (before, after)
+    return np.pad(data, widths, mode=mode)
+
+
+@pytest.mark.ants
+@pytest.mark.shared
+def test_hybrid_crops_a_long_neck(t1w_3mm_ref, tmp_path):
+    """40 neck-like slices (120 mm; the lowest slice repeated) below the head: the mask stays on the brain."""
+    img, reference = t1w_3mm_ref
+    assert nb.aff2axcodes(img.affine)[1] == "I"  # axis 1 runs downwards: pad at its end
+    data = _pad_axis(np.asarray(img.dataobj), 1, 0, 40, "edge")
+    result = _hybrid(nb.Nifti1Image(data, img.affine), tmp_path)
+    truth = _pad_axis(reference, 1, 0, 40, "constant")
+    assert dice(result.mask, truth) >= 0.95
+    assert result.info["path"] == "refined"
+    assert result.info["crop_voxels"][1][1] < data.shape[1] - 20  # the neck is cropped away
+
+
+@pytest.mark.ants
+@pytest.mark.shared
+def test_hybrid_on_a_shifted_tilted_head(t1w_3mm_ref, tmp_path):
+    """The head tilted by 20° and moved 60 mm (20 voxels) off the volume's centre."""
+    img, reference = t1w_3mm_ref
+
+    def move(volume, order):
+        padded = _pad_axis(_pad_axis(volume, 0, 20, 0, "constant"), 2, 0, 20, "constant")
+        a = np.deg2rad(20.0)
+        rot = np.array([[1, 0, 0], [0, np.cos(a), -np.sin(a)], [0, np.sin(a), np.cos(a)]])
+        centre = (np.array(padded.shape) - 1) / 2
+        return ndimage.affine_transform(padded, rot, offset=centre - rot @ centre, order=order)
+
+    affine = img.affine.copy()
+    affine[:3, 3] -= affine[:3, 0] * 20
+    data = move(np.asarray(img.dataobj, dtype=np.float32), 1)
+    result = _hybrid(nb.Nifti1Image(data, affine), tmp_path)
+    assert dice(result.mask, move(reference.astype(np.uint8), 0) > 0) >= 0.95
+    assert result.info["path"] == "refined"
+
+
+def _wrong_transform(path):
+    """An affine that halves the template and moves it 40 mm: the checks must reject it."""
+    from smriflow.utils.antsenv import import_ants
+
+    ants = import_ants(1)
+    tx = ants.create_ants_transform(dimension=3, matrix=0.5 * np.eye(3), translation=(40.0, 0.0, 0.0))
+    ants.write_transform(tx, str(path))
+    return str(path)
+
+
+@pytest.mark.ants
+@pytest.mark.shared
+def test_hybrid_detects_a_failed_registration_and_retries(t1w_3mm_ref, tmp_path, monkeypatch):
+    from smriflow.anat.brain_extraction import hybrid
+
+    img, reference = t1w_3mm_ref
+    real = hybrid._register
+    calls = []
+
+    def first_wrong(fixed, moving, fixed_mask, initial, outprefix, ants):
+        calls.append(initial)
+        if len(calls) == 1:
+            return _wrong_transform(tmp_path / "wrong.mat")
+        return real(fixed, moving, fixed_mask, initial, outprefix, ants)
+
+    monkeypatch.setattr(hybrid, "_register", first_wrong)
+    result = _hybrid(img, tmp_path / "run")
+    info = result.info
+    assert len(calls) == 2 and calls[0] is None and calls[1] is not None  # the retry starts rotated
+    assert info["retries"] == 1 and info["start"] == "pitch +20"
+    first = info["starts"][0]
+    assert first["passed"] is False and first["dice_prior"] < 0.85
+    assert any(f.startswith("scale 0.125 outside") for f in first["failed"])
+    assert info["starts"][1]["passed"] is True and info["path"] == "refined"
+    assert dice(result.mask, reference) >= 0.95
+
+
+@pytest.mark.ants
+@pytest.mark.shared
+def test_hybrid_fails_in_one_line_when_no_start_passes(t1w_3mm_ref, tmp_path, monkeypatch):
+    from smriflow.anat.brain_extraction import hybrid
+
+    monkeypatch.setattr(hybrid, "_register", lambda *args: _wrong_transform(tmp_path / "wrong.mat"))
+    expected = (
+        r"^brain extraction \(hybrid\): the registration to MNI152NLin2009aSym failed its checks from all 2 "
+        r"starts \(best 'centre of mass': dice_prior [\d.]+ outside \[0\.85, 1\]; ncc -?[\d.e-]+ outside "
+        r"\[0\.5, 1\]; scale 0\.125 outside \[0\.45, 1\.6\]\)$"
+    )
+    with pytest.raises(hybrid.BrainExtractionError, match=expected):
+        _hybrid(t1w_3mm_ref[0], tmp_path / "run", max_starts=2)
+
+
+@pytest.mark.ants
+@pytest.mark.shared
+def test_hybrid_refuses_an_impossible_brain_volume(t1w_3mm_ref, tmp_path):
+    """Voxel sizes 10 times too small make a 1.3 ml brain: one line naming the check."""
+    from smriflow.anat.brain_extraction.hybrid import BrainExtractionError
+
+    img = t1w_3mm_ref[0]
+    affine = img.affine.copy()
+    affine[:3, :3] /= 10
+    expected = (
+        r"^brain extraction \(hybrid\): the learned brain mask volume_ml \d\.\d+ outside \[600, 2500\] ml "
+        r"\(is this a T1w of an adult head with correct voxel sizes\?\)$"
+    )
+    with pytest.raises(BrainExtractionError, match=expected):
+        _hybrid(nb.Nifti1Image(np.asarray(img.dataobj), affine), tmp_path)
+
+
+@pytest.mark.ants
+@pytest.mark.shared
+def test_hybrid_recognises_a_skull_stripped_input(t1w_3mm_ref, tmp_path):
+    img, reference = t1w_3mm_ref
+    stripped = np.asarray(img.dataobj, dtype=np.float32) * reference
+    result = _hybrid(nb.Nifti1Image(stripped, img.affine), tmp_path)
+    info = result.info
+    assert info["skull_stripped_input"] is True and info["path"] == "skull-stripped input"
+    assert info["outside_fraction"] < 0.1 and "no second skull strip" in info["path_reason"]
+    # the mask is the nonzero brain region, not a second strip inside it
+    assert dice(result.mask, reference) >= 0.98
+    assert result.mask[stripped > 0].mean() > 0.99

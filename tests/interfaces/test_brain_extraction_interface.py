@@ -94,6 +94,21 @@ def test_unknown_method_lists_the_registered_ones():
     from smriflow.anat.brain_extraction import METHODS, extract_brain
 
     assert set(BrainExtraction.input_spec().trait("method").trait_type.values) == set(METHODS)
-    expected = r"^'method' must be one of \['ants', 'deepbet'\]\. 'bet' was provided\.$"
+    expected = r"^'method' must be one of \['ants', 'deepbet', 'hybrid'\]\. 'bet' was provided\.$"
     with pytest.raises(ValueError, match=expected):
         extract_brain(nb.Nifti1Image(np.zeros((4, 4, 4), np.float32), np.eye(4)), method="bet")
+
+
+def test_hybrid_method_records_its_path(shared_data, n4_3mm, tmp_path):
+    """method=hybrid: every output, and a record saying which path ran, why, and the registration checks."""
+    out = BrainExtraction(in_file=n4_3mm, method="hybrid", num_threads=1).run(cwd=str(tmp_path)).outputs
+    mask = np.asarray(nb.load(out.out_mask).dataobj) > 0
+    reference, _ = reference_3mm(shared_data, "brainmask.mgz")
+    assert dice(mask, reference > 0) >= 0.95
+    assert out.out_affine.endswith("from-T1w_to-MNI152NLin2009aSym_mode-image_desc-affine_xfm.mat")
+    report = json.loads(open(out.out_report).read())
+    assert report["method"] == "hybrid" and report["path"] == "refined" and report["refine"] is True
+    assert report["start"] == "centre of mass" and report["retries"] == 0
+    assert report["starts"][0]["passed"] is True and report["ncc"] >= 0.5
+    assert "registration passed its checks" in report["path_reason"]
+    assert report["brain_volume_ml"] == pytest.approx(mask.sum() * 27 / 1000)

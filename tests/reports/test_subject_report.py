@@ -13,7 +13,7 @@ import pytest
 from scipy.stats import percentileofscore
 
 from smriflow.interfaces.reports import SubjectReport
-from smriflow.reports.blocks import conform_notes, percentile_in_group
+from smriflow.reports.blocks import brain_notes, conform_notes, percentile_in_group
 from smriflow.reports.html import replace_block
 from smriflow.reports.subject import report_filename, subject_report, update_subject_report
 
@@ -231,3 +231,60 @@ def test_atlas_papers_are_cited_by_either_name():
     assert "doi:10.1016/j.neuroimage.2006.01.021" in references_html(atlases=["desikankilliany"])
     assert "doi:10.1016/j.neuroimage.2015.07.075" not in references_html(atlases=["desikankilliany"])
     assert "Template: MNI152NLin2009aSym." in references_html(template="MNI152NLin2009aSym")
+
+
+_BRAIN_RECORD = {
+    "method": "hybrid",
+    "path": "learned (refinement check failed)",
+    "path_reason": "the refined edge disagreed with the learned mask: refined_dice 0.9 outside [0.93, 1]",
+    "start": "pitch +20",
+    "retries": 1,
+    "starts": [
+        {
+            "start": "centre of mass",
+            "dice_prior": 0.4,
+            "ncc": 0.2,
+            "scale": 0.3,
+            "passed": False,
+            "failed": ["scale 0.3 outside [0.45, 1.6]"],
+        },
+        {"start": "pitch +20", "dice_prior": 0.95, "ncc": 0.61, "scale": 0.66, "passed": True, "failed": []},
+    ],
+}
+
+
+def test_brain_notes():
+    assert brain_notes(None) == [] and brain_notes({"method": "ants", "refine": True}) == []
+    assert brain_notes({"path": "refined", "retries": 0}) == []
+    notes = brain_notes(_BRAIN_RECORD)
+    assert notes[0] == (
+        "warn",
+        "Brain extraction (hybrid) used the learned (refinement check failed) mask: the refined edge "
+        "disagreed with the learned mask: refined_dice 0.9 outside [0.93, 1].",
+    )
+    assert notes[1][0] == "info" and "from start 'pitch +20' after 1 rejected start(s)" in notes[1][1]
+    stripped = brain_notes({"path": "skull-stripped input", "path_reason": "no second skull strip"})
+    assert stripped == [("info", "The input was already skull-stripped: no second skull strip.")]
+
+
+def test_brain_record_is_shown_under_the_mask(subject, report, tmp_path):
+    assert "brain extraction" not in report.split('id="mask"')[1].split("</section>")[0]
+    record = tmp_path / "brain.json"
+    record.write_text(json.dumps(_BRAIN_RECORD))
+    result = SubjectReport(
+        in_t1w=subject.t1w,
+        t1w_preproc=subject.t1w_preproc,
+        t1w_biasfield=subject.t1w_biasfield,
+        t1w_mask=subject.t1w_mask,
+        t1w_dseg=subject.t1w_dseg,
+        subject="07",
+        brain_record=str(record),
+        n_cuts=3,
+    ).run(cwd=tmp_path)
+    document = open(result.outputs.out_report, encoding="utf-8").read()
+    mask_section = document.split('id="mask"')[1].split("</section>")[0]
+    assert "learned (refinement check failed)" in mask_section
+    assert "start &#x27;centre of mass&#x27;" in mask_section or "start 'centre of mass'" in mask_section
+    assert "rejected: scale 0.3 outside [0.45, 1.6]" in mask_section
+    summary = document.split('id="summary"')[1].split("</section>")[0]
+    assert "Brain extraction (hybrid) used the learned" in summary

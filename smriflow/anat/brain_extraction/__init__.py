@@ -6,6 +6,8 @@ the subject-to-template affine that spatial normalization starts from. Methods d
 comes from:
 
 - ``ants`` (default): the prior refined on the subject's intensities (:func:`.template.refine_brain_mask`).
+- ``hybrid``: the deepbet mask locates the brain (the neck is cropped away), the affine starts from it and
+  is checked and retried from other starts, the edge is refined as ``ants`` (:mod:`.hybrid`).
 - ``deepbet``: the deepbet CNN (Fisch et al., 2024), its networks served by onnxruntime from the files
   shipped in ``smriflow/data/deepbet`` (:mod:`.learned`; no torch).
 
@@ -41,6 +43,12 @@ def _deepbet(img: nb.spatialimages.SpatialImage, *, num_threads: int, **options:
     return mask, {f"deepbet_{key}": value for key, value in info.items() if key != "method"}
 
 
+def _hybrid(img: nb.spatialimages.SpatialImage, **kwargs: Any) -> BrainExtractionResult:
+    from smriflow.anat.brain_extraction.hybrid import hybrid_brain_extraction
+
+    return hybrid_brain_extraction(img, **kwargs)
+
+
 @dataclass(frozen=True)
 class BrainExtractionMethod:
     """One brain-extraction method.
@@ -55,12 +63,16 @@ class BrainExtractionMethod:
         The mask function; None means the template prior refined on the subject's intensities.
     options : mapping
         The interface inputs this method reads, by the option name its mask function takes.
+    run : callable or None
+        A method with its own registration path: ``(img, *, template, use_syn, tissue_threshold, work_dir,
+        num_threads, seed, **options) -> BrainExtractionResult``; it replaces the shared registration.
     """
 
     name: str
     summary: str
     mask: MaskFunction | None = None
     options: Mapping[str, str] | None = None
+    run: Callable[..., BrainExtractionResult] | None = None
 
 
 METHODS: dict[str, BrainExtractionMethod] = {
@@ -75,6 +87,12 @@ METHODS: dict[str, BrainExtractionMethod] = {
             "the deepbet CNN (through onnxruntime, shipped with smriflow), plus the same affine",
             _deepbet,
             {"threshold": "deepbet_threshold", "n_dilate": "deepbet_dilate"},
+        ),
+        BrainExtractionMethod(
+            "hybrid",
+            "deepbet finds the brain (neck cropped); a checked, retried affine from it; edge refined as ants",
+            options={"threshold": "deepbet_threshold"},
+            run=_hybrid,
         ),
     )
 }
@@ -120,6 +138,17 @@ def extract_brain(
     if method not in METHODS:
         raise ValueError(f"'method' must be one of {sorted(METHODS)}. {method!r} was provided.")
     chosen = METHODS[method]
+    if chosen.run is not None:
+        return chosen.run(
+            img,
+            template=template,
+            use_syn=use_syn,
+            tissue_threshold=tissue_threshold,
+            work_dir=work_dir,
+            num_threads=num_threads,
+            seed=seed,
+            **dict(options or {}),
+        )
     learned = None
     if chosen.mask is not None:  # first, so a missing extra fails before the registration
         learned = chosen.mask(img, num_threads=num_threads, **dict(options or {}))

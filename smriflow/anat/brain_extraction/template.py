@@ -44,6 +44,8 @@ __all__ = [
     "brain_extraction",
     "crude_brain_mask",
     "refine_brain_mask",
+    "template_images",
+    "warp_template_mask",
     "white_matter_peak",
 ]
 
@@ -180,6 +182,53 @@ def _grid_2mm(img: nb.Nifti1Image) -> tuple[np.ndarray, np.ndarray, list[int]]:
     return small, affine, factors
 
 
+def template_images(template: str, ants) -> tuple:
+    """The 2 mm template brain (fixed image) and its brain mask dilated 4 mm (metric mask), as ANTsImages."""
+    from smriflow.data.templates import get_template
+    from smriflow.utils.antsio import to_ants
+
+    tpl = nb.load(get_template(template, resolution=2))
+    tpl_mask = nb.load(get_template(template, resolution=2, suffix="mask"))
+    fixed = to_ants(np.asarray(tpl.dataobj), tpl.affine, ants)
+    tpl_zooms = tpl.header.get_zooms()[:3]
+    fixed_mask = to_ants(dilate_mm(np.asarray(tpl_mask.dataobj) > 0, 4.0, tpl_zooms), tpl_mask.affine, ants)
+    return fixed, fixed_mask
+
+
+def warp_template_mask(
+    shape: Sequence[int],
+    affine: np.ndarray,
+    lo: Sequence[int],
+    hi: Sequence[int],
+    to_subject: list[str],
+    invert: list[bool],
+    template: str,
+    ants,
+) -> np.ndarray:
+    """Pull the 1 mm template brain mask back into the voxel box ``[lo, hi)`` of a native grid (step 3).
+
+    Returns the brain probability (float32, 0-1) on the full grid ``shape``; zero outside the box.
+    """
+    from smriflow.data.templates import get_template
+    from smriflow.utils.antsio import to_ants
+
+    lo, hi = np.asarray(lo), np.asarray(hi)
+    box_affine = affine.copy()
+    box_affine[:3, 3] = affine[:3, :3] @ lo + affine[:3, 3]
+    box_shape = tuple(int(x) for x in hi - lo)
+    tpl_mask1 = nb.load(get_template(template, resolution=1, suffix="mask"))
+    warped = ants.apply_transforms(
+        to_ants(np.zeros(box_shape, np.float32), box_affine, ants),
+        to_ants(np.asarray(tpl_mask1.dataobj, dtype=np.float32), tpl_mask1.affine, ants),
+        to_subject,
+        whichtoinvert=invert,
+        interpolator="linear",
+    ).numpy()
+    prior = np.zeros(tuple(shape), dtype=np.float32)
+    prior[tuple(slice(int(a), int(b)) for a, b in zip(lo, hi, strict=True))] = np.clip(warped, 0, 1)
+    return prior
+
+
 def brain_extraction(
     img: nb.Nifti1Image,
     *,
@@ -223,7 +272,6 @@ def brain_extraction(
     BrainExtractionResult
         Mask and prior on the input grid, subject-to-template transforms (ANTs files).
     """
-    from smriflow.data.templates import get_template
     from smriflow.utils.antsenv import import_ants
     from smriflow.utils.antsio import ants_seed, registration_dir, to_ants
 
@@ -236,11 +284,7 @@ def brain_extraction(
     crude = crude_brain_mask(small, small_zooms)
     moving = to_ants(small * dilate_mm(crude, 6.0, small_zooms), small_affine, ants)
 
-    tpl = nb.load(get_template(template, resolution=2))
-    tpl_mask = nb.load(get_template(template, resolution=2, suffix="mask"))
-    fixed = to_ants(np.asarray(tpl.dataobj), tpl.affine, ants)
-    tpl_zooms = tpl.header.get_zooms()[:3]
-    fixed_mask = to_ants(dilate_mm(np.asarray(tpl_mask.dataobj) > 0, 4.0, tpl_zooms), tpl_mask.affine, ants)
+    fixed, fixed_mask = template_images(template, ants)
 
     with ants_seed(ants, seed):
         aff = ants.registration(
@@ -268,22 +312,10 @@ def brain_extraction(
             to_subject, invert = [affine_xfm, inv_warp], [True, False]
 
     # pull the 1 mm template brain mask back onto the head's bounding box of the native grid
-    head = head_mask(data, zooms)
-    idx = np.argwhere(head)
-    lo, hi = idx.min(0), idx.max(0) + 1
-    box_affine = img.affine.copy()
-    box_affine[:3, 3] = img.affine[:3, :3] @ lo + img.affine[:3, 3]
-    box_shape = tuple(int(x) for x in hi - lo)
-    tpl_mask1 = nb.load(get_template(template, resolution=1, suffix="mask"))
-    warped = ants.apply_transforms(
-        to_ants(np.zeros(box_shape, np.float32), box_affine, ants),
-        to_ants(np.asarray(tpl_mask1.dataobj, dtype=np.float32), tpl_mask1.affine, ants),
-        to_subject,
-        whichtoinvert=invert,
-        interpolator="linear",
-    ).numpy()
-    prior = np.zeros(data.shape, dtype=np.float32)
-    prior[tuple(slice(int(a), int(b)) for a, b in zip(lo, hi, strict=True))] = np.clip(warped, 0, 1)
+    idx = np.argwhere(head_mask(data, zooms))
+    prior = warp_template_mask(
+        data.shape, img.affine, idx.min(0), idx.max(0) + 1, to_subject, invert, template, ants
+    )
 
     if refine:
         mask = refine_brain_mask(data, zooms, prior, tissue_threshold=tissue_threshold)

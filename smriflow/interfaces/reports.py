@@ -57,6 +57,8 @@ class _SubjectReportInputSpec(BaseInterfaceInputSpec):
         exists=True,
         desc="JSON record of TissueSegmentation: its warnings and multichannel channels join the summary",
     )
+    thickness = File(exists=True, desc="thickness map on the T1w grid (CorticalThickness): adds the section")
+    thickness_record = File(exists=True, desc="JSON record of CorticalThickness: its means and regions")
     surfaces_dir = traits.Str(
         "",
         usedefault=True,
@@ -73,7 +75,8 @@ class SubjectReport(SimpleInterface):
     """Write the HTML report of one T1w: mosaics, contours, registration flicker, atlases, IQMs, methods.
 
     Optional inputs add sections: ``lesion_mask`` (Lesions), ``t2w_t1w``/``flair_t1w`` and their
-    registration records (Other contrasts), ``runs_record`` (T1w runs combined) and ``surfaces_dir``
+    registration records (Other contrasts), ``runs_record`` (T1w runs combined), ``thickness`` and
+    ``thickness_record`` (Cortical thickness) and ``surfaces_dir``
     (Surfaces: thickness on the pial mesh). Without them the report is unchanged.
 
     The labels come from ``subject``/``session``, else from the ``sub-``/``ses-`` entities of
@@ -102,6 +105,8 @@ class SubjectReport(SimpleInterface):
                 "flair_record",
                 "runs_record",
                 "tissues_record",
+                "thickness",
+                "thickness_record",
             )
         }
         contrasts = {"T2w": optional["t2w_t1w"], "FLAIR": optional["flair_t1w"]}
@@ -129,6 +134,8 @@ class SubjectReport(SimpleInterface):
             contrast_record_files={name: path for name, path in records.items() if path},
             runs_file=optional["runs_record"],
             tissues_file=optional["tissues_record"],
+            thickness=optional["thickness"],
+            thickness_file=optional["thickness_record"],
             surfaces_dir=inputs.surfaces_dir,
         )
         self._results["out_report"] = str(out)

@@ -53,11 +53,14 @@ class _CorticalThicknessOutputSpec(TraitedSpec):
 
 
 def row_name(source_file: str) -> str:
-    """``sub-<label>[_ses-<label>]`` from a BIDS file name (the tables' row, FreeSurfer's subject ID)."""
-    found = dict(re.findall(r"(?:^|_)(sub|ses)-([A-Za-z0-9]+)", Path(source_file).name))
-    if "sub" not in found:
+    """``sub-<label>`` from a BIDS file name: the tables' row, joined with participants.tsv.
+
+    The session is left out, as the ``_volumes.tsv`` tables leave it (stats reads one row per subject).
+    """
+    found = re.search(r"(?:^|_)sub-([A-Za-z0-9]+)", Path(source_file).name)
+    if not found:
         raise ValueError(f"CorticalThickness: 'source_file' has no sub-<label> entity ({source_file!r})")
-    return f"sub-{found['sub']}" + (f"_ses-{found['ses']}" if "ses" in found else "")
+    return f"sub-{found.group(1)}"
 
 
 class CorticalThickness(SimpleInterface):

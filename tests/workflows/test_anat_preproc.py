@@ -62,6 +62,10 @@ PORTS = {
             "atlas_dseg",
             "atlas_volumes",
             "summary_volumes",
+            "thickness",
+            "thickness_region",
+            "thickness_dk",
+            "thickness_destrieux",
             "iqms",
             "report",
         ],
@@ -79,8 +83,22 @@ PORTS = {
         ["t1w", "t1w_mask", "t1w_tpms", "std2anat_xfm"],
         ["atlas_dseg", "atlas_volumes", "summary"],
     ),
+    "cortical_thickness": (
+        ["t1w", "t1w_tpms", "std2anat_xfm", "source_file"],
+        ["thickness", "region", "dk_tables", "destrieux_tables", "record"],
+    ),
     "qc": (
-        ["t1w", "t1w_preproc", "t1w_biasfield", "t1w_mask", "t1w_dseg", "t1w_tpms", "std_t1w", "std_tpms"],
+        [
+            "t1w",
+            "t1w_preproc",
+            "t1w_biasfield",
+            "t1w_mask",
+            "t1w_dseg",
+            "t1w_tpms",
+            "std_t1w",
+            "std_tpms",
+            "thickness_record",
+        ],
         ["iqms"],
     ),
 }
@@ -164,6 +182,11 @@ def test_arguments_reach_the_nodes():
     default = smriflow.load_workflow("anat_preproc")
     assert default.get_node("n4").inputs.profile == "fast"
     assert default.get_node("parcellation_wf.warp_atlas").inputs.atlas == list(ATLASES)
+    assert default.get_node("cortical_thickness_wf.thickness").inputs.enabled is True
+    off = smriflow.load_workflow("anat_preproc", thickness=False)
+    assert off.get_node("cortical_thickness_wf.thickness").inputs.enabled is False
+    for node, atlas in (("warp_dk", "desikan_killiany"), ("warp_destrieux", "destrieux")):
+        assert wf.get_node(f"cortical_thickness_wf.{node}").inputs.atlas == atlas  # `atlases` lacks them
 
 
 def test_sub_workflow_arguments():

@@ -73,6 +73,7 @@ __all__ = [
     "cortical_thickness",
     "regional_thickness",
     "relabel_cortex",
+    "subject_thickness",
     "thickness_image",
 ]
 
@@ -481,3 +482,85 @@ def regional_thickness(
         frame = pd.DataFrame([values], index=pd.Index([subject], name=f"{hemi}.{parc}.thickness"))
         tables[hemi] = frame.astype(float)
     return tables
+
+
+#: Thickness (mm) outside which :func:`subject_thickness` counts a cortical voxel's value as implausible.
+PLAUSIBLE_MM = (1.0, 4.5)
+
+
+def subject_thickness(
+    gm_probseg: nb.Nifti1Image | str | Path,
+    wm_probseg: nb.Nifti1Image | str | Path,
+    atlases: dict[str, nb.Nifti1Image | str | Path],
+    subject: str,
+    **kwargs,
+) -> tuple[nb.Nifti1Image, nb.Nifti1Image, dict[str, dict[str, pd.DataFrame]], dict]:
+    """Everything ``anat_preproc`` keeps of a subject's thickness: the maps, the tables and a record.
+
+    Parameters
+    ----------
+    gm_probseg, wm_probseg : nibabel.Nifti1Image, str or Path
+        GM and WM memberships on the T1w grid.
+    atlases : dict
+        ``{'desikan_killiany': dseg, 'destrieux': dseg}`` on the same grid (Destrieux optional): the map's
+        cortex and regions come from Desikan-Killiany, Destrieux relabels the same voxels
+        (:func:`relabel_cortex`).
+    subject : str
+        The tables' row name (``sub-0002``).
+    **kwargs
+        Passed to :func:`thickness_image`.
+
+    Returns
+    -------
+    thickness, region : nibabel.Nifti1Image
+        The thickness map (mm) and its Desikan-Killiany cortical labels.
+    tables : dict
+        ``{atlas: {'lh': frame, 'rh': frame}}`` (:func:`regional_thickness`).
+    record : dict
+        ``mean_mm`` per hemisphere, ``voxels``, ``iqms`` (``thickness_mean_{lh,rh}``,
+        ``thickness_frac_{below,above}``: the share of the cortex's voxels outside :data:`PLAUSIBLE_MM`) and
+        ``regions`` (the Desikan-Killiany means, ``{hemi: {roi: mm}}``).
+    """
+    from smriflow.data.atlases import atlas_labels
+
+    if "desikan_killiany" not in atlases:
+        raise ValueError("'atlases' must hold the warped 'desikan_killiany' atlas (it defines the cortex).")
+    dk_labels = atlas_labels("desikan_killiany")
+    thick_img, region_img = thickness_image(
+        gm_probseg, wm_probseg, atlases["desikan_killiany"], dk_labels, **kwargs
+    )
+    thick = np.asarray(thick_img.dataobj, dtype=np.float64)
+    region = np.asarray(region_img.dataobj)
+    tables = {"desikan_killiany": regional_thickness(thick, region, dk_labels, "desikan_killiany", subject)}
+    for name, dseg in atlases.items():
+        if name == "desikan_killiany":
+            continue
+        other = nb.load(str(dseg)) if isinstance(dseg, str | Path) else dseg
+        other_labels = atlas_labels(name)
+        relabelled = relabel_cortex(region, dk_labels, np.asanyarray(other.dataobj), other_labels)
+        tables[name] = regional_thickness(thick, relabelled, other_labels, name, subject)
+    values = thick[thick > 0]
+    low, high = PLAUSIBLE_MM
+    dk = tables["desikan_killiany"]
+    mean = {h: float(dk[h].iloc[0][f"{h}_MeanThickness_thickness"]) for h in ("lh", "rh")}
+    iqms = {f"thickness_mean_{h}": mean[h] for h in ("lh", "rh")}
+    iqms["thickness_frac_below"] = float(np.mean(values < low)) if values.size else float("nan")
+    iqms["thickness_frac_above"] = float(np.mean(values > high)) if values.size else float("nan")
+    regions = {
+        h: {
+            col[len(h) + 1 : -len("_thickness")]: float(v)
+            for col, v in frame.iloc[0].items()
+            if "MeanThickness" not in col
+        }
+        for h, frame in dk.items()
+    }
+    record = {
+        "subject": subject,
+        "atlases": sorted(atlases),
+        "voxels": int(values.size),
+        "mean_mm": mean,
+        "plausible_mm": list(PLAUSIBLE_MM),
+        "iqms": iqms,
+        "regions": regions,
+    }
+    return thick_img, region_img, tables, record

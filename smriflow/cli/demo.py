@@ -8,8 +8,8 @@ The steps, each the real command a user would run:
 2. ``smriflow run anat_preproc --bids-dir DIR/bids --output-dir DIR/derivatives/smriflow`` (default execution
    config);
 3. ``smriflow run qc_group --output-dir DIR/derivatives/smriflow`` (group QC), when that workflow exists;
-4. ``smriflow stats roi`` on the GM volumes of the Desikan-Killiany regions against age, when that command is
-   installed;
+4. ``smriflow stats roi`` on the GM volumes of the Desikan-Killiany regions against age, and on their cortical
+   thickness (the ``_thickness.tsv`` tables of ``anat_preproc``), when that command is installed;
 5. a table of what was measured against the ground truth (brain-mask and tissue Dice, GM volumes, the age
    effect), also written to ``DIR/demo_results.json``.
 
@@ -105,7 +105,8 @@ def demo_command(args: argparse.Namespace) -> int:
     )
     steps["qc_group"] = _qc_group(out, args.nprocs)
     steps["roi_glm"] = _roi_glm(out, len(truth))
-    results = _score(out, truth, params.region, steps)
+    steps["roi_glm_thickness"] = _roi_glm_thickness(out, len(truth), steps["roi_glm"])
+    results = _score(out, truth, params, steps)
     results["seconds"] = round(time.monotonic() - start, 1)
     (out / "demo_results.json").write_text(json.dumps(results, indent=2) + "\n")
     _print_results(results, out)
@@ -156,7 +157,7 @@ def _step(name: str, argv: list[str]) -> dict[str, Any]:
 
     from smriflow.cli.main import main
 
-    number = {"anat_preproc": 2, "qc_group": 3, "roi_glm": 4}[name]
+    number = {"anat_preproc": 2, "qc_group": 3, "roi_glm": 4, "roi_glm_thickness": 4}[name]
     print(f"[{number}/5] $ smriflow {shlex.join(argv)}", flush=True)
     tic = time.monotonic()
     with warnings.catch_warnings():  # pandas' performance hints are not for the user
@@ -211,8 +212,42 @@ def _roi_glm(out: Path, n_subjects: int) -> dict[str, Any]:
     return _step("roi_glm", argv)
 
 
-def _score(out: Path, truth: Any, region: str, steps: dict[str, Any]) -> dict[str, Any]:
+def _roi_glm_thickness(out: Path, n_subjects: int, volume_step: dict[str, Any]) -> dict[str, Any]:
+    """``smriflow stats roi`` on the subjects' Desikan-Killiany thickness tables (both hemispheres)."""
+    if volume_step["status"] == "skipped":
+        return {"status": "skipped", "reason": volume_step["reason"]}
+    tables = sorted(
+        (out / "derivatives" / "smriflow").glob(f"sub-*/**/sub-*_hemi-*_atlas-{ATLAS}_thickness.tsv")
+    )
+    if len(tables) < 2 * n_subjects:
+        return _skipped(4, "ROI GLM on thickness", "not every subject has its thickness tables")
+    argv = ["stats", "roi", "--table", *map(str, tables)]
+    argv += ["--participants", str(out / "bids" / "participants.tsv"), "--formula", "{roi} ~ age"]
+    argv += ["--predictor", "age", "--missing", "drop", "--correction", "fdr_bh"]
+    return _step("roi_glm_thickness", argv + ["--output-dir", str(out / "stats" / "roi_glm_thickness")])
+
+
+def _thickness_effect(subjects: list[dict[str, Any]], params: Any, out: Path, steps: dict) -> dict[str, Any]:
+    """The planted thinning (%/year of the thickness at the reference age) and what the tables show."""
+    import numpy as np
+
+    effect: dict[str, Any] = {"true_percent_per_year": -100.0 * params.thinning_rate}
+    effect["reference_age"] = params.reference_age
+    values = [s.get("region_thickness_mm") for s in subjects]
+    if all(v is not None for v in values):
+        ages = np.array([s["age"] for s in subjects])
+        fit = age_effect(ages, values)
+        at_reference = float(np.mean(values) + fit["slope"] * (params.reference_age - ages.mean()))
+        effect["measured"] = {**fit, "percent_per_year": 100.0 * fit["slope"] / at_reference}
+    glm = out / "stats" / "roi_glm_thickness" / "roi_glm.tsv"
+    if steps["roi_glm_thickness"]["status"] == "done" and glm.is_file():
+        effect["glm"] = _glm_row(glm, params.region)
+    return effect
+
+
+def _score(out: Path, truth: Any, params: Any, steps: dict[str, Any]) -> dict[str, Any]:
     """Measured vs true figures per subject and for the age effect."""
+    region = params.region
     deriv = out / "derivatives" / "smriflow"
     subjects = []
     for row in truth.to_dict("records"):
@@ -241,6 +276,7 @@ def _score(out: Path, truth: Any, region: str, steps: dict[str, Any]) -> dict[st
     return {
         "subjects": subjects,
         "age_effect": effect,
+        "thickness_effect": _thickness_effect(subjects, params, out, steps),
         "steps": steps,
         "qc": _qc_flags(deriv / "group_desc-iqms_T1w.tsv"),
         "reports": reports,
@@ -292,6 +328,16 @@ def _glm_row(path: Path, region: str) -> dict[str, Any]:
     }
 
 
+def _print_glm(console: Any, glm: dict[str, Any] | None, coef_format: str, unit: str = "") -> None:
+    if glm and glm.get("found"):
+        nan = float("nan")
+        console.print(
+            f"  ROI GLM   coef {glm.get('coef', nan):{coef_format}}{unit}, t = {glm.get('t', nan):.2f}, "
+            f"p = {glm.get('p', nan):.2g} (corrected {glm.get('p_corrected', nan):.2g}); "
+            f"rank {glm['rank']} of {glm['of']} regions by |t|"
+        )
+
+
 def _print_results(results: dict[str, Any], out: Path) -> None:
     from rich import box
     from rich.console import Console
@@ -330,13 +376,21 @@ def _print_results(results: dict[str, Any], out: Path) -> None:
             f"  measured  {m['slope']:8.1f} mm³/year ({m['percent_per_year']:+.2f} %/year), "
             f"r = {m['r']:.3f} over {m['n']} subjects"
         )
-    glm = effect.get("glm")
-    if glm and glm.get("found"):
+    _print_glm(console, effect.get("glm"), ".1f")
+    thick = results.get("thickness_effect") or {}
+    if thick:
         console.print(
-            f"  ROI GLM   coef {glm.get('coef', float('nan')):.1f}, t = {glm.get('t', float('nan')):.2f}, "
-            f"p = {glm.get('p', float('nan')):.2g} (corrected {glm.get('p_corrected', float('nan')):.2g}); "
-            f"rank {glm['rank']} of {glm['of']} regions by |t|"
+            f"Age effect on the cortical thickness of {effect['region']} "
+            f"(% per year of the thickness at {thick['reference_age']:g} years):\n"
+            f"  true      {thick['true_percent_per_year']:+.2f} %/year"
         )
+        if "measured" in thick:
+            m = thick["measured"]
+            console.print(
+                f"  measured  {m['percent_per_year']:+.2f} %/year ({m['slope']:+.4f} mm/year), "
+                f"r = {m['r']:.3f} over {m['n']} subjects"
+            )
+        _print_glm(console, thick.get("glm"), "+.4f", " mm/year")
     qc = results.get("qc") or {}
     if "flagged" in qc:
         flagged = "; ".join(f"{k}: {v}" for k, v in qc["flagged"].items()) or "none"
@@ -392,8 +446,9 @@ def score_subject(
     -------
     dict
         ``brain_dice``, ``gm_dice``, ``wm_dice``, ``csf_dice`` (measured vs true masks, on the true grid),
-        ``gm_mm3`` (measured GM volume) and ``region_gm_mm3`` (measured GM volume of ``region``); empty when
-        the subject has no derivatives (it failed).
+        ``gm_mm3`` (measured GM volume), ``region_gm_mm3`` (measured GM volume of ``region``) and, when its
+        thickness table exists, ``region_thickness_mm`` (mean thickness of ``region``); empty when the
+        subject has no derivatives (it failed).
     """
     import nibabel as nb
     import numpy as np
@@ -419,6 +474,11 @@ def score_subject(
     if rows.empty:
         raise ValueError(f"{anat / f'{label}_atlas-{atlas}_volumes.tsv'}: no region named {region!r}")
     scores["region_gm_mm3"] = float(rows.iloc[0])
+    hemi, roi = region.split("-", 2)[1:] if region.startswith("ctx-") else ("", region)
+    thickness = anat / f"{label}_hemi-{hemi[:1].upper()}_atlas-{atlas}_thickness.tsv"
+    if hemi and thickness.is_file():
+        table = pd.read_csv(thickness, sep="\t")
+        scores["region_thickness_mm"] = float(table[f"{hemi}_{roi}_thickness"].iloc[0])
     return scores
 
 

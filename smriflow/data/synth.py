@@ -13,9 +13,9 @@ same bytes on every machine. For one subject (:func:`synthesize_subject`):
    the ground truth is the sampled mask (> 0.5) and the argmax of the sampled probabilities inside it
    (``dseg``: 1 GM, 2 WM, 3 CSF, as ``anat_preproc`` labels them).
 3. **Age effect.** In one atlas region (default the left superior frontal cortex of the Desikan-Killiany
-   atlas), a fraction ``rate × (age − reference_age)`` of the GM partial volume becomes CSF
-   (:func:`thin_region`): cortical thinning as it appears at this resolution. The region's true GM volume
-   is recorded, so a group analysis can be scored against it.
+   atlas), the cortex thins by a fraction ``rate × (age − reference_age)`` of its thickness, from its CSF
+   side (:func:`thin_cortex`: the outer GM becomes CSF). The region's true GM volume and the thinning
+   fraction are recorded, so group analyses of GM volume and of thickness can be scored against them.
 4. **Head.** Outside the brain, a thin dark fluid layer, a dark skull and a bright scalp follow the brain's
    outer distance (:func:`head_shell`), with thicknesses that vary smoothly over the head, so that brain
    extraction has real work to do.
@@ -51,6 +51,7 @@ __all__ = [
     "random_affine",
     "random_deformation",
     "synthesize_subject",
+    "thin_cortex",
     "thin_region",
     "write_dataset",
 ]
@@ -81,7 +82,9 @@ class SynthParams:
     bias_strength: float = 0.25  #: the bias field lies within exp(±bias_strength) over the head
     noise: float = 0.03  #: standard deviation of each Gaussian noise component, relative to WM
     region: str = "ctx-lh-superiorfrontal"  #: Desikan-Killiany region that thins with age
-    thinning_rate: float = 0.008  #: fraction of the region's GM lost per year after reference_age
+    thinning_rate: float = (
+        0.008  #: fraction of the region's cortical thickness lost per year after reference_age
+    )
     reference_age: float = 20.0  #: age without thinning (years)
 
 
@@ -312,13 +315,39 @@ def head_shell(
 
 
 def thin_region(
-    gm: np.ndarray, csf: np.ndarray, region: np.ndarray, fraction: float
+    gm: np.ndarray, csf: np.ndarray, region: np.ndarray, fraction: float | np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Move ``fraction`` of the GM partial volume inside ``region`` to CSF (total volume is unchanged)."""
+    """Move ``fraction`` (a number, or one per voxel) of the GM partial volume inside ``region`` to CSF.
+
+    The total volume is unchanged.
+    """
+    fraction = np.asarray(fraction, dtype=np.float32)
+    if not (np.all(fraction >= 0.0) and np.all(fraction <= 1.0)):
+        raise ValueError(f"'fraction' must be within [0, 1]. {fraction!r} was provided.")
+    lost = np.where(region, gm * fraction, np.float32(0.0))
+    return gm - lost, csf + lost
+
+
+def thin_cortex(
+    gm: np.ndarray, wm: np.ndarray, csf: np.ndarray, region: np.ndarray, fraction: float, voxel_mm: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Thin the cortex inside ``region`` by ``fraction`` of its thickness, from its outer (CSF) side.
+
+    A GM voxel at distance ``d_in`` from the white matter (``WM ≥ 0.5``) and ``d_out`` from the outside
+    (``GM + WM < 0.5``), voxel centre to voxel centre, lies on a profile of thickness
+    ``T = d_in + d_out − voxel``; the new outer surface is at depth ``(1 − fraction) T`` and the part of the
+    voxel beyond it loses its GM to CSF (partial volume). The cortex's thickness, and about as much of its
+    GM volume, is reduced by ``fraction``. Returns the new GM and CSF (:func:`thin_region` moves the GM).
+    """
     if not 0.0 <= fraction <= 1.0:
         raise ValueError(f"'fraction' must be within [0, 1]. {fraction!r} was provided.")
-    lost = np.where(region, gm * np.float32(fraction), np.float32(0.0))
-    return gm - lost, csf + lost
+    inner, outer = wm >= 0.5, (gm + wm) < 0.5
+    d_in = ndimage.distance_transform_edt(~inner, sampling=voxel_mm)
+    d_out = np.maximum(ndimage.distance_transform_edt(~outer, sampling=voxel_mm), voxel_mm)
+    # between voxel centres the profile spans d_in + d_out - voxel (each boundary lies half a voxel away)
+    beyond = (d_in - (1.0 - fraction) * (d_in + d_out - voxel_mm)) / voxel_mm
+    lost = np.where(inner, 0.0, np.clip(beyond, 0.0, 1.0))
+    return thin_region(gm, csf, region, lost)
 
 
 def bias_field(
@@ -394,7 +423,7 @@ def synthesize_subject(
     region = pull(model.region.astype(np.float32), order=0) > 0.5
     distance = pull(model.outer_distance, cval=100.0)
     thinning = float(np.clip(params.thinning_rate * (age - params.reference_age), 0.0, 0.9))
-    gm, csf = thin_region(gm, csf, region, thinning)
+    gm, csf = thin_cortex(gm, wm, csf, region, thinning, params.voxel_size)
     # skull and scalp thicknesses vary smoothly over the head (3-7 mm and 4-8 mm)
     layers = head_shell(
         distance,

@@ -6,7 +6,9 @@ metrics are described in ``docs/iqms.md`` and the group rules in ``docs/qc.md``.
 
 from __future__ import annotations
 
+import json
 import os
+from pathlib import Path
 
 from nipype.interfaces.base import (
     BaseInterfaceInputSpec,
@@ -15,6 +17,7 @@ from nipype.interfaces.base import (
     InputMultiObject,
     SimpleInterface,
     TraitedSpec,
+    isdefined,
     traits,
 )
 
@@ -44,6 +47,9 @@ class _ComputeIQMsInputSpec(BaseInterfaceInputSpec):
         resource="template",
         desc="template of the normalization (T1w, mask, tpms)",
     )
+    thickness_record = File(
+        exists=True, desc="CorticalThickness's JSON record: its 'iqms' (thickness_*) join the metrics"
+    )
 
 
 class _ComputeIQMsOutputSpec(TraitedSpec):
@@ -71,6 +77,9 @@ class ComputeIQMs(SimpleInterface):
             list(inputs.std_tpms),
             template=inputs.template,
         )
+        if isdefined(inputs.thickness_record):  # mean thickness per hemisphere, share of implausible values
+            record = json.loads(Path(inputs.thickness_record).read_text())
+            iqms.update({k: float(v) for k, v in record["iqms"].items() if v is not None and v == v})
         self._results["out_file"] = write_iqms(iqms, os.path.join(runtime.cwd, "iqms.json"))
         return runtime
 

@@ -61,6 +61,8 @@ class _SubjectReportInputSpec(BaseInterfaceInputSpec):
         exists=True,
         desc="JSON record of BrainExtraction (out_report): which path ran and why, under the brain mask",
     )
+    thickness = File(exists=True, desc="thickness map on the T1w grid (CorticalThickness): adds the section")
+    thickness_record = File(exists=True, desc="JSON record of CorticalThickness: its means and regions")
     surfaces_dir = traits.Str(
         "",
         usedefault=True,
@@ -77,7 +79,8 @@ class SubjectReport(SimpleInterface):
     """Write the HTML report of one T1w: mosaics, contours, registration flicker, atlases, IQMs, methods.
 
     Optional inputs add sections: ``lesion_mask`` (Lesions), ``t2w_t1w``/``flair_t1w`` and their
-    registration records (Other contrasts), ``runs_record`` (T1w runs combined) and ``surfaces_dir``
+    registration records (Other contrasts), ``runs_record`` (T1w runs combined), ``thickness`` and
+    ``thickness_record`` (Cortical thickness) and ``surfaces_dir``
     (Surfaces: thickness on the pial mesh). Without them the report is unchanged.
 
     The labels come from ``subject``/``session``, else from the ``sub-``/``ses-`` entities of
@@ -107,6 +110,8 @@ class SubjectReport(SimpleInterface):
                 "runs_record",
                 "tissues_record",
                 "brain_record",
+                "thickness",
+                "thickness_record",
             )
         }
         contrasts = {"T2w": optional["t2w_t1w"], "FLAIR": optional["flair_t1w"]}
@@ -135,6 +140,8 @@ class SubjectReport(SimpleInterface):
             runs_file=optional["runs_record"],
             tissues_file=optional["tissues_record"],
             brain_file=optional["brain_record"],
+            thickness=optional["thickness"],
+            thickness_file=optional["thickness_record"],
             surfaces_dir=inputs.surfaces_dir,
         )
         self._results["out_report"] = str(out)

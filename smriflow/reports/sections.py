@@ -9,7 +9,9 @@ report without them is what it was before they existed. Each function returns on
   rigid motion its registration found (:func:`read_record`);
 - :func:`runs_section`: the table of the T1w runs combined into one image;
 - :func:`surfaces_section`: cortical thickness on the pial mesh and its means, from a ``$SUBJECTS_DIR`` or
-  an fMRIPrep derivatives folder.
+  an fMRIPrep derivatives folder;
+- :func:`thickness_section`: smriflow's own thickness map on the T1w, its means per hemisphere, the share of
+  implausible values and the Desikan-Killiany regional means (the ``CorticalThickness`` record).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ __all__ = [
     "read_record",
     "runs_section",
     "surfaces_section",
+    "thickness_section",
 ]
 
 #: what the runs record's ``method`` means
@@ -337,3 +340,61 @@ def surfaces_section(surfaces_dir: str | Path, subject: str, session: str = "") 
             + "</details>"
         )
     return section("surfaces", "Surfaces", how, content)
+
+
+def thickness_section(
+    corrected: nb.Nifti1Image,
+    thickness: nb.Nifti1Image | None,
+    record: Mapping[str, Any] | None,
+    cuts: Mapping[str, list[float]],
+) -> str:
+    """The "Cortical thickness" section: the map over the T1w, its summary and the regional means.
+
+    ``corrected`` and ``thickness`` are cut to the report's box; ``record`` is ``CorticalThickness``'s JSON
+    record (:func:`smriflow.anat.thickness.subject_thickness`). Either may be missing.
+    """
+    how = (
+        "Voxel-wise cortical thickness (mm; docs/thickness.md) over the bias-corrected T1w: colour should "
+        "follow the cortical ribbon only, without gaps over whole gyri, without spilling into white matter "
+        "or the dura. Adult cortex is mostly 1.5–4 mm thick; the regional means are those of the "
+        "Desikan-Killiany tables (sub-&lt;label&gt;_hemi-L_atlas-desikankilliany_thickness.tsv)."
+    )
+    content = ""
+    if thickness is not None:
+
+        def draw(display) -> None:
+            if np.asanyarray(thickness.dataobj).any():
+                display.add_overlay(thickness, cmap="viridis", vmin=0.0, vmax=5.0, threshold=1e-3)
+
+        content += figure(rl.mosaic_svg(corrected, cuts, draw=draw, modes="yz"), "thickness map")
+        content += '<p class="legend">colour scale: viridis, 0 mm (dark) to 5 mm (yellow)</p>'
+    if not isinstance(record, Mapping):
+        return section(
+            "thickness", "Cortical thickness", how, content + '<p class="how">No record was given.</p>'
+        )
+    means, iqms = record.get("mean_mm", {}), record.get("iqms", {})
+    low, high = record.get("plausible_mm", [1.0, 4.5])
+    rows = [
+        ["mean, left hemisphere (mm)", _number(means.get("lh"))],
+        ["mean, right hemisphere (mm)", _number(means.get("rh"))],
+        ["cortical voxels", str(record.get("voxels", "n/a"))],
+        [f"share below {low:g} mm", _number(100 * iqms.get("thickness_frac_below", math.nan), 1) + " %"],
+        [f"share above {high:g} mm", _number(100 * iqms.get("thickness_frac_above", math.nan), 1) + " %"],
+    ]
+    content += table(["thickness", ""], rows, numeric=[False, True])
+    if max(iqms.get("thickness_frac_below", 0.0), iqms.get("thickness_frac_above", 0.0)) > 0.1:
+        content += (
+            '<p class="warn">More than 10 % of the cortical voxels have an implausible thickness: check the '
+            "grey/white segmentation and the brain mask.</p>"
+        )
+    regions = record.get("regions", {})
+    names = list(dict.fromkeys([*regions.get("lh", {}), *regions.get("rh", {})]))
+    if names:
+        rows = [
+            [escape(n), _number(regions.get("lh", {}).get(n)), _number(regions.get("rh", {}).get(n))]
+            for n in names
+        ]
+        content += "<h3>Desikan-Killiany regions (mm)</h3>" + table(
+            ["region", "left", "right"], rows, numeric=[False, True, True]
+        )
+    return section("thickness", "Cortical thickness", how, content)

@@ -71,6 +71,8 @@ def subject_report(
     surfaces_dir: str | Path = "",
     tissues: Mapping | None = None,
     brain: Mapping | None = None,
+    thickness: str | Path | None = None,
+    thickness_record: Mapping | None = None,
 ) -> str:
     """Render the HTML report of one T1w and its preprocessing.
 
@@ -117,6 +119,9 @@ def subject_report(
         The brain extraction's record (``BrainExtraction.out_report``): which path ran and why, and its
         checks, in a table under the brain mask; a fallback, retries or a skull-stripped input join the
         summary's list.
+    thickness, thickness_record : path and mapping, optional
+        smriflow's thickness map on the T1w grid and the ``CorticalThickness`` record: add the "Cortical
+        thickness" section.
 
     Returns
     -------
@@ -130,6 +135,7 @@ def subject_report(
     native.update({f"atlas_dseg[{i}]": path for i, path in enumerate(atlas_dseg)})
     native.update({name: path for name, path in (contrasts or {}).items()})
     native.update({"lesion_mask": lesion_mask} if lesion_mask is not None else {})
+    native.update({"thickness": thickness} if thickness is not None else {})
     for what, path in native.items():
         rl.check_grid(path, t1w_mask, what)
     box = rl.crop_box(t1w_mask, margin_mm=15.0)
@@ -220,6 +226,10 @@ def subject_report(
                 figures,
             )
         )
+    has_thickness = thickness is not None or thickness_record is not None
+    if has_thickness:
+        image = rl.crop(thickness, box) if thickness is not None else None
+        sections.append(sx.thickness_section(corrected, image, thickness_record, cuts))
     if surfaces_dir:
         sections.append(sx.surfaces_section(surfaces_dir, subject, session))
     sections.append(
@@ -245,6 +255,7 @@ def subject_report(
     nav += [("contrasts", "Contrasts")] if contrasts or contrast_records else []
     nav += [("registration", "Registration")]
     nav += [("atlases", "Atlases")] if atlas_dseg else []
+    nav += [("thickness", "Thickness")] if has_thickness else []
     nav += [("surfaces", "Surfaces")] if surfaces_dir else []
     nav += [("iqms", "IQMs"), ("methods", "Methods")]
     return page(f"smriflow report: {label}", nav, "\n".join(sections))
@@ -350,13 +361,14 @@ def write_subject_report(
     contrast_record_files: Mapping[str, str | Path] | None = None,
     tissues_file: str | Path | None = None,
     brain_file: str | Path | None = None,
+    thickness_file: str | Path | None = None,
     **kwargs,
 ) -> Path:
     """Render :func:`subject_report` into ``out_file``, reading the JSON and TSV files given.
 
     ``kwargs`` are those of :func:`subject_report`; ``iqms``, ``group``, ``runs``, ``contrast_records`` and
     ``tissues`` come from ``iqms_file``, ``group_tsv``, ``runs_file``, ``contrast_record_files`` (name -> JSON
-    file) and ``tissues_file``; ``brain`` from ``brain_file``.
+    file), ``tissues_file`` and ``thickness_file`` (``thickness_record``); ``brain`` from ``brain_file``.
 
     Raises
     ------
@@ -388,6 +400,8 @@ def write_subject_report(
         kwargs["tissues"] = sx.read_record(tissues_file, "record of the tissue segmentation")
     if brain_file:
         kwargs["brain"] = sx.read_record(brain_file, "record of the brain extraction")
+    if thickness_file:
+        kwargs["thickness_record"] = sx.read_record(thickness_file, "cortical thickness record")
     out = Path(out_file)
     out.write_text(subject_report(**kwargs), encoding="utf-8")
     return out

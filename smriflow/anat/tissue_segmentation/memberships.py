@@ -127,3 +127,5 @@ def segment_tissues(
 
 
 #: Recorded in the report when multichannel segmentation is asked for but only the T1w is available.
+
+

@@ -19,6 +19,11 @@ class _ConformImageInputSpec(BaseInterfaceInputSpec):
     take_first_volume = traits.Bool(
         False, usedefault=True, desc="use the first volume of a 4-D image (with a warning) instead of failing"
     )
+    allow_contrast_mismatch = traits.Bool(
+        False,
+        usedefault=True,
+        desc="process an image whose CSF is brighter than its white matter (with a warning), not fail",
+    )
 
 
 class _ConformImageOutputSpec(TraitedSpec):
@@ -32,7 +37,9 @@ class ConformImage(SimpleInterface):
 
     Refused, with a one-line error naming the file and the problem: unreadable files, 2-D and 4-D images
     (unless ``take_first_volume``), NaN/Inf values, empty or constant images, missing or inconsistent
-    qform/sform. The record (``out_report``/``report``) lists e.g. ``reoriented_from`` and
+    qform/sform, an image whose CSF is brighter than its white matter (unless
+    ``allow_contrast_mismatch``). Negative intensities are shifted to a minimum of 0. The record
+    (``out_report``/``report``) lists e.g. ``reoriented_from``, ``intensity_shift``, ``contrast`` and
     ``took_first_volume`` for the derivative's sidecar.
     """
 
@@ -48,7 +55,10 @@ class ConformImage(SimpleInterface):
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             record = conform_image(
-                self.inputs.in_file, out_file, take_first_volume=self.inputs.take_first_volume
+                self.inputs.in_file,
+                out_file,
+                take_first_volume=self.inputs.take_first_volume,
+                allow_contrast_mismatch=self.inputs.allow_contrast_mismatch,
             )
         for warning in caught:
             LOGGER.warning(str(warning.message))

@@ -66,6 +66,7 @@ class ComputeIQMs(SimpleInterface):
         from smriflow.qc.iqms import compute_iqms, write_iqms
 
         inputs = self.inputs
+        notes: dict[str, str] = {}
         iqms = compute_iqms(
             inputs.in_file,
             inputs.in_preproc,
@@ -76,11 +77,12 @@ class ComputeIQMs(SimpleInterface):
             inputs.std_t1w,
             list(inputs.std_tpms),
             template=inputs.template,
+            notes=notes,
         )
         if isdefined(inputs.thickness_record):  # mean thickness per hemisphere, share of implausible values
             record = json.loads(Path(inputs.thickness_record).read_text())
             iqms.update({k: float(v) for k, v in record["iqms"].items() if v is not None and v == v})
-        self._results["out_file"] = write_iqms(iqms, os.path.join(runtime.cwd, "iqms.json"))
+        self._results["out_file"] = write_iqms(iqms, os.path.join(runtime.cwd, "iqms.json"), notes)
         return runtime
 
 

@@ -43,6 +43,12 @@ class _TissueSegmentationInputSpec(ThreadedInputSpec):
     sigma_mm = traits.Range(
         low=1.0, high=50.0, value=5.0, usedefault=True, desc="local-mean kernel sigma (mm)"
     )
+    iso_grid = traits.Bool(
+        False,
+        usedefault=True,
+        desc="segment a T1w with voxels coarser than 1.2 mm or anisotropic on an isotropic 1 mm grid and "
+        "average the memberships back (experimental: not yet measured at full resolution)",
+    )
     in_t2w = File(
         exists=True, desc="optional T2w on the grid of in_file (space-T1w); used only with multichannel"
     )
@@ -110,6 +116,7 @@ class TissueSegmentation(AntsPyInterface):
             to_subject=to_subject,
             wm_fraction=self.inputs.wm_fraction,
             sigma_mm=self.inputs.sigma_mm,
+            iso_grid=self.inputs.iso_grid,
             num_threads=self.inputs.num_threads,
         )
         cwd = Path(runtime.cwd)

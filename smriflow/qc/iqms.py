@@ -59,6 +59,7 @@ __all__ = [
     "summary_stats",
     "volume_fractions",
     "wm2max",
+    "read_iqms",
     "write_iqms",
 ]
 
@@ -408,6 +409,114 @@ def _template_on(grid: Any, template: str, suffix: str, label: str | None = None
     return _data(resampled)
 
 
+#: The metrics of the harmonized N4-corrected image (one group: they need its white-matter median).
+INTENSITY_IQMS: tuple[str, ...] = (
+    *(
+        f"summary_{region}_{key}"
+        for region in ("bg", "csf", "gm", "wm")
+        for key in ("mean", "median", "stdv", "mad", "k", "p05", "p95", "n")
+    ),
+    *(f"{kind}_{name}" for kind in ("snr", "snrd") for name in ("csf", "wm", "gm")),
+    "snr_total",
+    "snrd_total",
+    "cnr",
+    "cjv",
+    "fber",
+    "efc",
+    "wm2max",
+)
+FWHM_IQMS = ("fwhm_x", "fwhm_y", "fwhm_z", "fwhm_avg")
+
+
+def _guarded(out: dict[str, float], notes: dict[str, str], names: Sequence[str], compute: Any) -> None:
+    """Put ``compute()``'s metrics in ``out``; when it fails arithmetically, NaN for ``names`` and a note."""
+    try:
+        values = compute()
+    except (ArithmeticError, ValueError) as exc:
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        for name in names:
+            out[name] = math.nan
+            notes[name] = f"undefined on this input: {type(exc).__name__}: {reason}"[:200]
+        return
+    out.update(values)
+
+
+def _intensity_iqms(
+    out: dict[str, float],
+    notes: dict[str, str],
+    preproc: np.ndarray,
+    pvms: Mapping[str, np.ndarray],
+    head: np.ndarray,
+    frame: np.ndarray,
+    air: np.ndarray,
+    *,
+    erode: bool,
+) -> None:
+    """The metrics of :data:`INTENSITY_IQMS`, each NaN with a note when undefined on this image."""
+    computed: dict[str, Any] = {}
+
+    def prepare() -> dict[str, float]:
+        computed["data"] = harmonize(preproc, pvms["wm"])
+        regions = {"bg": air.astype(np.float32), "csf": pvms["csf"], "gm": pvms["gm"], "wm": pvms["wm"]}
+        computed["stats"] = summary_stats(computed["data"], regions, erode=erode)
+        return {
+            f"summary_{region}_{key}": value
+            for region, values in computed["stats"].items()
+            for key, value in values.items()
+        }
+
+    _guarded(out, notes, [n for n in INTENSITY_IQMS if n.startswith("summary_")], prepare)
+    if "stats" not in computed:
+        _guarded(out, notes, [n for n in INTENSITY_IQMS if not n.startswith("summary_")], prepare)
+        return
+    data, stats = computed["data"], computed["stats"]
+    wm, gm, bg = stats["wm"], stats["gm"], stats["bg"]
+    for name in TISSUES:
+        st = stats[name]
+        _guarded(
+            out,
+            notes,
+            [f"snr_{name}"],
+            lambda st=st, name=name: {f"snr_{name}": snr(st["median"], st["stdv"], st["n"])},
+        )
+        _guarded(
+            out,
+            notes,
+            [f"snrd_{name}"],
+            lambda st=st, name=name: {f"snrd_{name}": snr_dietrich(st["median"], bg["mad"], bg["stdv"])},
+        )
+    out["snr_total"] = float(np.mean([out[f"snr_{name}"] for name in ("csf", "wm", "gm")]))
+    out["snrd_total"] = float(np.mean([out[f"snrd_{name}"] for name in ("csf", "wm", "gm")]))
+    scalars = {
+        "cnr": lambda: cnr(wm["median"], gm["median"], bg["stdv"], wm["stdv"], gm["stdv"]),
+        "cjv": lambda: cjv_from_stats(wm["median"], gm["median"], wm["mad"], gm["mad"]),  # MRIQC: medians
+        "fber": lambda: fber(data, head, frame),
+        "efc": lambda: efc(data, frame),
+        "wm2max": lambda: wm2max(data, wm["median"]),
+    }
+    for name, compute in scalars.items():
+        _guarded(out, notes, [name], lambda name=name, compute=compute: {name: compute()})
+
+
+def _inu(bias: np.ndarray, dseg: np.ndarray) -> dict[str, float]:
+    values = bias[dseg > 0].astype(np.float64)
+    if values.size == 0:
+        raise ValueError("no labelled tissue voxel")
+    p05, p95 = np.percentile(values, [5, 95])
+    return {"inu_range": float(abs(p95 - p05)), "inu_med": float(np.median(values))}
+
+
+def _fwhm(raw: np.ndarray, brain: np.ndarray) -> dict[str, float]:
+    fx, fy, fz = fwhm_classic(raw, brain)
+    return {"fwhm_x": fx, "fwhm_y": fy, "fwhm_z": fz, "fwhm_avg": float(np.mean([fx, fy, fz]))}
+
+
+def _fractions(pvms: Mapping[str, np.ndarray]) -> dict[str, float]:
+    out = {f"icvs_{name}": value for name, value in volume_fractions(pvms).items()}
+    out.update({f"rpve_{name}": value for name, value in rpve(pvms).items()})
+    return out
+
+
 def compute_iqms(
     t1w: str | os.PathLike,
     t1w_preproc: str | os.PathLike,
@@ -418,6 +527,7 @@ def compute_iqms(
     std_t1w: str | os.PathLike,
     std_tpms: Sequence[str | os.PathLike],
     template: str = DEFAULT_TEMPLATE,
+    notes: dict[str, str] | None = None,
 ) -> dict[str, float]:
     """Compute every IQM and processing-quality metric of one T1w (see ``docs/iqms.md``).
 
@@ -441,11 +551,15 @@ def compute_iqms(
         GM, WM and CSF probability maps resampled into the template.
     template : str
         Template of the normalization (for its T1w, brain mask and probability maps).
+    notes : dict or None
+        Filled with metric name → one-line reason for every metric that is undefined on this input
+        (e.g. a zero spread, a non-positive white-matter median of a z-scored image): such a metric is NaN
+        instead of an exception that would fail the subject.
 
     Returns
     -------
     dict
-        Metric name → float, sorted by name.
+        Metric name → float (NaN where undefined), sorted by name.
     """
     if len(tpms) != 3 or len(std_tpms) != 3:
         raise ValueError(
@@ -473,45 +587,14 @@ def compute_iqms(
     head = iqm_head_mask(raw, zooms, brain)
     frame = frame_mask(raw) & ~head
     air = ~head & ~frame
-    data = harmonize(_data(loaded["t1w_preproc"]), pvms["wm"])
-    erode = all(z < 1.9 for z in zooms)
-    stats = summary_stats(
-        data,
-        {"bg": air.astype(np.float32), "csf": pvms["csf"], "gm": pvms["gm"], "wm": pvms["wm"]},
-        erode=erode,
-    )
     out: dict[str, float] = {}
-    for region, values in stats.items():
-        for key, value in values.items():
-            out[f"summary_{region}_{key}"] = value
-    snrs = {name: snr(stats[name]["median"], stats[name]["stdv"], stats[name]["n"]) for name in TISSUES}
-    snrds = {
-        name: snr_dietrich(stats[name]["median"], stats["bg"]["mad"], stats["bg"]["stdv"]) for name in TISSUES
-    }
-    for name in TISSUES:
-        out[f"snr_{name}"] = snrs[name]
-        out[f"snrd_{name}"] = snrds[name]
-    out["snr_total"] = float(np.mean([snrs[name] for name in ("csf", "wm", "gm")]))
-    out["snrd_total"] = float(np.mean([snrds[name] for name in ("csf", "wm", "gm")]))
-    wm, gm, bg = stats["wm"], stats["gm"], stats["bg"]
-    out["cnr"] = cnr(wm["median"], gm["median"], bg["stdv"], wm["stdv"], gm["stdv"])
-    out["cjv"] = cjv_from_stats(wm["median"], gm["median"], wm["mad"], gm["mad"])  # as MRIQC: medians, MADs
-    out["fber"] = fber(data, head, frame)
-    out["efc"] = efc(data, frame)
-    out["wm2max"] = wm2max(data, wm["median"])
+    notes = {} if notes is None else notes
+    erode = all(z < 1.9 for z in zooms)
+    _intensity_iqms(out, notes, _data(loaded["t1w_preproc"]), pvms, head, frame, air, erode=erode)
 
-    bias_values = _data(loaded["bias"])[dseg_data > 0].astype(np.float64)
-    p05, p95 = np.percentile(bias_values, [5, 95])
-    out["inu_range"] = float(abs(p95 - p05))
-    out["inu_med"] = float(np.median(bias_values))
-
-    for name, value in volume_fractions(pvms).items():
-        out[f"icvs_{name}"] = value
-    for name, value in rpve(pvms).items():
-        out[f"rpve_{name}"] = value
-
-    fx, fy, fz = fwhm_classic(raw, brain)
-    out.update(fwhm_x=fx, fwhm_y=fy, fwhm_z=fz, fwhm_avg=float(np.mean([fx, fy, fz])))
+    _guarded(out, notes, ("inu_range", "inu_med"), lambda: _inu(_data(loaded["bias"]), dseg_data))
+    _guarded(out, notes, FWHM_IQMS, lambda: _fwhm(raw, brain))
+    _guarded(out, notes, [f"{k}_{n}" for k in ("icvs", "rpve") for n in TISSUES], lambda: _fractions(pvms))
 
     # processing quality
     from smriflow.data.atlases import tissue_volumes
@@ -527,7 +610,12 @@ def compute_iqms(
     n_components, largest = mask_components(brain)
     out["mask_n_components"] = float(n_components)
     out["mask_lcc_fraction"] = largest
-    out["seg_entropy"] = segmentation_entropy([pvms[name] for name in TISSUES], brain)
+    _guarded(
+        out,
+        notes,
+        ("seg_entropy",),
+        lambda: {"seg_entropy": segmentation_entropy([pvms[name] for name in TISSUES], brain)},
+    )
 
     std_img = load_image(std_t1w)
     std_tpm_imgs = [load_image(path) for path in std_tpms]
@@ -547,17 +635,55 @@ def compute_iqms(
     for name, std_pvm in zip(TISSUES, std_pvms, strict=True):
         tpl = _template_on(std_img, template, "probseg", label=name.upper())
         out[f"tpm_overlap_{name}"] = fuzzy_jaccard(std_pvm, np.clip(tpl, 0.0, 1.0))
+    for key, value in out.items():
+        if not math.isfinite(float(value)) and key not in notes:
+            notes[key] = "undefined on this input (not a finite number)"
+            out[key] = math.nan
     return {key: float(out[key]) for key in sorted(out)}
 
 
-def write_iqms(iqms: Mapping[str, float], path: str | os.PathLike) -> str:
-    """Write the metrics as a flat JSON object (sorted keys, floats, 2-space indent); return the path.
+def write_iqms(
+    iqms: Mapping[str, float], path: str | os.PathLike, notes: Mapping[str, str] | None = None
+) -> str:
+    """Write the metrics as a JSON object (sorted keys, floats, 2-space indent); return the path.
 
-    Non-finite values are refused: JSON has no NaN.
+    JSON has no NaN: an undefined metric is written as ``null``, and the object then has a ``notes`` key
+    (metric name → why it is undefined, from :func:`compute_iqms`'s ``notes``). Readers take ``null`` as
+    NaN and skip ``notes`` (:func:`read_iqms`).
     """
-    bad = sorted(key for key, value in iqms.items() if not math.isfinite(float(value)))
-    if bad:
-        raise ValueError(f"write_iqms: non-finite values for {', '.join(bad)}.")
-    text = json.dumps({key: float(iqms[key]) for key in sorted(iqms)}, indent=2, allow_nan=False) + "\n"
+    values: dict[str, Any] = {
+        key: (float(iqms[key]) if math.isfinite(float(iqms[key])) else None) for key in sorted(iqms)
+    }
+    undefined = sorted(key for key, value in values.items() if value is None)
+    if undefined:
+        notes = dict(notes or {})
+        values["notes"] = {key: notes.get(key, "undefined on this input") for key in undefined}
+    text = json.dumps(values, indent=2, allow_nan=False) + "\n"
     Path(path).write_text(text, encoding="utf-8")
     return str(path)
+
+
+def read_iqms(path: str | os.PathLike) -> tuple[dict[str, float], dict[str, str]]:
+    """Read a file of :func:`write_iqms`: (metric name → float, NaN for ``null``; notes).
+
+    Raises
+    ------
+    ValueError
+        One line naming the file when it is not such a JSON object.
+    """
+    try:
+        values = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{path}: cannot read the IQMs ({exc})") from None
+    if not isinstance(values, dict):
+        raise ValueError(f"{path}: expected a JSON object of numbers (IQM name -> value)")
+    notes = values.pop("notes", {})
+    if not isinstance(notes, dict) or not all(
+        value is None or (isinstance(value, int | float) and not isinstance(value, bool))
+        for value in values.values()
+    ):
+        raise ValueError(f"{path}: expected a JSON object of numbers (IQM name -> value)")
+    return (
+        {str(k): math.nan if v is None else float(v) for k, v in values.items()},
+        {str(k): str(v) for k, v in notes.items()},
+    )

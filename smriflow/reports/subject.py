@@ -375,16 +375,11 @@ def write_subject_report(
     ValueError
         When the IQM file is not a JSON object of numbers.
     """
-    import json
 
     if iqms_file:
-        try:
-            iqms = json.loads(Path(iqms_file).read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise ValueError(f"{iqms_file}: cannot read the IQMs ({exc})") from None
-        if not isinstance(iqms, dict):
-            raise ValueError(f"{iqms_file}: expected a JSON object (IQM name -> value)")
-        kwargs["iqms"] = {str(k): float(v) for k, v in iqms.items()}
+        from smriflow.qc.iqms import read_iqms
+
+        kwargs["iqms"], _ = read_iqms(iqms_file)
     if group_tsv:
         from smriflow.reports.group import read_group_table
 

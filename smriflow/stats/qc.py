@@ -89,14 +89,18 @@ def collect_iqms(derivatives_dir: str | os.PathLike) -> pd.DataFrame:
             values = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
             raise ValueError(f"{path}: cannot read the IQMs ({exc})") from None
+        if isinstance(values, dict):
+            values.pop("notes", None)  # why a null (undefined) metric is undefined: not a number
         if not isinstance(values, dict) or not all(
-            isinstance(v, int | float) and not isinstance(v, bool) for v in values.values()
+            v is None or (isinstance(v, int | float) and not isinstance(v, bool)) for v in values.values()
         ):
             raise ValueError(f"{path}: expected a JSON object of numbers (IQM name -> value)")
         entities = _entities(path.name)
         if "subject" not in entities:
             raise ValueError(f"{path}: the file name has no sub-<label> entity")
-        rows.append({"session": "", **entities, **{k: float(v) for k, v in values.items()}})
+        rows.append(
+            {"session": "", **entities, **{k: math.nan if v is None else float(v) for k, v in values.items()}}
+        )
     table = pd.DataFrame(rows)
     ids = [col for col in ID_COLUMNS if col in table.columns]
     for col in ids:

@@ -178,3 +178,89 @@ def test_4d_with_take_first_volume_still_checks_values(tmp_path):
     data[..., 1] = 1
     with pytest.warns(UserWarning), pytest.raises(ValueError, match="image is empty"):
         validate_image(_save(tmp_path, _image(data)), take_first_volume=True)
+
+
+# -- intensity checks (issue 15, item 7) -------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def synthetic_head():
+    """A synthetic 2 mm T1w with a skull and scalp (smriflow.data.synth), little bias, and its labels."""
+    from smriflow.data import synth
+
+    params = synth.SynthParams(voxel_size=2.0, bias_strength=0.05)
+    subject = synth.synthesize_subject(
+        synth.load_template_model(), age=30.0, rng=np.random.default_rng(0), params=params
+    )
+    return nb.as_closest_canonical(subject.t1w), subject
+
+
+def _t2w_like(t1w: nb.Nifti1Image, subject) -> np.ndarray:
+    """The same head with T2w contrast in the brain: CSF bright, GM intermediate, WM dark."""
+    data = np.asarray(t1w.dataobj, dtype=np.float32)
+    dseg = np.asarray(nb.as_closest_canonical(subject.dseg).dataobj)
+    out = data.copy()
+    for label, value in ((1, 1100.0), (2, 700.0), (3, 2000.0)):
+        out[dseg == label] = value
+    return out
+
+
+def _smooth_field(shape, amplitude: float) -> np.ndarray:
+    grid = np.indices(shape, dtype=np.float32) / np.array(shape, dtype=np.float32)[:, None, None, None]
+    return 1.0 + amplitude * np.sin(np.pi * (grid[0] + 0.5 * grid[2])) * np.cos(np.pi * grid[1])
+
+
+def test_contrast_check_passes_a_t1w_and_a_strongly_biased_t1w(synthetic_head):
+    from smriflow.anat.conform import check_t1w_contrast
+
+    t1w, _ = synthetic_head
+    data = np.asarray(t1w.dataobj, dtype=np.float32)
+    zooms = t1w.header.get_zooms()[:3]
+    plain = check_t1w_contrast(data, zooms)
+    biased = check_t1w_contrast(data * _smooth_field(data.shape, 0.5), zooms)
+    assert plain["t1w_like"] and plain["bright_dark_ratio"] > 1.5
+    assert biased["t1w_like"] and biased["bright_dark_ratio"] > 1.2
+
+
+def test_contrast_check_fires_on_a_t2w_and_conform_refuses_it_unless_allowed(synthetic_head, tmp_path):
+    from smriflow.anat.conform import check_t1w_contrast
+
+    t1w, subject = synthetic_head
+    t2w = _t2w_like(t1w, subject)
+    result = check_t1w_contrast(t2w, t1w.header.get_zooms()[:3])
+    assert not result["t1w_like"] and result["bright_dark_ratio"] < 0.7
+    path = _save(tmp_path, nb.Nifti1Image(t2w, t1w.affine), "sub-x_T1w.nii.gz")
+    with pytest.raises(
+        ValueError, match=r"^\S+sub-x_T1w.nii.gz: CSF brighter than white matter: is this a T1w\?"
+    ):
+        conform_image(path, tmp_path / "out.nii.gz")
+    with pytest.warns(UserWarning, match="CSF brighter than white matter"):
+        record = conform_image(path, tmp_path / "out.nii.gz", allow_contrast_mismatch=True)
+    assert not record["contrast"]["t1w_like"] and "allow_contrast_mismatch" in record["warnings"][-1]
+
+
+def test_zscored_input_is_shifted_to_nonnegative_with_a_warning(synthetic_head, tmp_path):
+    t1w, _ = synthetic_head
+    data = np.asarray(t1w.dataobj, dtype=np.float32)
+    zscored = (data - data.mean()) / data.std()
+    path = _save(tmp_path, nb.Nifti1Image(zscored, t1w.affine))
+    with pytest.warns(UserWarning, match=r"intensities go down to -[0-9.]+ \(a z-scored"):
+        record = conform_image(path, tmp_path / "out.nii.gz")
+    out = np.asarray(nb.load(tmp_path / "out.nii.gz").dataobj)
+    assert out.min() == 0.0
+    assert record["intensity_shift"] == pytest.approx(-zscored.min(), rel=1e-5)
+    np.testing.assert_allclose(out, zscored - zscored.min(), atol=1e-5)  # a shift, nothing else
+    assert record["contrast"]["t1w_like"]
+
+
+def test_zero_filled_background_stays_zero_when_shifted():
+    from smriflow.anat.conform import make_nonnegative
+
+    data = np.zeros((10, 10, 10), dtype=np.float32)
+    data[3:7, 3:7, 3:7] = np.linspace(-2.0, 3.0, 64).reshape(4, 4, 4)
+    out, shift = make_nonnegative(data)
+    assert shift == pytest.approx(2.0)
+    assert out.min() == 0.0 and (out[data == 0] == 0).all()
+    assert out[3, 3, 3] == pytest.approx(0.0) and out[6, 6, 6] == pytest.approx(5.0)
+    same, none = make_nonnegative(np.abs(data))
+    assert none == 0.0 and same is not None and np.array_equal(same, np.abs(data))

@@ -310,8 +310,33 @@ def test_errors_name_the_problem(subject, tmp_path):
     nb.Nifti1Image(np.zeros(ref.shape, dtype=np.uint8), ref.affine).to_filename(str(empty))
     with pytest.raises(ValueError, match=r"the brain mask .*empty.nii.gz is empty"):
         iqms.compute_iqms(**{**subject, "mask": str(empty)})
-    with pytest.raises(ValueError, match=r"write_iqms: non-finite values for cjv"):
-        iqms.write_iqms({"cjv": float("nan"), "efc": 0.5}, tmp_path / "x.json")
+
+
+def test_undefined_metric_is_null_with_a_note_and_reads_back_as_nan(tmp_path):
+    path = iqms.write_iqms({"cjv": float("nan"), "efc": 0.5}, tmp_path / "x.json", {"cjv": "zero spread"})
+    written = json.loads(Path(path).read_text())
+    assert written == {"cjv": None, "efc": 0.5, "notes": {"cjv": "zero spread"}}
+    values, notes = iqms.read_iqms(path)
+    assert math.isnan(values["cjv"]) and values["efc"] == 0.5 and notes == {"cjv": "zero spread"}
+    clean = iqms.write_iqms({"efc": 0.5}, tmp_path / "clean.json")
+    assert json.loads(Path(clean).read_text()) == {"efc": 0.5}  # no notes key when all are defined
+
+
+def test_zscored_input_gives_nan_iqms_with_notes_not_an_exception(subject, tmp_path):
+    """A z-scored N4 image (WM median <= 0 after a shift): harmonize is undefined -> NaN + notes."""
+    img = nb.load(subject["t1w_preproc"])
+    data = np.asarray(img.dataobj, dtype=np.float32)
+    zscored = -(data - data.mean()) / data.std()  # negative everywhere bright: the WM median is < 0
+    path = tmp_path / "zscored.nii.gz"
+    nb.Nifti1Image(zscored, img.affine, img.header).to_filename(str(path))
+    notes: dict[str, str] = {}
+    computed = iqms.compute_iqms(**{**subject, "t1w_preproc": str(path)}, notes=notes)
+    assert math.isnan(computed["cjv"]) and math.isnan(computed["snr_wm"])
+    assert "white-matter median" in notes["cjv"]
+    assert math.isfinite(computed["volume_tiv_cm3"]) and math.isfinite(computed["reg_ncc"])
+    assert set(notes) == {key for key, value in computed.items() if math.isnan(value)}
+    iqms.write_iqms(computed, tmp_path / "iqms.json", notes)
+    assert iqms.read_iqms(tmp_path / "iqms.json")[1] == notes
 
 
 def test_template_space_inputs_on_another_grid(subject, tmp_path):

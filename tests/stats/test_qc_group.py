@@ -57,6 +57,14 @@ def test_collect_reads_sessions_and_sorts(tmp_path):
     assert np.isnan(table.loc[1, "efc"])  # a metric missing from one file
 
 
+def test_collect_reads_an_undefined_metric_as_nan_and_skips_the_notes(tmp_path):
+    write(tmp_path, "01", {"cjv": None, "efc": 0.5, "notes": {"cjv": "undefined on this input"}})
+    write(tmp_path, "02", {"cjv": 0.3, "efc": 0.6})
+    table = collect_iqms(tmp_path)
+    assert list(table.columns) == ["subject", "session", "cjv", "efc"]
+    assert np.isnan(table.loc[0, "cjv"]) and table["efc"].tolist() == [0.5, 0.6]
+
+
 def test_collect_errors_name_the_file(tmp_path):
     with pytest.raises(ValueError, match=r"does not exist"):
         collect_iqms(tmp_path / "nowhere")

@@ -38,7 +38,8 @@ def test_anat_preproc_wires_the_lesion_mask_into_n4_segmentation_and_normalizati
         ("lesion", "out_mask", "lesion_fill", "in_lesion"),
         ("n4", "out_file", "lesion_fill", "in_file"),
         ("lesion_fill", "out_file", "brain_extraction_wf.inputnode", "t1w"),
-        ("lesion_fill", "out_file", "tissue_segmentation_wf.inputnode", "t1w"),
+        ("lesion_fill", "out_file", "denoise", "in_file"),  # denoised only when noisy (AdaptiveDenoise)
+        ("denoise", "out_file", "tissue_segmentation_wf.inputnode", "t1w"),
         ("brain_extraction_wf.outputnode", "t1w_brain", "spatial_normalization_wf.inputnode", "t1w_brain"),
     }
     assert expected <= edges

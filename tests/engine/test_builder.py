@@ -96,7 +96,7 @@ def test_nested_choices_are_checked(tmp_path):
         smriflow.load_workflow(outer, how="bet")
     assert str(info.value) == (
         f"{outer}: args.how: 'method' of workflow brain_extraction (node brain) must be one of "
-        "{'ants', 'deepbet'}. 'bet' was provided."
+        "{'ants', 'deepbet', 'hybrid'}. 'bet' was provided."
     )
 
 

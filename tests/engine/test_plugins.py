@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import multiprocessing
 import os
 import sys
 import textwrap
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import nipype.pipeline.engine as pe
@@ -235,8 +237,13 @@ def _worker_threads(tmp_path: Path, omp_nthreads: int) -> dict:
 @pytest.mark.ants
 @pytest.mark.skipif(importlib.util.find_spec("ants") is None, reason="antspyx is not installed")
 def test_thread_policy_reaches_multiproc_workers(tmp_path):
-    # ants is imported only in the workers: ITK would keep the thread pool of the first import otherwise.
-    one, three = _worker_threads(tmp_path, 1), _worker_threads(tmp_path, 3)
+    # ants must be imported only in the workers: ITK would keep the thread pool of the first import otherwise.
+    # This pytest process may have imported it for an earlier test: each run starts in a fresh interpreter.
+    spawn = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=1, mp_context=spawn, max_tasks_per_child=1) as pool:
+        one = pool.submit(_worker_threads, tmp_path, 1).result()
+    with ProcessPoolExecutor(max_workers=1, mp_context=spawn, max_tasks_per_child=1) as pool:
+        three = pool.submit(_worker_threads, tmp_path, 3).result()
     assert set(one["env"].values()) == {"1"} and set(three["env"].values()) == {"3"}
     # Measured in a forked MultiProc worker: 1 + n threads after one ITK filter (2 for n=1, 4 for n=3). BLAS
     # was loaded by the parent before the fork, so only ITK's pool follows the variables: exactly 2 more.

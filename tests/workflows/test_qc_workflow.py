@@ -29,6 +29,7 @@ import smriflow
 from smriflow.qc.iqms import compute_iqms, write_iqms
 
 QC_INPUTS = ["t1w", "t1w_preproc", "t1w_biasfield", "t1w_mask", "t1w_dseg", "t1w_tpms", "std_t1w", "std_tpms"]
+QC_INPUTS += ["thickness_record"]  # CorticalThickness's record: its four thickness IQMs
 TEMPLATE = "MNI152NLin2009aSym"
 
 
@@ -63,6 +64,7 @@ def test_anat_preproc_feeds_qc_from_its_stages():
         "t1w_tpms": "tissue_segmentation_wf.outputnode.t1w_tpms",
         "std_t1w": "spatial_normalization_wf.outputnode.std_t1w",
         "std_tpms": "spatial_normalization_wf.outputnode.std_tpms",
+        "thickness_record": "cortical_thickness_wf.outputnode.record",
     }
     assert wf.get_node("qc_wf.measures").inputs.template == TEMPLATE
 
@@ -174,7 +176,9 @@ def test_anat_preproc_writes_the_iqm_json(cohort):
     for label in OFFSETS:
         path = cohort.out / f"sub-{label}" / "anat" / f"sub-{label}_desc-iqms_T1w.json"
         values = json.loads(path.read_text())
-        assert list(values) == sorted(values) and len(values) == 68
+        assert list(values) == sorted(values) and len(values) == 72  # 68 image IQMs + 4 of thickness
+        thickness = {"thickness_mean_lh", "thickness_mean_rh", "thickness_frac_below", "thickness_frac_above"}
+        assert thickness < set(values)
         assert not (path.parent / f"sub-{label}_desc-iqms_T1w.json.json").exists()
         # plausible values for a good (3 mm) T1w
         assert 900 < values["volume_brain_cm3"] < 1200 and values["reg_dice"] > 0.95

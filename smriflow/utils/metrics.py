@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 
 import numpy as np
 
-__all__ = ["FS_TISSUE_LABELS", "cjv", "cjv_from_stats", "dice", "fs_tissue_classes"]
+__all__ = ["FS_TISSUE_LABELS", "cjv", "cjv_from_stats", "dice", "fs_tissue_classes", "ncc"]
 
 #: FreeSurfer aseg labels per tissue class (issue 3 and ``notes/anat-baseline.md``).
 #: GM: cerebral cortex, cerebellar cortex, thalamus, caudate, putamen, pallidum, hippocampus, amygdala,
@@ -94,3 +95,18 @@ def cjv(image: np.ndarray, gm: np.ndarray, wm: np.ndarray) -> float:
     if g.size < 2 or w.size < 2:
         raise ValueError("cjv: the GM and WM masks need at least 2 voxels each.")
     return cjv_from_stats(w.mean(), g.mean(), w.std(), g.std())
+
+
+def ncc(a: np.ndarray, b: np.ndarray, mask: np.ndarray | None = None) -> float:
+    """Normalized cross-correlation (Pearson's r) of two images, inside ``mask`` when given."""
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    if a.shape != b.shape:
+        raise ValueError(f"ncc: the images' shapes differ: {a.shape} and {b.shape}.")
+    if mask is not None:
+        sel = np.asarray(mask) > 0
+        a, b = a[sel], b[sel]
+    a = a - a.mean()
+    b = b - b.mean()
+    den = math.sqrt(float((a * a).sum()) * float((b * b).sum()))
+    return float((a * b).sum() / den) if den > 0 else 0.0

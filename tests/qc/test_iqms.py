@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from smriflow.qc import iqms
-from smriflow.utils.metrics import cjv_from_stats
+from smriflow.qc import iqms, measures
+from smriflow.utils.metrics import cjv_from_stats, ncc
 
 SUMMARY_STATS = ("mean", "median", "stdv", "mad", "k", "p05", "p95", "n")
 SHARED_MRIQC = sorted(
@@ -69,8 +69,8 @@ def reference_iqms(subject: dict) -> dict[str, float]:
     raw, n4, bias = load(subject["t1w"]), load(subject["t1w_preproc"]), load(subject["bias"])
     brain, dseg = load(subject["mask"]) > 0, load(subject["dseg"]).astype(np.uint8)
     gm, wm, csf = (load(p) for p in subject["tpms"])
-    head = iqms.iqm_head_mask(raw, (1.5, 1.5, 1.5), brain)
-    rot = iqms.frame_mask(raw) & ~head
+    head = measures.iqm_head_mask(raw, (1.5, 1.5, 1.5), brain)
+    rot = measures.frame_mask(raw) & ~head
     air = (~head & ~rot).astype(np.uint8)
     # Harmonize: WM probability > 0.9, eroded, median scaled to 1000
     wm_mask = ndimage.binary_erosion(wm > 0.9, structure=struct)
@@ -190,14 +190,14 @@ def test_compute_iqms_is_deterministic(subject, computed, tmp_path):
 
 # -- single metrics on known inputs ---------------------------------------------------------------------
 def test_efc_of_constant_and_of_a_single_voxel():
-    assert iqms.efc(np.full((10, 10, 10), 7.0)) == pytest.approx(1.0, abs=1e-9)
+    assert measures.efc(np.full((10, 10, 10), 7.0)) == pytest.approx(1.0, abs=1e-9)
     spike = np.zeros((10, 10, 10))
     spike[3, 4, 5] = 100.0
-    assert iqms.efc(spike) == pytest.approx(0.0, abs=1e-9)
+    assert measures.efc(spike) == pytest.approx(0.0, abs=1e-9)
     frame = np.zeros_like(spike, dtype=bool)
     frame[0] = True
     ramp = np.random.default_rng(0).uniform(1, 2, spike.shape)
-    assert iqms.efc(ramp, frame) == pytest.approx(iqms.efc(ramp[1:]))  # the frame is left out
+    assert measures.efc(ramp, frame) == pytest.approx(measures.efc(ramp[1:]))  # the frame is left out
 
 
 def test_cjv_on_known_distributions():
@@ -206,7 +206,7 @@ def test_cjv_on_known_distributions():
     wm = np.zeros(image.size)
     wm[:200_000] = 1.0
     gm = 1.0 - wm
-    stats = iqms.summary_stats(image, {"wm": wm, "gm": gm}, erode=False)
+    stats = measures.summary_stats(image, {"wm": wm, "gm": gm}, erode=False)
     value = cjv_from_stats(
         stats["wm"]["median"], stats["gm"]["median"], stats["wm"]["mad"], stats["gm"]["mad"]
     )
@@ -222,33 +222,33 @@ def test_fwhm_of_gaussian_smoothed_noise(sigma):
     mask = np.zeros(noise.shape, dtype=bool)
     mask[8:-8, 8:-8, 8:-8] = True
     expected = sigma * math.sqrt(8 * math.log(2))
-    for value in iqms.fwhm_classic(smooth, mask):
+    for value in measures.fwhm_classic(smooth, mask):
         assert value == pytest.approx(expected, rel=0.06)
     # anisotropic smoothing is seen per axis
-    aniso = iqms.fwhm_classic(ndimage.gaussian_filter(noise, (1.0, 2.0, 1.0)), mask)
+    aniso = measures.fwhm_classic(ndimage.gaussian_filter(noise, (1.0, 2.0, 1.0)), mask)
     assert aniso[1] > 1.7 * aniso[0]
 
 
 def test_fwhm_of_white_noise_is_small_and_of_a_constant_is_undefined():
     noise = np.random.default_rng(3).normal(size=(32, 32, 32))
     mask = np.ones(noise.shape, dtype=bool)
-    assert all(value < 1.0 for value in iqms.fwhm_classic(noise, mask))
+    assert all(value < 1.0 for value in measures.fwhm_classic(noise, mask))
     ramp = np.broadcast_to(np.arange(32.0)[:, None, None], noise.shape)
-    assert iqms.fwhm_classic(ramp, mask)[1] == -1.0  # no variation along y: rho = 1
+    assert measures.fwhm_classic(ramp, mask)[1] == -1.0  # no variation along y: rho = 1
 
 
 def test_snr_dietrich_and_fber_fallbacks():
-    assert iqms.snr(100.0, 10.0, 2) == pytest.approx(100 / (10 * math.sqrt(2)))
-    assert iqms.snr_dietrich(100.0, 5.0, 9.0) == pytest.approx(0.6551364 * 20)
-    assert iqms.snr_dietrich(100.0, 0.5, 4.0) == pytest.approx(0.6551364 * 25)  # MAD <= 1: the SD
-    assert iqms.snr_dietrich(100.0, 0.0, 0.0) == -1.0
+    assert measures.snr(100.0, 10.0, 2) == pytest.approx(100 / (10 * math.sqrt(2)))
+    assert measures.snr_dietrich(100.0, 5.0, 9.0) == pytest.approx(0.6551364 * 20)
+    assert measures.snr_dietrich(100.0, 0.5, 4.0) == pytest.approx(0.6551364 * 25)  # MAD <= 1: the SD
+    assert measures.snr_dietrich(100.0, 0.0, 0.0) == -1.0
     data = np.ones((8, 8, 8))
     head = np.zeros_like(data, dtype=bool)
     head[2:6, 2:6, 2:6] = True
     data[~head] = 0.0
-    assert iqms.fber(data, head) == -1.0  # no energy outside the head
+    assert measures.fber(data, head) == -1.0  # no energy outside the head
     data[~head] = 0.5
-    assert iqms.fber(data, head) == pytest.approx(4.0)
+    assert measures.fber(data, head) == pytest.approx(4.0)
 
 
 def test_rpve_counts_every_voxel_outside_the_percentile_range():
@@ -258,22 +258,22 @@ def test_rpve_counts_every_voxel_outside_the_percentile_range():
     lo, hi = np.percentile(positive, [2, 98])
     kept = positive[(positive >= lo) & (positive <= hi)]
     expected = (kept[kept > 0.5].sum() + (1 - kept[kept <= 0.5]).sum() + (1000 - kept.size)) / 100
-    assert iqms.rpve({"x": p})["x"] == pytest.approx(expected)
-    assert iqms.rpve({"x": p})["x"] > 9  # the 900 zeros count 1 each, as in MRIQC
+    assert measures.rpve({"x": p})["x"] == pytest.approx(expected)
+    assert measures.rpve({"x": p})["x"] > 9  # the 900 zeros count 1 each, as in MRIQC
 
 
 def test_frame_mask_finds_zero_padding_only():
     data = np.random.default_rng(4).uniform(1, 2, (30, 30, 30))
     data[:, :, :4] = 0.0  # padding at one face
     data[14:17, 14:17, 14:17] = 0.0  # zeros inside: not a frame
-    frame = iqms.frame_mask(data)
+    frame = measures.frame_mask(data)
     assert frame[:, :, :4].all() and frame.sum() == 30 * 30 * 4
-    assert not iqms.frame_mask(np.random.default_rng(5).uniform(1, 2, (30, 30, 30))).any()
+    assert not measures.frame_mask(np.random.default_rng(5).uniform(1, 2, (30, 30, 30))).any()
 
 
 def test_head_mask_covers_the_brain(subject):
     raw, brain = load(subject["t1w"]), load(subject["mask"]) > 0
-    head = iqms.iqm_head_mask(raw, (1.5, 1.5, 1.5), brain)
+    head = measures.iqm_head_mask(raw, (1.5, 1.5, 1.5), brain)
     assert head[brain].all()
     assert 1.2 * brain.sum() < head.sum() < 0.6 * head.size  # the scalp, not the air
 
@@ -282,18 +282,22 @@ def test_ncc_dice_entropy_and_components():
     rng = np.random.default_rng(6)
     a = rng.normal(size=(10, 10, 10))
     b = 3 * a + 2 + rng.normal(scale=0.5, size=a.shape)
-    assert iqms.ncc(a, b) == pytest.approx(np.corrcoef(a.ravel(), b.ravel())[0, 1])
-    assert iqms.ncc(a, 2 * a + 1) == pytest.approx(1.0)
+    assert ncc(a, b) == pytest.approx(np.corrcoef(a.ravel(), b.ravel())[0, 1])
+    assert ncc(a, 2 * a + 1) == pytest.approx(1.0)
+    half = np.zeros(a.shape, dtype=bool)
+    half[:5] = True
+    assert ncc(a, b, half) == pytest.approx(np.corrcoef(a[:5].ravel(), b[:5].ravel())[0, 1])
+    assert ncc(a, np.ones(a.shape)) == 0.0  # a flat image: no correlation, not a division by zero
     mask = np.ones(a.shape, dtype=bool)
     one_hot = [np.ones(a.shape), np.zeros(a.shape), np.zeros(a.shape)]
     equal = [np.full(a.shape, 1 / 3)] * 3
-    assert iqms.segmentation_entropy(one_hot, mask) == pytest.approx(0.0)
-    assert iqms.segmentation_entropy(equal, mask) == pytest.approx(1.0)
+    assert measures.segmentation_entropy(one_hot, mask) == pytest.approx(0.0)
+    assert measures.segmentation_entropy(equal, mask) == pytest.approx(1.0)
     blobs = np.zeros((20, 20, 20), dtype=bool)
     blobs[2:8, 2:8, 2:8] = True  # 216 voxels
     blobs[12:15, 12:15, 12:15] = True  # 27 voxels, apart
-    assert iqms.mask_components(blobs) == (2, pytest.approx(216 / 243))
-    assert iqms.mask_components(np.zeros((4, 4, 4))) == (0, 0.0)
+    assert measures.mask_components(blobs) == (2, pytest.approx(216 / 243))
+    assert measures.mask_components(np.zeros((4, 4, 4))) == (0, 0.0)
 
 
 def test_errors_name_the_problem(subject, tmp_path):

@@ -47,7 +47,7 @@ from smriflow.anat.brain_extraction.template import (
     warp_template_mask,
 )
 from smriflow.utils.grids import block_reduce
-from smriflow.utils.metrics import dice
+from smriflow.utils.metrics import dice, ncc
 from smriflow.utils.morphology import bounding_box, dilate_mm, head_mask, largest_component
 
 __all__ = ["CHECKS", "STARTS", "hybrid_brain_extraction"]
@@ -116,13 +116,13 @@ def _register(fixed, moving, fixed_mask, initial: str | None, outprefix: str, an
 def _check_start(xfm: str, fixed, moving, tpl_brain: np.ndarray, learned_box, box_args, template, ants):
     """Check values of one registration start and the prior it gives on the crop box."""
     warped = ants.apply_transforms(fixed, moving, [xfm], interpolator="linear").numpy()
-    ncc = float(np.corrcoef(warped[tpl_brain], fixed.numpy()[tpl_brain])[0, 1])
+    similarity = ncc(warped, fixed.numpy(), tpl_brain)
     params = np.asarray(ants.read_transform(xfm).parameters)
     scale = float(np.linalg.det(params[:9].reshape(3, 3)))
     prior = warp_template_mask(*box_args, [xfm], [True], template, ants)
     values = {
         "dice_prior": round(dice(prior[learned_box[0]] > 0.5, learned_box[1]), 4),
-        "ncc": round(ncc if np.isfinite(ncc) else 0.0, 4),
+        "ncc": round(similarity if np.isfinite(similarity) else 0.0, 4),
         "scale": round(scale, 4),
     }
     return values, prior

@@ -63,8 +63,8 @@ def test_anat_preproc_writes_the_subject_report(runs):
         assert f"<h3>{atlas}</h3>" in report
     assert '<div class="flicker">' in report
     assert "Reoriented from LIA to RAS" in report  # conform's record reached the report
-    srcs = re.findall(r'src="([^"]*)"', report)
-    assert len(srcs) == 10 and all(src.startswith("data:image/svg+xml;base64,") for src in srcs)
+    srcs = re.findall(r'src="([^"]*)"', report)  # 10 figures + the thickness map
+    assert len(srcs) == 11 and all(src.startswith("data:image/svg+xml;base64,") for src in srcs)
     # the IQM table shows the values of the IQM derivative
     iqms = json.loads((runs.out / "sub-01" / "anat" / "sub-01_desc-iqms_T1w.json").read_text())
     for name in ("cjv", "cnr", "efc", "reg_ncc"):

@@ -57,9 +57,13 @@ def connected_components(mask: np.ndarray, *, full: bool = False) -> tuple[np.nd
     return labels, np.bincount(labels.ravel(), minlength=n + 1)[1:]
 
 
-def largest_component(mask: np.ndarray) -> np.ndarray:
-    """The largest face-connected component of a mask (the mask itself when it has one or none)."""
-    labels, sizes = connected_components(mask)
+def largest_component(mask: np.ndarray, *, full: bool = False) -> np.ndarray:
+    """The largest component of a mask (the mask itself when it has one or none).
+
+    Components are face-connected, or connected through faces, edges or corners with ``full`` (as in
+    :func:`connected_components`).
+    """
+    labels, sizes = connected_components(mask, full=full)
     if sizes.size <= 1:
         return labels > 0
     return labels == (np.argmax(sizes) + 1)

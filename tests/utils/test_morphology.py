@@ -28,6 +28,13 @@ def test_largest_component_keeps_the_biggest_blob():
     assert not largest_component(np.zeros((3, 3, 3), bool)).any()
 
 
+def test_largest_component_through_edges_with_full():
+    chain = np.zeros((8, 8, 8), bool)
+    chain[[0, 1, 2, 3, 4, 5, 6, 7], [0, 1, 2, 3, 4, 5, 6, 7], 0] = True  # 8 voxels touching by edges only
+    assert largest_component(chain).sum() == 1
+    assert largest_component(chain, full=True).sum() == 8
+
+
 def test_bounding_box_margins_clip_and_an_empty_mask_gives_the_grid():
     mask = np.zeros((10, 10, 10), bool)
     mask[4:6, 2, 7:9] = True

@@ -32,6 +32,8 @@ import nibabel as nb
 import numpy as np
 from scipy import ndimage
 
+from smriflow.utils.morphology import largest_component
+
 __all__ = ["MODELS", "MODELS_DIR", "learned_brain_mask", "load_model", "nearest_exact_index"]
 
 MODELS_DIR = Path(__file__).resolve().parents[2] / "data" / "deepbet"
@@ -134,14 +136,6 @@ def _predict(session, x: np.ndarray) -> np.ndarray:
     return session.run(None, {name: x[None, None]})[0][0, 1]
 
 
-def _largest_component(mask: np.ndarray) -> np.ndarray:
-    """Largest 26-connected component (deepbet uses cc3d's default connectivity, 26)."""
-    labels, n = ndimage.label(mask, structure=np.ones((3, 3, 3), dtype=bool))
-    if n == 0:
-        raise ValueError("no brain found")
-    return labels == (np.argmax(np.bincount(labels.ravel())[1:]) + 1)
-
-
 def _box(mask_small: np.ndarray, shape: tuple[int, ...]) -> tuple[slice, ...]:
     """deepbet's ``get_bbox_with_margin``: the thumbnail mask's extent, scaled to ``shape``, grown by 10 %."""
     box = []
@@ -225,8 +219,9 @@ def learned_brain_mask(
     low, high = _quantile(small, _LOW_Q), _quantile(small, _HIGH_Q)
     if not high > low:
         raise ValueError("learned_brain_mask: the image has no intensity range (constant image?).")
+    # deepbet keeps the largest component with cc3d's default connectivity: 26 neighbours (full=True)
     try:
-        found = _largest_component(_predict(box_session, _normalize(small, low, high)) > 0.5)
+        found = largest_component(_predict(box_session, _normalize(small, low, high)) > 0.5, full=True)
         box = _box(found.astype(np.float32), x.shape)
     except ValueError as exc:
         raise ValueError(f"learned_brain_mask: {exc} (is this a T1w of a head?).") from None
@@ -235,10 +230,9 @@ def learned_brain_mask(
     del crop
     prob = _resize_nearest(prob_large, x[box].shape)
     above = prob > threshold
-    try:
-        kept = _largest_component(above)
-    except ValueError:
-        raise ValueError("learned_brain_mask: no brain found (is this a T1w of a head?).") from None
+    if not above.any():
+        raise ValueError("learned_brain_mask: no brain found (is this a T1w of a head?).")
+    kept = largest_component(above, full=True)
     mask = np.zeros(x.shape, dtype=bool)
     mask[box] = ndimage.binary_fill_holes(kept)
     mask = _dilate(mask, n_dilate)

@@ -274,6 +274,9 @@ class DerivativesDataSink(_NiworkflowsDataSink):
     input_spec = _DerivativesDataSinkInputSpec
     out_path_base = ""  # write straight into base_directory (the --output-dir)
     _default_dtypes = defaultdict(lambda: None)  # never change an image's data type
+    # niworkflows describes a `res-` of a standard space from TemplateFlow's metadata, which it downloads
+    # when the cache lacks it; smriflow never downloads at run time (the res- entity names the grid)
+    _standard_spaces: frozenset[str] = frozenset()
     _file_patterns = FILE_PATTERNS
 
     def _check_mandatory_inputs(self) -> None:
@@ -353,6 +356,8 @@ class DerivativesDataSink(_NiworkflowsDataSink):
         fields: dict[str, Any] = {}
         if isinstance(staged_meta, str) and Path(staged_meta).is_file():
             fields.update(json.loads(Path(staged_meta).read_text()))
+        if fields.get("Resolution") == "Unknown":  # niworkflows' note without TemplateFlow metadata
+            del fields["Resolution"]
         if isdefined(self.inputs.provenance):
             fields.update(self.inputs.provenance)
         return fields

@@ -107,6 +107,25 @@ def available_templates() -> list[str]:
     return [DEFAULT_TEMPLATE, *sorted(found - {DEFAULT_TEMPLATE})]
 
 
+def resolution_note(space: str, resolution: str | int) -> str:
+    """The ``Resolution`` sidecar note of a ``res-`` in template space, as niworkflows words it, read offline.
+
+    From ``template_description.json`` of the local TemplateFlow cache; ``"Unknown"`` when it is absent or
+    does not list the resolution (nothing is downloaded).
+    """
+    import json
+
+    path = templateflow_home() / f"tpl-{space}" / "template_description.json"
+    try:
+        described = json.loads(path.read_text()).get("res", {})
+    except (OSError, ValueError):
+        return "Unknown"
+    found = described.get(str(resolution)) or described.get(f"{resolution:0>2}")
+    if not isinstance(found, dict) or "zooms" not in found:
+        return "Unknown"
+    return f"Template {space} ({'x'.join(map(str, found['zooms']))} mm^3), from the local TemplateFlow cache"
+
+
 def template_cache_dir() -> Path:
     """Return the folder where derived template files are cached (``$SMRIFLOW_CACHE/templates``)."""
     return cache_root() / "templates" / _CACHE_VERSION

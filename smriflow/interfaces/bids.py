@@ -67,6 +67,11 @@ def _import_niworkflows_bids():
         import niworkflows.interfaces.bids as module
     finally:
         tf_api.templates = original
+    # niworkflows describes the res- of a standard space from TemplateFlow's metadata, which it downloads
+    # when the cache lacks it: read offline instead (smriflow never downloads at run time)
+    from smriflow.data.templates import resolution_note
+
+    module._get_tf_resolution = resolution_note
     return module
 
 
@@ -274,9 +279,6 @@ class DerivativesDataSink(_NiworkflowsDataSink):
     input_spec = _DerivativesDataSinkInputSpec
     out_path_base = ""  # write straight into base_directory (the --output-dir)
     _default_dtypes = defaultdict(lambda: None)  # never change an image's data type
-    # niworkflows describes a `res-` of a standard space from TemplateFlow's metadata, which it downloads
-    # when the cache lacks it; smriflow never downloads at run time (the res- entity names the grid)
-    _standard_spaces: frozenset[str] = frozenset()
     _file_patterns = FILE_PATTERNS
 
     def _check_mandatory_inputs(self) -> None:

@@ -105,8 +105,9 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
         nargs="+",
         action="extend",
         metavar="SPACE",
-        help="standard spaces in NiPreps syntax (e.g. MNI152NLin2009cAsym:res-2); templates other than "
-        "the default are read from the local TemplateFlow cache (docs/fmriprep.md)",
+        help="standard spaces in NiPreps syntax (e.g. MNI152NLin2009cAsym:res-2 MNI152NLin6Asym): the "
+        "first is the template of the run, each further one costs one more registration; templates other "
+        "than the default are read from the local TemplateFlow cache (docs/fmriprep.md)",
     )
 
 
@@ -181,18 +182,25 @@ def run_command(args: argparse.Namespace) -> int:
 
 
 def output_space_args(items: list[str], values: dict[str, Any]) -> dict[str, Any]:
-    """``--output-spaces`` → workflow arguments: the space is the registration ``template``, checked
-    offline (one space per run: the registration is direct, docs/fmriprep.md).
+    """``--output-spaces`` → workflow arguments, checked offline: the first space is the registration
+    ``template`` (of brain extraction, VBM, atlases and QC); each further one is registered on its own
+    (``spaces``, with the ``res-`` of its file names in ``spaces_res``; docs/fmriprep.md).
 
     Raises
     ------
     CLIError
-        A malformed item, a template missing from the local TemplateFlow cache (naming the command that
-        fetches it), a ``res-`` the profile does not write, or a disagreeing ``--set template``.
+        A malformed or repeated item, a template missing from the local TemplateFlow cache (naming the
+        command that fetches it; every space is checked), a ``res-`` the profile does not write, or a
+        disagreeing ``--set template``/``spaces``.
     """
     from smriflow.bids.spaces import OutputSpaceError, parse_output_spaces
     from smriflow.cli.main import CLIError
-    from smriflow.data.templates import TemplateNotFoundError, check_template
+    from smriflow.data.templates import (
+        REGISTRATION_FILES,
+        REQUIRED_FILES,
+        TemplateNotFoundError,
+        check_template,
+    )
 
     try:
         spaces = parse_output_spaces(items)
@@ -200,7 +208,7 @@ def output_space_args(items: list[str], values: dict[str, Any]) -> dict[str, Any
         raise CLIError(str(exc)) from None
     profile = values.get("profile", "fast")
     written = 1 if profile == "precise" else 2
-    for space in spaces:
+    for index, space in enumerate(spaces):
         if space.cohort:
             raise CLIError(f"--output-spaces {space.spec}: template cohorts are not supported by smriflow")
         if space.resolution not in (None, written):
@@ -209,17 +217,20 @@ def output_space_args(items: list[str], values: dict[str, Any]) -> dict[str, Any
                 f"the template's res-{written} grid; give :res-{written} (precise: res-1, fast: res-2)"
             )
         try:
-            check_template(space.template)
+            # the run's template serves brain extraction, VBM and QC; a further one is only registered to
+            check_template(space.template, REQUIRED_FILES if index == 0 else REGISTRATION_FILES)
         except TemplateNotFoundError as exc:
             raise CLIError(f"--output-spaces {space.spec}: {exc}") from None
     first, *others = spaces
-    if values.get("template", first.template) != first.template:
-        raise CLIError(
-            f"--output-spaces {first.spec} and --set template={values['template']} disagree; give one of them"
-        )
-    if others:
-        raise CLIError(
-            f"--output-spaces {' '.join(s.spec for s in spaces)}: smriflow registers to one template per run "
-            f"(here {first.template}); run once per further space with its own --output-dir"
-        )
-    return {"template": first.template}
+    found = {
+        "template": first.template,
+        "spaces": [space.template for space in others],
+        "spaces_res": [space.resolution for space in others],
+    }
+    for key, value in found.items():
+        if key in values and values[key] != value:
+            raise CLIError(
+                f"--output-spaces {' '.join(s.spec for s in spaces)} and --set {key}={values[key]} "
+                "disagree; give one of them"
+            )
+    return found if others else {"template": first.template}

@@ -118,6 +118,15 @@ class OutputSpec(_Strict):
             "May be `$arg`. No sidecar is written."
         ),
     )
+    map_over: list[str] | None = Field(
+        None,
+        description=(
+            "Keys of `bids` whose list values name the items of a list output together, item *i* by the "
+            "*i*-th value of each (a `null` value leaves that entity out of item *i*'s name); an item may "
+            "itself be a list of files, named by the other entities. The sink becomes a MapNode. An empty "
+            "list writes nothing. E.g. `[space, resolution]` for one item per further template space."
+        ),
+    )
     required: bool = Field(
         True,
         description=(
@@ -154,6 +163,9 @@ class OutputSpec(_Strict):
     def _one_destination(self) -> OutputSpec:
         if self.bids is not None and self.path is not None:
             raise ValueError("give 'bids' or 'path', not both")
+        unknown = [key for key in self.map_over or () if key not in (self.bids or {})]
+        if unknown:
+            raise ValueError(f"'map_over' names {unknown}, which are not keys of 'bids'")
         return self
 
 

@@ -28,6 +28,7 @@ import os
 import re
 import tempfile
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 
 import nibabel as nb
@@ -104,6 +105,25 @@ def available_templates() -> list[str]:
         if any(image.stat().st_size >= _STUB_BYTES for image in images):
             found.add(folder.name.removeprefix("tpl-"))
     return [DEFAULT_TEMPLATE, *sorted(found - {DEFAULT_TEMPLATE})]
+
+
+def resolution_note(space: str, resolution: str | int) -> str:
+    """The ``Resolution`` sidecar note of a ``res-`` in template space, as niworkflows words it, read offline.
+
+    From ``template_description.json`` of the local TemplateFlow cache; ``"Unknown"`` when it is absent or
+    does not list the resolution (nothing is downloaded).
+    """
+    import json
+
+    path = templateflow_home() / f"tpl-{space}" / "template_description.json"
+    try:
+        described = json.loads(path.read_text()).get("res", {})
+    except (OSError, ValueError):
+        return "Unknown"
+    found = described.get(str(resolution)) or described.get(f"{resolution:0>2}")
+    if not isinstance(found, dict) or "zooms" not in found:
+        return "Unknown"
+    return f"Template {space} ({'x'.join(map(str, found['zooms']))} mm^3), from the local TemplateFlow cache"
 
 
 def template_cache_dir() -> Path:
@@ -330,6 +350,9 @@ REQUIRED_FILES = (
     *((res, "probseg", None, label) for res in (1, 2) for label in _LABELS),
 )
 
+#: The files a registration to a template reads (a further ``--output-spaces`` space): the brain and mask.
+REGISTRATION_FILES = REQUIRED_FILES[:4]
+
 
 def fetch_command(name: str, resolution: int, suffix: str, desc: str | None, label: str | None) -> str:
     """The TemplateFlow call that downloads one template file (to run on a machine with internet)."""
@@ -341,8 +364,13 @@ def fetch_command(name: str, resolution: int, suffix: str, desc: str | None, lab
     )
 
 
-def check_template(name: str) -> None:
+def check_template(
+    name: str, files: Sequence[tuple[int, str, str | None, str | None]] = REQUIRED_FILES
+) -> None:
     """Check offline that every file smriflow reads of template ``name`` is available.
+
+    ``files`` are (resolution, suffix, desc, label): by default :data:`REQUIRED_FILES`, those of the run's
+    template; :data:`REGISTRATION_FILES` for a template that is only registered to.
 
     The default template is always available; any other must be in the local TemplateFlow cache
     (``$TEMPLATEFLOW_HOME``), where an empty stub file counts as missing.
@@ -355,7 +383,7 @@ def check_template(name: str) -> None:
     space = template_space_name(name)
     if space == DEFAULT_TEMPLATE:
         return
-    for resolution, suffix, desc, label in REQUIRED_FILES:
+    for resolution, suffix, desc, label in files:
         try:
             _templateflow_cached(space, resolution, suffix, desc, label)
         except TemplateNotFoundError:

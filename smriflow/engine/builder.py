@@ -182,8 +182,11 @@ def build_workflow(loaded: LoadedSpec, args: dict[str, Any], *, name: str | None
         inputnode = pe.Node(niu.IdentityInterface(fields=list(spec.inputs)), name="inputnode")
     wf.add_nodes([node for node in (inputnode, outputnode) if node is not None])
 
+    left_out = mapped_over_nothing(spec, args)
     built: dict[str, pe.Node | pe.Workflow] = {}
     for node_name, node in spec.nodes.items():
+        if node_name in left_out:
+            continue
         if node.interface is not None:
             built[node_name] = _interface_node(node_name, node, args)
         else:
@@ -199,16 +202,42 @@ def build_workflow(loaded: LoadedSpec, args: dict[str, Any], *, name: str | None
 
     connections = []
     for node_name, node in spec.nodes.items():
+        if node_name in left_out:
+            continue
         target = built[node_name]
         for port, ref in node.in_.items():
             src, src_port = source(ref)
             dst_port = f"inputnode.{port}" if isinstance(target, pe.Workflow) else port
             connections.append((src, target, [(src_port, dst_port)]))
     for out_name, out in spec.outputs.items():
+        if out.from_.split(".", 1)[0] in left_out:
+            continue  # stays unset
         src, src_port = source(out.from_)
         connections.append((src, outputnode, [(src_port, out_name)]))
     wf.connect(connections)
     return wf
+
+
+def mapped_over_nothing(spec, args: dict[str, Any]) -> set[str]:
+    """The nodes left out of the workflow: those mapped over an empty list, and every node they feed.
+
+    An output fed by one of them stays unset (e.g. nothing per further template space when none is asked).
+    """
+    left_out = {
+        name
+        for name, node in spec.nodes.items()
+        if any(substitute(node.params.get(port), args) == [] for port in node.map_over or ())
+    }
+    grown = True
+    while grown:
+        fed = {
+            name
+            for name, node in spec.nodes.items()
+            if name not in left_out and any(ref.split(".", 1)[0] in left_out for ref in node.in_.values())
+        }
+        left_out |= fed
+        grown = bool(fed)
+    return left_out
 
 
 def _interface_node(node_name: str, node, args: dict[str, Any]) -> pe.Node:

@@ -25,7 +25,7 @@ from smriflow.config.errors import Problem, did_you_mean
 from smriflow.config.execution import ExecConfig
 from smriflow.config.spec import output_path_problem
 from smriflow.engine.builder import build_workflow, methods_text
-from smriflow.engine.naming import output_entities, output_path
+from smriflow.engine.naming import mapped_items, output_entities, output_path
 from smriflow.engine.validate import LoadedSpec, default_args, substitute
 from smriflow.interfaces.bids import OUTPUT_ENTITIES
 from smriflow.utils.atomic import atomic_write
@@ -117,7 +117,17 @@ def check_output_entities(loaded: LoadedSpec, args: Mapping[str, Any] | None = N
     for name, out in loaded.spec.outputs.items():
         if out.bids is None:
             continue
-        for key, message, hint in check_entities(substitute(out.bids, values)):
+        entities = substitute(out.bids, values)
+        unresolved = any(str(entities[key]).startswith("$") for key in out.map_over or ())
+        try:  # an output with map_over: each item's entities (a null value leaves its entity out)
+            items = None if unresolved else mapped_items(out, entities)
+        except ValueError as exc:
+            problems.append(loaded.positions.problem(("outputs", name, "map_over"), str(exc)))
+            continue
+        if not items:  # not mapped, or mapped over nothing: the entities it always has
+            items = [{key: value for key, value in entities.items() if key not in (out.map_over or ())}]
+        found = dict.fromkeys(problem for item in items for problem in check_entities(item))
+        for key, message, hint in found:
             path = ("outputs", name, "bids", key) if key else ("outputs", name, "bids")
             problems.append(loaded.positions.problem(path, message, hint, at_key=bool(key)))
     return problems
@@ -264,6 +274,10 @@ def build_subject_workflow(
                     "which has no {session}: add it to the path"
                 )
     sub_wf = pe.Workflow(name=f"sub_{label}_wf")
+    # an output mapped over nothing (e.g. no further template space) has no item to write
+    absent = {
+        name for name, out in spec.outputs.items() if mapped_items(out, output_entities(out, args)) == []
+    }
     fields: dict[str, tuple[Any, str, Mapping[str, str | list[str]]]] = {}
     for session, files in units.items():
         suffix = "" if session is None else f"_ses_{session}"
@@ -273,7 +287,8 @@ def build_subject_workflow(
         for input_name, path in files.items():
             setattr(inputnode.inputs, input_name, path)
         for out_name in spec.outputs:
-            fields[f"{out_name}{suffix}"] = (wf, out_name, files)
+            if out_name not in absent:
+                fields[f"{out_name}{suffix}"] = (wf, out_name, files)
     optional = [name for name, (_, out_name, _) in fields.items() if not spec.outputs[out_name].required]
     barrier = pe.Node(
         Barrier(fields=list(fields), optional=optional),
@@ -297,20 +312,23 @@ def build_subject_workflow(
         extension = entities.pop("extension", None)
         compress = (extension == ".nii.gz") if extension in NIFTI_EXTENSIONS else None
         provenance = _file_provenance(loaded, args, wf, out_name, files, bids_dir)
-        sink = pe.Node(
-            DerivativesDataSink(
-                base_directory=str(output_dir),
-                source_file=_source_file(loaded, files),
-                compress=compress,
-                provenance=provenance,
-                optional=not required,
-                **entities,
-            ),
-            name=f"ds_{field_name}",
-            # Submitted like any node, not run in the scheduler's process: rewriting a large image (header
-            # fixes, compression) takes seconds, and would stall every other subject meanwhile.
-            mem_gb=0.5,
+        mapped = {key: entities.pop(key) for key in spec.outputs[out_name].map_over or ()}
+        interface = DerivativesDataSink(
+            base_directory=str(output_dir),
+            source_file=_source_file(loaded, files),
+            compress=compress,
+            provenance=provenance,
+            optional=not required,
+            **entities,
         )
+        # Submitted like any node, not run in the scheduler's process: rewriting a large image (header
+        # fixes, compression) takes seconds, and would stall every other subject meanwhile.
+        if mapped:  # item i of the output is named by the i-th value of each mapped entity
+            sink = pe.MapNode(interface, iterfield=["in_file", *mapped], name=f"ds_{field_name}", mem_gb=0.5)
+            for key, values in mapped.items():
+                setattr(sink.inputs, key, values)
+        else:
+            sink = pe.Node(interface, name=f"ds_{field_name}", mem_gb=0.5)
         connections.append((barrier, sink, [(field_name, "in_file")]))
         meta = spec.outputs[out_name].meta
         if meta is not None:  # a dict made by the workflow (e.g. what conform did) joins the sidecar

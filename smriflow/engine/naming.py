@@ -16,7 +16,7 @@ from typing import Any
 from smriflow.config.spec import OutputSpec
 from smriflow.engine.validate import substitute
 
-__all__ = ["derivative_path", "output_entities", "output_path"]
+__all__ = ["derivative_path", "mapped_items", "output_entities", "output_path"]
 
 #: The extension of an output whose ``bids:`` names none: the compressed NIfTI images the nodes make.
 DEFAULT_EXTENSION = ".nii.gz"
@@ -28,6 +28,40 @@ def output_entities(out: OutputSpec, args: Mapping[str, Any]) -> dict[str, Any]:
     Empty when the output has no ``bids:`` (it is not written by a sink).
     """
     return substitute(dict(out.bids or {}), dict(args))
+
+
+def mapped_items(out: OutputSpec, entities: Mapping[str, Any]) -> list[dict[str, Any]] | None:
+    """The entities of each item of an output with ``map_over`` (``None`` for any other output).
+
+    ``entities`` are the output's (:func:`output_entities`). Item *i* takes the *i*-th value of each
+    ``map_over`` entity, and leaves out one whose value is ``None``; the other entities are shared.
+
+    Raises
+    ------
+    ValueError
+        When the ``map_over`` entities are not lists of one length (naming them).
+
+    Examples
+    --------
+    >>> from smriflow.config.spec import OutputSpec
+    >>> out = OutputSpec.model_validate(
+    ...     {"from": "a.b", "bids": {"space": "$s", "resolution": "$r", "suffix": "T1w"},
+    ...      "map_over": ["space", "resolution"]})
+    >>> mapped_items(out, {"space": ["A", "B"], "resolution": [2, None], "suffix": "T1w"})
+    [{'suffix': 'T1w', 'space': 'A', 'resolution': 2}, {'suffix': 'T1w', 'space': 'B'}]
+    """
+    if not out.map_over:
+        return None
+    values = {key: entities[key] for key in out.map_over}
+    lengths = {len(value) if isinstance(value, list) else -1 for value in values.values()}
+    if len(lengths) != 1 or -1 in lengths:
+        shown = ", ".join(f"{key}={value!r}" for key, value in values.items())
+        raise ValueError(f"the entities an output maps over must be lists of one length; got {shown}")
+    shared = {key: value for key, value in entities.items() if key not in values}
+    return [
+        {**shared, **{key: value[i] for key, value in values.items() if value[i] is not None}}
+        for i in range(lengths.pop())
+    ]
 
 
 def output_path(

@@ -67,6 +67,11 @@ def _import_niworkflows_bids():
         import niworkflows.interfaces.bids as module
     finally:
         tf_api.templates = original
+    # niworkflows describes the res- of a standard space from TemplateFlow's metadata, which it downloads
+    # when the cache lacks it: read offline instead (smriflow never downloads at run time)
+    from smriflow.data.templates import resolution_note
+
+    module._get_tf_resolution = resolution_note
     return module
 
 
@@ -353,6 +358,8 @@ class DerivativesDataSink(_NiworkflowsDataSink):
         fields: dict[str, Any] = {}
         if isinstance(staged_meta, str) and Path(staged_meta).is_file():
             fields.update(json.loads(Path(staged_meta).read_text()))
+        if fields.get("Resolution") == "Unknown":  # niworkflows' note without TemplateFlow metadata
+            del fields["Resolution"]
         if isdefined(self.inputs.provenance):
             fields.update(self.inputs.provenance)
         return fields

@@ -14,13 +14,14 @@ from pathlib import Path
 import pytest
 
 from smriflow.engine.builder import resolve_args
-from smriflow.engine.naming import derivative_path, output_entities
+from smriflow.engine.naming import derivative_path, mapped_items, output_entities
 from smriflow.engine.registry import packaged_workflows
 from smriflow.engine.validate import validate_file
 
 collect_derivatives = pytest.importorskip("smriprep.utils.bids").collect_derivatives
 
 SPACE = "MNI152NLin2009cAsym"  # fMRIPrep's default standard space
+FURTHER = "MNI152NLin6Asym"  # a second space (--output-spaces SPACE FURTHER), registered on its own
 
 
 def write_names(out: Path, label: str, args: dict, session: str | None = None) -> list[str]:
@@ -32,8 +33,11 @@ def write_names(out: Path, label: str, args: dict, session: str | None = None) -
         entities = output_entities(spec, resolved)
         if not entities:
             continue
-        paths = derivative_path(entities, subject=label, session=session)
-        for path in [paths] if isinstance(paths, str) else paths:
+        items = mapped_items(spec, entities)  # one item per further space: named as its sink names it
+        if items == []:
+            continue  # no further space: no sink
+        named = [derivative_path(item, subject=label, session=session) for item in items or [entities]]
+        for path in [p for paths in named for p in ([paths] if isinstance(paths, str) else paths)]:
             (out / path).parent.mkdir(parents=True, exist_ok=True)
             (out / path).touch()
             written.append(path)
@@ -51,11 +55,12 @@ def anat(label: str, stem: str, session: str | None = None) -> str:
 
 @pytest.fixture
 def space_installed(tmp_path, monkeypatch):
-    """A TemplateFlow cache where SPACE counts as installed (names only: nothing reads the image)."""
-    folder = tmp_path / "templateflow" / f"tpl-{SPACE}"
-    folder.mkdir(parents=True)
-    (folder / f"tpl-{SPACE}_res-01_desc-brain_T1w.nii.gz").write_bytes(b"\0" * 2048)
-    monkeypatch.setenv("TEMPLATEFLOW_HOME", str(folder.parent))
+    """A TemplateFlow cache where SPACE and FURTHER count as installed (names only: nothing reads them)."""
+    for name in (SPACE, FURTHER):
+        folder = tmp_path / "templateflow" / f"tpl-{name}"
+        folder.mkdir(parents=True)
+        (folder / f"tpl-{name}_res-01_desc-brain_T1w.nii.gz").write_bytes(b"\0" * 2048)
+    monkeypatch.setenv("TEMPLATEFLOW_HOME", str(tmp_path / "templateflow"))
 
 
 @pytest.mark.parametrize("session", [None, "1"])
@@ -77,6 +82,36 @@ def test_collect_derivatives_finds_every_anatomical_derivative(tmp_path, session
             "reverse": full(f"from-{SPACE}_to-T1w_mode-image_xfm.h5"),
         }
     }
+
+
+@pytest.mark.parametrize("resolution", [None, 2])
+def test_every_space_of_several_is_found(tmp_path, space_installed, resolution):
+    """``--output-spaces SPACE FURTHER[:res-2]``: both spaces' transforms; the native anatomy once."""
+    written = write_names(
+        tmp_path, "01", {"template": SPACE, "spaces": [FURTHER], "spaces_res": [resolution]}
+    )
+    found = collect_derivatives(tmp_path, "01", [SPACE, FURTHER])
+
+    def full(stem: str) -> str:
+        return str(tmp_path / anat("01", stem))
+
+    assert found["transforms"] == {
+        space: {
+            "forward": full(f"from-T1w_to-{space}_mode-image_xfm.h5"),
+            "reverse": full(f"from-{space}_to-T1w_mode-image_xfm.h5"),
+        }
+        for space in (SPACE, FURTHER)
+    }
+    assert found["t1w_preproc"] == full("desc-preproc_T1w.nii.gz")
+    assert found["t1w_mask"] == full("desc-brain_mask.nii.gz")
+    assert found["t1w_dseg"] == full("dseg.nii.gz")  # the template-space images carry space-: not taken
+    assert found["t1w_tpms"] == [full(f"label-{t}_probseg.nii.gz") for t in ("GM", "WM", "CSF")]
+    further = f"space-{FURTHER}" + (f"_res-{resolution}" if resolution else "")
+    assert {anat("01", f"{further}_desc-preproc_T1w.nii.gz")} | {
+        anat("01", f"{further}_label-{t}_probseg.nii.gz") for t in ("GM", "WM", "CSF")
+    } <= set(written)
+    # the first space's names are those of a one-space run
+    assert set(write_names(tmp_path / "one", "01", {"template": SPACE})) <= set(written)
 
 
 def test_the_default_template_is_found_under_its_own_name(tmp_path):

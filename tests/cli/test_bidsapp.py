@@ -18,9 +18,10 @@ from _anat_data import T1W, downsample
 from _helpers import run_cli
 
 from smriflow.cli.bidsapp import is_bidsapp_call
-from smriflow.data.templates import DEFAULT_TEMPLATE, REQUIRED_FILES, get_template
+from smriflow.data.templates import DEFAULT_TEMPLATE, REGISTRATION_FILES, REQUIRED_FILES, get_template
 
 SPACE = "MNI152NLin2009cAsym"
+FURTHER = "MNI152NLin6Asym"  # the issue's second space: TemplateFlow has no tissue maps of it
 
 
 def small_dataset(root: Path, t1w: nb.Nifti1Image, subjects=("01",)) -> Path:
@@ -36,21 +37,31 @@ def small_dataset(root: Path, t1w: nb.Nifti1Image, subjects=("01",)) -> Path:
     return bids
 
 
-def templateflow_cache(home: Path, name: str = SPACE) -> Path:
+def templateflow_cache(home: Path, name: str = SPACE, *, further: bool = False) -> Path:
     """A TemplateFlow cache holding smriflow's own template files under the name ``name`` (the tests are
-    about names and layout) and an empty stub of MNI152NLin6Asym, as TemplateFlow's skeleton leaves it."""
-    folder = home / f"tpl-{name}"
+    about names and layout) and an empty stub of FURTHER, as TemplateFlow's skeleton leaves it; with
+    ``further``, FURTHER holds instead what TemplateFlow has of MNI152NLin6Asym: a brain and a mask, no
+    tissue maps."""
+    copy_template(home / f"tpl-{name}", REQUIRED_FILES)
+    if further:
+        copy_template(home / f"tpl-{FURTHER}", REGISTRATION_FILES)
+    else:
+        stub = home / f"tpl-{FURTHER}" / f"tpl-{FURTHER}_res-01_desc-brain_T1w.nii.gz"
+        stub.parent.mkdir()
+        stub.touch()
+    return home
+
+
+def copy_template(folder: Path, files) -> None:
+    """smriflow's own template ``files`` in ``folder`` (``tpl-<name>``), named as TemplateFlow names them."""
     folder.mkdir(parents=True)
-    for resolution, suffix, desc, label in REQUIRED_FILES:
+    name = folder.name.removeprefix("tpl-")
+    for resolution, suffix, desc, label in files:
         source = get_template(DEFAULT_TEMPLATE, resolution=resolution, suffix=suffix, desc=desc, label=label)
         entities = (
             f"res-{resolution:02d}" + (f"_desc-{desc}" if desc else "") + (f"_label-{label}" if label else "")
         )
         shutil.copyfile(source, folder / f"tpl-{name}_{entities}_{suffix}.nii.gz")
-    stub = home / "tpl-MNI152NLin6Asym" / "tpl-MNI152NLin6Asym_res-01_desc-brain_T1w.nii.gz"
-    stub.parent.mkdir()
-    stub.touch()
-    return home
 
 
 @pytest.fixture
@@ -172,6 +183,37 @@ def test_output_spaces_missing_template_names_the_fetch_command(tiny, tmp_path, 
     assert code == 2 and "disagree" in err
 
 
+def test_output_spaces_several_each_checked_and_none_twice(tiny, tmp_path, monkeypatch):
+    home = tmp_path / "tf"
+    monkeypatch.setenv("TEMPLATEFLOW_HOME", str(templateflow_cache(home)))
+    code, _, err = run_cli(
+        tiny, tmp_path / "out", "participant", "--output-spaces", f"{SPACE}:res-2", FURTHER
+    )
+    fetch = f"get('{FURTHER}', resolution=1, desc='brain', suffix='T1w')"
+    assert code == 2 and err == (
+        f"--output-spaces {FURTHER}: template {FURTHER}: tpl-{FURTHER}_res-01_desc-brain_T1w.nii.gz is not "
+        f"in the local TemplateFlow cache {home} (empty stubs count as missing); pre-fetch it with "
+        f'`python -c "from templateflow.api import get; {fetch}"` (and the other files smriflow reads: '
+        "docs/fmriprep.md), or set TEMPLATEFLOW_HOME to a cache that holds them\n"
+    )
+    code, _, err = run_cli(
+        tiny, tmp_path / "out", "participant", "--output-spaces", SPACE, f"{FURTHER}:res-2", f"{FURTHER}"
+    )
+    assert (code, err) == (2, f"--output-spaces {FURTHER}: the template is listed twice\n")
+    code, _, err = run_cli(tiny, tmp_path / "out", "participant", "--output-spaces", SPACE, f"{SPACE}:res-2")
+    assert (code, err) == (2, f"--output-spaces {SPACE}:res-2: the template is listed twice\n")
+    # a further space is only registered to: its brain and mask suffice (MNI152NLin6Asym has no tissue maps)
+    shutil.rmtree(home)
+    monkeypatch.setenv("TEMPLATEFLOW_HOME", str(templateflow_cache(home, further=True)))
+    code, _, err = run_cli(
+        tiny, tmp_path / "out", "participant", "--output-spaces", SPACE, FURTHER, "--dry-run"
+    )
+    assert code == 0, err
+    # ... but the run's own template needs the tissue maps (QC, VBM)
+    code, _, err = run_cli(tiny, tmp_path / "out", "participant", "--output-spaces", FURTHER, SPACE)
+    assert code == 2 and f"tpl-{FURTHER}_res-01_label-GM_probseg.nii.gz is not in" in err, err
+
+
 # -- end to end ---------------------------------------------------------------------------------------------
 
 
@@ -185,12 +227,12 @@ def smriflow(*argv: object, env: dict[str, str]) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def bidsapp_runs(shared_data, tmp_path_factory):
-    """participant (filter picks acq-mprage; --output-spaces a test TemplateFlow template), then group."""
+    """participant (filter picks acq-mprage; --output-spaces two test TemplateFlow templates), then group."""
     root = tmp_path_factory.mktemp("bidsapp_e2e")
     bids = small_dataset(root, downsample(nb.load(shared_data / T1W), 4))
     (root / "filter.json").write_text(json.dumps({"t1w": {"acquisition": "mprage", "reconstruction": None}}))
     env = {
-        "TEMPLATEFLOW_HOME": str(templateflow_cache(root / "templateflow")),
+        "TEMPLATEFLOW_HOME": str(templateflow_cache(root / "templateflow", further=True)),
         "TEMPLATEFLOW_AUTOUPDATE": "0",
         "PYTHONHASHSEED": "0",
     }
@@ -198,7 +240,7 @@ def bidsapp_runs(shared_data, tmp_path_factory):
     options = ["--work-dir", work, "--nprocs", "2"]
     participant = smriflow(
         bids, out, "participant", "--participant-label", "01", "--bids-filter-file", root / "filter.json",
-        "--output-spaces", f"{SPACE}:res-2", *options, env=env,
+        "--output-spaces", f"{SPACE}:res-2", FURTHER, *options, env=env,
     )  # fmt: skip
     group = smriflow(bids, out, "group", *options, env=env)
     return SimpleNamespace(root=root, out=out, participant=participant, group=group, env=env)
@@ -226,19 +268,53 @@ def test_participant_level_takes_the_filtered_file_and_says_so(bidsapp_runs):
 def test_fmriprep_finds_the_anatomy_of_a_real_run(bidsapp_runs):
     collect = pytest.importorskip("smriprep.utils.bids").collect_derivatives
     assert bidsapp_runs.participant.returncode == 0
-    found = collect(bidsapp_runs.out, "01", [SPACE])
+    found = collect(bidsapp_runs.out, "01", [SPACE, FURTHER])
     anat = bidsapp_runs.out / "sub-01" / "anat"
     stem = str(anat / "sub-01_acq-mprage_")
     assert found["t1w_preproc"] == stem + "desc-preproc_T1w.nii.gz"
     assert found["t1w_mask"] == stem + "desc-brain_mask.nii.gz"
     assert found["t1w_dseg"] == stem + "dseg.nii.gz"
     assert found["t1w_tpms"] == [stem + f"label-{t}_probseg.nii.gz" for t in ("GM", "WM", "CSF")]
-    assert found["transforms"][SPACE] == {
-        "forward": stem + f"from-T1w_to-{SPACE}_mode-image_xfm.h5",
-        "reverse": stem + f"from-{SPACE}_to-T1w_mode-image_xfm.h5",
+    assert found["transforms"] == {
+        space: {
+            "forward": stem + f"from-T1w_to-{space}_mode-image_xfm.h5",
+            "reverse": stem + f"from-{space}_to-T1w_mode-image_xfm.h5",
+        }
+        for space in (SPACE, FURTHER)
     }
     mask = nb.load(found["t1w_mask"])
     assert mask.shape == nb.load(found["t1w_preproc"]).shape and np.asanyarray(mask.dataobj).any()
+
+
+@end_to_end
+def test_the_further_space_has_its_own_registration_and_files(bidsapp_runs):
+    """The second space writes what the first writes of the T1w, tissue maps and transforms (VBM, atlases
+    and QC stay with the first), named by its own space; here both names are one image (a test cache)."""
+    assert bidsapp_runs.participant.returncode == 0
+    anat = bidsapp_runs.out / "sub-01" / "anat"
+    names = {p.name.removeprefix("sub-01_acq-mprage_") for p in anat.iterdir()}
+    further = {n for n in names if FURTHER in n and not n.endswith(".json")}
+    assert further == {
+        f"space-{FURTHER}_desc-preproc_T1w.nii.gz",
+        *(f"space-{FURTHER}_label-{t}_probseg.nii.gz" for t in ("GM", "WM", "CSF")),
+        f"from-T1w_to-{FURTHER}_mode-image_xfm.h5",
+        f"from-{FURTHER}_to-T1w_mode-image_xfm.h5",
+    }
+    assert all(n.replace(".nii.gz", ".json").replace(".h5", ".json") in names for n in further)
+    first = {n.replace(SPACE, FURTHER) for n in names if SPACE in n}
+    assert further < first  # the modulated GM and log-Jacobian (VBM) are the first space's only
+    record = json.loads((anat / f"sub-01_acq-mprage_space-{FURTHER}_desc-preproc_T1w.json").read_text())
+    assert record["GeneratedBy"][0]["Node"] == "anat_preproc_wf.register_spaces.out_file"
+    one, two = (
+        nb.load(anat / f"sub-01_acq-mprage_space-{s}_desc-preproc_T1w.nii.gz") for s in (SPACE, FURTHER)
+    )
+    assert one.shape == two.shape and np.allclose(one.affine, two.affine)
+    # its own registration (moments + affine + SyN) to the same image lands where the first one does
+    a, b = (np.asanyarray(img.dataobj).ravel() for img in (one, two))
+    assert not np.array_equal(a, b) and np.corrcoef(a, b)[0, 1] > 0.95
+    maps = [anat / f"sub-01_acq-mprage_space-{FURTHER}_label-{t}_probseg.nii.gz" for t in ("GM", "WM", "CSF")]
+    tpms = [np.asanyarray(nb.load(path).dataobj) for path in maps]
+    assert all(t.shape == two.shape for t in tpms) and np.all(sum(tpms) <= 1 + 1e-4)
 
 
 @end_to_end

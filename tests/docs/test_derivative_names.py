@@ -17,11 +17,13 @@ from _docs_data import data_files, documented_files, expand
 
 from smriflow.engine.builder import resolve_args
 from smriflow.engine.derivatives import build_subject_workflow
-from smriflow.engine.naming import DEFAULT_EXTENSION, output_entities
+from smriflow.engine.naming import DEFAULT_EXTENSION, mapped_items, output_entities
 from smriflow.engine.registry import packaged_workflows
 from smriflow.engine.validate import validate_file
 
 LABEL = "01"
+#: One further space (--output-spaces <template> MNI152NLin6Asym:res-2), so its sinks write too.
+FURTHER = {"spaces": ["MNI152NLin6Asym"], "spaces_res": [2]}
 
 
 def stand_in(path: Path, extension: str) -> Path:
@@ -52,7 +54,12 @@ def written(tmp_path_factory) -> dict[str, set[str]]:
     }
     files["t1w"] = [files["t1w"]]
     loaded = validate_file(packaged_workflows()["anat_preproc"])
-    args = resolve_args(loaded, {})
+    cache = root / "templateflow" / f"tpl-{FURTHER['spaces'][0]}"  # "installed": nothing reads it here
+    cache.mkdir(parents=True)
+    (cache / f"{cache.name}_res-01_desc-brain_T1w.nii.gz").write_bytes(b"\0" * 2048)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("TEMPLATEFLOW_HOME", str(cache.parent))
+        args = resolve_args(loaded, FURTHER)
     sub_wf = build_subject_workflow(loaded, args, LABEL, {None: files}, bids_dir=bids, output_dir=out)
     found: dict[str, set[str]] = {}
     for port, spec in loaded.spec.outputs.items():
@@ -60,6 +67,20 @@ def written(tmp_path_factory) -> dict[str, set[str]]:
         if node is None:
             continue
         entities = output_entities(spec, args)
+        items = mapped_items(spec, entities)
+        if items:  # a MapNode sink: one item per further space, each of the files its entities name
+            work = root / "work" / port
+            work.mkdir(parents=True)
+            count = max([len(v) for v in items[0].values() if isinstance(v, list)], default=1)
+            extension = entities.get("extension", DEFAULT_EXTENSION)
+            stems = [[work / f"{port}_{i}_{j}" for j in range(count)] for i in range(len(items))]
+            paths = [[str(stand_in(stem, extension)) for stem in item] for item in stems]
+            node.inputs.in_file = [item if count > 1 else item[0] for item in paths]
+            node.base_dir = str(work)
+            before = {p for p in out.rglob("*") if p.is_file()}
+            node.run()
+            found[port] = data_files(out, {p for p in out.rglob("*") if p.is_file()} - before)
+            continue
         count = max([len(v) for v in entities.values() if isinstance(v, list)], default=1)
         extension = entities.get("extension", DEFAULT_EXTENSION)
         if spec.path is not None:  # the report: a file the workflow names, into a folder
@@ -82,6 +103,7 @@ def written(tmp_path_factory) -> dict[str, set[str]]:
 def test_every_sink_writes_what_the_readme_lists(written):
     loaded = validate_file(packaged_workflows()["anat_preproc"])
     lists = {name: arg.default for name, arg in loaded.spec.args.items() if isinstance(arg.default, list)}
+    lists.update(FURTHER)
     documented = documented_files()
     assert set(written) == set(documented)  # every written output is documented, and only those
     for port, name in documented.items():

@@ -189,6 +189,30 @@ def test_arguments_reach_the_nodes():
         assert wf.get_node(f"cortical_thickness_wf.{node}").inputs.atlas == atlas  # `atlases` lacks them
 
 
+def test_further_spaces_are_one_registration_each_and_absent_without_them(templateflow_home):
+    """``spaces``: a MapNode registering the brain to each further template (from its own affine: brain
+    extraction's is to ``template``), and one warping the tissue maps with each; none without spaces."""
+    plain = smriflow.load_workflow("anat_preproc")
+    wf = smriflow.load_workflow("anat_preproc", spaces=["MNI152NLin6Asym"], spaces_res=[None])
+    added = {n.fullname for n in wf._get_all_nodes()} - {n.fullname for n in plain._get_all_nodes()}
+    assert added == {"anat_preproc_wf.register_spaces", "anat_preproc_wf.warp_tpms_spaces"}
+    register = wf.get_node("register_spaces")
+    assert register.iterfield == ["template"] and register.inputs.template == ["MNI152NLin6Asym"]
+    assert register.inputs.profile == "fast"
+    connections = edges(wf)
+    assert not [c for c in connections if c[2] == "anat_preproc_wf.register_spaces" and c[3] == "init_affine"]
+    for port in ("out_file", "out_xfm", "out_inv_xfm"):
+        assert any(c[:2] == ("anat_preproc_wf.register_spaces", port) for c in connections), port
+    assert (
+        "anat_preproc_wf.register_spaces",
+        "out_xfm",
+        "anat_preproc_wf.warp_tpms_spaces",
+        "transforms",
+    ) in (connections)
+    # the first space's registration is untouched
+    assert {c for c in edges(plain)} <= connections
+
+
 def test_sub_workflow_arguments():
     register = smriflow.load_workflow("spatial_normalization", profile="testing").get_node("register")
     assert register.inputs.profile == "testing"

@@ -23,8 +23,9 @@ the location of the largest intensity gradient within a small search range (Dale
 5. the displacements are smoothed over the surface mesh (:func:`smooth_on_mesh`), as FreeSurfer averages
    its target values over neighbouring vertices, so that image noise moves no vertex alone.
 
-Only the intensity *edge* is used, never a target intensity: a smooth multiplicative bias, a global
-rescaling or a monotone change of the GM/WM contrast moves no edge.
+Only the intensity *edge* is used, never a target intensity level: a smooth multiplicative bias or a global
+rescaling moves no edge; a non-linear change of contrast changes the shape of the fall, and with it the
+centroid, by a few hundredths of a mm (``bench/thickness.py --variants``).
 """
 
 from __future__ import annotations
@@ -32,7 +33,15 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["edge_refine", "local_means", "outward_normals", "smooth_on_mesh"]
+__all__ = [
+    "edge_refine",
+    "edge_surface",
+    "isosurface",
+    "local_means",
+    "outward_normals",
+    "smooth_on_mesh",
+    "surface_samples",
+]
 
 
 def local_means(
@@ -145,7 +154,7 @@ def edge_refine(
     reach = search + float(np.max(spacing))  # sample a voxel beyond the farthest move: the whole edge
     offsets = np.arange(-reach, reach + step / 2, step)
     shift = np.zeros(len(points))
-    chunk = 200_000
+    chunk = 50_000  # samples per pass: ~0.1 GB of profiles
     for start in range(0, len(points), chunk):
         p = points[start : start + chunk]
         n = normals[start : start + chunk]
@@ -201,3 +210,69 @@ def smooth_on_mesh(values: np.ndarray, faces: np.ndarray, iterations: int) -> np
     for _ in range(iterations):
         values = adjacency @ values / degree
     return values
+
+
+def isosurface(level_map: np.ndarray, level: float, spacing: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Vertices (mm, voxel-index frame) and faces of an isosurface; empty when there is none."""
+    from skimage.measure import marching_cubes
+
+    if not level_map.min() < level < level_map.max():
+        return np.empty((0, 3)), np.empty((0, 3), dtype=np.int64)
+    verts, faces, _, _ = marching_cubes(level_map, level, spacing=tuple(spacing))
+    return verts.astype(np.float64), faces
+
+
+def surface_samples(verts: np.ndarray, faces: np.ndarray) -> np.ndarray:
+    """A surface's vertices and triangle centroids."""
+    return np.concatenate([verts, verts[faces].mean(axis=1)])
+
+
+def edge_surface(
+    level_map: np.ndarray,
+    t1w: np.ndarray,
+    spacing: np.ndarray,
+    fixed: np.ndarray | None,
+    search: float,
+    iterations: int,
+    low: np.ndarray | None,
+    high: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Samples of the ``level_map = 0.5`` surface moved to the T1w's intensity edge, and their normals.
+
+    Parameters
+    ----------
+    level_map : numpy.ndarray
+        Membership map high inside the tissue (WM for the GM/WM boundary, GM + WM for the pial one).
+    t1w : numpy.ndarray
+        The bias-corrected T1w on the same grid.
+    spacing : numpy.ndarray
+        Voxel size (mm).
+    fixed : numpy.ndarray of bool or None
+        Voxels whose boundary does not move (drawn by an atlas mask, not by tissue).
+    search : float
+        Largest move (mm).
+    iterations : int
+        Passes of :func:`smooth_on_mesh` over the moves.
+    low, high : numpy.ndarray
+        Local means of the darker and the brighter tissue (``low`` None: no lower bound).
+
+    Returns
+    -------
+    samples, normals : numpy.ndarray
+        ``(m, 3)`` the moved vertices and triangle centroids (mm), and their outward unit normals.
+    """
+    verts, faces = isosurface(level_map, 0.5, spacing)
+    normals = outward_normals(level_map, verts, spacing)
+    movable = None
+    if fixed is not None:
+        voxel = np.clip(np.rint(verts / spacing).astype(np.int64), 0, np.array(fixed.shape) - 1)
+        movable = ~fixed[tuple(voxel.T)]
+    coords = (verts / spacing).T
+    hi = ndimage.map_coordinates(high, coords, order=1, mode="nearest")
+    lo = np.full(len(verts), -np.inf) if low is None else ndimage.map_coordinates(low, coords, order=1)
+    shift = edge_refine(verts, normals, t1w, spacing, search=search, bounds=(lo, hi), movable=movable)
+    shift = smooth_on_mesh(shift, faces, iterations)
+    moved = verts + shift[:, None] * normals
+    centroid_normals = normals[faces].sum(axis=1)
+    centroid_normals /= np.maximum(np.linalg.norm(centroid_normals, axis=1), 1e-6)[:, None]
+    return surface_samples(moved, faces), np.concatenate([normals, centroid_normals])

@@ -9,7 +9,10 @@ and the "anatomically consistent enhancement" of CRUISE (Han et al. 2004) do:
 1. **Boundaries with partial volume.** The inner (GM/WM) boundary is the isosurface ``WM = 0.5`` and the
    outer (GM/CSF) boundary the isosurface ``GM + WM = 0.5`` (CSF, or outside the brain, = 0.5) of the
    partial-volume memberships, both extracted with sub-voxel accuracy by marching cubes (Lorensen and Cline
-   1987; scikit-image) and sampled at their vertices and triangle centroids. The GM band is the voxels
+   1987; scikit-image) and sampled at their vertices and triangle centroids. With the bias-corrected T1w
+   (``t1w``), the inner surface's vertices then move along their normals to the T1w's GM/WM intensity edge,
+   as FreeSurfer places its white surface (:mod:`smriflow.anat.cortical_boundaries`; Dale, Fischl and
+   Sereno 1999), and the distances below are signed. The GM band is the voxels
    between them (``WM < 0.5 < GM + WM``), i.e. where GM is the largest class of a GM/WM or GM/CSF mixture.
 2. **Distance to white matter.** For every voxel between the two surfaces (the GM band: ``1.5 < L < 2.5``)
    and its neighbours, the Euclidean distance to the nearest inner-surface sample (``scipy.spatial.cKDTree``)
@@ -45,6 +48,8 @@ covers the same cortex and gives the same ``MeanThickness``, as FreeSurfer's do.
 
 References
 ----------
+Dale AM, Fischl B, Sereno MI (1999). Cortical surface-based analysis. I. Segmentation and surface
+reconstruction. NeuroImage 9:179-194.
 Dahnke R, Yotter RA, Gaser C (2013). Cortical thickness and central surface estimation. NeuroImage 65:336-348.
 Han X, Pham DL, Tosun D, Rettmann ME, Xu C, Prince JL (2004). CRUISE: cortical reconstruction using implicit
 surface evolution. NeuroImage 23:997-1012.
@@ -65,6 +70,8 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage
 from scipy.spatial import cKDTree
+
+from smriflow.anat.cortical_boundaries import edge_surface, isosurface, local_means, surface_samples
 
 __all__ = [
     "FS_PARCELLATIONS",
@@ -107,54 +114,9 @@ def _check_memberships(gm: np.ndarray, wm: np.ndarray) -> tuple[np.ndarray, np.n
     return np.clip(np.nan_to_num(gm), 0, 1), np.clip(np.nan_to_num(wm), 0, 1)
 
 
-def _isosurface(level_map: np.ndarray, level: float, spacing: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Vertices (mm, voxel-index frame) and faces of an isosurface; empty when there is none."""
-    from skimage.measure import marching_cubes
-
-    if not level_map.min() < level < level_map.max():
-        return np.empty((0, 3)), np.empty((0, 3), dtype=np.int64)
-    verts, faces, _, _ = marching_cubes(level_map, level, spacing=tuple(spacing))
-    return verts.astype(np.float64), faces
-
-
-def _samples(verts: np.ndarray, faces: np.ndarray) -> np.ndarray:
-    """A surface's vertices and triangle centroids."""
-    return np.concatenate([verts, verts[faces].mean(axis=1)])
-
-
 def _surface_samples(level_map: np.ndarray, level: float, spacing: np.ndarray) -> np.ndarray:
     """Vertices and triangle centroids (mm, voxel-index frame) of an isosurface; empty when there is none."""
-    return _samples(*_isosurface(level_map, level, spacing))
-
-
-def _on_edges(
-    level_map: np.ndarray,
-    t1w: np.ndarray,
-    spacing: np.ndarray,
-    fixed: np.ndarray | None,
-    search: float,
-    iterations: int,
-    low: np.ndarray | None,
-    high: np.ndarray,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Samples of the ``level_map = 0.5`` surface moved to the T1w's intensity edge, and their normals."""
-    from smriflow.anat.cortical_boundaries import edge_refine, outward_normals, smooth_on_mesh
-
-    verts, faces = _isosurface(level_map, 0.5, spacing)
-    normals = outward_normals(level_map, verts, spacing)
-    movable = None
-    if fixed is not None:
-        voxel = np.clip(np.rint(verts / spacing).astype(np.int64), 0, np.array(fixed.shape) - 1)
-        movable = ~fixed[tuple(voxel.T)]
-    coords = (verts / spacing).T
-    hi = ndimage.map_coordinates(high, coords, order=1, mode="nearest")
-    lo = np.full(len(verts), -np.inf) if low is None else ndimage.map_coordinates(low, coords, order=1)
-    shift = edge_refine(verts, normals, t1w, spacing, search=search, bounds=(lo, hi), movable=movable)
-    shift = smooth_on_mesh(shift, faces, iterations)
-    moved = verts + shift[:, None] * normals
-    centroid_normals = normals[faces].sum(axis=1)
-    centroid_normals /= np.maximum(np.linalg.norm(centroid_normals, axis=1), 1e-6)[:, None]
-    return _samples(moved, faces), np.concatenate([normals, centroid_normals])
+    return surface_samples(*isosurface(level_map, level, spacing))
 
 
 def _skeleton_points(
@@ -296,8 +258,6 @@ def cortical_thickness(
         t1w = np.asarray(t1w, dtype=np.float32)
         if t1w.shape != gm.shape:
             raise ValueError(f"'t1w' {t1w.shape} and the memberships {gm.shape} must share one grid.")
-        from smriflow.anat.cortical_boundaries import local_means
-
         image = t1w[box]
         mean_gm, mean_wm = local_means(image, [brain - wm, wm], spacing)
         if edge_sigma > 0:
@@ -309,11 +269,11 @@ def cortical_thickness(
             fixed = ndimage.binary_dilation(np.logical_or.reduce(masks)[box], iterations=2)
         search = edge_search * float(spacing.min())
         if "inner" in refine:  # the fall from the local WM level to the local GM level
-            inner_samples, inner_normals = _on_edges(
+            inner_samples, inner_normals = edge_surface(
                 wm, image, spacing, fixed, search, edge_smoothing, mean_gm, mean_wm
             )
         if "outer" in refine:  # the fall below the local GM level (outside the brain is not one tissue)
-            outer_samples, outer_normals = _on_edges(
+            outer_samples, outer_normals = edge_surface(
                 brain, image, spacing, fixed, search, edge_smoothing, None, mean_gm
             )
     near = ndimage.binary_dilation(band) & (wm < 0.5)

@@ -9,8 +9,8 @@ the location of the largest intensity gradient within a small search range (Dale
 
 1. the direction of each sample is the (downhill) gradient of the smoothed membership map, i.e. from the
    inner tissue (WM; brain) to the outer one (GM; CSF);
-2. the T1w (smoothed by the caller) is sampled along it every ``step`` mm over ``± search`` mm (trilinear),
-   and its fall per mm taken between consecutive samples (T1w: WM > GM > CSF, intensity falls outwards);
+2. the T1w is sampled along it every ``step`` mm over ``± (search + 1 voxel)`` (trilinear), and its fall
+   per mm taken between consecutive samples (T1w: WM > GM > CSF, intensity falls outwards);
 3. the falls are counted only where the profile lies between the local means of the two tissues
    (:func:`local_means`; FreeSurfer bounds its search by ``border_low``/``border_hi`` likewise), so that
    another edge (for the GM/WM boundary: the GM/CSF edge, stronger in a T1w) is not taken;

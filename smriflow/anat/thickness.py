@@ -200,9 +200,9 @@ def cortical_thickness(
         Minimum distance (mm) between the two banks' white-matter points for a skeleton point.
     t1w : numpy.ndarray, optional
         The bias-corrected T1w on the same grid: the boundaries named in ``refine`` then move to its
-        steepest intensity fall within one voxel (:mod:`smriflow.anat.cortical_boundaries`), and a voxel's
-        thickness is the sum of its signed distances to the boundaries (a voxel that a refined boundary
-        leaves outside the band still gets the band's width).
+        intensity edge, at most ``edge_search`` voxels away (:mod:`smriflow.anat.cortical_boundaries`),
+        and a voxel's thickness is the sum of its signed distances to the boundaries (a voxel that a
+        refined boundary leaves outside the band still gets the band's width).
     refine : sequence of str
         Which boundaries move to the intensity edge with ``t1w``: ``inner`` (default; GM/WM, as
         FreeSurfer's white surface) and/or ``outer`` (GM/CSF; see docs/thickness.md for why not by default).
@@ -211,7 +211,7 @@ def cortical_thickness(
     edge_smoothing : int
         Passes of neighbour averaging of the edge displacements over the surface mesh.
     edge_search : float
-        Half-length (voxels) of the search for the edge along each boundary normal.
+        Largest move (voxels) of a boundary vertex along its normal.
     workers : int
         Threads of the nearest-neighbour queries.
 

@@ -9,7 +9,10 @@ and the "anatomically consistent enhancement" of CRUISE (Han et al. 2004) do:
 1. **Boundaries with partial volume.** The inner (GM/WM) boundary is the isosurface ``WM = 0.5`` and the
    outer (GM/CSF) boundary the isosurface ``GM + WM = 0.5`` (CSF, or outside the brain, = 0.5) of the
    partial-volume memberships, both extracted with sub-voxel accuracy by marching cubes (Lorensen and Cline
-   1987; scikit-image) and sampled at their vertices and triangle centroids. The GM band is the voxels
+   1987; scikit-image) and sampled at their vertices and triangle centroids. With the bias-corrected T1w
+   (``t1w``), the inner surface's vertices then move along their normals to the T1w's GM/WM intensity edge,
+   as FreeSurfer places its white surface (:mod:`smriflow.anat.cortical_boundaries`; Dale, Fischl and
+   Sereno 1999), and the distances below are signed. The GM band is the voxels
    between them (``WM < 0.5 < GM + WM``), i.e. where GM is the largest class of a GM/WM or GM/CSF mixture.
 2. **Distance to white matter.** For every voxel between the two surfaces (the GM band: ``1.5 < L < 2.5``)
    and its neighbours, the Euclidean distance to the nearest inner-surface sample (``scipy.spatial.cKDTree``)
@@ -45,6 +48,8 @@ covers the same cortex and gives the same ``MeanThickness``, as FreeSurfer's do.
 
 References
 ----------
+Dale AM, Fischl B, Sereno MI (1999). Cortical surface-based analysis. I. Segmentation and surface
+reconstruction. NeuroImage 9:179-194.
 Dahnke R, Yotter RA, Gaser C (2013). Cortical thickness and central surface estimation. NeuroImage 65:336-348.
 Han X, Pham DL, Tosun D, Rettmann ME, Xu C, Prince JL (2004). CRUISE: cortical reconstruction using implicit
 surface evolution. NeuroImage 23:997-1012.
@@ -65,6 +70,8 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage
 from scipy.spatial import cKDTree
+
+from smriflow.anat.cortical_boundaries import edge_surface, isosurface, local_means, surface_samples
 
 __all__ = [
     "FS_PARCELLATIONS",
@@ -109,12 +116,7 @@ def _check_memberships(gm: np.ndarray, wm: np.ndarray) -> tuple[np.ndarray, np.n
 
 def _surface_samples(level_map: np.ndarray, level: float, spacing: np.ndarray) -> np.ndarray:
     """Vertices and triangle centroids (mm, voxel-index frame) of an isosurface; empty when there is none."""
-    from skimage.measure import marching_cubes
-
-    if not level_map.min() < level < level_map.max():
-        return np.empty((0, 3))
-    verts, faces, _, _ = marching_cubes(level_map, level, spacing=tuple(spacing))
-    return np.concatenate([verts, verts[faces].mean(axis=1)])
+    return surface_samples(*isosurface(level_map, level, spacing))
 
 
 def _skeleton_points(
@@ -168,6 +170,11 @@ def cortical_thickness(
     max_thickness: float = 5.0,
     skeleton_angle: float = 90.0,
     min_sulcal_gap: float = 2.0,
+    t1w: np.ndarray | None = None,
+    refine: Sequence[str] = ("inner",),
+    edge_sigma: float = 0.0,
+    edge_smoothing: int = 10,
+    edge_search: float = 1.5,
     workers: int = 1,
 ) -> np.ndarray:
     """Voxel-wise cortical thickness (mm) from GM and WM memberships (method in the module docstring).
@@ -191,6 +198,20 @@ def cortical_thickness(
         sulcal skeleton point between them.
     min_sulcal_gap : float
         Minimum distance (mm) between the two banks' white-matter points for a skeleton point.
+    t1w : numpy.ndarray, optional
+        The bias-corrected T1w on the same grid: the boundaries named in ``refine`` then move to its
+        intensity edge, at most ``edge_search`` voxels away (:mod:`smriflow.anat.cortical_boundaries`),
+        and a voxel's thickness is the sum of its signed distances to the boundaries (a voxel that a
+        refined boundary leaves outside the band still gets the band's width).
+    refine : sequence of str
+        Which boundaries move to the intensity edge with ``t1w``: ``inner`` (default; GM/WM, as
+        FreeSurfer's white surface) and/or ``outer`` (GM/CSF; see docs/thickness.md for why not by default).
+    edge_sigma : float
+        Scale (voxels) of the Gaussian under the intensity derivative (0: none).
+    edge_smoothing : int
+        Passes of neighbour averaging of the edge displacements over the surface mesh.
+    edge_search : float
+        Largest move (voxels) of a boundary vertex along its normal.
     workers : int
         Threads of the nearest-neighbour queries.
 
@@ -229,6 +250,32 @@ def cortical_thickness(
     outer_samples = _surface_samples(brain, 0.5, spacing)
     if len(inner_samples) == 0 or len(outer_samples) == 0:
         return out
+    inner_normals = outer_normals = None
+    unknown = set(refine) - {"inner", "outer"}
+    if unknown:
+        raise ValueError(f"'refine' takes 'inner' and/or 'outer'; {sorted(unknown)!r} was provided.")
+    if t1w is not None and refine:
+        t1w = np.asarray(t1w, dtype=np.float32)
+        if t1w.shape != gm.shape:
+            raise ValueError(f"'t1w' {t1w.shape} and the memberships {gm.shape} must share one grid.")
+        image = t1w[box]
+        mean_gm, mean_wm = local_means(image, [brain - wm, wm], spacing)
+        if edge_sigma > 0:
+            image = ndimage.gaussian_filter(image, edge_sigma)
+        fixed = None
+        if inner is not None or outer is not None:
+            # boundaries drawn by the atlas's masks (deep GM, hippocampus ...) are not intensity edges
+            masks = [np.asarray(m, dtype=bool) for m in (inner, outer) if m is not None]
+            fixed = ndimage.binary_dilation(np.logical_or.reduce(masks)[box], iterations=2)
+        search = edge_search * float(spacing.min())
+        if "inner" in refine:  # the fall from the local WM level to the local GM level
+            inner_samples, inner_normals = edge_surface(
+                wm, image, spacing, fixed, search, edge_smoothing, mean_gm, mean_wm
+            )
+        if "outer" in refine:  # the fall below the local GM level (outside the brain is not one tissue)
+            outer_samples, outer_normals = edge_surface(
+                brain, image, spacing, fixed, search, edge_smoothing, None, mean_gm
+            )
     near = ndimage.binary_dilation(band) & (wm < 0.5)
     idx = np.argwhere(near)
     pts = idx * spacing
@@ -238,8 +285,19 @@ def cortical_thickness(
     )
     boundary = np.concatenate([outer_samples, skeleton])
     in_band = band[tuple(idx.T)] & wanted[tuple(idx.T)]
-    dist_csf, _ = cKDTree(boundary).query(pts[in_band], workers=workers)
-    values = np.minimum(dist_wm[in_band] + dist_csf, max_thickness).astype(np.float32)
+    dist_csf, nearest_out = cKDTree(boundary).query(pts[in_band], workers=workers)
+    dist_wm, nearest = dist_wm[in_band], nearest[in_band]
+    p = pts[in_band]
+    if inner_normals is not None:
+        # signed: negative for a voxel on the far side of a refined boundary (inside WM; outside the brain)
+        side = np.einsum("ij,ij->i", p - inner_samples[nearest], inner_normals[nearest])
+        dist_wm = np.where(side < 0, -dist_wm, dist_wm)
+    if outer_normals is not None:
+        on_surface = nearest_out < len(outer_samples)
+        k = np.minimum(nearest_out, len(outer_samples) - 1)
+        side = np.einsum("ij,ij->i", p - outer_samples[k], outer_normals[k])
+        dist_csf = np.where(on_surface & (side > 0), -dist_csf, dist_csf)
+    values = np.clip(dist_wm + dist_csf, 0, max_thickness).astype(np.float32)
     crop = np.zeros(band.shape, dtype=np.float32)
     crop[tuple(idx[in_band].T)] = values
     out[box] = crop
@@ -318,6 +376,7 @@ def thickness_image(
     wm_probseg: nb.Nifti1Image | str | Path,
     atlas_dseg: nb.Nifti1Image | str | Path | None = None,
     labels: pd.DataFrame | None = None,
+    t1w: nb.Nifti1Image | str | Path | None = None,
     **kwargs,
 ) -> tuple[nb.Nifti1Image, nb.Nifti1Image | None]:
     """The thickness map of a subject, and its cortical region image, from images on the T1w grid.
@@ -330,6 +389,9 @@ def thickness_image(
         A FreeSurfer-style atlas on the same grid (``atlas-desikankilliany_dseg``), with its ``labels``:
         deep GM then counts as WM, cerebellum/brain stem/hippocampus/amygdala as outside, and the map is
         restricted to the cortex (:func:`cortex_context`).
+    t1w : nibabel.Nifti1Image, str or Path, optional
+        The bias-corrected T1w on the same grid (``desc-preproc_T1w``): the GM/WM boundary then moves to its
+        intensity edge (``t1w`` of :func:`cortical_thickness`).
     **kwargs
         Passed to :func:`cortical_thickness` (``max_thickness``, ``workers`` …).
 
@@ -347,6 +409,11 @@ def thickness_image(
     gm = gm_img.get_fdata(dtype=np.float32)
     wm = wm_img.get_fdata(dtype=np.float32)
     zooms = nb.affines.voxel_sizes(gm_img.affine)
+    if t1w is not None:
+        t1w_img = nb.load(str(t1w)) if isinstance(t1w, str | Path) else t1w
+        if t1w_img.shape[:3] != gm_img.shape[:3] or not np.allclose(t1w_img.affine, gm_img.affine, atol=1e-3):
+            raise ValueError(f"'t1w' {t1w_img.shape} is not on the grid of 'gm_probseg' {gm.shape}.")
+        kwargs["t1w"] = np.asarray(t1w_img.dataobj, dtype=np.float32).reshape(gm.shape)
     region_img = None
     if atlas_dseg is not None:
         if labels is None:

@@ -35,6 +35,10 @@ class _CorticalThicknessInputSpec(ThreadedInputSpec):
         exists=True, mandatory=True, desc="Desikan-Killiany atlas on the T1w grid (WarpAtlas.out_dseg)"
     )
     destrieux_dseg = File(exists=True, desc="Destrieux atlas on the T1w grid: adds its tables")
+    in_t1w = File(
+        exists=True,
+        desc="bias-corrected T1w on the same grid: the GM/WM boundary moves to its intensity edge",
+    )
     source_file = traits.Str(desc="the BIDS T1w; its sub-/ses- entities name the tables' row")
     enabled = traits.Bool(True, usedefault=True, desc="false: do nothing, leave every output undefined")
     max_thickness = traits.Float(5.0, usedefault=True, desc="cap of the thickness (mm)")
@@ -90,6 +94,7 @@ class CorticalThickness(SimpleInterface):
             subject,
             max_thickness=self.inputs.max_thickness,
             workers=self.inputs.num_threads,
+            t1w=self.inputs.in_t1w if isdefined(self.inputs.in_t1w) else None,
         )
         cwd = Path(runtime.cwd)
         self._results["out_thickness"] = str(cwd / "thickness.nii.gz")

@@ -16,6 +16,7 @@ from smriflow.data.variants import (
     VARIANTS,
     Context,
     add_neck,
+    contrast_gamma,
     cut_top,
     deface,
     identity,
@@ -91,6 +92,17 @@ def test_bias_spans_the_promised_range(base):
     assert np.array_equal(same[0], same[1]) and not np.array_equal(same[0], same[2])
     with pytest.raises(ValueError, match="amplitude"):
         smooth_bias(small, 1.5)
+
+
+def test_contrast_gamma_changes_the_contrast_not_the_order():
+    levels = np.array([0.0, 40.0, 110.0, 170.0], dtype=np.float32)  # background, CSF, GM, WM
+    img = nb.Nifti1Image(np.broadcast_to(levels[:, None, None], (4, 2, 2)).copy(), np.eye(4))
+    for gamma, closer in ((0.7, True), (1.4, False)):
+        out = np.asarray(contrast_gamma(img, gamma).image.dataobj)[:, 0, 0]
+        assert np.all(np.diff(out) > 0) and out[-1] == pytest.approx(170.0)  # order and maximum kept
+        assert bool(out[2] / out[3] > levels[2] / levels[3]) is closer  # GM/WM ratio up for gamma < 1
+    with pytest.raises(ValueError, match="gamma"):
+        contrast_gamma(img, 0.0)
 
 
 @pytest.mark.parametrize("fraction", [0.03, 0.06])

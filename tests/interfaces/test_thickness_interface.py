@@ -65,6 +65,22 @@ def test_writes_the_map_tables_and_record(inputs, tmp_path):
     assert record["voxels"] == int((thickness > 0).sum())
 
 
+def test_the_t1w_moves_the_grey_white_boundary(inputs, tmp_path):
+    # the T1w's GM/WM edge is 0.4 mm outside the memberships' (true WM radius 12.4 mm, not 12): thinner
+    gm, wm = spheres(2.1, radius=12.4)
+    t1w = str(tmp_path / "t1w.nii.gz")
+    nb.Nifti1Image(wm + 0.62 * gm + 0.2 * (1 - gm - wm), np.eye(4)).to_filename(t1w)
+    (tmp_path / "plain").mkdir()
+    (tmp_path / "edged").mkdir()
+    plain = _node(inputs).run(cwd=tmp_path / "plain").outputs
+    edged = _node(inputs, in_t1w=t1w).run(cwd=tmp_path / "edged").outputs
+    before = nb.load(plain.out_thickness).get_fdata()
+    after = nb.load(edged.out_thickness).get_fdata()
+    assert np.array_equal(before > 0, after > 0)  # the same cortex
+    assert np.median(before[before > 0]) == pytest.approx(2.5, abs=0.2)
+    assert np.median(after[after > 0]) == pytest.approx(2.1, abs=0.15)
+
+
 def test_disabled_does_nothing(inputs, tmp_path):
     out = _node(inputs, enabled=False).run(cwd=tmp_path).outputs
     assert all(not isinstance(v, str) for v in out.get().values())  # every output undefined

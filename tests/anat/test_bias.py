@@ -122,3 +122,39 @@ def test_n4_bad_arguments(kwargs, message):
 def test_n4_rejects_2d():
     with pytest.raises(ValueError, match=r"'data' must be 3-D"):
         n4_correct(np.ones((8, 8)), (1, 1))
+
+
+def _strong_field(shape, head, amplitude):
+    """``1 + amplitude * u``: ``u`` a fixed quadratic of position spanning [-1, 1] over ``head``.
+
+    The form of :func:`smriflow.data.variants.smooth_bias` (the robustness bench's ``bias50``), with a
+    curvature so that a linear fit cannot remove it.
+    """
+    grid = np.indices(shape).astype(np.float32)
+    x = [(grid[i] - (shape[i] - 1) / 2) / shape[i] for i in range(3)]
+    u = x[0] + 0.8 * x[2] - 1.5 * x[1] ** 2 + x[0] * x[2]
+    u = 2 * (u - u[head].min()) / np.ptp(u[head]) - 1
+    return (1 + amplitude * u).astype(np.float32)
+
+
+@pytest.mark.ants
+def test_n4_flattens_a_50_percent_field():
+    """Issue 15's ±50 % case on the phantom: the brain's intensity spread left by the field shrinks ≥ 3×."""
+    _, truth, _ = _phantom()
+    rng = np.random.default_rng(1)
+    clean = truth + rng.normal(0, 2, truth.shape).astype(np.float32) * (truth > 0)
+    field = _strong_field(truth.shape, truth > 0, 0.5)
+    brain = truth >= 90  # 'WM' core and 'GM' shell
+
+    def spread(ratio):
+        values = ratio[brain] / np.median(ratio[brain])
+        low, high = np.percentile(values, [5, 95])
+        return high - low
+
+    iterations = N4_PROFILES["fast"]["iterations"]
+    corrected, _, _ = n4_correct(
+        clean * field, (4.0, 4.0, 4.0), fit_resolution=0, shrink_factor=2, iterations=iterations
+    )
+    before = spread(field)
+    assert before > 0.6
+    assert spread(corrected / np.where(truth > 0, truth, 1)) < before / 3

@@ -1,4 +1,4 @@
-"""The GM/WM boundary on the T1w's intensity edge (:mod:`smriflow.anat.cortical_boundaries`): phantoms whose
+"""The GM/WM boundary on the T1w's intensity edge (:mod:`smriflow.anat.thickness.boundaries`): phantoms whose
 true boundary sits at a known sub-voxel position, imaged with partial volume, and memberships that misplace
 it (as a segmentation's priors and smoothing do)."""
 
@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from smriflow.anat.cortical_boundaries import edge_refine, local_means, outward_normals, smooth_on_mesh
 from smriflow.anat.thickness import cortical_thickness
+from smriflow.anat.thickness.boundaries import edge_refine, local_means, outward_normals, smooth_on_mesh
 
 SS = 8  # supersampling of the partial-volume phantoms
 LEVELS = {"wm": 1.0, "gm": 0.62, "csf": 0.2}  # T1w-like: WM > GM > CSF

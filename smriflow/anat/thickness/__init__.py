@@ -1,0 +1,31 @@
+"""Cortical thickness from the T1w: a voxel-wise map and regional tables (``docs/thickness.md``).
+
+- :mod:`~smriflow.anat.thickness.measure`: the thickness of every GM voxel from the memberships
+  (:func:`cortical_thickness`; a projection-based method after CAT12's PBT);
+- :mod:`~smriflow.anat.thickness.boundaries`: the GM/WM boundary moved to the T1w's intensity edge;
+- :mod:`~smriflow.anat.thickness.regions`: what is cortex, and the regional means of an atlas;
+- :mod:`~smriflow.anat.thickness.subject`: one subject from files to map, tables and record
+  (:func:`subject_thickness`, what ``CorticalThickness`` runs).
+"""
+
+from smriflow.anat.thickness.measure import cortical_thickness
+from smriflow.anat.thickness.regions import (
+    FS_PARCELLATIONS,
+    cortex_context,
+    cortex_hemisphere,
+    regional_thickness,
+    relabel_cortex,
+)
+from smriflow.anat.thickness.subject import PLAUSIBLE_MM, subject_thickness, thickness_image
+
+__all__ = [
+    "FS_PARCELLATIONS",
+    "PLAUSIBLE_MM",
+    "cortex_context",
+    "cortex_hemisphere",
+    "cortical_thickness",
+    "regional_thickness",
+    "relabel_cortex",
+    "subject_thickness",
+    "thickness_image",
+]

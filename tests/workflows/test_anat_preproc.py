@@ -59,6 +59,10 @@ PORTS = {
             "std_tpms",
             "std_gm_modulated",
             "std_logjacobian",
+            "spaces_t1w",  # the further --output-spaces (one registration each)
+            "spaces_tpms",
+            "anat2spaces_xfm",
+            "spaces2anat_xfm",
             "atlas_dseg",
             "atlas_volumes",
             "summary_volumes",

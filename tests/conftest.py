@@ -31,6 +31,23 @@ def require_shared(*relative: str) -> Path:
     return path
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Under ``--dist loadgroup``, fail an ``xdist_group`` test that pytest-xdist did not tag with its group.
+
+    The groups keep module-scoped runs (anat_preproc, the demo, the SLURM cohort) on one worker. If the
+    pytest/pytest-xdist pair drops the tags, every group is split: each worker repeats those runs, and the
+    live SLURM tests run at once and starve each other of the cluster's CPUs. Checked before any fixture runs.
+    """
+    if getattr(item.config.option, "loadgroup", False) and item.get_closest_marker("xdist_group"):
+        if "@" not in item.nodeid:
+            pytest.fail(
+                f"--dist loadgroup: pytest-xdist did not put this xdist_group test in its group (pytest "
+                f"{pytest.__version__}); install the versions pyproject.toml's [test] extra allows",
+                pytrace=False,
+            )
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """The shared data folder (``../shared/data`` beside the repository)."""

@@ -23,7 +23,7 @@ use; voxel-size variants scale with it).
 Usage::
 
     python bench/robustness.py [--variants orig,bias50,...] [--voxel-size MM] [--nprocs 2]
-                               [--keep DIR] [--skip-run] [--markdown] [--json FILE]
+                               [--set KEY=VALUE ...] [--keep DIR] [--skip-run] [--markdown] [--json FILE]
 """
 
 from __future__ import annotations
@@ -116,15 +116,20 @@ def make_dataset(
         print(f"  {name:<14} {variant.image.shape}  ({time.perf_counter() - start:.0f} s)", flush=True)
 
 
-def run(root: Path, nprocs: int, labels: list[str] | None = None) -> tuple[int, dict[str, str], float]:
-    """``smriflow run anat_preproc`` on ``root/bids`` (all subjects, or ``labels``); exit code, one error
-    line per failed subject, wall time. The run's terminal output is appended to ``root/smriflow.out``.
+def run(
+    root: Path, nprocs: int, labels: list[str] | None = None, settings: list[str] | None = None
+) -> tuple[int, dict[str, str], float]:
+    """``smriflow run anat_preproc`` on ``root/bids`` (all subjects, or ``labels``; ``settings`` are
+    ``--set`` values); exit code, one error line per failed subject, wall time. The run's terminal output is
+    appended to ``root/smriflow.out``.
     """
     cmd = smriflow_command() + ["run", "anat_preproc", "--bids-dir", str(root / "bids")]
     cmd += ["--output-dir", str(root / "out"), "--work-dir", str(root / "work")]
     cmd += ["--nprocs", str(nprocs), "--omp-nthreads", "1"]
     if labels:
         cmd += ["--participant-label", *labels]
+    for setting in settings or []:
+        cmd += ["--set", setting]
     print("$", " ".join(cmd), flush=True)
     start = time.perf_counter()
     env = {**os.environ, "COLUMNS": "200"}
@@ -257,6 +262,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the random variants (bias, noise)")
     parser.add_argument(
+        "--set",
+        dest="settings",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an anat_preproc argument for the run (smriflow run --set; repeatable), e.g. denoise=never",
+    )
+    parser.add_argument(
         "--keep",
         type=Path,
         default=None,
@@ -289,7 +302,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         wall = 0.0
         for batch in batches:
-            batch_code, batch_errors, batch_wall = run(root, args.nprocs, batch)
+            batch_code, batch_errors, batch_wall = run(root, args.nprocs, batch, args.settings)
             code, wall = max(code, batch_code), wall + batch_wall
             errors.update(batch_errors)
             print(f"  exit code {batch_code}, {batch_wall:.0f} s wall", flush=True)
@@ -303,7 +316,8 @@ def main(argv: list[str] | None = None) -> int:
     shown = formatted(frame)
     print(markdown(shown) if args.markdown else shown.to_string(index=False))
     if args.json:
-        record = {"voxel_size": args.voxel_size, "wall_s": wall, "exit_code": code, "root": str(root)}
+        record = {"voxel_size": args.voxel_size, "settings": args.settings, "wall_s": wall, "exit_code": code}
+        record["root"] = str(root)
         args.json.write_text(
             json.dumps({**record, "variants": frame.reset_index().to_dict("records")}, indent=2, default=str)
             + "\n"

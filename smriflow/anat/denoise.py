@@ -7,8 +7,10 @@ voxels along each axis have a spread of ``sqrt(2) σ`` (1.4826 × MAD, robust to
 estimate is ``σ`` relative to the WM median (the convention of the bench's ``noiseN`` variants: Rician noise
 of σ = N % of the WM intensity). :func:`denoise_if_noisy` runs ANTs' DenoiseImage (antspyx
 ``denoise_image``: adaptive non-local means, Rician noise model; the step sMRIPrep runs) inside the brain
-mask only when that estimate is above ``threshold``, so that clean scans keep their exact intensities and
-time; the estimate and the decision are returned as the stage's record.
+mask only when that estimate is above ``threshold`` and the voxels are at most ``max_voxel_mm`` on every
+side, so that clean scans keep their exact intensities and time; the estimate and the decision are returned
+as the stage's record. The voxel-size limit: DenoiseImage's patch and search radii are counted in voxels (1
+and 2), so on 3 mm voxels it averages over 9–15 mm and made noisy scans worse (docs/anat_preproc.md).
 """
 
 from __future__ import annotations
@@ -21,11 +23,13 @@ from scipy import ndimage
 
 from smriflow.utils.intensity import kmeans_1d
 
-__all__ = ["DENOISE_THRESHOLD", "denoise_if_noisy", "estimate_noise"]
+__all__ = ["DENOISE_MAX_VOXEL_MM", "DENOISE_THRESHOLD", "denoise_if_noisy", "estimate_noise"]
 
 #: Relative noise (σ / WM median) above which the image is denoised: measured on the shared T1w after N4,
 #: 0.013 clean, 0.034 with the bench's 3 % Rician noise, 0.062 with 6 % (docs/anat_preproc.md, "Hard scans").
 DENOISE_THRESHOLD = 0.025
+#: Largest voxel side (mm) at which ``mode="auto"`` denoises: it helped at 1 mm and harmed at 3 mm.
+DENOISE_MAX_VOXEL_MM = 1.5
 
 
 def estimate_noise(data: np.ndarray, mask: np.ndarray) -> dict[str, float]:
@@ -86,6 +90,7 @@ def denoise_if_noisy(
     zooms: Sequence[float],
     *,
     threshold: float = DENOISE_THRESHOLD,
+    max_voxel_mm: float = DENOISE_MAX_VOXEL_MM,
     mode: str = "auto",
     num_threads: int = 1,
 ) -> tuple[np.ndarray, dict[str, Any]]:
@@ -101,8 +106,10 @@ def denoise_if_noisy(
         Voxel size in mm.
     threshold : float
         Relative noise (:func:`estimate_noise`) above which ``mode="auto"`` denoises.
+    max_voxel_mm : float
+        ``mode="auto"`` leaves images alone whose largest voxel side is above this (mm).
     mode : {"auto", "always", "never"}
-        Denoise when the estimate exceeds ``threshold``, always, or never.
+        Denoise when the estimate exceeds ``threshold`` and the voxels are fine enough, always, or never.
     num_threads : int
         ITK threads.
 
@@ -111,19 +118,33 @@ def denoise_if_noisy(
     data : numpy.ndarray
         float32: the denoised image, or the input unchanged when not denoised.
     record : dict
-        ``noise`` (:func:`estimate_noise`), ``threshold``, ``mode`` and ``denoised`` (bool).
+        ``noise`` (:func:`estimate_noise`), ``threshold``, ``max_voxel_mm``, ``voxel_mm`` (the largest voxel
+        side), ``mode``, ``denoised`` (bool) and ``reason`` (why, in words).
     """
     if mode not in ("auto", "always", "never"):
         raise ValueError(f"'mode' must be one of auto, always, never. {mode!r} was provided.")
     data = np.asarray(data, dtype=np.float32)
     mask = np.asarray(mask, dtype=bool)
     noise = estimate_noise(data, mask)
-    denoise = mode == "always" or (mode == "auto" and noise["relative"] > threshold)
+    voxel = max(float(z) for z in zooms[:3])
+    noisy = bool(noise["relative"] > threshold)
+    if mode != "auto":
+        denoise, reason = mode == "always", f"denoise={mode}"
+    elif not noisy:
+        denoise, reason = False, f"noise {100 * noise['relative']:.1f} % is not above {100 * threshold:.1f} %"
+    elif voxel > max_voxel_mm:
+        denoise = False
+        reason = f"noise {100 * noise['relative']:.1f} % but voxels of {voxel:g} mm (> {max_voxel_mm:g} mm)"
+    else:
+        denoise, reason = True, f"noise {100 * noise['relative']:.1f} % is above {100 * threshold:.1f} %"
     record = {
         "noise": {key: round(float(value), 6) for key, value in noise.items()},
         "threshold": threshold,
+        "max_voxel_mm": max_voxel_mm,
+        "voxel_mm": round(voxel, 4),
         "mode": mode,
         "denoised": bool(denoise),
+        "reason": reason,
     }
     if not denoise:
         return data, record

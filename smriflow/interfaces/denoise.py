@@ -23,10 +23,14 @@ class _AdaptiveDenoiseInputSpec(ThreadedInputSpec):
         "always",
         "never",
         usedefault=True,
-        desc="auto: denoise when the noise measured in the WM is above 'threshold'; always; never",
+        desc="auto: denoise when the noise measured in the WM is above 'threshold' and the voxels are at "
+        "most 'max_voxel_mm'; always; never",
     )
     threshold = traits.Float(
         0.025, usedefault=True, desc="relative noise (sigma / WM median) above which 'auto' denoises"
+    )
+    max_voxel_mm = traits.Float(
+        1.5, usedefault=True, desc="'auto' leaves images alone whose largest voxel side is above this (mm)"
     )
 
 
@@ -64,16 +68,15 @@ class AdaptiveDenoise(AntsPyInterface):
             np.asarray(mask_img.dataobj) > 0,
             img.header.get_zooms()[:3],
             threshold=self.inputs.threshold,
+            max_voxel_mm=self.inputs.max_voxel_mm,
             mode=self.inputs.mode,
             num_threads=self.inputs.num_threads,
         )
         LOGGER.info(
-            "%s: noise %.2f %% of the WM intensity (threshold %.2f %%, mode %s): %s",
+            "%s: %s (%s)",
             self.inputs.in_file,
-            100 * record["noise"]["relative"],
-            100 * record["threshold"],
-            record["mode"],
             "denoised" if record["denoised"] else "not denoised",
+            record["reason"],
         )
         stem = strip_ext(self.inputs.in_file)
         cwd = Path(runtime.cwd)

@@ -50,6 +50,19 @@ def test_noisy_image_is_denoised_inside_the_mask_only():
     assert not record["denoised"] and np.array_equal(never, noisy)
 
 
+def test_auto_leaves_coarse_voxels_alone_and_says_why():
+    image, mask = _phantom()
+    noisy = add_rician_noise(image, 60.0, np.random.default_rng(3)).astype(np.float32)  # 6 % of WM
+    out, record = denoise_if_noisy(noisy, mask, (1.0, 1.0, 3.0))
+    assert not record["denoised"] and np.array_equal(out, noisy)
+    assert record["voxel_mm"] == 3.0 and record["max_voxel_mm"] == 1.5
+    noise = f"{100 * record['noise']['relative']:.1f}"
+    assert record["reason"] == f"noise {noise} % but voxels of 3 mm (> 1.5 mm)"
+    clean = add_rician_noise(image, 5.0, np.random.default_rng(2)).astype(np.float32)
+    assert denoise_if_noisy(clean, mask, (1.0, 1.0, 1.0))[1]["reason"].endswith("is not above 2.5 %")
+    assert denoise_if_noisy(clean, mask, (3.0, 3.0, 3.0), mode="never")[1]["reason"] == "denoise=never"
+
+
 def test_bad_arguments_are_one_line_errors():
     image, mask = _phantom()
     with pytest.raises(ValueError, match="'mode' must be one of auto, always, never"):

@@ -61,6 +61,10 @@ class _SubjectReportInputSpec(BaseInterfaceInputSpec):
         exists=True,
         desc="JSON record of BrainExtraction (out_report): which path ran and why, under the brain mask",
     )
+    denoise_record = File(
+        exists=True,
+        desc="JSON record of AdaptiveDenoise: a denoised T1w, or noise left as it was, joins the summary",
+    )
     thickness = File(exists=True, desc="thickness map on the T1w grid (CorticalThickness): adds the section")
     thickness_record = File(exists=True, desc="JSON record of CorticalThickness: its means and regions")
     surfaces_dir = traits.Str(
@@ -110,6 +114,7 @@ class SubjectReport(SimpleInterface):
                 "runs_record",
                 "tissues_record",
                 "brain_record",
+                "denoise_record",
                 "thickness",
                 "thickness_record",
             )
@@ -140,6 +145,7 @@ class SubjectReport(SimpleInterface):
             runs_file=optional["runs_record"],
             tissues_file=optional["tissues_record"],
             brain_file=optional["brain_record"],
+            denoise_file=optional["denoise_record"],
             thickness=optional["thickness"],
             thickness_file=optional["thickness_record"],
             surfaces_dir=inputs.surfaces_dir,

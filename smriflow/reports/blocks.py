@@ -18,6 +18,7 @@ from smriflow.reports.html import escape, table
 __all__ = [
     "CITATIONS",
     "conform_notes",
+    "denoise_notes",
     "group_iqms",
     "iqm_description",
     "iqm_table_html",
@@ -193,7 +194,41 @@ def tissue_notes(record: Mapping | None) -> list[tuple[str, str]]:
         changed = multichannel.get("changed_fraction")
         share = f"; {float(changed):.1%} of brain voxels changed label" if changed is not None else ""
         notes.append(("info", f"Tissues segmented from {' + '.join(channels)} (multichannel){share}."))
+    grid = record.get("segmentation_grid") or {}
+    if grid:
+        size = grid.get("voxel_size_mm")
+        notes.append(
+            (
+                "info",
+                f"Tissues segmented on an isotropic {size:g} mm grid (coarse or anisotropic voxels), the "
+                "memberships averaged back onto the T1w grid.",
+            )
+        )
     return notes
+
+
+def denoise_notes(record: Mapping | None) -> list[tuple[str, str]]:
+    """Notes from the denoising stage's record (``AdaptiveDenoise.out_report``).
+
+    A denoised T1w is ``info``; a noise estimate above the threshold that was not acted upon (``never``, or
+    voxels too coarse for ``auto``) is ``warn``; a clean scan left alone adds nothing.
+    """
+    if not record:
+        return []
+    noise = (record.get("noise") or {}).get("relative")
+    threshold = record.get("threshold")
+    reason = record.get("reason") or f"denoise={record.get('mode')}"
+    if record.get("denoised"):
+        return [("info", f"The T1w was denoised (non-local means) before tissue segmentation: {reason}.")]
+    if noise is not None and threshold is not None and float(noise) > float(threshold):
+        return [
+            (
+                "warn",
+                f"Noise {100 * float(noise):.1f} % of the white-matter intensity (above "
+                f"{100 * float(threshold):.1f} %), not denoised: {reason}.",
+            )
+        ]
+    return []
 
 
 def brain_notes(record: Mapping | None) -> list[tuple[str, str]]:

@@ -21,6 +21,7 @@ from smriflow.reports.blocks import (
     brain_notes,
     brain_rows,
     conform_notes,
+    denoise_notes,
     group_iqms,
     iqm_table_html,
     methods_html,
@@ -73,6 +74,7 @@ def subject_report(
     brain: Mapping | None = None,
     thickness: str | Path | None = None,
     thickness_record: Mapping | None = None,
+    denoise: Mapping | None = None,
 ) -> str:
     """Render the HTML report of one T1w and its preprocessing.
 
@@ -122,6 +124,9 @@ def subject_report(
     thickness, thickness_record : path and mapping, optional
         smriflow's thickness map on the T1w grid and the ``CorticalThickness`` record: add the "Cortical
         thickness" section.
+    denoise : mapping, optional
+        The denoising stage's record (``AdaptiveDenoise.out_report``): a denoised T1w, or noise that was
+        measured above the threshold but not acted upon, joins the summary's list.
 
     Returns
     -------
@@ -144,7 +149,7 @@ def subject_report(
     cuts = rl.cut_coords(mask, n_cuts)
     sections = []
     warnings = [("warn", str(n)) for n in notes] + conform_notes(conform) + tissue_notes(tissues)
-    warnings += brain_notes(brain)
+    warnings += brain_notes(brain) + denoise_notes(denoise)
     sections.append(_summary(label, warnings, conform, group, subject, session))
     sections.append(
         section(
@@ -362,13 +367,15 @@ def write_subject_report(
     tissues_file: str | Path | None = None,
     brain_file: str | Path | None = None,
     thickness_file: str | Path | None = None,
+    denoise_file: str | Path | None = None,
     **kwargs,
 ) -> Path:
     """Render :func:`subject_report` into ``out_file``, reading the JSON and TSV files given.
 
     ``kwargs`` are those of :func:`subject_report`; ``iqms``, ``group``, ``runs``, ``contrast_records`` and
     ``tissues`` come from ``iqms_file``, ``group_tsv``, ``runs_file``, ``contrast_record_files`` (name -> JSON
-    file), ``tissues_file`` and ``thickness_file`` (``thickness_record``); ``brain`` from ``brain_file``.
+    file), ``tissues_file`` and ``thickness_file`` (``thickness_record``); ``brain`` from ``brain_file``,
+    ``denoise`` from ``denoise_file``.
 
     Raises
     ------
@@ -397,6 +404,8 @@ def write_subject_report(
         kwargs["brain"] = sx.read_record(brain_file, "record of the brain extraction")
     if thickness_file:
         kwargs["thickness_record"] = sx.read_record(thickness_file, "cortical thickness record")
+    if denoise_file:
+        kwargs["denoise"] = sx.read_record(denoise_file, "record of the denoising")
     out = Path(out_file)
     out.write_text(subject_report(**kwargs), encoding="utf-8")
     return out

@@ -372,3 +372,36 @@ def test_tissue_notes_name_the_channels_and_carry_the_warnings():
     ]
     alone = {"multichannel": {"channels": ["T1w"]}, "warnings": ["multichannel=true but no T2w or FLAIR"]}
     assert tissue_notes(alone) == [("warn", "multichannel=true but no T2w or FLAIR")]
+    grid = {"segmentation_grid": {"voxel_size_mm": 1.0, "shape": [256, 256, 256]}}
+    assert tissue_notes(grid) == [
+        (
+            "info",
+            "Tissues segmented on an isotropic 1 mm grid (coarse or anisotropic voxels), the memberships "
+            "averaged back onto the T1w grid.",
+        )
+    ]
+
+
+def test_denoise_notes_say_what_was_done_and_what_was_not():
+    from smriflow.anat.denoise import denoise_if_noisy
+    from smriflow.reports.blocks import denoise_notes
+
+    rng = np.random.default_rng(0)
+    r = np.sqrt(((np.indices((48, 48, 48)) - 23.5) ** 2).sum(0))
+    mask = r < 21
+    image = np.where(r < 12, 1000.0, np.where(r < 17, 600.0, 250.0)).astype(np.float32)  # WM, GM, CSF
+    noisy = image + rng.normal(0, 50.0, image.shape).astype(np.float32)  # 5 % of the WM
+    _, coarse = denoise_if_noisy(noisy, mask, (3.0, 3.0, 3.0))
+    [(level, text)] = denoise_notes(coarse)
+    assert level == "warn" and text.startswith("Noise ") and text.endswith("but voxels of 3 mm (> 1.5 mm).")
+    _, never = denoise_if_noisy(noisy, mask, (1.0, 1.0, 1.0), mode="never")
+    assert denoise_notes(never)[0][1].endswith("not denoised: denoise=never.")
+    done = {"denoised": True, "reason": "noise 5.0 % is above 2.5 %", "noise": {"relative": 0.05}}
+    assert denoise_notes(done) == [
+        (
+            "info",
+            "The T1w was denoised (non-local means) before tissue segmentation: noise 5.0 % is above 2.5 %.",
+        )
+    ]
+    _, clean = denoise_if_noisy(image, mask, (1.0, 1.0, 1.0))
+    assert denoise_notes(clean) == [] and denoise_notes(None) == []

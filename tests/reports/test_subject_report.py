@@ -288,3 +288,32 @@ def test_brain_record_is_shown_under_the_mask(subject, report, tmp_path):
     assert "rejected: scale 0.3 outside [0.45, 1.6]" in mask_section
     summary = document.split('id="summary"')[1].split("</section>")[0]
     assert "Brain extraction (hybrid) used the learned" in summary
+
+
+def test_denoise_record_joins_the_summary(subject, report, tmp_path):
+    assert "denoised" not in report.split('id="summary"')[1].split("</section>")[0]
+    record = tmp_path / "denoise.json"
+    record.write_text(
+        json.dumps(
+            {
+                "denoised": True,
+                "mode": "auto",
+                "noise": {"relative": 0.058},
+                "reason": "noise 5.8 % is above 2.5 %",
+                "threshold": 0.025,
+            }
+        )
+    )
+    result = SubjectReport(
+        in_t1w=subject.t1w,
+        t1w_preproc=subject.t1w_preproc,
+        t1w_biasfield=subject.t1w_biasfield,
+        t1w_mask=subject.t1w_mask,
+        t1w_dseg=subject.t1w_dseg,
+        subject="07",
+        denoise_record=str(record),
+        n_cuts=3,
+    ).run(cwd=tmp_path)
+    summary = open(result.outputs.out_report, encoding="utf-8").read().split('id="summary"')[1]
+    note = "The T1w was denoised (non-local means) before tissue segmentation: noise 5.8 % is above 2.5 %."
+    assert note in summary.split("</section>")[0]

@@ -408,6 +408,7 @@ VARIANTS: dict[str, tuple[str, Callable[[Image, Context], Variant]]] = {
     "noise6": ("Rician noise 6 % of WM", lambda img, ctx: rician_noise(img, 0.06, ctx.wm_level, ctx.seed)),
     "aniso": ("1 × 1 × 3 mm voxels", _voxels((1.0, 1.0, 3.0))),
     "iso13": ("1.3 mm isotropic voxels", _voxels((1.3, 1.3, 1.3))),
+    "fine06": ("0.6 mm isotropic voxels (upsampled: a fine scan's size)", _voxels((0.6, 0.6, 0.6))),
     "topcut": ("top of the head cut (25 mm)", lambda img, ctx: cut_top(img, 25.0)),
     "skullstripped": (
         "skull removed (brain mask applied)",

@@ -87,6 +87,7 @@ def _sources(out: Path, name: str) -> list[str]:
 @pytest.mark.shared
 @pytest.mark.slow
 @pytest.mark.ants
+@pytest.mark.xdist_group("other_inputs")  # one worker runs the module's run once
 def test_runs_averaged_t2w_registered_and_lesion_kept(other_inputs_run):
     code, stdout, bids, out, t1w, lesion_voxels = other_inputs_run
     assert code == 0, stdout
@@ -135,6 +136,7 @@ def test_runs_averaged_t2w_registered_and_lesion_kept(other_inputs_run):
 @pytest.mark.shared
 @pytest.mark.slow
 @pytest.mark.ants
+@pytest.mark.xdist_group("other_inputs")  # one worker runs the module's run once
 def test_longitudinal_subject_has_one_anatomical_and_no_optional_outputs(other_inputs_run):
     code, stdout, bids, out, _, _ = other_inputs_run
     assert code == 0, stdout

@@ -20,8 +20,9 @@ import pytest
 
 
 def slow(test):
-    """Mark a test that needs the bench's run (slow, antspyx, shared data)."""
-    for mark in (pytest.mark.slow, pytest.mark.ants, pytest.mark.shared):
+    """Mark a test that needs the bench's run (slow, antspyx, shared data; one xdist worker runs it once)."""
+    group = pytest.mark.xdist_group("robustness")
+    for mark in (pytest.mark.slow, pytest.mark.ants, pytest.mark.shared, group):
         test = mark(test)
     return test
 

@@ -200,7 +200,8 @@ def hybrid_brain_extraction(
         )
 
     # skull already removed: the head is hardly larger than the brain
-    outside = float((head & ~dilate_mm(learned, 5.0, zooms)).sum()) * voxel_ml
+    # (in the head's box, which holds the head and the learned mask: a fine T1w's full grid is mostly air)
+    outside = float((head[head_box] & ~dilate_mm(learned[head_box], 5.0, zooms)).sum()) * voxel_ml
     info["outside_fraction"] = round(outside / volume, 4)
     stripped = info["outside_fraction"] < _OUTSIDE_STRIPPED
     info["skull_stripped_input"] = bool(stripped)

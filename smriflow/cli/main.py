@@ -9,7 +9,9 @@ adds the traceback (and, for ``run``, nipype's log and the crash reports).
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import os
+import signal
 import sys
 import traceback
 import warnings
@@ -95,6 +97,8 @@ def parser_for(argv: Sequence[str]) -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``smriflow`` command line; return the exit code (the console script exits with it)."""
     os.environ.setdefault("NIPYPE_NO_ET", "1")  # nipype must never look for updates online
+    if hasattr(signal, "SIGUSR1"):  # `kill -USR1 <pid>` prints every thread's Python stack (a run that hangs)
+        faulthandler.register(signal.SIGUSR1, all_threads=True)
     warnings.filterwarnings("ignore", message="TemplateFlow: repository not found")
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = parser_for(argv)

@@ -217,6 +217,18 @@ def wait_for(condition: Callable[[], bool], timeout: float, what: str, process=N
         time.sleep(0.2)
 
 
+def exit_code(process: subprocess.Popen, timeout: float, log: Path) -> int:
+    """The exit code of ``process`` once it ends; after ``timeout`` s, its threads' Python stacks (SIGUSR1:
+    ``smriflow`` dumps them, docs/troubleshooting.md) and the end of ``log`` in the failure."""
+    try:
+        return process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        os.kill(process.pid, signal.SIGUSR1)
+        time.sleep(3)
+        tail = "\n".join(log.read_text(errors="replace").splitlines()[-80:])
+        raise AssertionError(f"the run did not end within {timeout} s; its stacks and log:\n{tail}") from None
+
+
 def kill_group(process: subprocess.Popen, sig: int = signal.SIGKILL) -> None:
     """Send ``sig`` to the process group this suite started (the run and its workers)."""
     try:

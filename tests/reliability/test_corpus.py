@@ -306,7 +306,7 @@ def test_sigterm_sigint_and_sigkill_then_the_same_command_resumes_to_the_same_by
             err,
         ), err
         first.send_signal(signal.SIGTERM)
-        assert first.wait(60) == 143
+        assert _faults.exit_code(first, 120, tmp_path / "first.txt") == 143
     finally:
         _faults.kill_group(first)
     text = (tmp_path / "first.txt").read_text()
@@ -322,7 +322,7 @@ def test_sigterm_sigint_and_sigkill_then_the_same_command_resumes_to_the_same_by
     try:
         _faults.wait_for(finished("brain_extraction_wf", "brain"), 300, "brain extraction to finish", second)
         _faults.kill_group(second, signal.SIGINT)
-        assert second.wait(60) == 130
+        assert _faults.exit_code(second, 120, tmp_path / "second.txt") == 130
     finally:
         _faults.kill_group(second)
     text = (tmp_path / "second.txt").read_text()

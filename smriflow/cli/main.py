@@ -97,8 +97,7 @@ def parser_for(argv: Sequence[str]) -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``smriflow`` command line; return the exit code (the console script exits with it)."""
     os.environ.setdefault("NIPYPE_NO_ET", "1")  # nipype must never look for updates online
-    if hasattr(signal, "SIGUSR1"):  # `kill -USR1 <pid>` prints every thread's Python stack (a run that hangs)
-        faulthandler.register(signal.SIGUSR1, all_threads=True)
+    _stacks_on_sigusr1()
     warnings.filterwarnings("ignore", message="TemplateFlow: repository not found")
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = parser_for(argv)
@@ -114,6 +113,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_INTERRUPTED
     except Exception as exc:
         return _report_error(exc, debug)
+
+
+def _stacks_on_sigusr1() -> None:
+    """``kill -USR1 <pid>`` prints every thread's Python stack to stderr (a run that seems to hang).
+
+    Left out where stderr is not a real file (an embedding program or a test capturing it).
+    """
+    if not hasattr(signal, "SIGUSR1"):
+        return
+    try:
+        faulthandler.register(signal.SIGUSR1, all_threads=True)
+    except (AttributeError, OSError, RuntimeError, ValueError):  # io.UnsupportedOperation is an OSError
+        pass
 
 
 def _report_error(exc: Exception, debug: bool) -> int:

@@ -194,8 +194,19 @@ def smriflow(*argv: object, timeout: float = 900, **kwargs) -> subprocess.Comple
     )
 
 
+def _terminal_signals() -> None:
+    """In the child: SIGINT and SIGQUIT with their default actions, as a command typed in a terminal has them.
+
+    A shell's background job (``pytest ... &`` in a script, nohup) inherits both ignored, and Python then
+    installs no KeyboardInterrupt handler: Ctrl-C would be ignored, as that shell asked, not tested.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGQUIT, signal.SIG_DFL)
+
+
 def start(*argv: object, log: Path) -> subprocess.Popen:
-    """``smriflow ARGV`` in the background, in its own process group, stdout and stderr into ``log``."""
+    """``smriflow ARGV`` in the background, in its own process group, stdout and stderr into ``log``, with
+    the signals of a terminal's command (:func:`_terminal_signals`)."""
     with log.open("w") as handle:
         return subprocess.Popen(
             [*COMMAND, *map(str, argv)],
@@ -203,6 +214,7 @@ def start(*argv: object, log: Path) -> subprocess.Popen:
             stderr=subprocess.STDOUT,
             env=run_env(),
             start_new_session=True,
+            preexec_fn=_terminal_signals,
         )
 
 

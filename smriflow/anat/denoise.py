@@ -128,15 +128,15 @@ def denoise_if_noisy(
     noise = estimate_noise(data, mask)
     voxel = max(float(z) for z in zooms[:3])
     noisy = bool(noise["relative"] > threshold)
+    level = f"noise {100 * noise['relative']:.1f} %"
     if mode != "auto":
         denoise, reason = mode == "always", f"denoise={mode}"
     elif not noisy:
-        denoise, reason = False, f"noise {100 * noise['relative']:.1f} % is not above {100 * threshold:.1f} %"
+        denoise, reason = False, f"{level} is not above {100 * threshold:.1f} %"
     elif voxel > max_voxel_mm:
-        denoise = False
-        reason = f"noise {100 * noise['relative']:.1f} % but voxels of {voxel:g} mm (> {max_voxel_mm:g} mm)"
+        denoise, reason = False, f"{level} but voxels of {voxel:g} mm (> {max_voxel_mm:g} mm)"
     else:
-        denoise, reason = True, f"noise {100 * noise['relative']:.1f} % is above {100 * threshold:.1f} %"
+        denoise, reason = True, f"{level} is above {100 * threshold:.1f} %"
     record = {
         "noise": {key: round(float(value), 6) for key, value in noise.items()},
         "threshold": threshold,

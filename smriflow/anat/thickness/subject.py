@@ -11,6 +11,7 @@ import pandas as pd
 from smriflow.anat.thickness.measure import cortical_thickness
 from smriflow.anat.thickness.regions import cortex_context, regional_thickness, relabel_cortex
 from smriflow.utils.morphology import bounding_box
+from smriflow.utils.niftiio import load_image
 
 __all__ = ["PLAUSIBLE_MM", "subject_thickness", "thickness_image"]
 
@@ -46,15 +47,15 @@ def thickness_image(
     region : nibabel.Nifti1Image or None
         The cortical label of every voxel of the map (None without an atlas).
     """
-    gm_img = nb.load(str(gm_probseg)) if isinstance(gm_probseg, str | Path) else gm_probseg
-    wm_img = nb.load(str(wm_probseg)) if isinstance(wm_probseg, str | Path) else wm_probseg
+    gm_img = load_image(gm_probseg)
+    wm_img = load_image(wm_probseg)
     if gm_img.shape[:3] != wm_img.shape[:3] or not np.allclose(gm_img.affine, wm_img.affine, atol=1e-3):
         raise ValueError("'gm_probseg' and 'wm_probseg' must be on the same grid.")
     gm = gm_img.get_fdata(dtype=np.float32)
     wm = wm_img.get_fdata(dtype=np.float32)
     zooms = nb.affines.voxel_sizes(gm_img.affine)
     if t1w is not None:
-        t1w_img = nb.load(str(t1w)) if isinstance(t1w, str | Path) else t1w
+        t1w_img = load_image(t1w)
         if t1w_img.shape[:3] != gm_img.shape[:3] or not np.allclose(t1w_img.affine, gm_img.affine, atol=1e-3):
             raise ValueError(f"'t1w' {t1w_img.shape} is not on the grid of 'gm_probseg' {gm.shape}.")
         kwargs["t1w"] = np.asarray(t1w_img.dataobj, dtype=np.float32).reshape(gm.shape)
@@ -62,7 +63,7 @@ def thickness_image(
     if atlas_dseg is not None:
         if labels is None:
             raise ValueError("'labels' (the atlas's label table) is needed with 'atlas_dseg'.")
-        atlas_img = nb.load(str(atlas_dseg)) if isinstance(atlas_dseg, str | Path) else atlas_dseg
+        atlas_img = load_image(atlas_dseg)
         if atlas_img.shape[:3] != gm_img.shape[:3]:
             raise ValueError(f"'atlas_dseg' {atlas_img.shape} is not on the grid of 'gm_probseg' {gm.shape}.")
         region, inner, outer = cortex_context(np.asanyarray(atlas_img.dataobj), labels, gm)
@@ -81,10 +82,6 @@ PLAUSIBLE_MM = (1.0, 4.5)
 #: Voxels around the brain and atlases kept by :func:`_brain_box` (more than the 4 that
 #: :func:`cortical_thickness` keeps around the GM band).
 _BOX_MARGIN = 5
-
-
-def _load(image: nb.Nifti1Image | str | Path) -> nb.Nifti1Image:
-    return nb.load(str(image)) if isinstance(image, str | Path) else image
 
 
 def _brain_box(support: list[nb.Nifti1Image], others: list[nb.Nifti1Image]) -> tuple[slice, ...] | None:
@@ -152,10 +149,10 @@ def subject_thickness(
 
     if "desikan_killiany" not in atlases:
         raise ValueError("'atlases' must hold the warped 'desikan_killiany' atlas (it defines the cortex).")
-    gm_img, wm_img = _load(gm_probseg), _load(wm_probseg)
-    atlas_imgs = {name: _load(dseg) for name, dseg in atlases.items()}
+    gm_img, wm_img = load_image(gm_probseg), load_image(wm_probseg)
+    atlas_imgs = {name: load_image(dseg) for name, dseg in atlases.items()}
     t1w = kwargs.pop("t1w", None)
-    t1w_img = None if t1w is None else _load(t1w)
+    t1w_img = None if t1w is None else load_image(t1w)
     box = _brain_box([gm_img, wm_img, *atlas_imgs.values()], [] if t1w_img is None else [t1w_img])
     if box is not None:  # work on the brain's box; the maps are pasted back onto the full grid below
         full_grid = gm_img

@@ -267,10 +267,10 @@ def test_brain_notes():
     assert stripped == [("info", "The input was already skull-stripped: no second skull strip.")]
 
 
-def test_brain_record_is_shown_under_the_mask(subject, report, tmp_path):
-    assert "brain extraction" not in report.split('id="mask"')[1].split("</section>")[0]
-    record = tmp_path / "brain.json"
-    record.write_text(json.dumps(_BRAIN_RECORD))
+def _report_with_record(subject, tmp_path, port: str, record: dict) -> str:
+    """The HTML of the subject's report with ``record`` (written as JSON) given to the input ``port``."""
+    path = tmp_path / f"{port}.json"
+    path.write_text(json.dumps(record))
     result = SubjectReport(
         in_t1w=subject.t1w,
         t1w_preproc=subject.t1w_preproc,
@@ -278,10 +278,15 @@ def test_brain_record_is_shown_under_the_mask(subject, report, tmp_path):
         t1w_mask=subject.t1w_mask,
         t1w_dseg=subject.t1w_dseg,
         subject="07",
-        brain_record=str(record),
         n_cuts=3,
+        **{port: str(path)},
     ).run(cwd=tmp_path)
-    document = open(result.outputs.out_report, encoding="utf-8").read()
+    return open(result.outputs.out_report, encoding="utf-8").read()
+
+
+def test_brain_record_is_shown_under_the_mask(subject, report, tmp_path):
+    assert "brain extraction" not in report.split('id="mask"')[1].split("</section>")[0]
+    document = _report_with_record(subject, tmp_path, "brain_record", _BRAIN_RECORD)
     mask_section = document.split('id="mask"')[1].split("</section>")[0]
     assert "learned (refinement check failed)" in mask_section
     assert "start &#x27;centre of mass&#x27;" in mask_section or "start 'centre of mass'" in mask_section
@@ -292,28 +297,13 @@ def test_brain_record_is_shown_under_the_mask(subject, report, tmp_path):
 
 def test_denoise_record_joins_the_summary(subject, report, tmp_path):
     assert "denoised" not in report.split('id="summary"')[1].split("</section>")[0]
-    record = tmp_path / "denoise.json"
-    record.write_text(
-        json.dumps(
-            {
-                "denoised": True,
-                "mode": "auto",
-                "noise": {"relative": 0.058},
-                "reason": "noise 5.8 % is above 2.5 %",
-                "threshold": 0.025,
-            }
-        )
-    )
-    result = SubjectReport(
-        in_t1w=subject.t1w,
-        t1w_preproc=subject.t1w_preproc,
-        t1w_biasfield=subject.t1w_biasfield,
-        t1w_mask=subject.t1w_mask,
-        t1w_dseg=subject.t1w_dseg,
-        subject="07",
-        denoise_record=str(record),
-        n_cuts=3,
-    ).run(cwd=tmp_path)
-    summary = open(result.outputs.out_report, encoding="utf-8").read().split('id="summary"')[1]
+    record = {
+        "denoised": True,
+        "mode": "auto",
+        "noise": {"relative": 0.058},
+        "reason": "noise 5.8 % is above 2.5 %",
+        "threshold": 0.025,
+    }
+    summary = _report_with_record(subject, tmp_path, "denoise_record", record).split('id="summary"')[1]
     note = "The T1w was denoised (non-local means) before tissue segmentation: noise 5.8 % is above 2.5 %."
     assert note in summary.split("</section>")[0]

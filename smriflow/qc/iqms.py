@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +56,7 @@ from smriflow.utils.metrics import cjv_from_stats, ncc
 from smriflow.utils.niftiio import load_image
 
 __all__ = ["compute_iqms", "read_iqms", "write_iqms"]
+
 
 # -- all of them -----------------------------------------------------------------------------------------
 def _data(img: nb.spatialimages.SpatialImage) -> np.ndarray:
@@ -114,7 +115,7 @@ def _guarded(out: dict[str, float], notes: dict[str, str], names: Sequence[str],
 def _intensity_iqms(
     out: dict[str, float],
     notes: dict[str, str],
-    preproc: np.ndarray,
+    load_preproc: Callable[[], np.ndarray],
     pvms: Mapping[str, np.ndarray],
     head: np.ndarray,
     frame: np.ndarray,
@@ -122,12 +123,16 @@ def _intensity_iqms(
     *,
     erode: bool,
 ) -> None:
-    """The metrics of :data:`INTENSITY_IQMS`, each NaN with a note when undefined on this image."""
+    """The metrics of :data:`INTENSITY_IQMS`, each NaN with a note when undefined on this image.
+
+    ``load_preproc`` reads the N4-corrected T1w; only its harmonized copy is kept (at 0.6 mm each full-grid
+    array costs 0.3 GB as float32).
+    """
     computed: dict[str, Any] = {}
 
     def prepare() -> dict[str, float]:
-        computed["data"] = harmonize(preproc, pvms["wm"])
-        regions = {"bg": air.astype(np.float32), "csf": pvms["csf"], "gm": pvms["gm"], "wm": pvms["wm"]}
+        computed["data"] = harmonize(load_preproc(), pvms["wm"])
+        regions = {"bg": air, "csf": pvms["csf"], "gm": pvms["gm"], "wm": pvms["wm"]}
         computed["stats"] = summary_stats(computed["data"], regions, erode=erode)
         return {
             f"summary_{region}_{key}": value
@@ -162,7 +167,7 @@ def _intensity_iqms(
         "cjv": lambda: cjv_from_stats(wm["median"], gm["median"], wm["mad"], gm["mad"]),  # MRIQC: medians
         "fber": lambda: fber(data, head, frame),
         "efc": lambda: efc(data, frame),
-        "wm2max": lambda: wm2max(data, wm["median"]),
+        "wm2max": lambda: wm2max(data, wm["median"], overwrite_input=True),  # the last use of data
     }
     for name, compute in scalars.items():
         _guarded(out, notes, [name], lambda name=name, compute=compute: {name: compute()})
@@ -249,7 +254,6 @@ def compute_iqms(
             f"compute_iqms: '{key}' is not on the grid of the T1w ({img.shape[:3]} vs {raw_img.shape[:3]}).",
         )
     brain = _data(loaded["mask"]) > 0
-    dseg_data = np.rint(_data(loaded["dseg"])).astype(np.int16)
     pvms = {name: np.clip(_data(loaded[f"tpm_{name}"]), 0.0, 1.0) for name in TISSUES}
     if brain.sum() == 0:
         raise ValueError(f"compute_iqms: the brain mask {mask} is empty.")
@@ -260,8 +264,9 @@ def compute_iqms(
     out: dict[str, float] = {}
     notes = {} if notes is None else notes
     erode = all(z < 1.9 for z in zooms)
-    _intensity_iqms(out, notes, _data(loaded["t1w_preproc"]), pvms, head, frame, air, erode=erode)
+    _intensity_iqms(out, notes, lambda: _data(loaded["t1w_preproc"]), pvms, head, frame, air, erode=erode)
 
+    dseg_data = np.rint(_data(loaded["dseg"])).astype(np.int16)  # read here: not held during the above
     _guarded(out, notes, ("inu_range", "inu_med"), lambda: _inu(_data(loaded["bias"]), dseg_data))
     _guarded(out, notes, FWHM_IQMS, lambda: _fwhm(raw, brain))
     _guarded(out, notes, [f"{k}_{n}" for k in ("icvs", "rpve") for n in TISSUES], lambda: _fractions(pvms))

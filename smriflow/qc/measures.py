@@ -119,13 +119,13 @@ def harmonize(data: np.ndarray, wm_prob: np.ndarray, *, threshold: float = 0.9) 
     region = eroded if eroded.any() else wm
     if not region.any():
         raise ValueError(f"harmonize: no white-matter voxel has a probability above {threshold}.")
-    data = np.nan_to_num(np.asarray(data, dtype=np.float64))
+    data = np.nan_to_num(np.array(data, dtype=np.float64), copy=False)  # one float64 copy, then in place
     median = float(np.median(data[region]))
     if median <= 0:
         raise ValueError(f"harmonize: the white-matter median is {median:g}; expected a positive value.")
-    out = data * (1000.0 / median)
-    out[out < 0] = 0
-    return out
+    data *= 1000.0 / median  # in place: nan_to_num returned a new array
+    data[data < 0] = 0
+    return data
 
 
 # -- MRIQC's IQMs ------------------------------------------------------------------------------------------
@@ -238,9 +238,14 @@ def efc(data: np.ndarray, frame: np.ndarray | None = None) -> float:
     return float((1.0 / efc_max) * np.sum((values / b_max) * np.log((values + 1e-16) / b_max)))
 
 
-def wm2max(data: np.ndarray, mu_wm: float) -> float:
-    """White-matter-to-maximum ratio ``median_WM / P99.95(all voxels)``."""
-    return float(mu_wm / np.percentile(np.asarray(data).reshape(-1), 99.95))
+def wm2max(data: np.ndarray, mu_wm: float, *, overwrite_input: bool = False) -> float:
+    """White-matter-to-maximum ratio ``median_WM / P99.95(all voxels)``.
+
+    With ``overwrite_input`` the percentile partially sorts ``data`` in place instead of a copy (the same
+    value; for a caller that does not use ``data`` afterwards).
+    """
+    values = np.asarray(data).reshape(-1)
+    return float(mu_wm / np.percentile(values, 99.95, overwrite_input=overwrite_input))
 
 
 def volume_fractions(pvms: Mapping[str, np.ndarray]) -> dict[str, float]:

@@ -200,6 +200,28 @@ def test_efc_of_constant_and_of_a_single_voxel():
     assert measures.efc(ramp, frame) == pytest.approx(measures.efc(ramp[1:]))  # the frame is left out
 
 
+def test_wm2max_and_harmonize_leave_their_inputs_unless_told():
+    rng = np.random.default_rng(3)
+    data = rng.gamma(2.0, 100.0, (20, 21, 22)).astype(np.float32)
+    data[0, 0, :3] = [np.nan, -5.0, 0.0]
+    wm = np.zeros(data.shape, np.float32)
+    wm[5:15, 5:15, 5:15] = 1.0
+    before = data.copy()
+    scaled = measures.harmonize(data, wm)
+    np.testing.assert_array_equal(data, before)  # the caller's image is untouched (equal_nan: NaN at 0,0,0)
+    region = ndimage.binary_erosion(wm > 0.9, structure=ndimage.generate_binary_structure(3, 2))
+    median = np.median(before[region].astype(np.float64))
+    expected = np.nan_to_num(before.astype(np.float64)) * (1000.0 / median)
+    expected[expected < 0] = 0
+    np.testing.assert_array_equal(scaled, expected)
+    kept = scaled.copy()
+    value = measures.wm2max(scaled, 1000.0)
+    np.testing.assert_array_equal(scaled, kept)
+    assert value == 1000.0 / np.percentile(kept, 99.95)
+    assert measures.wm2max(scaled, 1000.0, overwrite_input=True) == value
+    assert not np.array_equal(scaled, kept)  # partially sorted in place, as asked
+
+
 def test_cjv_on_known_distributions():
     rng = np.random.default_rng(1)
     image = np.concatenate([rng.normal(1000, 50, 200_000), rng.normal(600, 30, 200_000)])

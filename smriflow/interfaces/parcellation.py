@@ -51,6 +51,12 @@ class _WarpAtlasInputSpec(ThreadedInputSpec):
         "boundaries; ~4.5 s CPU on a 256^3 grid); nearestNeighbor: ~1 s, region volumes within 0.4 % "
         "(median; 2 % at the 95th percentile) of genericLabel's on the shared T1w",
     )
+    enabled = traits.Bool(
+        True,
+        usedefault=True,
+        desc="false: do nothing and leave the outputs undefined (its consumer is switched off, e.g. "
+        "--set thickness=false)",
+    )
 
 
 class _WarpAtlasOutputSpec(TraitedSpec):
@@ -69,6 +75,8 @@ class WarpAtlas(AntsPyInterface):
     output_spec = _WarpAtlasOutputSpec
 
     def _run_interface(self, runtime):
+        if not self.inputs.enabled:
+            return runtime
         from smriflow.anat.spatial_normalization import apply_transforms
         from smriflow.data.atlases import atlas_label, atlas_labels, cached_atlas_dseg
 

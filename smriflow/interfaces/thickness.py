@@ -73,6 +73,11 @@ class CorticalThickness(SimpleInterface):
     input_spec = _CorticalThicknessInputSpec
     output_spec = _CorticalThicknessOutputSpec
 
+    def _check_mandatory_inputs(self) -> None:
+        if not self.inputs.enabled:
+            return  # switched off: its atlas warps are off too and leave dk_dseg undefined
+        super()._check_mandatory_inputs()
+
     def _run_interface(self, runtime):
         if not self.inputs.enabled:
             return runtime  # --set thickness=false

@@ -9,6 +9,7 @@ import nibabel as nb
 import numpy as np
 import pandas as pd
 import pytest
+from nipype.interfaces.base import Undefined
 
 from smriflow.data.atlases import atlas_labels
 from smriflow.interfaces import parcellation as module
@@ -82,6 +83,37 @@ def test_warp_atlas_gives_only_atlas_labels_on_the_native_grid(
     table = pd.read_csv(out.out_labels, sep="\t")
     assert list(table.columns) == ["index", "name"]
     assert set(table["index"]) == labels
+
+
+@pytest.mark.ants
+def test_warp_atlas_switched_off_then_its_thickness_consumer_runs_without_it(
+    atlas_cache, native_grid, tmp_path
+):
+    """``--set thickness=false``: the atlas warps of cortical_thickness do nothing, nor does the thickness."""
+    from nipype.pipeline import engine as pe
+
+    from smriflow.interfaces.thickness import CorticalThickness
+
+    tpm = str(native_grid)
+    warp = pe.Node(
+        WarpAtlas(
+            atlas="desikan_killiany",
+            reference_image=tpm,
+            transforms=[str(_identity(tmp_path))],
+            enabled=False,
+        ),
+        name="warp_dk",
+    )
+    thickness = pe.Node(CorticalThickness(in_tpms=[tpm, tpm, tpm], enabled=False), name="thickness")
+    wf = pe.Workflow(name="off", base_dir=str(tmp_path / "work"))
+    wf.connect(warp, "out_dseg", thickness, "dk_dseg")
+    done = {node.name: node for node in wf.run().nodes()}
+    assert done["warp_dk"].result.outputs.get() == {"out_dseg": Undefined, "out_labels": Undefined}
+    assert not list((tmp_path / "work").rglob("*_dseg.nii.gz"))  # nothing was warped
+    assert all(v is Undefined for v in done["thickness"].result.outputs.get().values())
+    # switched on, the thickness still needs its atlas (the check is skipped only when off)
+    with pytest.raises(ValueError, match="dk_dseg"):
+        CorticalThickness(in_tpms=[tpm, tpm, tpm]).run(cwd=str(tmp_path))
 
 
 def test_warp_atlas_unknown_name(atlas_cache, native_grid, tmp_path):

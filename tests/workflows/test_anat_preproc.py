@@ -189,6 +189,9 @@ def test_arguments_reach_the_nodes():
     assert default.get_node("cortical_thickness_wf.thickness").inputs.enabled is True
     off = smriflow.load_workflow("anat_preproc", thickness=False)
     assert off.get_node("cortical_thickness_wf.thickness").inputs.enabled is False
+    for node in ("warp_dk", "warp_destrieux"):  # its atlas warps are switched off with it
+        assert default.get_node(f"cortical_thickness_wf.{node}").inputs.enabled is True
+        assert off.get_node(f"cortical_thickness_wf.{node}").inputs.enabled is False
     for node, atlas in (("warp_dk", "desikan_killiany"), ("warp_destrieux", "destrieux")):
         assert wf.get_node(f"cortical_thickness_wf.{node}").inputs.atlas == atlas  # `atlases` lacks them
 

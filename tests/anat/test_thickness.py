@@ -13,6 +13,7 @@ import pytest
 from scipy import ndimage
 
 from smriflow.anat.thickness import (
+    area_weights,
     cortex_context,
     cortical_thickness,
     regional_thickness,
@@ -176,6 +177,55 @@ def test_regional_tables_have_freesurfer_names():
     assert list(table.columns) == ["lh_G&S_frontomargin_thickness", "lh_MeanThickness_thickness"]
     with pytest.raises(ValueError, match="FreeSurfer cortical atlas"):
         regional_thickness(thick, region, destrieux, "aal", "sub-01")
+
+
+def _two_slabs(voxel: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """Two 30 x 30 mm patches of flat cortex, 2 and 4 mm thick: bankssts (x < 30 mm) and cuneus (lh)."""
+    n = int(round(30 / voxel))
+    thick = np.zeros((2 * n, n, int(round(8 / voxel))), np.float32)
+    layers = np.arange(thick.shape[2]) * voxel
+    thick[:n, :, layers < 2] = 2.0
+    thick[n:, :, layers < 4] = 4.0
+    region = np.where(thick > 0, 1001, 0).astype(np.int32)
+    region[n:][thick[n:] > 0] = 1005
+    return thick, region
+
+
+@pytest.mark.parametrize("voxel", [1.0, 0.5])
+def test_surface_weighted_means_count_each_patch_of_cortex_once(voxel):
+    """FreeSurfer averages over its surface: two equal patches, 2 and 4 mm thick, have a mean of 3 mm.
+
+    A plain mean over voxels counts the thick patch twice as much (its columns hold twice the voxels): 3.33.
+    """
+    thick, region = _two_slabs(voxel)
+    zooms = (voxel,) * 3
+    area = area_weights(thick, zooms)
+    assert area.dtype == np.float32 and not area[thick == 0].any()
+    n = region.shape[0] // 2
+    # the weights add up to the surface: 900 mm² a patch; the step between them is blurred over ~sigma
+    assert area.sum() == pytest.approx(1800.0, rel=0.02)
+    for patch in (slice(0, n), slice(n, None)):
+        assert area[patch].sum() == pytest.approx(900.0, rel=0.05)
+    surface = regional_thickness(thick, region, LABELS, "desikan_killiany", "sub-01", area)["lh"].iloc[0]
+    plain = regional_thickness(thick, region, LABELS, "desikan_killiany", "sub-01")["lh"].iloc[0]
+    assert surface["lh_bankssts_thickness"] == pytest.approx(2.0, abs=1e-5)  # flat patches: their own value
+    assert surface["lh_cuneus_thickness"] == pytest.approx(4.0, abs=1e-5)
+    assert surface["lh_MeanThickness_thickness"] == pytest.approx(3.0, abs=0.04)
+    assert plain["lh_MeanThickness_thickness"] == pytest.approx(10 / 3, abs=1e-5)
+    one = np.where(region > 0, 1001, 0)  # one region over both patches: the same 3 mm
+    assert regional_thickness(thick, one, LABELS, "desikan_killiany", "s", area)["lh"].iloc[
+        0, 0
+    ] == pytest.approx(3.0, abs=0.03)
+
+
+def test_area_weights_errors():
+    thick, region = _two_slabs()
+    with pytest.raises(ValueError, match=r"^'sigma_mm' must be positive\. 0 was provided\.$"):
+        area_weights(thick, (1, 1, 1), sigma_mm=0)
+    with pytest.raises(
+        ValueError, match=r"^'weights' \(2, 2, 2\) must be on the grid of 'thickness' \(60, 30, 8\)\.$"
+    ):
+        regional_thickness(thick, region, LABELS, "desikan_killiany", "s", np.ones((2, 2, 2)))
 
 
 def test_relabel_keeps_the_cortex_and_its_hemispheres():

@@ -527,7 +527,16 @@ def test_thickness_derivatives(small_runs, tmp_path):
     ]  # fmt: skip
     lh = pd.read_csv(tables[0], sep="\t")
     assert lh.columns[0] == "lh.aparc.thickness" and lh.iloc[0, 0] == "sub-01"
-    assert lh["lh_MeanThickness_thickness"].iloc[0] == pytest.approx(inside[region[region > 0] < 2000].mean())
+    from smriflow.anat.thickness import area_weights
+
+    zooms = nb.load(anat / "sub-01_thickness.nii.gz").header.get_zooms()[:3]
+    area, left = (
+        area_weights(thickness, zooms),
+        (region > 0) & (region < 2000),
+    )  # surface-weighted, as FreeSurfer
+    expected = (thickness * area)[left].sum() / area[left].sum()
+    assert lh["lh_MeanThickness_thickness"].iloc[0] == pytest.approx(expected, rel=1e-5)
+    assert expected < inside[region[region > 0] < 2000].mean()  # a plain voxel mean counts thick cortex more
     wide = tmp_path / "wide.tsv"
     from smriflow.cli.main import main
 

@@ -6,8 +6,11 @@ Regions are the cortical GM of the atlas in the subject's space: every voxel of 
 non-zero thickness) takes the label of the nearest cortical or non-cortical grey-matter structure of the
 warped atlas (nearest-neighbour, Euclidean), so that a registration error of a few mm neither drops cortex
 that falls on the atlas's WM or CSF nor counts cortex that sits on the atlas's hippocampus as a cortical
-region; voxels whose nearest structure is not cortical are not cortex. A region's thickness is the plain
-mean over its voxels (partial-volume voxels count where they are in the GM band). The map is made once,
+region; voxels whose nearest structure is not cortical are not cortex. A region's thickness is the mean over
+its voxels weighted by the cortical surface each voxel stands for (:func:`area_weights`), as FreeSurfer
+averages over its surface: a column of cortex of thickness *t* holds *t* / voxel size voxels, so a plain voxel
+mean would count thick cortex more (partial-volume voxels count where they are in the GM band). The map is
+made once,
 with one atlas (Desikan-Killiany); the tables of another cortical atlas (Destrieux) relabel the same voxels
 with its nearest cortical label of the same hemisphere (:func:`relabel_cortex`), so every table of a subject
 covers the same cortex and gives the same ``MeanThickness``, as FreeSurfer's do.
@@ -22,14 +25,20 @@ import pandas as pd
 from scipy import ndimage
 
 __all__ = [
+    "AREA_SIGMA_MM",
     "FS_PARCELLATIONS",
     "INNER_STRUCTURES",
     "OUTER_STRUCTURES",
+    "area_weights",
     "cortex_context",
     "cortex_hemisphere",
     "regional_thickness",
     "relabel_cortex",
 ]
+
+#: Gaussian sigma (mm) of the neighbourhood whose mean thickness stands for a voxel's column in
+#: :func:`area_weights` (docs/thickness.md: 2-4 mm give the same agreement with FreeSurfer).
+AREA_SIGMA_MM = 3.0
 
 #: smriflow atlas → FreeSurfer parcellation name (``aparcstats2table --parc``) of its cortical labels.
 FS_PARCELLATIONS = {"desikan_killiany": "aparc", "destrieux": "aparc.a2009s"}
@@ -177,8 +186,49 @@ def relabel_cortex(
     return out
 
 
+def area_weights(thickness: np.ndarray, zooms, sigma_mm: float = AREA_SIGMA_MM) -> np.ndarray:
+    """The cortical surface (mm²) each voxel of a thickness map stands for: its volume over its thickness.
+
+    A column of cortex of thickness *t* under a patch of surface of area *A* holds *A t* of volume, so a voxel
+    of volume *v* stands for *v / t* of surface, and the surface-weighted mean of a region (FreeSurfer's) is
+    ``sum(t v / t) / sum(v / t)``. The column's thickness is taken as the Gaussian-weighted mean of the map
+    around the voxel (``sigma_mm``, over cortical voxels only) rather than the voxel's own value: single
+    values near sulcal fundi and partial-volume edges are noisy, and 1 / *t* would give the thinnest of them
+    the most weight.
+
+    Parameters
+    ----------
+    thickness : numpy.ndarray
+        The thickness map (mm, 0 outside cortex).
+    zooms : sequence of float
+        Voxel size (mm).
+    sigma_mm : float
+        Width of the neighbourhood.
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 surface area (mm²) per voxel, 0 outside cortex.
+    """
+    zooms = [float(z) for z in zooms[:3]]
+    if sigma_mm <= 0:
+        raise ValueError(f"'sigma_mm' must be positive. {sigma_mm!r} was provided.")
+    thickness = np.asarray(thickness, dtype=np.float32)
+    cortex = thickness > 0
+    sigma = [sigma_mm / z for z in zooms]
+    local = ndimage.gaussian_filter(np.where(cortex, thickness, 0).astype(np.float32), sigma)
+    local /= np.maximum(ndimage.gaussian_filter(cortex.astype(np.float32), sigma), 1e-6)
+    volume = np.float32(np.prod(zooms))
+    return np.where(cortex, volume / np.maximum(local, 1e-3), 0).astype(np.float32)
+
+
 def regional_thickness(
-    thickness: np.ndarray, region: np.ndarray, labels: pd.DataFrame, atlas: str, subject: str
+    thickness: np.ndarray,
+    region: np.ndarray,
+    labels: pd.DataFrame,
+    atlas: str,
+    subject: str,
+    weights: np.ndarray | None = None,
 ) -> dict[str, pd.DataFrame]:
     """Mean thickness per cortical region and hemisphere, as ``aparcstats2table`` writes it.
 
@@ -195,6 +245,9 @@ def regional_thickness(
         ``desikan_killiany`` or ``destrieux`` (FreeSurfer's ``aparc`` and ``aparc.a2009s``).
     subject : str
         The row's subject ID (``sub-0002``).
+    weights : numpy.ndarray or None
+        Each voxel's weight in its region's mean: :func:`area_weights` for FreeSurfer's surface-weighted means
+        (what :func:`~smriflow.anat.thickness.subject.subject_thickness` writes); None: every voxel alike.
 
     Returns
     -------
@@ -214,11 +267,16 @@ def regional_thickness(
     region = np.asarray(region).astype(np.int64)
     if thickness.shape != region.shape:
         raise ValueError(f"'thickness' {thickness.shape} and 'region' {region.shape} must share one grid.")
+    if weights is not None and np.shape(weights) != thickness.shape:
+        raise ValueError(
+            f"'weights' {np.shape(weights)} must be on the grid of 'thickness' {thickness.shape}."
+        )
     parc = FS_PARCELLATIONS[atlas]
     inside = (thickness > 0) & (region > 0)
     size = int(max(region.max(initial=0), labels["label"].max())) + 1
-    sums = np.bincount(region[inside], weights=thickness[inside], minlength=size)
-    counts = np.bincount(region[inside], minlength=size)
+    w = np.ones(int(inside.sum())) if weights is None else np.asarray(weights, dtype=np.float64)[inside]
+    sums = np.bincount(region[inside], weights=w * thickness[inside], minlength=size)
+    counts = np.bincount(region[inside], weights=w, minlength=size)
     tables = {}
     for hemi in ("lh", "rh"):
         values: dict[str, float] = {}

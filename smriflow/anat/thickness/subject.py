@@ -9,7 +9,13 @@ import numpy as np
 import pandas as pd
 
 from smriflow.anat.thickness.measure import cortical_thickness
-from smriflow.anat.thickness.regions import cortex_context, regional_thickness, relabel_cortex
+from smriflow.anat.thickness.regions import (
+    AREA_SIGMA_MM,
+    area_weights,
+    cortex_context,
+    regional_thickness,
+    relabel_cortex,
+)
 from smriflow.utils.morphology import bounding_box
 from smriflow.utils.niftiio import load_image
 
@@ -143,7 +149,8 @@ def subject_thickness(
     record : dict
         ``mean_mm`` per hemisphere, ``voxels``, ``iqms`` (``thickness_mean_{lh,rh}``,
         ``thickness_frac_{below,above}``: the share of the cortex's voxels outside :data:`PLAUSIBLE_MM`) and
-        ``regions`` (the Desikan-Killiany means, ``{hemi: {roi: mm}}``).
+        ``regions`` (the Desikan-Killiany means, ``{hemi: {roi: mm}}``) and ``averaging`` (how the tables
+        weigh the voxels: by the surface they stand for, :func:`~.regions.area_weights`).
     """
     from smriflow.data.atlases import atlas_labels
 
@@ -165,13 +172,16 @@ def subject_thickness(
     )
     thick = np.asarray(thick_img.dataobj, dtype=np.float64)
     region = np.asarray(region_img.dataobj)
-    tables = {"desikan_killiany": regional_thickness(thick, region, dk_labels, "desikan_killiany", subject)}
+    area = area_weights(thick, nb.affines.voxel_sizes(thick_img.affine))
+    tables = {
+        "desikan_killiany": regional_thickness(thick, region, dk_labels, "desikan_killiany", subject, area)
+    }
     for name, other in atlas_imgs.items():
         if name == "desikan_killiany":
             continue
         other_labels = atlas_labels(name)
         relabelled = relabel_cortex(region, dk_labels, np.asanyarray(other.dataobj), other_labels)
-        tables[name] = regional_thickness(thick, relabelled, other_labels, name, subject)
+        tables[name] = regional_thickness(thick, relabelled, other_labels, name, subject, area)
     if box is not None:
         thick_img, region_img = _pasted(thick_img, full_grid, box), _pasted(region_img, full_grid, box)
     values = thick[thick > 0]
@@ -195,6 +205,7 @@ def subject_thickness(
         "voxels": int(values.size),
         "mean_mm": mean,
         "plausible_mm": list(PLAUSIBLE_MM),
+        "averaging": f"surface-weighted (area_weights, sigma {AREA_SIGMA_MM:g} mm)",
         "iqms": iqms,
         "regions": regions,
     }

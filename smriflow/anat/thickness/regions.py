@@ -10,10 +10,9 @@ region; voxels whose nearest structure is not cortical are not cortex. A region'
 its voxels weighted by the cortical surface each voxel stands for (:func:`area_weights`), as FreeSurfer
 averages over its surface: a column of cortex of thickness *t* holds *t* / voxel size voxels, so a plain voxel
 mean would count thick cortex more (partial-volume voxels count where they are in the GM band). The map is
-made once,
-with one atlas (Desikan-Killiany); the tables of another cortical atlas (Destrieux) relabel the same voxels
-with its nearest cortical label of the same hemisphere (:func:`relabel_cortex`), so every table of a subject
-covers the same cortex and gives the same ``MeanThickness``, as FreeSurfer's do.
+made once, with one atlas (Desikan-Killiany); the tables of another cortical atlas (Destrieux) relabel the
+same voxels with its nearest cortical label of the same hemisphere (:func:`relabel_cortex`), so every table
+of a subject covers the same cortex and gives the same ``MeanThickness``, as FreeSurfer's do.
 """
 
 from __future__ import annotations

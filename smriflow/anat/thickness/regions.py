@@ -23,6 +23,8 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage
 
+from smriflow.utils.intensity import local_mean
+
 __all__ = [
     "AREA_SIGMA_MM",
     "FS_PARCELLATIONS",
@@ -209,15 +211,12 @@ def area_weights(thickness: np.ndarray, zooms, sigma_mm: float = AREA_SIGMA_MM) 
     numpy.ndarray
         float32 surface area (mm²) per voxel, 0 outside cortex.
     """
-    zooms = [float(z) for z in zooms[:3]]
     if sigma_mm <= 0:
         raise ValueError(f"'sigma_mm' must be positive. {sigma_mm!r} was provided.")
     thickness = np.asarray(thickness, dtype=np.float32)
     cortex = thickness > 0
-    sigma = [sigma_mm / z for z in zooms]
-    local = ndimage.gaussian_filter(np.where(cortex, thickness, 0).astype(np.float32), sigma)
-    local /= np.maximum(ndimage.gaussian_filter(cortex.astype(np.float32), sigma), 1e-6)
-    volume = np.float32(np.prod(zooms))
+    local, _ = local_mean(thickness, cortex, sigma_mm, zooms)  # zero outside the grid: no cortex there
+    volume = np.float32(np.prod([float(z) for z in zooms[:3]]))
     return np.where(cortex, volume / np.maximum(local, 1e-3), 0).astype(np.float32)
 
 

@@ -16,6 +16,7 @@ from smriflow.anat.thickness.regions import (
     regional_thickness,
     relabel_cortex,
 )
+from smriflow.utils.grids import check_same_grid, same_grid
 from smriflow.utils.morphology import bounding_box
 from smriflow.utils.niftiio import load_image
 
@@ -55,15 +56,15 @@ def thickness_image(
     """
     gm_img = load_image(gm_probseg)
     wm_img = load_image(wm_probseg)
-    if gm_img.shape[:3] != wm_img.shape[:3] or not np.allclose(gm_img.affine, wm_img.affine, atol=1e-3):
-        raise ValueError("'gm_probseg' and 'wm_probseg' must be on the same grid.")
+    check_same_grid(gm_img, wm_img, "'gm_probseg' and 'wm_probseg' must be on the same grid.")
     gm = gm_img.get_fdata(dtype=np.float32)
     wm = wm_img.get_fdata(dtype=np.float32)
     zooms = nb.affines.voxel_sizes(gm_img.affine)
     if t1w is not None:
         t1w_img = load_image(t1w)
-        if t1w_img.shape[:3] != gm_img.shape[:3] or not np.allclose(t1w_img.affine, gm_img.affine, atol=1e-3):
-            raise ValueError(f"'t1w' {t1w_img.shape} is not on the grid of 'gm_probseg' {gm.shape}.")
+        check_same_grid(
+            t1w_img, gm_img, f"'t1w' {t1w_img.shape} is not on the grid of 'gm_probseg' {gm.shape}."
+        )
         kwargs["t1w"] = np.asarray(t1w_img.dataobj, dtype=np.float32).reshape(gm.shape)
     region_img = None
     if atlas_dseg is not None:
@@ -98,9 +99,8 @@ def _brain_box(support: list[nb.Nifti1Image], others: list[nb.Nifti1Image]) -> t
     the box are those of the whole grid; outside it the maps are 0. It keeps a fine T1w's memory down (a
     0.6 mm head is mostly air). None when the grids differ (the full-grid checks then name the image).
     """
-    shape, affine = support[0].shape[:3], support[0].affine
-    images = support + others
-    if any(img.shape[:3] != shape or not np.allclose(img.affine, affine, atol=1e-3) for img in images):
+    shape = support[0].shape[:3]
+    if not all(same_grid(img, support[0]) for img in support + others):
         return None
     inside = np.zeros(shape, dtype=bool)
     for img in support:

@@ -530,10 +530,8 @@ def test_thickness_derivatives(small_runs, tmp_path):
     from smriflow.anat.thickness import area_weights
 
     zooms = nb.load(anat / "sub-01_thickness.nii.gz").header.get_zooms()[:3]
-    area, left = (
-        area_weights(thickness, zooms),
-        (region > 0) & (region < 2000),
-    )  # surface-weighted, as FreeSurfer
+    area = area_weights(thickness, zooms)  # surface-weighted, as FreeSurfer
+    left = (region > 0) & (region < 2000)
     expected = (thickness * area)[left].sum() / area[left].sum()
     assert lh["lh_MeanThickness_thickness"].iloc[0] == pytest.approx(expected, rel=1e-5)
     assert expected < inside[region[region > 0] < 2000].mean()  # a plain voxel mean counts thick cortex more

@@ -23,6 +23,12 @@ Four rows separate the sources of disagreement:
 kept, and prints the worst case over them: the intensity edge is the only input of the thickness step that
 they change (the memberships-only row does not depend on them). The segmentation is not re-run on them.
 
+It also prints where the ``smriflow`` row's GM/WM boundary lies against FreeSurfer's white surface: the signed
+distance (mm, positive outwards) of its samples within 2 mm of FreeSurfer's cortex to the boundary of
+``ribbon.mgz``'s white matter, for the memberships' ``WM = 0.5`` surface and for that surface moved to the
+T1w's edge (:func:`~smriflow.anat.thickness.boundaries.edge_surface`, the thickness step's defaults, no atlas
+masks held fixed).
+
 FreeSurfer's volumes are brought onto the T1w grid with :func:`anat_front.to_grid` (world coordinates,
 nearest neighbour; exact for the shared T1w, whose grid is FreeSurfer's conformed grid).
 
@@ -123,6 +129,49 @@ def freesurfer_row(fs_stats: Path, participant: str) -> dict[str, float]:
         table = pd.read_csv(path, sep="\t", index_col=0)
         row.update(table.loc[f"sub-{participant}"].astype(float).to_dict())
     return row
+
+
+def white_surface_offset(
+    wm: np.ndarray, brain: np.ndarray, t1w: np.ndarray, ribbon: np.ndarray, spacing: np.ndarray
+) -> dict[str, tuple[float, float]]:
+    """Signed distance (mean, median; mm, + outwards) of a GM/WM boundary to FreeSurfer's white one.
+
+    ``wm`` and ``brain`` (GM + WM) are memberships, ``t1w`` the bias-corrected T1w and ``ribbon``
+    FreeSurfer's ``ribbon.mgz``, all on one grid of voxel size ``spacing``; the boundary samples within 2 mm
+    of FreeSurfer's cortex count. The white surface is the boundary of its white matter (labels 2 and 41),
+    at the voxel faces. Two boundaries are measured: the memberships' ``WM = 0.5`` surface, and the same
+    moved to the T1w's edge with the thickness step's defaults (no atlas masks held fixed).
+    """
+    import inspect
+
+    from scipy import ndimage
+
+    from smriflow.anat.thickness import cortical_thickness
+    from smriflow.anat.thickness.boundaries import edge_surface, isosurface, local_means, surface_samples
+
+    defaults = inspect.signature(cortical_thickness).parameters
+    spacing = np.asarray(spacing, dtype=float)
+    fs_wm = np.isin(ribbon, (2, 41))
+    inside = ndimage.distance_transform_edt(fs_wm, sampling=spacing)
+    outside = ndimage.distance_transform_edt(~fs_wm, sampling=spacing)
+    half = 0.5 * float(spacing.min())  # voxel centre to face
+    signed = np.where(fs_wm, half - inside, outside - half).astype(np.float32)
+    near = ndimage.distance_transform_edt(~np.isin(ribbon, (3, 42)), sampling=spacing) <= 2.0
+    mean_gm, mean_wm = local_means(t1w, [brain - wm, wm], spacing)
+    search = defaults["edge_search"].default * float(spacing.min())
+    surfaces = {
+        "memberships (WM = 0.5)": surface_samples(*isosurface(wm, 0.5, spacing)),
+        "T1w edge (the thickness step)": edge_surface(
+            wm, t1w, spacing, None, search, defaults["edge_smoothing"].default, mean_gm, mean_wm
+        )[0],
+    }
+    out = {}
+    for name, points in surfaces.items():
+        index = points / spacing
+        keep = near[tuple(np.clip(np.round(index).astype(int), 0, np.array(near.shape) - 1).T)]
+        d = ndimage.map_coordinates(signed, index[keep].T, order=1)
+        out[name] = (float(d.mean()), float(np.median(d)))
+    return out
 
 
 def compare(
@@ -285,11 +334,21 @@ def main(argv: list[str] | None = None) -> int:
 
     results = {name: measure(name, *row) for name, row in rows.items()}
     report(results, label, load, args.workers)
+    wm_img = nb.load(wm)
+    wm_map = np.clip(wm_img.get_fdata(dtype=np.float32), 0, 1)
+    brain_map = np.clip(wm_map + nb.load(gm).get_fdata(dtype=np.float32), 0, 1)
+    t1w_map = nb.load(t1w).get_fdata(dtype=np.float32)
+    offsets = white_surface_offset(wm_map, brain_map, t1w_map, ribbon, wm_img.header.get_zooms()[:3])
+    del brain_map, t1w_map
+    for name, (mean, median) in offsets.items():
+        print(
+            f"GM/WM boundary, {name}: {mean:+.3f} mm mean, {median:+.3f} mm median"
+            " from FreeSurfer's white surface"
+        )
     names = list(INTENSITY_VARIANTS) if args.variants == "all" else [v for v in args.variants.split(",") if v]
     varied = {}
     if names:
         t1w_img = nb.load(t1w)
-        wm_map = nb.load(wm).get_fdata(dtype=np.float32)
         for name in names:
             path = scratch / f"t1w_{name}.nii.gz"
             make_intensity_variant(name, t1w_img, wm_map).to_filename(path)
@@ -303,7 +362,12 @@ def main(argv: list[str] | None = None) -> int:
             first="T1w variant (smriflow row)",
         )
     if args.json:
-        payload = {"load_average": load, "results": results, "variants": varied}
+        payload = {
+            "load_average": load,
+            "results": results,
+            "variants": varied,
+            "white_surface_offset": offsets,
+        }
         args.json.write_text(json.dumps(payload, indent=1))
     return 0
 

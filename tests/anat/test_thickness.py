@@ -349,6 +349,7 @@ def test_subject_thickness_gives_maps_tables_and_record():
     assert record["regions"]["lh"]["bankssts"] == pytest.approx(record["mean_mm"]["lh"])
     inside = values[values > 0]
     assert record["voxels"] == inside.size
+    assert record["gm_wm_boundary"] == "memberships (WM = 0.5)"  # no T1w given
     assert record["iqms"]["thickness_frac_above"] == pytest.approx(np.mean(inside > 4.5))
     assert 0 <= record["iqms"]["thickness_frac_below"] < 0.2  # the shell is 2.5 mm: few values under 1 mm
     with pytest.raises(ValueError, match="desikan_killiany"):

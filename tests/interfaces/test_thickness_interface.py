@@ -79,6 +79,8 @@ def test_the_t1w_moves_the_grey_white_boundary(inputs, tmp_path):
     assert np.array_equal(before > 0, after > 0)  # the same cortex
     assert np.median(before[before > 0]) == pytest.approx(2.5, abs=0.2)
     assert np.median(after[after > 0]) == pytest.approx(2.1, abs=0.15)
+    for outputs, boundary in ((plain, "memberships (WM = 0.5)"), (edged, "T1w edge")):
+        assert json.loads(Path(outputs.out_record).read_text())["gm_wm_boundary"].startswith(boundary)
 
 
 def test_disabled_does_nothing(inputs, tmp_path):

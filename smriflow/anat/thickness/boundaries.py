@@ -14,12 +14,17 @@ the location of the largest intensity gradient within a small search range (Dale
 3. the falls are counted only where the profile lies between the local means of the two tissues
    (:func:`local_means`; FreeSurfer bounds its search by ``border_low``/``border_hi`` likewise), so that
    another edge (for the GM/WM boundary: the GM/CSF edge, stronger in a T1w) is not taken;
-4. the sample moves to the edge: the centroid of the falling lobe (the run of samples where the intensity
-   falls) around the steepest fall, when that steepest fall lies inside the range; otherwise it stays where
-   the membership put it. The centroid, not the steepest point itself: under linear interpolation a
-   partial-volume step falls at one constant rate across a whole voxel, and the centroid of that fall is
-   exactly the step's position (it is the mean of the positions where the profile crosses each level
-   between the two tissues');
+4. the sample moves to the edge: the centroid of the fall over the run of samples around the steepest fall
+   where the fall exceeds half the steepest (``peak_fraction``), when that steepest fall lies inside the
+   range; otherwise it stays where the membership put it. The centroid, not the steepest point itself:
+   under linear interpolation a partial-volume step falls over the voxel interval or two around it, and
+   the centroid of that whole fall is exactly the step's position. Half the peak, not the whole falling
+   run: the step's own fall is concentrated there (and, blurred, symmetric about it), whereas the whole
+   run also takes in a slow intensity gradient inside a tissue (superficial WM is darker than deep WM),
+   which pulls the centroid off the edge into that tissue. The price: where a step falls unevenly over
+   two voxel intervals the half-maximum run may hold only one, so a single sample can be off by up to a
+   third of a voxel, with no bias over the edge's sub-voxel phase, which varies along the surface and is
+   averaged by step 5;
 5. the displacements are smoothed over the surface mesh (:func:`smooth_on_mesh`), as FreeSurfer averages
    its target values over neighbouring vertices, so that image noise moves no vertex alone.
 
@@ -33,7 +38,11 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
+PEAK_FRACTION = 0.5
+"""The part of the fall that locates an edge: where it exceeds half its steepest (see :func:`edge_refine`)."""
+
 __all__ = [
+    "PEAK_FRACTION",
     "edge_refine",
     "edge_surface",
     "isosurface",
@@ -115,6 +124,7 @@ def edge_refine(
     step: float = 0.1,
     bounds: tuple[np.ndarray, np.ndarray] | None = None,
     movable: np.ndarray | None = None,
+    peak_fraction: float = PEAK_FRACTION,
 ) -> np.ndarray:
     """Displacements along their normals that bring boundary samples to the T1w's steepest intensity fall.
 
@@ -140,6 +150,9 @@ def edge_refine(
         counted, as FreeSurfer bounds its search by ``border_low`` and ``border_hi``.
     movable : numpy.ndarray of bool, optional
         ``(n,)``: samples that may move (e.g. not on a boundary drawn by an atlas mask rather than by tissue).
+    peak_fraction : float
+        The edge is the centroid of the run of samples around the steepest fall where the fall exceeds this
+        fraction of the steepest (0.5: the fall's half maximum; 0: the whole falling lobe).
 
     Returns
     -------
@@ -147,6 +160,8 @@ def edge_refine(
         ``(n,)`` signed displacements (mm, positive along the normal; 0 where no edge was found): the
         refined positions are ``points + shift[:, None] * normals`` once smoothed (:func:`smooth_on_mesh`).
     """
+    if not 0.0 <= peak_fraction < 1.0:
+        raise ValueError(f"'peak_fraction' must be in [0, 1). {peak_fraction!r} was provided.")
     points = np.asarray(points, dtype=np.float64)
     if len(points) == 0:
         return np.zeros(0)
@@ -171,10 +186,10 @@ def edge_refine(
         k = np.argmax(fall, axis=1)
         rows = np.arange(len(p))
         found = (k > 0) & (k < fall.shape[1] - 1) & (fall[rows, k] > 0)
-        # the edge: the centroid of the falling lobe around the steepest fall (exact for a partial-volume
-        # step under linear interpolation, where the steepest point is only known to within a voxel)
+        # the edge: the centroid of the fall around the steepest fall, over the run where it exceeds
+        # peak_fraction of the steepest (the steepest point alone is only known to within a voxel)
         cols = np.arange(fall.shape[1])[None, :]
-        flat = fall <= 0
+        flat = fall <= np.maximum(peak_fraction * fall[rows, k], 0.0)[:, None]
         left = np.where(flat & (cols < k[:, None]), cols, -1).max(axis=1)
         right = np.where(flat & (cols > k[:, None]), cols, fall.shape[1]).min(axis=1)
         weight = np.where((cols > left[:, None]) & (cols < right[:, None]), fall, 0.0)

@@ -8,6 +8,7 @@ import nibabel as nb
 import numpy as np
 import pandas as pd
 
+from smriflow.anat.thickness.boundaries import PEAK_FRACTION
 from smriflow.anat.thickness.measure import cortical_thickness
 from smriflow.anat.thickness.regions import (
     AREA_SIGMA_MM,
@@ -150,7 +151,9 @@ def subject_thickness(
         ``mean_mm`` per hemisphere, ``voxels``, ``iqms`` (``thickness_mean_{lh,rh}``,
         ``thickness_frac_{below,above}``: the share of the cortex's voxels outside :data:`PLAUSIBLE_MM`) and
         ``regions`` (the Desikan-Killiany means, ``{hemi: {roi: mm}}``) and ``averaging`` (how the tables
-        weigh the voxels: by the surface they stand for, :func:`~.regions.area_weights`).
+        weigh the voxels: by the surface they stand for, :func:`~.regions.area_weights`) and
+        ``gm_wm_boundary`` (where the GM/WM boundary is placed: on the T1w's edge when ``t1w`` is given,
+        :func:`~.boundaries.edge_refine`).
     """
     from smriflow.data.atlases import atlas_labels
 
@@ -206,6 +209,11 @@ def subject_thickness(
         "mean_mm": mean,
         "plausible_mm": list(PLAUSIBLE_MM),
         "averaging": f"surface-weighted (area_weights, sigma {AREA_SIGMA_MM:g} mm)",
+        "gm_wm_boundary": (
+            "memberships (WM = 0.5)"
+            if t1w_img is None
+            else f"T1w edge (centroid of the fall above {PEAK_FRACTION:g} of its steepest)"
+        ),
         "iqms": iqms,
         "regions": regions,
     }

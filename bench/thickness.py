@@ -334,19 +334,10 @@ def main(argv: list[str] | None = None) -> int:
 
     results = {name: measure(name, *row) for name, row in rows.items()}
     report(results, label, load, args.workers)
-    wm_img = nb.load(wm)
-    wm_map = np.clip(wm_img.get_fdata(dtype=np.float32), 0, 1)
-    brain_map = np.clip(wm_map + nb.load(gm).get_fdata(dtype=np.float32), 0, 1)
-    t1w_map = nb.load(t1w).get_fdata(dtype=np.float32)
-    offsets = white_surface_offset(wm_map, brain_map, t1w_map, ribbon, wm_img.header.get_zooms()[:3])
-    del brain_map, t1w_map
-    for name, (mean, median) in offsets.items():
-        print(
-            f"GM/WM boundary, {name}: {mean:+.3f} mm mean, {median:+.3f} mm median"
-            " from FreeSurfer's white surface"
-        )
     names = list(INTENSITY_VARIANTS) if args.variants == "all" else [v for v in args.variants.split(",") if v]
     varied = {}
+    wm_img = nb.load(wm)
+    wm_map = np.clip(wm_img.get_fdata(dtype=np.float32), 0, 1)
     if names:
         t1w_img = nb.load(t1w)
         for name in names:
@@ -360,6 +351,16 @@ def main(argv: list[str] | None = None) -> int:
             load,
             args.workers,
             first="T1w variant (smriflow row)",
+        )
+    # last: its arrays would otherwise be in the RSS that the spawned steps above inherit at fork (Linux
+    # keeps a process's peak RSS across exec)
+    brain_map = np.clip(wm_map + nb.load(gm).get_fdata(dtype=np.float32), 0, 1)
+    t1w_map = nb.load(t1w).get_fdata(dtype=np.float32)
+    offsets = white_surface_offset(wm_map, brain_map, t1w_map, ribbon, wm_img.header.get_zooms()[:3])
+    for name, (mean, median) in offsets.items():
+        print(
+            f"GM/WM boundary, {name}: {mean:+.3f} mm mean, {median:+.3f} mm median"
+            " from FreeSurfer's white surface"
         )
     if args.json:
         payload = {

@@ -39,6 +39,7 @@ from pathlib import Path
 import nibabel as nb
 import numpy as np
 
+from smriflow.anat.label_resampling import label_dtype
 from smriflow.anat.modulation import log_jacobian_image
 from smriflow.data.templates import DEFAULT_TEMPLATE
 from smriflow.utils.antsenv import import_ants
@@ -216,15 +217,6 @@ def moments_initializer(template_mask, subject_mask, out_file: str | Path, ants=
     return Path(out_file)
 
 
-def _label_dtype(data: np.ndarray):
-    low, high = (int(data.min()), int(data.max())) if data.size else (0, 0)
-    for dtype in (np.uint8, np.uint16, np.int16, np.int32):
-        info = np.iinfo(dtype)
-        if info.min <= low and high <= info.max:
-            return dtype
-    return np.int64
-
-
 def apply_transforms(
     in_file: str | Path,
     reference: str | Path,
@@ -286,7 +278,7 @@ def apply_transforms(
     ).numpy()
     if interpolation in _LABEL_INTERPOLATIONS:
         warped = np.rint(warped)
-        out = image_like(warped, ref_img, _label_dtype(warped), copy_header=True)
+        out = image_like(warped, ref_img, label_dtype(warped), copy_header=True)
     else:
         out = image_like(warped, ref_img, np.float32, copy_header=True)
     out.to_filename(str(out_file))

@@ -1,6 +1,7 @@
 """Atlas parcellation in native space, region volumes and the subject's global volumes.
 
-Thin shells over :mod:`smriflow.data.atlases` (atlas data, label rules, template-space caveats) and
+Thin shells over :mod:`smriflow.data.atlases` (atlas data, label rules, template-space caveats),
+:mod:`smriflow.anat.label_resampling` (one pass of the transform for all atlases) and
 :func:`smriflow.anat.spatial_normalization.apply_transforms`.
 """
 
@@ -9,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 
+import numpy as np
 from nipype.interfaces.base import (
     BaseInterfaceInputSpec,
     File,
@@ -21,7 +23,65 @@ from nipype.interfaces.base import (
 
 from smriflow.interfaces.base import AntsPyInterface, ThreadedInputSpec
 
-__all__ = ["ROIVolumes", "SubjectSummary", "WarpAtlas"]
+__all__ = ["AtlasCoordinates", "ROIVolumes", "SubjectSummary", "WarpAtlas"]
+
+
+class _AtlasCoordinatesInputSpec(ThreadedInputSpec):
+    atlases = traits.List(
+        traits.Str(),
+        resource="atlas",
+        mandatory=True,
+        minlen=1,
+        desc="atlases (names or BIDS labels) whose template-space extent the coordinates must cover",
+    )
+    reference_image = File(exists=True, mandatory=True, desc="native T1w: the output grid")
+    transforms = InputMultiObject(
+        File(exists=True),
+        mandatory=True,
+        desc="template -> T1w transforms (SpatialNormalization.out_inv_xfm)",
+    )
+    prob_threshold = traits.Range(
+        low=0.0,
+        high=100.0,
+        value=25.0,
+        usedefault=True,
+        desc="probabilistic atlases: minimum probability (%) of the winning region (as WarpAtlas)",
+    )
+    enabled = traits.Bool(True, usedefault=True, desc="false: do nothing and leave the output undefined")
+
+
+class _AtlasCoordinatesOutputSpec(TraitedSpec):
+    out_coords = File(
+        exists=True, desc="template coordinates (LPS mm) of every T1w voxel: float32 .npy, X × Y × Z × 3"
+    )
+
+
+class AtlasCoordinates(AntsPyInterface):
+    """Map every voxel of the T1w grid into the template once, for all the atlases that follow.
+
+    :func:`smriflow.anat.label_resampling.template_coordinates`; :class:`WarpAtlas` given these
+    ``coordinates`` then reads its atlas there instead of applying the transform again.
+    """
+
+    input_spec = _AtlasCoordinatesInputSpec
+    output_spec = _AtlasCoordinatesOutputSpec
+
+    def _run_interface(self, runtime):
+        if not self.inputs.enabled:
+            return runtime
+        from smriflow.anat.label_resampling import template_coordinates
+        from smriflow.data.atlases import cached_atlas_dseg
+
+        sources = [
+            cached_atlas_dseg(a, prob_threshold=self.inputs.prob_threshold) for a in self.inputs.atlases
+        ]
+        coords = template_coordinates(
+            self.inputs.reference_image, self.inputs.transforms, sources, num_threads=self.inputs.num_threads
+        )
+        out = os.path.join(runtime.cwd, "template_coordinates.npy")
+        np.save(out, coords)
+        self._results["out_coords"] = out
+        return runtime
 
 
 class _WarpAtlasInputSpec(ThreadedInputSpec):
@@ -33,8 +93,14 @@ class _WarpAtlasInputSpec(ThreadedInputSpec):
     reference_image = File(exists=True, mandatory=True, desc="native T1w: the output grid and header")
     transforms = InputMultiObject(
         File(exists=True),
-        mandatory=True,
-        desc="template -> T1w transforms (SpatialNormalization.out_inv_xfm)",
+        xor=["coordinates"],
+        desc="template -> T1w transforms (SpatialNormalization.out_inv_xfm); or 'coordinates'",
+    )
+    coordinates = File(
+        exists=True,
+        xor=["transforms"],
+        desc="template coordinates of the T1w grid (AtlasCoordinates.out_coords), shared by several atlases: "
+        "the same labels as through 'transforms', in ~2-3 s instead of 5-10 s of CPU at 1 mm",
     )
     prob_threshold = traits.Range(
         low=0.0,
@@ -77,23 +143,36 @@ class WarpAtlas(AntsPyInterface):
     def _run_interface(self, runtime):
         if not self.inputs.enabled:
             return runtime
+        from smriflow.anat.label_resampling import resample_labels, write_labels
         from smriflow.anat.spatial_normalization import apply_transforms
         from smriflow.data.atlases import atlas_label, atlas_labels, cached_atlas_dseg
 
         name = self.inputs.atlas
         label = atlas_label(name)
         source = cached_atlas_dseg(name, prob_threshold=self.inputs.prob_threshold)
-        out_dseg = apply_transforms(
-            source,
-            self.inputs.reference_image,
-            self.inputs.transforms,
-            os.path.join(runtime.cwd, f"atlas-{label}_dseg.nii.gz"),
-            interpolation=self.inputs.interpolation,
-            num_threads=self.inputs.num_threads,
-        )
+        out_dseg = os.path.join(runtime.cwd, f"atlas-{label}_dseg.nii.gz")
+        if isdefined(self.inputs.coordinates):
+            write_labels(
+                resample_labels(
+                    source, np.load(self.inputs.coordinates), interpolation=self.inputs.interpolation
+                ),
+                self.inputs.reference_image,
+                out_dseg,
+            )
+        elif isdefined(self.inputs.transforms):
+            apply_transforms(
+                source,
+                self.inputs.reference_image,
+                self.inputs.transforms,
+                out_dseg,
+                interpolation=self.inputs.interpolation,
+                num_threads=self.inputs.num_threads,
+            )
+        else:
+            raise ValueError("WarpAtlas needs 'transforms' or 'coordinates'; neither was given.")
         out_labels = os.path.join(runtime.cwd, f"atlas-{label}_dseg.tsv")
         atlas_labels(name).rename(columns={"label": "index"}).to_csv(out_labels, sep="\t", index=False)
-        self._results.update(out_dseg=str(out_dseg), out_labels=out_labels)
+        self._results.update(out_dseg=out_dseg, out_labels=out_labels)
         return runtime
 
 

@@ -1,4 +1,4 @@
-"""WarpAtlas, ROIVolumes and SubjectSummary run as nipype interfaces."""
+"""AtlasCoordinates, WarpAtlas, ROIVolumes and SubjectSummary run as nipype interfaces."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from nipype.interfaces.base import Undefined
 
 from smriflow.data.atlases import atlas_labels
 from smriflow.interfaces import parcellation as module
-from smriflow.interfaces.parcellation import ROIVolumes, SubjectSummary, WarpAtlas
+from smriflow.interfaces.parcellation import AtlasCoordinates, ROIVolumes, SubjectSummary, WarpAtlas
 
 
 @pytest.fixture
@@ -46,7 +46,7 @@ def native_grid(tmp_path) -> Path:
 def test_public_interfaces_and_registry():
     from smriflow.engine.registry import interface_registry
 
-    assert sorted(module.__all__) == ["ROIVolumes", "SubjectSummary", "WarpAtlas"]
+    assert sorted(module.__all__) == ["AtlasCoordinates", "ROIVolumes", "SubjectSummary", "WarpAtlas"]
     registry = interface_registry()
     for name in module.__all__:
         assert registry[name] is getattr(module, name)
@@ -114,6 +114,58 @@ def test_warp_atlas_switched_off_then_its_thickness_consumer_runs_without_it(
     # switched on, the thickness still needs its atlas (the check is skipped only when off)
     with pytest.raises(ValueError, match="dk_dseg"):
         CorticalThickness(in_tpms=[tpm, tpm, tpm]).run(cwd=str(tmp_path))
+
+
+def _shifted(tmp_path: Path) -> Path:
+    """A template -> native affine that is not the identity (rotation, scaling, sub-voxel shift)."""
+    ants = pytest.importorskip("ants")
+    transform = ants.create_ants_transform(transform_type="AffineTransform", dimension=3)
+    # a rotation about an oblique axis: no axis of the grid keeps landing half-way between two atlas voxels
+    # (an exact tie of the label vote, which ITK's own rounding of the point breaks either way)
+    axis = np.array([0.3, -0.5, 0.8]) / np.linalg.norm([0.3, -0.5, 0.8])
+    angle = np.deg2rad(7.0)
+    cross = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
+    rotation = np.eye(3) + np.sin(angle) * cross + (1 - np.cos(angle)) * cross @ cross
+    transform.set_parameters(np.concatenate([(rotation * 1.04).ravel(), [1.37, -2.21, 0.73]]))
+    path = tmp_path / "shifted.mat"
+    ants.write_transform(transform, str(path))
+    return path
+
+
+@pytest.mark.ants
+@pytest.mark.parametrize("interpolation", ["genericLabel", "nearestNeighbor"])
+def test_one_pass_of_the_transform_gives_the_labels_of_one_warp_per_atlas(
+    interpolation, atlas_cache, native_grid, tmp_path
+):
+    xfm = str(_shifted(tmp_path))
+    atlases = ["aal", "desikan_killiany"]
+    coords = _run(
+        AtlasCoordinates(atlases=atlases, reference_image=str(native_grid), transforms=[xfm]),
+        tmp_path / "coords",
+    ).out_coords
+    for atlas in atlases:
+        common = {"atlas": atlas, "reference_image": str(native_grid), "interpolation": interpolation}
+        one_pass = _run(WarpAtlas(coordinates=coords, **common), tmp_path / f"{atlas}_one_pass").out_dseg
+        own = _run(WarpAtlas(transforms=[xfm], **common), tmp_path / f"{atlas}_own").out_dseg
+        a, b = nb.load(one_pass), nb.load(own)
+        assert a.get_data_dtype() == b.get_data_dtype()
+        np.testing.assert_allclose(a.affine, b.affine)
+        assert np.array_equal(np.asarray(a.dataobj), np.asarray(b.dataobj)), atlas
+
+
+def test_warp_atlas_needs_transforms_or_coordinates(atlas_cache, native_grid, tmp_path):
+    with pytest.raises(
+        ValueError, match=r"^WarpAtlas needs 'transforms' or 'coordinates'; neither was given\.$"
+    ):
+        _run(WarpAtlas(atlas="aal", reference_image=str(native_grid)), tmp_path)
+
+
+def test_atlas_coordinates_switched_off(native_grid, tmp_path):
+    iface = AtlasCoordinates(
+        atlases=["aal"], reference_image=str(native_grid), transforms=[str(native_grid)], enabled=False
+    )
+    out = _run(iface, tmp_path)
+    assert out.out_coords is Undefined and not list(tmp_path.glob("*.npy"))
 
 
 def test_warp_atlas_unknown_name(atlas_cache, native_grid, tmp_path):

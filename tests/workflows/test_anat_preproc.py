@@ -183,13 +183,25 @@ def test_arguments_reach_the_nodes():
     assert deepbet.get_node("brain_extraction_wf.brain").inputs.method == "deepbet"
     for node in ("parcellation_wf.warp_atlas", "parcellation_wf.volumes"):
         assert wf.get_node(node).inputs.atlas == ["aal", "harvardoxford"]
+    # one pass of the transform covers the atlases of each sub-workflow, and each warp reads it
+    assert wf.get_node("parcellation_wf.atlas_coords").inputs.atlases == ["aal", "harvardoxford"]
+    coords = wf.get_node("cortical_thickness_wf.atlas_coords")
+    assert coords.inputs.atlases == ["desikan_killiany", "destrieux"]
+    for sub, node in (
+        ("parcellation_wf", "warp_atlas"),
+        ("cortical_thickness_wf", "warp_dk"),
+        ("cortical_thickness_wf", "warp_destrieux"),
+    ):
+        graph = wf.get_node(sub)._graph
+        links = graph.get_edge_data(wf.get_node(f"{sub}.atlas_coords"), wf.get_node(f"{sub}.{node}"))
+        assert links and ("out_coords", "coordinates") in links["connect"], node
     default = smriflow.load_workflow("anat_preproc")
     assert default.get_node("n4").inputs.profile == "fast"
     assert default.get_node("parcellation_wf.warp_atlas").inputs.atlas == list(ATLASES)
     assert default.get_node("cortical_thickness_wf.thickness").inputs.enabled is True
     off = smriflow.load_workflow("anat_preproc", thickness=False)
     assert off.get_node("cortical_thickness_wf.thickness").inputs.enabled is False
-    for node in ("warp_dk", "warp_destrieux"):  # its atlas warps are switched off with it
+    for node in ("atlas_coords", "warp_dk", "warp_destrieux"):  # its atlas warps are switched off with it
         assert default.get_node(f"cortical_thickness_wf.{node}").inputs.enabled is True
         assert off.get_node(f"cortical_thickness_wf.{node}").inputs.enabled is False
     for node, atlas in (("warp_dk", "desikan_killiany"), ("warp_destrieux", "destrieux")):

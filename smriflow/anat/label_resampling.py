@@ -1,0 +1,231 @@
+"""Resample several template-space label images onto one native grid through one pass of the transforms.
+
+Warping an atlas with ANTs' ``genericLabel`` interpolator applies the template → T1w transform (an affine
+and a displacement field) to every voxel of the T1w grid, once per atlas: 4.6-7.1 s of CPU an atlas at
+1 mm, five atlases per subject in ``anat_preproc``. The transform is the same for all of them, so here it is
+applied once:
+
+1. :func:`template_coordinates` warps three *coordinate images* — template-space images whose voxels hold
+   their own physical x, y or z (ITK's LPS frame) — onto the T1w grid with linear interpolation. A linear
+   function is interpolated exactly, so every T1w voxel receives the template coordinates it maps to, to
+   float32 precision; voxels that map outside the images get NaN.
+2. :func:`resample_labels` then reads each atlas at those coordinates as ``genericLabel`` does (ITK's
+   ``LabelImageGenericInterpolateImageFunction``): each label's indicator is interpolated linearly from the
+   8 atlas voxels around the point and the label of largest interpolated indicator wins (exact ties: the
+   smallest label, as in ITK; a point exactly half-way between two voxels is a tie that ITK's own rounding
+   of the point may break either way). Points whose 8 neighbours carry one label take it without a vote,
+   which is most of them.
+
+On the shared T1w the labels equal ANTs' for the Desikan-Killiany, Destrieux and Harvard-Oxford atlases
+and differ in 2 of 1.0 M labelled voxels for AAL (points within float rounding of a voxel boundary).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import nibabel as nb
+import numpy as np
+
+from smriflow.utils.antsenv import import_ants
+from smriflow.utils.niftiio import image_like
+
+__all__ = ["label_dtype", "resample_labels", "template_coordinates", "write_labels"]
+
+_OUTSIDE = -1.0e9  # ANTs' default value for points outside the coordinate images (then NaN)
+_SLAB = 16  # output slices per pass of the vote (~50 MB of float64 coordinates at 256²)
+_MAX_VOXELS = 256**3  # reference voxels per ANTs call of template_coordinates (a 1 mm head in one call)
+
+
+def _index_to_physical(image) -> np.ndarray:
+    """The 4 × 4 matrix from an ANTs image's voxel index to its physical (LPS) point."""
+    matrix = np.eye(4)
+    matrix[:3, :3] = np.asarray(image.direction, dtype=float) * np.asarray(image.spacing, dtype=float)
+    matrix[:3, 3] = np.asarray(image.origin, dtype=float)
+    return matrix
+
+
+def template_coordinates(
+    reference: str | Path,
+    transforms: Sequence[str | Path],
+    extent_images: Sequence[str | Path],
+    *,
+    spacing: float = 2.0,
+    num_threads: int = 1,
+) -> np.ndarray:
+    """Template (physical, LPS) coordinates of every voxel centre of ``reference``.
+
+    Parameters
+    ----------
+    reference : str or pathlib.Path
+        The native image that defines the output grid.
+    transforms : sequence of str or pathlib.Path
+        Template → native ANTs transforms, in ``antsApplyTransforms -t`` order.
+    extent_images : sequence of str or pathlib.Path
+        Template-space images (the atlases) whose extent the coordinate images cover, with a margin of two
+        ``spacing``: points that map outside it get NaN (they are outside every atlas).
+    spacing : float
+        Voxel size (mm) of the coordinate images. A linear function is interpolated exactly at any spacing,
+        so it only sets their size.
+    num_threads : int
+        ITK threads.
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 array of the reference's shape plus a last axis of 3 (x, y, z in mm).
+    """
+    if not extent_images:
+        raise ValueError("'extent_images' must name at least one template-space image. [] was provided.")
+    transforms = [str(t) for t in transforms]
+    if not transforms:
+        raise ValueError("'transforms' must list at least one transform file. [] was provided.")
+    ants = import_ants(num_threads)
+    corners = []
+    for path in extent_images:
+        image = ants.image_read(str(path))
+        grid = np.array(np.meshgrid(*[[-1.0, float(n)] for n in image.shape[:3]], indexing="ij")).reshape(
+            3, -1
+        )
+        corners.append((_index_to_physical(image) @ np.vstack([grid, np.ones(grid.shape[1])]))[:3].T)
+    corners = np.concatenate(corners)
+    low = np.floor(corners.min(axis=0)) - 2 * spacing
+    shape = np.ceil((corners.max(axis=0) + 2 * spacing - low) / spacing).astype(int) + 1
+    # only the reference's grid matters (ANTs casts the output to the fixed image's type: float); it is
+    # warped in slabs of at most _MAX_VOXELS, so that a fine grid does not hold five full-size copies
+    header = ants.image_header_info(str(reference))
+    dims = tuple(int(n) for n in header["dimensions"][:3])
+    direction = np.asarray(header["direction"], dtype=float)[:3, :3]
+    spacing_ref = np.asarray(header["spacing"][:3], dtype=float)
+    origin = np.asarray(header["origin"][:3], dtype=float)
+    coords = np.empty(dims + (3,), dtype=np.float32)
+    step = max(1, _MAX_VOXELS // (dims[0] * dims[1]))
+    for start in range(0, dims[2], step):
+        stop = min(start + step, dims[2])
+        fixed = ants.make_image(
+            (dims[0], dims[1], stop - start),
+            pixeltype="float",
+            spacing=tuple(spacing_ref),
+            origin=tuple(origin + direction @ (spacing_ref * [0.0, 0.0, start])),
+            direction=direction,
+        )
+        for axis in range(3):
+            values = (low[axis] + spacing * np.arange(shape[axis])).astype(np.float32)
+            ramp = np.broadcast_to(values.reshape([-1 if k == axis else 1 for k in range(3)]), tuple(shape))
+            moving = ants.from_numpy(
+                np.ascontiguousarray(ramp), origin=tuple(float(v) for v in low), spacing=(float(spacing),) * 3
+            )
+            warped = ants.apply_transforms(
+                fixed=fixed,
+                moving=moving,
+                transformlist=transforms,
+                interpolator="linear",
+                defaultvalue=_OUTSIDE,
+            )
+            coords[:, :, start:stop, axis] = warped.numpy()
+            del warped
+    coords[coords < _OUTSIDE / 2] = np.nan
+    return coords
+
+
+def resample_labels(
+    atlas: str | Path, coords: np.ndarray, *, interpolation: str = "genericLabel"
+) -> np.ndarray:
+    """An atlas's labels at template coordinates (:func:`template_coordinates`), as ANTs resamples labels.
+
+    Parameters
+    ----------
+    atlas : str or pathlib.Path
+        A 3-D integer label image in template space.
+    coords : numpy.ndarray
+        ``(..., 3)`` template coordinates (LPS, mm); NaN for points outside the template.
+    interpolation : {'genericLabel', 'nearestNeighbor'}
+        ``genericLabel``: the label of largest linearly interpolated indicator over the 8 neighbours (exact
+        ties: the smallest label, as ITK's loop over its sorted labels keeps the first maximum);
+        ``nearestNeighbor``: the nearest voxel's label (a half rounds up, as in ITK).
+
+    Returns
+    -------
+    numpy.ndarray
+        int32 labels of ``coords.shape[:-1]`` (0 outside the atlas).
+    """
+    if interpolation not in ("genericLabel", "nearestNeighbor"):
+        raise ValueError(
+            f"'interpolation' must be 'genericLabel' or 'nearestNeighbor'. {interpolation!r} was provided."
+        )
+    ants = import_ants(1)
+    image = ants.image_read(str(atlas))
+    if image.dimension != 3:
+        raise ValueError(f"'atlas' must be a 3-D label image. {atlas} has {image.dimension} dimensions.")
+    labels = np.rint(image.numpy()).astype(np.int32)
+    to_index = np.linalg.inv(_index_to_physical(image))
+    size = np.array(labels.shape)
+    # padded by one voxel of 0 on every side: a neighbour outside the atlas is background, as in ITK
+    padded = np.zeros(tuple(size + 2), dtype=np.int32)
+    padded[1:-1, 1:-1, 1:-1] = labels
+    corner = padded[:-1, :-1, :-1]  # the label at the low corner of every 2 × 2 × 2 block
+    uniform = np.ones(corner.shape, dtype=bool)
+    for dx, dy, dz in np.ndindex(2, 2, 2):
+        uniform &= (
+            padded[dx : dx + corner.shape[0], dy : dy + corner.shape[1], dz : dz + corner.shape[2]] == corner
+        )
+    out = np.zeros(coords.shape[:-1], dtype=np.int32)
+    for start in range(0, coords.shape[2], _SLAB):
+        points = coords[:, :, start : start + _SLAB].reshape(-1, 3).astype(np.float64)
+        index = points @ to_index[:3, :3].T + to_index[:3, 3]
+        result = np.zeros(len(points), dtype=np.int32)
+        if interpolation == "nearestNeighbor":
+            near = np.floor(np.nan_to_num(index, nan=-2.0) + 0.5).astype(np.int64)  # ITK: half rounds up
+            inside = np.all((near >= 0) & (near < size), axis=1)
+            result[inside] = labels[tuple(near[inside].T)]
+        else:
+            floor = np.floor(np.nan_to_num(index, nan=-2.0))
+            block = floor.astype(np.int64) + 1  # the block's low corner, in the padded frame
+            inside = np.all((block >= 0) & (block < size + 1), axis=1)
+            rows = np.nonzero(inside)[0]
+            b = block[rows]
+            same = uniform[b[:, 0], b[:, 1], b[:, 2]]
+            result[rows[same]] = corner[b[same, 0], b[same, 1], b[same, 2]]
+            mixed = rows[~same]
+            if len(mixed):
+                result[mixed] = _vote(padded, block[mixed], index[mixed] - floor[mixed])
+        out[:, :, start : start + _SLAB] = result.reshape(coords.shape[0], coords.shape[1], -1)
+    return out
+
+
+def _vote(padded: np.ndarray, block: np.ndarray, fraction: np.ndarray) -> np.ndarray:
+    """The label of largest trilinear weight summed over the 8 corners of each block (ties: the smallest)."""
+    candidates = np.empty((8, len(block)), dtype=np.int32)
+    weights = np.empty((8, len(block)))
+    for k, (dx, dy, dz) in enumerate(np.ndindex(2, 2, 2)):
+        candidates[k] = padded[block[:, 0] + dx, block[:, 1] + dy, block[:, 2] + dz]
+        weights[k] = (
+            (fraction[:, 0] if dx else 1 - fraction[:, 0])
+            * (fraction[:, 1] if dy else 1 - fraction[:, 1])
+            * (fraction[:, 2] if dz else 1 - fraction[:, 2])
+        )
+    score = np.zeros_like(weights)
+    for k in range(8):
+        score[k] = (weights * (candidates == candidates[k])).sum(axis=0)
+    best = score.max(axis=0)
+    return np.where(score >= best - 1e-12, candidates, np.iinfo(np.int32).max).min(axis=0)
+
+
+def label_dtype(data: np.ndarray) -> type:
+    """The smallest integer type that holds every label of ``data``."""
+    low, high = (int(data.min()), int(data.max())) if data.size else (0, 0)
+    for dtype in (np.uint8, np.uint16, np.int16, np.int32):
+        info = np.iinfo(dtype)
+        if info.min <= low and high <= info.max:
+            return dtype
+    return np.int64
+
+
+def write_labels(labels: np.ndarray, reference: str | Path, out_file: str | Path) -> Path:
+    """Write labels on the grid and with the header of ``reference``, in the smallest integer type."""
+    ref_img = nb.load(str(reference))
+    if labels.shape != ref_img.shape[:3]:
+        raise ValueError(f"labels {labels.shape} are not on the grid of {reference} {ref_img.shape[:3]}.")
+    image_like(labels, ref_img, label_dtype(labels), copy_header=True).to_filename(str(out_file))
+    return Path(out_file)

@@ -1,0 +1,106 @@
+"""One pass of the transform for several atlases (:mod:`smriflow.anat.label_resampling`) against ANTs."""
+
+from __future__ import annotations
+
+import nibabel as nb
+import numpy as np
+import pytest
+
+from smriflow.anat.label_resampling import label_dtype, resample_labels, template_coordinates, write_labels
+from smriflow.anat.spatial_normalization import apply_transforms
+
+pytestmark = pytest.mark.ants
+
+
+@pytest.fixture
+def scene(tmp_path):
+    """Template-space labels (5 blobs, 2 mm), a rotated 1.5 mm native grid and the transform between them."""
+    ants = pytest.importorskip("ants")
+    rng = np.random.default_rng(0)
+    shape = (40, 44, 36)
+    labels = np.zeros(shape, np.int16)
+    grid = np.indices(shape).transpose(1, 2, 3, 0)
+    for value in (3, 7, 11, 250, 1001):
+        centre = rng.uniform(8, np.array(shape) - 8)
+        labels[np.linalg.norm(grid - centre, axis=-1) < rng.uniform(5, 10)] = value
+    atlas = tmp_path / "atlas.nii.gz"
+    nb.Nifti1Image(
+        labels,
+        np.diag([2.0, 2.0, 2.0, 1.0]) + np.array([[0, 0, 0, -40.0], [0, 0, 0, -44], [0, 0, 0, -30], [0] * 4]),
+    ).to_filename(atlas)
+    native = tmp_path / "native.nii.gz"
+    affine = np.array([[-1.5, 0, 0, 30.0], [0, 0, 1.5, -40.0], [0, -1.5, 0, 35.0], [0, 0, 0, 1]])
+    nb.Nifti1Image(np.zeros((44, 40, 60), np.float32), affine).to_filename(native)
+    transform = ants.create_ants_transform(transform_type="AffineTransform", dimension=3)
+    angle = np.deg2rad(12.0)
+    rotation = np.array([[np.cos(angle), -np.sin(angle), 0], [np.sin(angle), np.cos(angle), 0], [0, 0, 1]])
+    transform.set_parameters(np.concatenate([(rotation * [1.0, 1.1, 0.95]).ravel(), [2.3, -1.7, 0.9]]))
+    xfm = tmp_path / "template_to_native.mat"
+    ants.write_transform(transform, str(xfm))
+    return atlas, native, xfm
+
+
+@pytest.mark.parametrize("interpolation", ["genericLabel", "nearestNeighbor"])
+def test_labels_equal_ants_through_one_pass_of_the_transform(scene, tmp_path, interpolation):
+    atlas, native, xfm = scene
+    coords = template_coordinates(native, [xfm], [atlas])
+    assert coords.shape == nb.load(native).shape + (3,) and coords.dtype == np.float32
+    mine = resample_labels(atlas, coords, interpolation=interpolation)
+    theirs = np.asarray(
+        nb.load(
+            apply_transforms(atlas, native, [xfm], tmp_path / "ants.nii.gz", interpolation=interpolation)
+        ).dataobj
+    )
+    assert set(np.unique(theirs)) == {0, 3, 7, 11, 250, 1001}
+    assert np.array_equal(mine, theirs)
+
+
+def test_points_outside_the_template_are_background(scene):
+    atlas, native, xfm = scene
+    coords = template_coordinates(native, [xfm], [atlas])
+    assert np.isnan(coords).any() and not np.isnan(coords).all()  # the native grid reaches beyond the atlas
+    coords[:5] = np.nan
+    assert not resample_labels(atlas, coords)[:5].any()
+
+
+def test_write_labels_takes_the_smallest_type_and_the_reference_header(scene, tmp_path):
+    _, native, _ = scene
+    labels = np.zeros(nb.load(native).shape, np.int32)
+    labels[0, 0, 0] = 300
+    out = nb.load(write_labels(labels, native, tmp_path / "labels.nii.gz"))
+    assert out.get_data_dtype() == np.uint16 == label_dtype(labels)
+    assert np.allclose(out.affine, nb.load(native).affine)
+    with pytest.raises(ValueError, match=r"^labels \(2, 2, 2\) are not on the grid of "):
+        write_labels(np.zeros((2, 2, 2), np.int32), native, tmp_path / "bad.nii.gz")
+
+
+def test_errors(scene, tmp_path):
+    atlas, native, xfm = scene
+    with pytest.raises(
+        ValueError, match=r"^'extent_images' must name at least one template-space image\. \[\]"
+    ):
+        template_coordinates(native, [xfm], [])
+    with pytest.raises(ValueError, match=r"^'transforms' must list at least one transform file\. \[\]"):
+        template_coordinates(native, [], [atlas])
+    coords = np.zeros((2, 2, 2, 3), np.float32)
+    with pytest.raises(
+        ValueError, match=r"^'interpolation' must be 'genericLabel' or 'nearestNeighbor'\. 'linear'"
+    ):
+        resample_labels(atlas, coords, interpolation="linear")
+    four_d = tmp_path / "4d.nii.gz"
+    nb.Nifti1Image(np.zeros((4, 4, 4, 2), np.int16), np.eye(4)).to_filename(four_d)
+    with pytest.raises(
+        ValueError, match=r"^'atlas' must be a 3-D label image\. .*4d\.nii\.gz has 4 dimensions\.$"
+    ):
+        resample_labels(four_d, coords)
+
+
+def test_a_fine_grid_is_warped_in_slabs_with_the_same_coordinates(scene, monkeypatch):
+    from smriflow.anat import label_resampling
+
+    atlas, native, xfm = scene
+    whole = template_coordinates(native, [xfm], [atlas])
+    monkeypatch.setattr(label_resampling, "_MAX_VOXELS", 44 * 40 * 7)  # slabs of 7 slices: 9 of them
+    slabs = template_coordinates(native, [xfm], [atlas])
+    assert np.array_equal(np.isnan(whole), np.isnan(slabs))
+    np.testing.assert_allclose(slabs, whole, atol=1e-4, equal_nan=True)

@@ -29,6 +29,7 @@ import nibabel as nb
 import numpy as np
 
 from smriflow.utils.antsenv import import_ants
+from smriflow.utils.antsio import index_to_lps
 from smriflow.utils.niftiio import image_like
 
 __all__ = ["label_dtype", "resample_labels", "template_coordinates", "write_labels"]
@@ -36,14 +37,6 @@ __all__ = ["label_dtype", "resample_labels", "template_coordinates", "write_labe
 _OUTSIDE = -1.0e9  # ANTs' default value for points outside the coordinate images (then NaN)
 _SLAB = 16  # output slices per pass of the vote (~50 MB of float64 coordinates at 256²)
 _MAX_VOXELS = 256**3  # reference voxels per ANTs call of template_coordinates (a 1 mm head in one call)
-
-
-def _index_to_physical(image) -> np.ndarray:
-    """The 4 × 4 matrix from an ANTs image's voxel index to its physical (LPS) point."""
-    matrix = np.eye(4)
-    matrix[:3, :3] = np.asarray(image.direction, dtype=float) * np.asarray(image.spacing, dtype=float)
-    matrix[:3, 3] = np.asarray(image.origin, dtype=float)
-    return matrix
 
 
 def template_coordinates(
@@ -88,7 +81,7 @@ def template_coordinates(
         grid = np.array(np.meshgrid(*[[-1.0, float(n)] for n in image.shape[:3]], indexing="ij")).reshape(
             3, -1
         )
-        corners.append((_index_to_physical(image) @ np.vstack([grid, np.ones(grid.shape[1])]))[:3].T)
+        corners.append((index_to_lps(image) @ np.vstack([grid, np.ones(grid.shape[1])]))[:3].T)
     corners = np.concatenate(corners)
     low = np.floor(corners.min(axis=0)) - 2 * spacing
     shape = np.ceil((corners.max(axis=0) + 2 * spacing - low) / spacing).astype(int) + 1
@@ -99,6 +92,15 @@ def template_coordinates(
     direction = np.asarray(header["direction"], dtype=float)[:3, :3]
     spacing_ref = np.asarray(header["spacing"][:3], dtype=float)
     origin = np.asarray(header["origin"][:3], dtype=float)
+    moving = []
+    for axis in range(3):
+        values = (low[axis] + spacing * np.arange(shape[axis])).astype(np.float32)
+        ramp = np.broadcast_to(values.reshape([-1 if k == axis else 1 for k in range(3)]), tuple(shape))
+        moving.append(
+            ants.from_numpy(
+                np.ascontiguousarray(ramp), origin=tuple(float(v) for v in low), spacing=(float(spacing),) * 3
+            )
+        )
     coords = np.empty(dims + (3,), dtype=np.float32)
     step = max(1, _MAX_VOXELS // (dims[0] * dims[1]))
     for start in range(0, dims[2], step):
@@ -111,14 +113,9 @@ def template_coordinates(
             direction=direction,
         )
         for axis in range(3):
-            values = (low[axis] + spacing * np.arange(shape[axis])).astype(np.float32)
-            ramp = np.broadcast_to(values.reshape([-1 if k == axis else 1 for k in range(3)]), tuple(shape))
-            moving = ants.from_numpy(
-                np.ascontiguousarray(ramp), origin=tuple(float(v) for v in low), spacing=(float(spacing),) * 3
-            )
             warped = ants.apply_transforms(
                 fixed=fixed,
-                moving=moving,
+                moving=moving[axis],
                 transformlist=transforms,
                 interpolator="linear",
                 defaultvalue=_OUTSIDE,
@@ -159,7 +156,7 @@ def resample_labels(
     if image.dimension != 3:
         raise ValueError(f"'atlas' must be a 3-D label image. {atlas} has {image.dimension} dimensions.")
     labels = np.rint(image.numpy()).astype(np.int32)
-    to_index = np.linalg.inv(_index_to_physical(image))
+    to_index = np.linalg.inv(index_to_lps(image))
     size = np.array(labels.shape)
     # padded by one voxel of 0 on every side: a neighbour outside the atlas is background, as in ITK
     padded = np.zeros(tuple(size + 2), dtype=np.int32)

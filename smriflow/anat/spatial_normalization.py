@@ -39,7 +39,7 @@ from pathlib import Path
 import nibabel as nb
 import numpy as np
 
-from smriflow.anat.label_resampling import label_dtype
+from smriflow.anat.label_resampling import write_labels
 from smriflow.anat.modulation import log_jacobian_image
 from smriflow.data.templates import DEFAULT_TEMPLATE
 from smriflow.utils.antsenv import import_ants
@@ -264,7 +264,6 @@ def apply_transforms(
         if not Path(tx).is_file():
             raise FileNotFoundError(f"'transforms' names a file that does not exist: {tx}")
     ants = import_ants(num_threads)
-    ref_img = nb.load(str(reference))
     moving = ants.image_read(str(in_file))
     if moving.dimension != 3:
         raise ValueError(f"'in_file' must be a 3-D image. {in_file} has {moving.dimension} dimensions.")
@@ -277,11 +276,8 @@ def apply_transforms(
         whichtoinvert=[False] * len(transforms),
     ).numpy()
     if interpolation in _LABEL_INTERPOLATIONS:
-        warped = np.rint(warped)
-        out = image_like(warped, ref_img, label_dtype(warped), copy_header=True)
-    else:
-        out = image_like(warped, ref_img, np.float32, copy_header=True)
-    out.to_filename(str(out_file))
+        return write_labels(np.rint(warped), reference, out_file)
+    image_like(warped, nb.load(str(reference)), np.float32, copy_header=True).to_filename(str(out_file))
     return Path(out_file)
 
 

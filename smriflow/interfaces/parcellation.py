@@ -40,13 +40,6 @@ class _AtlasCoordinatesInputSpec(ThreadedInputSpec):
         mandatory=True,
         desc="template -> T1w transforms (SpatialNormalization.out_inv_xfm)",
     )
-    prob_threshold = traits.Range(
-        low=0.0,
-        high=100.0,
-        value=25.0,
-        usedefault=True,
-        desc="probabilistic atlases: minimum probability (%) of the winning region (as WarpAtlas)",
-    )
     enabled = traits.Bool(True, usedefault=True, desc="false: do nothing and leave the output undefined")
 
 
@@ -72,9 +65,8 @@ class AtlasCoordinates(AntsPyInterface):
         from smriflow.anat.label_resampling import template_coordinates
         from smriflow.data.atlases import cached_atlas_dseg
 
-        sources = [
-            cached_atlas_dseg(a, prob_threshold=self.inputs.prob_threshold) for a in self.inputs.atlases
-        ]
+        # only the atlases' grids matter here, which no probability threshold changes
+        sources = [cached_atlas_dseg(a) for a in self.inputs.atlases]
         coords = template_coordinates(
             self.inputs.reference_image, self.inputs.transforms, sources, num_threads=self.inputs.num_threads
         )

@@ -1,7 +1,7 @@
 """Small bridges between nibabel/numpy and antspyx, shared by the antspyx-backed steps.
 
 * :func:`to_ants` / :func:`from_ants`: numpy + RAS affine <-> ``ANTsImage`` (ITK's LPS physical space)
-  without a round trip through a file.
+  without a round trip through a file; :func:`index_to_lps`: an ``ANTsImage``'s voxel index -> LPS matrix.
 * :func:`ants_seed`: run antspyx registrations with a fixed ``--random-seed``. antspyx 0.6 ignores a
   ``random_seed=`` keyword of :func:`ants.registration`; it reads the module attribute
   ``ants.config._random_seed`` (what :func:`ants.set_ants_deterministic` sets, which also forces the ITK
@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["ants_seed", "from_ants", "registration_dir", "to_ants"]
+__all__ = ["ants_seed", "from_ants", "index_to_lps", "registration_dir", "to_ants"]
 
 _RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0])
 
@@ -60,13 +60,20 @@ def to_ants(data: np.ndarray, affine: np.ndarray, ants: ModuleType) -> Any:
     )
 
 
+def index_to_lps(image: Any) -> np.ndarray:
+    """The 4 × 4 matrix from an ``ANTsImage``'s voxel index to its physical point (ITK's LPS frame)."""
+    matrix = np.eye(4)
+    matrix[:3, :3] = np.asarray(image.direction, dtype=np.float64) * np.asarray(
+        image.spacing, dtype=np.float64
+    )
+    matrix[:3, 3] = np.asarray(image.origin, dtype=np.float64)
+    return matrix
+
+
 def from_ants(image: Any) -> tuple[np.ndarray, np.ndarray]:
     """Return ``(data, RAS affine)`` of an ``ANTsImage`` (inverse of :func:`to_ants`)."""
-    spacing = np.asarray(image.spacing, dtype=np.float64)
-    direction = np.asarray(image.direction, dtype=np.float64)
-    affine = np.eye(4)
-    affine[:3, :3] = _RAS_TO_LPS @ direction * spacing
-    affine[:3, 3] = _RAS_TO_LPS @ np.asarray(image.origin, dtype=np.float64)
+    affine = index_to_lps(image)
+    affine[:3] = _RAS_TO_LPS @ affine[:3]
     return image.numpy(), affine
 
 

@@ -85,13 +85,14 @@ def template_coordinates(
     corners = np.concatenate(corners)
     low = np.floor(corners.min(axis=0)) - 2 * spacing
     shape = np.ceil((corners.max(axis=0) + 2 * spacing - low) / spacing).astype(int) + 1
-    # only the reference's grid matters (ANTs casts the output to the fixed image's type: float); it is
-    # warped in slabs of at most _MAX_VOXELS, so that a fine grid does not hold five full-size copies
-    header = ants.image_header_info(str(reference))
-    dims = tuple(int(n) for n in header["dimensions"][:3])
-    direction = np.asarray(header["direction"], dtype=float)[:3, :3]
-    spacing_ref = np.asarray(header["spacing"][:3], dtype=float)
-    origin = np.asarray(header["origin"][:3], dtype=float)
+    # only the reference's grid matters, taken as ITK reads it (image_header_info rounds the origin and
+    # cleans the direction, which moves a few points across a voxel boundary); it is warped in float slabs
+    # of at most _MAX_VOXELS, so that a fine grid does not hold five full-size copies
+    image = ants.image_read(str(reference))
+    dims = tuple(int(n) for n in image.shape[:3])
+    to_physical = index_to_lps(image)
+    direction, spacing_ref = np.asarray(image.direction, dtype=float), tuple(image.spacing)
+    del image
     moving = []
     for axis in range(3):
         values = (low[axis] + spacing * np.arange(shape[axis])).astype(np.float32)
@@ -108,8 +109,8 @@ def template_coordinates(
         fixed = ants.make_image(
             (dims[0], dims[1], stop - start),
             pixeltype="float",
-            spacing=tuple(spacing_ref),
-            origin=tuple(origin + direction @ (spacing_ref * [0.0, 0.0, start])),
+            spacing=spacing_ref,
+            origin=tuple(to_physical[:3] @ [0.0, 0.0, start, 1.0]),
             direction=direction,
         )
         for axis in range(3):

@@ -104,3 +104,29 @@ def test_a_fine_grid_is_warped_in_slabs_with_the_same_coordinates(scene, monkeyp
     slabs = template_coordinates(native, [xfm], [atlas])
     assert np.array_equal(np.isnan(whole), np.isnan(slabs))
     np.testing.assert_allclose(slabs, whole, atol=1e-4, equal_nan=True)
+
+
+@pytest.mark.parametrize("interpolation", ["genericLabel", "nearestNeighbor"])
+def test_the_native_geometry_is_read_as_itk_reads_it(scene, tmp_path, interpolation):
+    # an origin with more than 4 decimals and a direction a few millidegrees off the axes: a header summary
+    # (ants.image_header_info rounds the origin) would move points across voxel boundaries
+    ants = pytest.importorskip("ants")
+    atlas, _, _ = scene
+    angle = np.deg2rad(0.004)
+    turn = np.array([[np.cos(angle), -np.sin(angle), 0], [np.sin(angle), np.cos(angle), 0], [0, 0, 1]])
+    affine = np.eye(4)
+    affine[:3, :3] = turn @ np.array([[-1.0, 0, 0], [0, 0, 1.0], [0, -1.0, 0]])
+    affine[:3, 3] = [30.12345678, -40.98765432, 35.5555555]
+    native = tmp_path / "fine_origin.nii.gz"
+    nb.Nifti1Image(np.zeros((60, 60, 60), np.float32), affine).to_filename(native)
+    identity = tmp_path / "identity.mat"
+    ants.write_transform(
+        ants.create_ants_transform(transform_type="AffineTransform", dimension=3), str(identity)
+    )
+    mine = resample_labels(
+        atlas, template_coordinates(native, [identity], [atlas]), interpolation=interpolation
+    )
+    theirs = apply_transforms(
+        atlas, native, [identity], tmp_path / "ants.nii.gz", interpolation=interpolation
+    )
+    assert np.array_equal(mine, np.asarray(nb.load(theirs).dataobj))

@@ -19,12 +19,14 @@ crash file saying so, and the nodes after a failure are listed as not run.
 
 from __future__ import annotations
 
+import gc
 import logging
 import math
 import os
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from copy import deepcopy
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -177,7 +179,7 @@ def run_workflow(
         wf.config.setdefault("execution", {}).update(_execution_options(config, crash_dir))
         if isinstance(config, SLURMConfig | SLURMGraphConfig) and config.resources_to_sbatch:
             saved_plugin_args = _apply_sbatch_resources(wf, min_mem_gb=config.plugin_args.min_mem_gb)
-        with thread_env(threads):  # workers and jobs are started in here, and inherit the variables
+        with thread_env(threads), frozen_heap():  # workers and jobs start in here and inherit both
             runner = _make_plugin(config, threads, tracker)
             try:
                 execgraph = wf.run(plugin=runner)
@@ -226,6 +228,25 @@ def run_workflow(
     report.wall_time = time.monotonic() - start
     logger.info("%s", report.summary())
     return report
+
+
+@contextmanager
+def frozen_heap() -> Iterator[None]:
+    """Keep the objects that exist now (the workflow, its graph, the imports) out of garbage collection.
+
+    nipype's MultiProc calls ``gc.collect()`` on every scheduling round that has a free processor, ten times
+    a second while a core waits for a node's inputs. Over the whole heap of the main process each call took
+    0.1 s: 62 s of CPU in a 115 s run of ``anat_preproc`` on 2 cores, taken from the nodes. Frozen objects
+    (:func:`gc.freeze`) are not scanned, so the calls cost next to nothing; what the run creates is still
+    collected, and the objects are unfrozen afterwards. Forked workers also share the frozen pages longer
+    (a collection no longer writes to them).
+    """
+    gc.collect()
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
 
 
 def _check_settings(wf: Workflow, config: ExecConfig, threads: int, work_dir: Path) -> None:

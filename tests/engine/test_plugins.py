@@ -84,6 +84,22 @@ class ThreadProbe(SimpleInterface):
         return runtime
 
 
+class _FreezeProbeOutputSpec(TraitedSpec):
+    frozen = traits.Int(desc="objects in gc's permanent generation while the node runs")
+
+
+class FreezeProbe(SimpleInterface):
+    """Record how many objects garbage collection leaves alone while this node runs."""
+
+    input_spec, output_spec = BaseInterfaceInputSpec, _FreezeProbeOutputSpec
+
+    def _run_interface(self, runtime):
+        import gc
+
+        self._results["frozen"] = gc.get_freeze_count()
+        return runtime
+
+
 def chain_workflow(name: str = "wf", *, fail: bool = False) -> pe.Workflow:
     """first (1 → 2) → second (2 → 3), plus bad (-1, fails) → after_bad when ``fail``."""
     wf = pe.Workflow(name=name)
@@ -236,6 +252,22 @@ def _worker_threads(tmp_path: Path, omp_nthreads: int) -> dict:
 @pytest.mark.slow  # ~10 s: two runs, each importing antspyx in a fresh worker
 @pytest.mark.ants
 @pytest.mark.skipif(importlib.util.find_spec("ants") is None, reason="antspyx is not installed")
+def test_the_heap_is_frozen_while_a_workflow_runs_and_thawed_after(tmp_path):
+    """MultiProc's gc.collect() on every scheduling round must not scan the workflow's own objects."""
+    import gc
+
+    assert gc.get_freeze_count() == 0
+    wf = pe.Workflow(name="wf")
+    wf.add_nodes([pe.Node(FreezeProbe(), name="probe")])
+    report = run_workflow(wf, local_config("linear", tmp_path))  # Linear: the node runs in this process
+    assert report.ok
+    from nipype.utils.filemanip import loadpkl
+
+    result = loadpkl(tmp_path / "wf" / "probe" / "result_probe.pklz")
+    assert result.outputs.frozen > 10_000  # the imports, the workflow and its graph
+    assert gc.get_freeze_count() == 0
+
+
 def test_thread_policy_reaches_multiproc_workers(tmp_path):
     # ants must be imported only in the workers: ITK would keep the thread pool of the first import otherwise.
     # This pytest process may have imported it for an earlier test: each run starts in a fresh interpreter.

@@ -12,7 +12,8 @@ workflow: workflows themselves never write derivatives (STYLE.md §4). Per subje
 * :class:`DerivativesDataSink` names files as niworkflows does, then *publishes* them (:func:`publish_file`):
   each file is copied to a hidden temporary name in its final folder and renamed into place, so a derivative
   either is absent or complete. Unlike niworkflows' sink it never changes the data type of an image (the
-  workflow decides it) and it writes the JSON sidecar (provenance) before the data file.
+  workflow decides it), it writes the JSON sidecar (provenance) before the data file, and it copies a
+  ``.nii.gz`` that needs no change without compressing it again (:func:`copy_unchanged`).
 
 Nothing here is a processing step, so ``__all__`` is empty: these classes stay out of the YAML interface
 registry (:func:`smriflow.engine.registry.interface_registry`); import them by name.
@@ -34,6 +35,7 @@ from nipype.interfaces.base import DynamicTraitedSpec, isdefined, traits
 from nipype.interfaces.io import IOBase, add_traits
 
 from smriflow.utils.atomic import atomic_write
+from smriflow.utils.gzipcopy import copy_gzip_anonymous
 from smriflow.utils.niftiio import split_ext
 
 __all__: list[str] = []  # not processing steps: keep them out of the YAML interface registry
@@ -75,7 +77,25 @@ def _import_niworkflows_bids():
     return module
 
 
-_NiworkflowsDataSink = _import_niworkflows_bids().DerivativesDataSink
+_NIWORKFLOWS_BIDS = _import_niworkflows_bids()
+_NiworkflowsDataSink = _NIWORKFLOWS_BIDS.DerivativesDataSink
+_NIWORKFLOWS_COPY = _NIWORKFLOWS_BIDS._copy_any  # the module's copy of a file that needs no change
+
+
+def copy_unchanged(src: str, dst: str) -> bool:
+    """niworkflows' copy of a derivative that needs no change, without compressing a ``.nii.gz`` again.
+
+    niworkflows decompresses and recompresses at level 9 to drop the gzip header's name and time stamp;
+    :func:`~smriflow.utils.gzipcopy.copy_gzip_anonymous` drops them and keeps the compressed stream.
+    Anything else (plain files, several gzip members) goes to niworkflows' own copy.
+    """
+    if os.fspath(src).endswith(".gz") and os.fspath(dst).endswith(".gz"):
+        if os.path.exists(dst):
+            os.unlink(dst)
+        if copy_gzip_anonymous(src, dst):
+            return True
+    return _NIWORKFLOWS_COPY(src, dst)
+
 
 #: Entities an output's ``bids:`` mapping may set (besides ``suffix`` and ``extension``); the sink's file
 #: patterns know them all. ``subject`` and ``session`` always come from the source file.
@@ -298,10 +318,12 @@ class DerivativesDataSink(_NiworkflowsDataSink):
         # niworkflows names and writes the files; here it writes them into the node folder first.
         given = self.inputs.base_directory
         self.inputs.base_directory = str(staging)
+        _NIWORKFLOWS_BIDS._copy_any = copy_unchanged  # for this call only
         try:
             runtime = super()._run_interface(runtime)
         finally:
             self.inputs.base_directory = given
+            _NIWORKFLOWS_BIDS._copy_any = _NIWORKFLOWS_COPY
         staged_files = self._results["out_file"]
         if not isinstance(staged_files, list):
             staged_files = [staged_files]

@@ -6,9 +6,7 @@ metrics are described in ``docs/iqms.md`` and the group rules in ``docs/qc.md``.
 
 from __future__ import annotations
 
-import json
 import os
-from pathlib import Path
 
 from nipype.interfaces.base import (
     BaseInterfaceInputSpec,
@@ -25,7 +23,7 @@ from smriflow.data.templates import DEFAULT_TEMPLATE
 from smriflow.interfaces.base import param_trait
 from smriflow.stats.options import QCRules, params_of
 
-__all__ = ["ComputeIQMs", "GroupIQMTable"]
+__all__ = ["AddThicknessIQMs", "ComputeIQMs", "GroupIQMTable"]
 
 
 class _ComputeIQMsInputSpec(BaseInterfaceInputSpec):
@@ -46,9 +44,6 @@ class _ComputeIQMsInputSpec(BaseInterfaceInputSpec):
         usedefault=True,
         resource="template",
         desc="template of the normalization (T1w, mask, tpms)",
-    )
-    thickness_record = File(
-        exists=True, desc="CorticalThickness's JSON record: its 'iqms' (thickness_*) join the metrics"
     )
 
 
@@ -79,10 +74,36 @@ class ComputeIQMs(SimpleInterface):
             template=inputs.template,
             notes=notes,
         )
-        if isdefined(inputs.thickness_record):  # mean thickness per hemisphere, share of implausible values
-            record = json.loads(Path(inputs.thickness_record).read_text())
-            iqms.update({k: float(v) for k, v in record["iqms"].items() if v is not None and v == v})
         self._results["out_file"] = write_iqms(iqms, os.path.join(runtime.cwd, "iqms.json"), notes)
+        return runtime
+
+
+class _AddThicknessIQMsInputSpec(BaseInterfaceInputSpec):
+    in_file = File(exists=True, mandatory=True, desc="iqms.json of ComputeIQMs")
+    thickness_record = File(
+        exists=True, desc="CorticalThickness's JSON record: its 'iqms' (thickness_*) join the metrics"
+    )
+
+
+class _AddThicknessIQMsOutputSpec(TraitedSpec):
+    out_file = File(exists=True, desc="iqms.json with the thickness IQMs (the same metrics without a record)")
+
+
+class AddThicknessIQMs(SimpleInterface):
+    """Add the thickness IQMs of CorticalThickness's record to an iqms.json.
+
+    A node of its own so that the image metrics need not wait for the thickness (``qc.yml``).
+    """
+
+    input_spec = _AddThicknessIQMsInputSpec
+    output_spec = _AddThicknessIQMsOutputSpec
+
+    def _run_interface(self, runtime):
+        from smriflow.qc.iqms import add_thickness_iqms
+
+        record = self.inputs.thickness_record if isdefined(self.inputs.thickness_record) else None
+        out_file = os.path.join(runtime.cwd, "iqms.json")
+        self._results["out_file"] = add_thickness_iqms(self.inputs.in_file, record, out_file)
         return runtime
 
 

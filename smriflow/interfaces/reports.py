@@ -18,7 +18,7 @@ from nipype.interfaces.base import (
 
 from smriflow.data.templates import DEFAULT_TEMPLATE
 
-__all__ = ["GroupQCReport", "SubjectReport"]
+__all__ = ["GroupQCReport", "ReportFigures", "SubjectReport"]
 
 
 class _SubjectReportInputSpec(BaseInterfaceInputSpec):
@@ -73,6 +73,10 @@ class _SubjectReportInputSpec(BaseInterfaceInputSpec):
         desc="$SUBJECTS_DIR (FreeSurfer/FastSurfer) or fMRIPrep derivatives folder with the subject's "
         "surfaces: adds the Surfaces section ('': none)",
     )
+    figures = File(
+        exists=True,
+        desc="the early stages' mosaics, rendered from these inputs by ReportFigures (else drawn here)",
+    )
 
 
 class _SubjectReportOutputSpec(TraitedSpec):
@@ -117,6 +121,7 @@ class SubjectReport(SimpleInterface):
                 "denoise_record",
                 "thickness",
                 "thickness_record",
+                "figures",
             )
         }
         contrasts = {"T2w": optional["t2w_t1w"], "FLAIR": optional["flair_t1w"]}
@@ -148,9 +153,50 @@ class SubjectReport(SimpleInterface):
             denoise_file=optional["denoise_record"],
             thickness=optional["thickness"],
             thickness_file=optional["thickness_record"],
+            figures_file=optional["figures"],
             surfaces_dir=inputs.surfaces_dir,
         )
         self._results["out_report"] = str(out)
+        return runtime
+
+
+class _ReportFiguresInputSpec(BaseInterfaceInputSpec):
+    in_t1w = File(exists=True, mandatory=True, desc="conformed input T1w (RAS, before bias correction)")
+    t1w_preproc = File(exists=True, mandatory=True, desc="bias-corrected T1w, same grid")
+    t1w_biasfield = File(exists=True, mandatory=True, desc="N4 bias field, same grid")
+    t1w_mask = File(exists=True, mandatory=True, desc="brain mask, same grid")
+    t1w_dseg = File(exists=True, mandatory=True, desc="tissue labels (1 GM, 2 WM, 3 CSF), same grid")
+    n_cuts = traits.Range(low=1, high=12, value=7, usedefault=True, desc="slices per row of each mosaic")
+
+
+class _ReportFiguresOutputSpec(TraitedSpec):
+    out_figures = File(exists=True, desc="figures.json: the mosaics, for SubjectReport's 'figures'")
+
+
+class ReportFigures(SimpleInterface):
+    """Render the subject report's mosaics of the input, bias, brain mask and tissues.
+
+    A node of its own so that they are drawn while the registration runs; give its output to
+    :class:`SubjectReport` (``figures``) with the same images and ``n_cuts``. See
+    :func:`smriflow.reports.figures.early_figures`.
+    """
+
+    input_spec = _ReportFiguresInputSpec
+    output_spec = _ReportFiguresOutputSpec
+
+    def _run_interface(self, runtime):
+        from smriflow.reports.figures import early_figures, write_figures
+
+        inputs = self.inputs
+        figures = early_figures(
+            t1w=inputs.in_t1w,
+            t1w_preproc=inputs.t1w_preproc,
+            t1w_biasfield=inputs.t1w_biasfield,
+            t1w_mask=inputs.t1w_mask,
+            t1w_dseg=inputs.t1w_dseg,
+            n_cuts=inputs.n_cuts,
+        )
+        self._results["out_figures"] = str(write_figures(figures, Path(runtime.cwd) / "figures.json"))
         return runtime
 
 

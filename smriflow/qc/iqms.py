@@ -55,7 +55,7 @@ from smriflow.utils.grids import check_same_grid, same_grid
 from smriflow.utils.metrics import cjv_from_stats, ncc
 from smriflow.utils.niftiio import load_image
 
-__all__ = ["compute_iqms", "read_iqms", "write_iqms"]
+__all__ = ["add_thickness_iqms", "compute_iqms", "read_iqms", "write_iqms"]
 
 
 # -- all of them -----------------------------------------------------------------------------------------
@@ -362,3 +362,28 @@ def read_iqms(path: str | os.PathLike) -> tuple[dict[str, float], dict[str, str]
         {str(k): math.nan if v is None else float(v) for k, v in values.items()},
         {str(k): str(v) for k, v in notes.items()},
     )
+
+
+def add_thickness_iqms(
+    iqms_file: str | os.PathLike, record_file: str | os.PathLike | None, out_file: str | os.PathLike
+) -> str:
+    """Write the metrics of ``iqms_file`` plus the finite ``iqms`` of a thickness record; return the path.
+
+    Parameters
+    ----------
+    iqms_file : path
+        A file of :func:`write_iqms`.
+    record_file : path or None
+        ``CorticalThickness``'s JSON record: its ``iqms`` (``thickness_mean_lh`` …) join the metrics, except
+        the undefined ones (null or NaN), which are left out. None: the metrics are written unchanged.
+    out_file : path
+        Where to write the result (:func:`write_iqms`'s format).
+    """
+    iqms, notes = read_iqms(iqms_file)
+    if record_file is not None:
+        try:
+            extra = json.loads(Path(record_file).read_text(encoding="utf-8"))["iqms"]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ValueError(f"{record_file}: cannot read the thickness record's 'iqms' ({exc})") from None
+        iqms.update({str(k): float(v) for k, v in extra.items() if v is not None and math.isfinite(float(v))})
+    return write_iqms(iqms, out_file, notes)

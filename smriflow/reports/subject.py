@@ -29,6 +29,7 @@ from smriflow.reports.blocks import (
     tissue_notes,
     verdict_html,
 )
+from smriflow.reports.figures import early_figures, read_figures
 from smriflow.reports.html import block, escape, figure, page, replace_block, section, svg_img, table
 
 __all__ = ["report_filename", "subject_report", "update_subject_report", "write_subject_report"]
@@ -75,6 +76,7 @@ def subject_report(
     thickness: str | Path | None = None,
     thickness_record: Mapping | None = None,
     denoise: Mapping | None = None,
+    figures: Mapping | None = None,
 ) -> str:
     """Render the HTML report of one T1w and its preprocessing.
 
@@ -127,6 +129,10 @@ def subject_report(
     denoise : mapping, optional
         The denoising stage's record (``AdaptiveDenoise.out_report``): a denoised T1w, or noise that was
         measured above the threshold but not acted upon, joins the summary's list.
+    figures : mapping, optional
+        The mosaics of the input, bias, brain mask and tissues, already rendered from these same images
+        by :func:`smriflow.reports.figures.early_figures` (the ``ReportFigures`` node);
+        rendered here when not given. The document is the same either way.
 
     Returns
     -------
@@ -143,9 +149,21 @@ def subject_report(
     native.update({"thickness": thickness} if thickness is not None else {})
     for what, path in native.items():
         rl.check_grid(path, t1w_mask, what)
+    if figures is None:
+        figures = early_figures(
+            t1w=t1w,
+            t1w_preproc=t1w_preproc,
+            t1w_biasfield=t1w_biasfield,
+            t1w_mask=t1w_mask,
+            t1w_dseg=t1w_dseg,
+            n_cuts=n_cuts,
+        )
+    elif figures.get("n_cuts") != n_cuts:
+        drawn = figures.get("n_cuts")
+        raise ValueError(f"'figures' were drawn with n_cuts={drawn}, the report asks for {n_cuts}")
     box = rl.crop_box(t1w_mask, margin_mm=15.0)
     mask = rl.crop(t1w_mask, box, np.uint8)
-    raw, corrected = rl.crop(t1w, box), rl.crop(t1w_preproc, box)
+    corrected = rl.crop(t1w_preproc, box)
     cuts = rl.cut_coords(mask, n_cuts)
     sections = []
     warnings = [("warn", str(n)) for n in notes] + conform_notes(conform) + tissue_notes(tissues)
@@ -157,13 +175,13 @@ def subject_report(
             "Input",
             "The T1w as it came in, reoriented to RAS (before bias correction). Look for "
             "motion (ringing, blurring), wrap-around, missing slices and the field of view.",
-            figure(rl.input_svg(raw, cuts), "input T1w mosaic"),
+            figure(figures["input"], "input T1w mosaic"),
         )
     )
     runs_html = sx.runs_section(runs) if runs is not None else ""
     if runs_html:
         sections.append(runs_html)
-    corrected_svg, field_svg, (low, high) = rl.bias_svgs(corrected, rl.crop(t1w_biasfield, box), mask, cuts)
+    low, high = figures["bias_range"]
     sections.append(
         section(
             "bias",
@@ -171,9 +189,9 @@ def subject_report(
             "N4 divides the input by a smooth multiplicative field. "
             "The corrected image should look evenly bright from top to bottom and front to back; the field "
             "should be smooth, without anatomy in it.",
-            figure(corrected_svg, "bias-corrected T1w", "Corrected image.")
+            figure(figures["bias_corrected"], "bias-corrected T1w", "Corrected image.")
             + figure(
-                field_svg,
+                figures["bias_field"],
                 "bias field",
                 f"Bias field, magma colours from {low:.3g} (dark) to {high:.3g} "
                 "(bright): its 1st and 99th percentiles in the brain mask.",
@@ -186,7 +204,7 @@ def subject_report(
             "Brain mask",
             "The outline (red) should follow the outer edge of the CSF around the "
             "brain: no scalp, eyes or dura inside, no cortex or cerebellum cut off.",
-            figure(rl.mask_svg(corrected, mask, cuts), "brain mask contour")
+            figure(figures["mask"], "brain mask contour")
             + (
                 table(["brain extraction", ""], [[escape(a), escape(b)] for a, b in brain_rows(brain)])
                 if brain
@@ -202,8 +220,7 @@ def subject_report(
             "Outlines of the tissue labels. Green (GM) is the outer edge of grey + white matter "
             "and should follow the surface of the cortex; magenta (WM) is the grey/white edge and "
             "should leave the deep grey nuclei outside; cyan (CSF) is the outer edge of all tissue.",
-            f'<p class="legend">{legend}</p>'
-            + figure(rl.tissue_svg(corrected, rl.crop(t1w_dseg, box, np.uint8), cuts), "tissue contours"),
+            f'<p class="legend">{legend}</p>' + figure(figures["tissues"], "tissue contours"),
         )
     )
     if lesion_mask is not None:
@@ -368,6 +385,7 @@ def write_subject_report(
     brain_file: str | Path | None = None,
     thickness_file: str | Path | None = None,
     denoise_file: str | Path | None = None,
+    figures_file: str | Path | None = None,
     **kwargs,
 ) -> Path:
     """Render :func:`subject_report` into ``out_file``, reading the JSON and TSV files given.
@@ -375,7 +393,8 @@ def write_subject_report(
     ``kwargs`` are those of :func:`subject_report`; ``iqms``, ``group``, ``runs``, ``contrast_records`` and
     ``tissues`` come from ``iqms_file``, ``group_tsv``, ``runs_file``, ``contrast_record_files`` (name -> JSON
     file), ``tissues_file`` and ``thickness_file`` (``thickness_record``); ``brain`` from ``brain_file``,
-    ``denoise`` from ``denoise_file``.
+    ``denoise`` from ``denoise_file``, ``figures`` from ``figures_file``
+    (:func:`smriflow.reports.figures.write_figures`).
 
     Raises
     ------
@@ -406,6 +425,8 @@ def write_subject_report(
         kwargs["thickness_record"] = sx.read_record(thickness_file, "cortical thickness record")
     if denoise_file:
         kwargs["denoise"] = sx.read_record(denoise_file, "record of the denoising")
+    if figures_file:
+        kwargs["figures"] = read_figures(figures_file)
     out = Path(out_file)
     out.write_text(subject_report(**kwargs), encoding="utf-8")
     return out

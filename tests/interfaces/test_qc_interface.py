@@ -1,4 +1,4 @@
-"""ComputeIQMs and GroupIQMTable run as nipype interfaces, and the group workflow through ``smriflow run``."""
+"""The QC interfaces (ComputeIQMs, AddThicknessIQMs, GroupIQMTable) and the group workflow."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import _qc_data
 import pandas as pd
 import pytest
 
-from smriflow.interfaces.qc import ComputeIQMs, GroupIQMTable
-from smriflow.qc.iqms import compute_iqms
+from smriflow.interfaces.qc import AddThicknessIQMs, ComputeIQMs, GroupIQMTable
+from smriflow.qc.iqms import add_thickness_iqms, compute_iqms, write_iqms
 
 
 @pytest.fixture(scope="module")
@@ -95,21 +95,24 @@ def test_qc_group_runs_through_the_cli(subject, tmp_path):
     assert not (deriv / "dataset_description.json").exists()  # a group run does not write one
 
 
-def test_compute_iqms_adds_the_thickness_record(subject, tmp_path):
-    """CorticalThickness's record joins the metrics: its finite 'iqms', the rest unchanged."""
+def test_the_thickness_record_joins_the_iqms(tmp_path):
+    """CorticalThickness's record joins the metrics: its finite 'iqms', the rest (and notes) unchanged."""
     record = tmp_path / "thickness.json"
     iqms = {"thickness_mean_lh": 2.61, "thickness_mean_rh": 2.58, "thickness_frac_below": 0.01}
     record.write_text(json.dumps({"iqms": {**iqms, "thickness_frac_above": float("nan")}, "voxels": 9}))
-    result = ComputeIQMs(
-        in_file=subject["t1w"],
-        in_preproc=subject["t1w_preproc"],
-        in_bias=subject["bias"],
-        in_mask=subject["mask"],
-        in_dseg=subject["dseg"],
-        in_tpms=subject["tpms"],
-        std_t1w=subject["std_t1w"],
-        std_tpms=subject["std_tpms"],
-        thickness_record=str(record),
-    ).run(cwd=str(tmp_path))
+    measured = write_iqms({"snr_wm": 12.5, "cjv": float("nan")}, tmp_path / "in.json", {"cjv": "zero spread"})
+    result = AddThicknessIQMs(in_file=measured, thickness_record=str(record)).run(cwd=str(tmp_path))
     values = json.loads(Path(result.outputs.out_file).read_text())
-    assert values == {**compute_iqms(**subject), **iqms}  # the NaN share is left out (JSON has no NaN)
+    # the NaN share is left out (JSON has no NaN); the measured null keeps its note
+    assert values == {"cjv": None, "snr_wm": 12.5, **iqms, "notes": {"cjv": "zero spread"}}
+    (tmp_path / "alone").mkdir()
+    alone = AddThicknessIQMs(in_file=measured).run(cwd=str(tmp_path / "alone"))
+    assert Path(alone.outputs.out_file).read_bytes() == Path(measured).read_bytes()
+
+
+def test_an_unreadable_thickness_record_is_named(tmp_path):
+    record = tmp_path / "thickness.json"
+    record.write_text(json.dumps({"voxels": 9}))
+    measured = write_iqms({"snr_wm": 12.5}, tmp_path / "in.json")
+    with pytest.raises(ValueError, match=r"^.*thickness\.json: cannot read the thickness record's 'iqms'"):
+        add_thickness_iqms(measured, record, tmp_path / "out.json")

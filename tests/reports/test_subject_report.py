@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 from scipy.stats import percentileofscore
 
-from smriflow.interfaces.reports import SubjectReport
+from smriflow.interfaces.reports import ReportFigures, SubjectReport
 from smriflow.reports.blocks import brain_notes, conform_notes, percentile_in_group
+from smriflow.reports.figures import early_figures, read_figures
 from smriflow.reports.html import replace_block
 from smriflow.reports.subject import report_filename, subject_report, update_subject_report
 
@@ -307,3 +308,47 @@ def test_denoise_record_joins_the_summary(subject, report, tmp_path):
     summary = _report_with_record(subject, tmp_path, "denoise_record", record).split('id="summary"')[1]
     note = "The T1w was denoised (non-local means) before tissue segmentation: noise 5.8 % is above 2.5 %."
     assert note in summary.split("</section>")[0]
+
+
+def test_figures_drawn_apart_give_the_same_report(subject, tmp_path):
+    """ReportFigures' file in SubjectReport gives the very bytes of a report that draws them itself."""
+    std = _report_data.std_t1w(tmp_path)
+    images = dict(
+        in_t1w=subject.t1w,
+        t1w_preproc=subject.t1w_preproc,
+        t1w_biasfield=subject.t1w_biasfield,
+        t1w_mask=subject.t1w_mask,
+        t1w_dseg=subject.t1w_dseg,
+        std_t1w=std,
+        n_cuts=3,
+    )
+    (tmp_path / "figures").mkdir()
+    early = {key: value for key, value in images.items() if key != "std_t1w"}
+    figures = ReportFigures(**early).run(cwd=tmp_path / "figures").outputs.out_figures
+    documents = []
+    for name, extra in (("self", {}), ("apart", {"figures": figures})):
+        (tmp_path / name).mkdir()
+        result = SubjectReport(
+            **images, atlas_dseg=subject.atlas_dseg, iqms=subject.iqms, subject="07", **extra
+        ).run(cwd=tmp_path / name)
+        documents.append(open(result.outputs.out_report, "rb").read())
+    assert documents[0] == documents[1]
+    assert b'<div class="flicker">' in documents[1]
+
+
+def test_figures_of_other_settings_are_refused(subject, tmp_path):
+    figures = early_figures(
+        t1w=subject.t1w,
+        t1w_preproc=subject.t1w_preproc,
+        t1w_biasfield=subject.t1w_biasfield,
+        t1w_mask=subject.t1w_mask,
+        t1w_dseg=subject.t1w_dseg,
+        n_cuts=3,
+    )
+    assert render(subject, figures=figures) == render(subject)
+    with pytest.raises(ValueError, match=r"^'figures' were drawn with n_cuts=3, the report asks for 4$"):
+        render(subject, figures=figures, n_cuts=4)
+    bad = tmp_path / "figures.json"
+    bad.write_text(json.dumps({"version": 0}))
+    with pytest.raises(ValueError, match=r"figures\.json: not a figures file of this smriflow"):
+        read_figures(bad)

@@ -32,11 +32,115 @@ from smriflow.utils.antsenv import import_ants
 from smriflow.utils.antsio import index_to_lps
 from smriflow.utils.niftiio import image_like
 
-__all__ = ["label_dtype", "resample_labels", "template_coordinates", "write_labels"]
+__all__ = [
+    "check_coordinates",
+    "check_covered",
+    "coordinates_extent",
+    "label_dtype",
+    "load_coordinates",
+    "resample_labels",
+    "save_coordinates",
+    "template_coordinates",
+    "write_labels",
+]
 
 _OUTSIDE = -1.0e9  # ANTs' default value for points outside the coordinate images (then NaN)
 _SLAB = 16  # output slices per pass of the vote (~50 MB of float64 coordinates at 256²)
+_RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
 _MAX_VOXELS = 256**3  # reference voxels per ANTs call of template_coordinates (a 1 mm head in one call)
+
+
+def _grid_corners(path: str | Path) -> np.ndarray:
+    """The LPS corners of an image's grid, one voxel beyond it on every side (8 × 3; the header only)."""
+    image = nb.load(str(path))
+    grid = np.array(np.meshgrid(*[[-1.0, float(n)] for n in image.shape[:3]], indexing="ij")).reshape(3, -1)
+    return (_RAS_TO_LPS @ image.affine @ np.vstack([grid, np.ones(grid.shape[1])]))[:3].T
+
+
+def coordinates_extent(
+    extent_images: Sequence[str | Path], *, spacing: float = 2.0
+) -> tuple[np.ndarray, np.ndarray]:
+    """The template box (LPS mm: low and high corners) that the coordinates of these images cover.
+
+    The images' grids, one voxel beyond them, with a margin of two ``spacing``; the corners lie on the
+    ``spacing`` grid of the coordinate images (:func:`template_coordinates`).
+    """
+    if not extent_images:
+        raise ValueError("'extent_images' must name at least one template-space image. [] was provided.")
+    corners = np.concatenate([_grid_corners(path) for path in extent_images])
+    low = np.floor(corners.min(axis=0)) - 2 * spacing
+    shape = np.ceil((corners.max(axis=0) + 2 * spacing - low) / spacing).astype(int) + 1
+    return low, low + spacing * (shape - 1)
+
+
+def check_covered(low: np.ndarray, high: np.ndarray, image: str | Path, what: str) -> None:
+    """Raise when the grid of ``image`` (a template-space atlas) reaches outside the box ``low``-``high``.
+
+    Coordinates (:func:`template_coordinates`) are NaN outside their box, so an atlas that reaches beyond it
+    would silently lose the labels there.
+
+    Raises
+    ------
+    ValueError
+        One line naming ``what``.
+    """
+    corners = _grid_corners(image)
+    if np.any(corners < np.asarray(low) - 1e-3) or np.any(corners > np.asarray(high) + 1e-3):
+        raise ValueError(
+            f"{what}: its template grid reaches outside the box the coordinates cover "
+            f"({np.round(low, 1).tolist()} to {np.round(high, 1).tolist()} mm); compute the coordinates "
+            "with this atlas among theirs (AtlasCoordinates 'atlases' or 'also_cover')"
+        )
+
+
+def save_coordinates(coords: np.ndarray, low: np.ndarray, high: np.ndarray, out_file: str | Path) -> Path:
+    """Write coordinates with the box they cover (an uncompressed ``.npz``: coords, low, high, shape)."""
+    out = Path(out_file)
+    with open(out, "wb") as stream:
+        box = {"low": np.asarray(low, float), "high": np.asarray(high, float)}
+        np.savez(stream, coords=coords, shape=np.array(coords.shape[:3]), **box)
+    return out
+
+
+def load_coordinates(
+    path: str | Path, *, box_only: bool = False
+) -> tuple[np.ndarray | tuple[int, ...], np.ndarray, np.ndarray]:
+    """Read a file of :func:`save_coordinates`: (coords, low, high).
+
+    With ``box_only`` the coordinates are not read: the first item is their grid's shape.
+
+    Raises
+    ------
+    ValueError
+        One line naming the file when it is not such a file.
+    """
+    try:
+        with np.load(str(path), allow_pickle=False) as data:
+            first = tuple(int(n) for n in data["shape"]) if box_only else data["coords"]
+            return first, data["low"], data["high"]
+    except (OSError, ValueError, KeyError) as exc:
+        raise ValueError(f"{path}: not a coordinates file of AtlasCoordinates ({exc})") from None
+
+
+def check_coordinates(path: str | Path, reference: str | Path, atlases: dict[str, str | Path]) -> None:
+    """Check that a file of :func:`save_coordinates` is of ``reference``'s grid and covers the atlases.
+
+    Parameters
+    ----------
+    atlases : dict
+        Atlas name -> its template-space image.
+
+    Raises
+    ------
+    ValueError
+        One line naming the file, or the first atlas that reaches outside the coordinates' box.
+    """
+    grid, low, high = load_coordinates(path, box_only=True)
+    shape = tuple(nb.load(str(reference)).shape[:3])
+    if grid != shape:
+        raise ValueError(f"{path}: coordinates of a {grid} grid, not of the reference's {shape}")
+    for name, image in atlases.items():
+        check_covered(low, high, image, f"atlas {name!r}")
 
 
 def template_coordinates(
@@ -69,22 +173,12 @@ def template_coordinates(
     numpy.ndarray
         float32 array of the reference's shape plus a last axis of 3 (x, y, z in mm).
     """
-    if not extent_images:
-        raise ValueError("'extent_images' must name at least one template-space image. [] was provided.")
     transforms = [str(t) for t in transforms]
     if not transforms:
         raise ValueError("'transforms' must list at least one transform file. [] was provided.")
+    low, high = coordinates_extent(extent_images, spacing=spacing)
+    shape = np.rint((high - low) / spacing).astype(int) + 1
     ants = import_ants(num_threads)
-    corners = []
-    for path in extent_images:
-        image = ants.image_read(str(path))
-        grid = np.array(np.meshgrid(*[[-1.0, float(n)] for n in image.shape[:3]], indexing="ij")).reshape(
-            3, -1
-        )
-        corners.append((index_to_lps(image) @ np.vstack([grid, np.ones(grid.shape[1])]))[:3].T)
-    corners = np.concatenate(corners)
-    low = np.floor(corners.min(axis=0)) - 2 * spacing
-    shape = np.ceil((corners.max(axis=0) + 2 * spacing - low) / spacing).astype(int) + 1
     # only the reference's grid matters, taken as ITK reads it (image_header_info rounds the origin and
     # cleans the direction, which moves a few points across a voxel boundary); it is warped in float slabs
     # of at most _MAX_VOXELS, so that a fine grid does not hold five full-size copies

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 
-import numpy as np
 from nipype.interfaces.base import (
     BaseInterfaceInputSpec,
     File,
@@ -34,18 +33,31 @@ class _AtlasCoordinatesInputSpec(ThreadedInputSpec):
         minlen=1,
         desc="atlases (names or BIDS labels) whose template-space extent the coordinates must cover",
     )
+    also_cover = traits.List(
+        traits.Str(),
+        resource="atlas",
+        desc="more atlases whose extent the coordinates cover, for another consumer of them (the thickness "
+        "of anat_preproc reads the parcellation's coordinates)",
+    )
     reference_image = File(exists=True, mandatory=True, desc="native T1w: the output grid")
     transforms = InputMultiObject(
         File(exists=True),
         mandatory=True,
         desc="template -> T1w transforms (SpatialNormalization.out_inv_xfm)",
     )
+    in_coords = File(
+        exists=True,
+        desc="coordinates already computed on this grid (another AtlasCoordinates): passed on after checking "
+        "that they cover 'atlases', instead of computed again",
+    )
     enabled = traits.Bool(True, usedefault=True, desc="false: do nothing and leave the output undefined")
 
 
 class _AtlasCoordinatesOutputSpec(TraitedSpec):
     out_coords = File(
-        exists=True, desc="template coordinates (LPS mm) of every T1w voxel: float32 .npy, X × Y × Z × 3"
+        exists=True,
+        desc="template coordinates (LPS mm) of every T1w voxel, float32 X × Y × Z × 3, and the template box "
+        "they cover (.npz: coords, low, high)",
     )
 
 
@@ -62,17 +74,29 @@ class AtlasCoordinates(AntsPyInterface):
     def _run_interface(self, runtime):
         if not self.inputs.enabled:
             return runtime
-        from smriflow.anat.label_resampling import template_coordinates
+        from smriflow.anat.label_resampling import (
+            check_coordinates,
+            coordinates_extent,
+            save_coordinates,
+            template_coordinates,
+        )
         from smriflow.data.atlases import cached_atlas_dseg
 
         # only the atlases' grids matter here, which no probability threshold changes
         sources = [cached_atlas_dseg(a) for a in self.inputs.atlases]
+        if isdefined(self.inputs.in_coords):
+            atlases = dict(zip(self.inputs.atlases, sources, strict=True))
+            check_coordinates(self.inputs.in_coords, self.inputs.reference_image, atlases)
+            self._results["out_coords"] = self.inputs.in_coords
+            return runtime
+        if isdefined(self.inputs.also_cover):
+            sources += [cached_atlas_dseg(a) for a in self.inputs.also_cover]
         coords = template_coordinates(
             self.inputs.reference_image, self.inputs.transforms, sources, num_threads=self.inputs.num_threads
         )
-        out = os.path.join(runtime.cwd, "template_coordinates.npy")
-        np.save(out, coords)
-        self._results["out_coords"] = out
+        low, high = coordinates_extent(sources)
+        out = save_coordinates(coords, low, high, os.path.join(runtime.cwd, "template_coordinates.npz"))
+        self._results["out_coords"] = str(out)
         return runtime
 
 
@@ -135,7 +159,12 @@ class WarpAtlas(AntsPyInterface):
     def _run_interface(self, runtime):
         if not self.inputs.enabled:
             return runtime
-        from smriflow.anat.label_resampling import resample_labels, write_labels
+        from smriflow.anat.label_resampling import (
+            check_covered,
+            load_coordinates,
+            resample_labels,
+            write_labels,
+        )
         from smriflow.anat.spatial_normalization import apply_transforms
         from smriflow.data.atlases import atlas_label, atlas_labels, cached_atlas_dseg
 
@@ -144,10 +173,10 @@ class WarpAtlas(AntsPyInterface):
         source = cached_atlas_dseg(name, prob_threshold=self.inputs.prob_threshold)
         out_dseg = os.path.join(runtime.cwd, f"atlas-{label}_dseg.nii.gz")
         if isdefined(self.inputs.coordinates):
+            coords, low, high = load_coordinates(self.inputs.coordinates)
+            check_covered(low, high, source, f"atlas {name!r}")
             write_labels(
-                resample_labels(
-                    source, np.load(self.inputs.coordinates), interpolation=self.inputs.interpolation
-                ),
+                resample_labels(source, coords, interpolation=self.inputs.interpolation),
                 self.inputs.reference_image,
                 out_dseg,
             )

@@ -6,7 +6,17 @@ import nibabel as nb
 import numpy as np
 import pytest
 
-from smriflow.anat.label_resampling import label_dtype, resample_labels, template_coordinates, write_labels
+from smriflow.anat.label_resampling import (
+    check_coordinates,
+    check_covered,
+    coordinates_extent,
+    label_dtype,
+    load_coordinates,
+    resample_labels,
+    save_coordinates,
+    template_coordinates,
+    write_labels,
+)
 from smriflow.anat.spatial_normalization import apply_transforms
 
 pytestmark = pytest.mark.ants
@@ -130,3 +140,33 @@ def test_the_native_geometry_is_read_as_itk_reads_it(scene, tmp_path, interpolat
         atlas, native, [identity], tmp_path / "ants.nii.gz", interpolation=interpolation
     )
     assert np.array_equal(mine, np.asarray(nb.load(theirs).dataobj))
+
+
+def test_coordinates_keep_the_box_they_cover(scene, tmp_path):
+    atlas, native, xfm = scene
+    coords = template_coordinates(native, [xfm], [atlas])
+    low, high = coordinates_extent([atlas])
+    path = save_coordinates(coords, low, high, tmp_path / "coords.npz")
+    read, read_low, read_high = load_coordinates(path)
+    assert np.array_equal(read, coords, equal_nan=True)
+    assert np.array_equal(read_low, low) and np.array_equal(read_high, high)
+    assert load_coordinates(path, box_only=True)[0] == nb.load(native).shape
+    check_coordinates(path, native, {"the atlas": atlas})  # covered: no error
+    other = tmp_path / "other.nii.gz"
+    nb.Nifti1Image(np.zeros((4, 4, 4), np.float32), np.eye(4)).to_filename(other)
+    with pytest.raises(ValueError, match=r"coords\.npz: coordinates of a \(44, 40, 60\) grid, not of the"):
+        check_coordinates(path, other, {})
+    moved = tmp_path / "moved_atlas.nii.gz"
+    img = nb.load(atlas)
+    nb.Nifti1Image(np.asanyarray(img.dataobj), img.affine + _shift(30.0)).to_filename(moved)
+    with pytest.raises(ValueError, match=r"^atlas 'moved': its template grid reaches outside the box"):
+        check_covered(low, high, moved, "atlas 'moved'")
+    (tmp_path / "bad.npz").write_bytes(b"not a zip")
+    with pytest.raises(ValueError, match=r"bad\.npz: not a coordinates file of AtlasCoordinates"):
+        load_coordinates(tmp_path / "bad.npz")
+
+
+def _shift(mm: float) -> np.ndarray:
+    out = np.zeros((4, 4))
+    out[0, 3] = mm
+    return out

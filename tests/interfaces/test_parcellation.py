@@ -165,7 +165,7 @@ def test_atlas_coordinates_switched_off(native_grid, tmp_path):
         atlases=["aal"], reference_image=str(native_grid), transforms=[str(native_grid)], enabled=False
     )
     out = _run(iface, tmp_path)
-    assert out.out_coords is Undefined and not list(tmp_path.glob("*.npy"))
+    assert out.out_coords is Undefined and not list(tmp_path.glob("*.np[yz]"))
 
 
 def test_warp_atlas_unknown_name(atlas_cache, native_grid, tmp_path):
@@ -224,3 +224,24 @@ def test_subject_summary(tmp_path):
         ValueError, match=r"^'in_tpms' must list 3 files \(GM, WM, CSF\)\. 2 were provided\.$"
     ):
         _run(SubjectSummary(in_tpms=[str(f) for f in files[:2]], in_mask=str(files[3])), tmp_path / "t")
+
+
+@pytest.mark.ants
+def test_coordinates_given_are_checked_and_passed_on(atlas_cache, native_grid, tmp_path):
+    """A second AtlasCoordinates reuses coordinates that cover its atlases, and refuses those that do not."""
+    xfm = str(_shifted(tmp_path))
+    common = {"reference_image": str(native_grid), "transforms": [xfm]}
+    shared = _run(
+        AtlasCoordinates(atlases=["aal"], also_cover=["desikan_killiany"], **common), tmp_path / "shared"
+    ).out_coords
+    reuse = AtlasCoordinates(atlases=["desikan_killiany"], in_coords=shared, **common)
+    reused = _run(reuse, tmp_path / "reused")
+    assert reused.out_coords == shared
+    narrow = _run(AtlasCoordinates(atlases=["desikan_killiany"], **common), tmp_path / "narrow").out_coords
+    # Harvard-Oxford's grid reaches 7 mm further back than Desikan-Killiany's (3 mm beyond its box's margin)
+    refused = r"^atlas 'harvard_oxford': its template grid reaches outside the box"
+    with pytest.raises(ValueError, match=refused):
+        _run(AtlasCoordinates(atlases=["harvard_oxford"], in_coords=narrow, **common), tmp_path / "refused")
+    warp = WarpAtlas(atlas="harvard_oxford", coordinates=narrow, reference_image=str(native_grid))
+    with pytest.raises(ValueError, match=refused):
+        _run(warp, tmp_path)

@@ -85,10 +85,10 @@ PORTS = {
     ),
     "parcellation": (
         ["t1w", "t1w_mask", "t1w_tpms", "std2anat_xfm"],
-        ["atlas_dseg", "atlas_volumes", "summary"],
+        ["atlas_dseg", "atlas_volumes", "summary", "coordinates"],
     ),
     "cortical_thickness": (
-        ["t1w", "t1w_tpms", "std2anat_xfm", "source_file"],
+        ["t1w", "t1w_tpms", "std2anat_xfm", "coordinates", "source_file"],
         ["thickness", "region", "dk_tables", "destrieux_tables", "record"],
     ),
     "qc": (
@@ -195,6 +195,20 @@ def test_arguments_reach_the_nodes():
         graph = wf.get_node(sub)._graph
         links = graph.get_edge_data(wf.get_node(f"{sub}.atlas_coords"), wf.get_node(f"{sub}.{node}"))
         assert links and ("out_coords", "coordinates") in links["connect"], node
+    # ... and the thickness reads the parcellation's pass, which covers its two atlases too
+    parcellation = wf.get_node("parcellation_wf.atlas_coords")
+    assert parcellation.inputs.also_cover == ["desikan_killiany", "destrieux"]
+    graph = wf._create_flat_graph()
+    feeding = {
+        (v.fullname, dst): (u, src) for u, v, data in graph.edges(data=True) for src, dst in data["connect"]
+    }
+    (node,) = [n for n in graph.nodes if n.fullname.endswith(".cortical_thickness_wf.atlas_coords")]
+    port = "in_coords"
+    while True:  # back through the sub-workflows' inputnode and outputnode
+        node, port = feeding[(node.fullname, port)]
+        if not node.fullname.endswith(("inputnode", "outputnode")):
+            break
+    assert (node.fullname.split(".", 1)[1], port) == ("parcellation_wf.atlas_coords", "out_coords")
     default = smriflow.load_workflow("anat_preproc")
     assert default.get_node("n4").inputs.profile == "fast"
     assert default.get_node("parcellation_wf.warp_atlas").inputs.atlas == list(ATLASES)

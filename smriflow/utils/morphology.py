@@ -21,17 +21,35 @@ __all__ = [
 
 
 def dilate_mm(mask: np.ndarray, radius: float, zooms: Sequence[float]) -> np.ndarray:
-    """Dilate a boolean mask by a ball of ``radius`` mm (Euclidean distance transform; any voxel size)."""
+    """Dilate a boolean mask by a ball of ``radius`` mm (Euclidean distance transform; any voxel size).
+
+    The transform runs in the mask's bounding box grown by the radius (plus a voxel): every voxel the ball
+    reaches lies in it, so the result is the whole grid's, at a fraction of the cost for a brain in a head.
+    """
     if radius <= 0:
         return mask
-    return ndimage.distance_transform_edt(~mask, sampling=zooms) <= radius
+    if not np.any(mask):  # (scipy's transform of a grid without background is not defined)
+        return np.zeros(np.shape(mask), dtype=bool)
+    margin = [int(np.ceil(radius / float(z))) + 1 for z in zooms]
+    box = bounding_box(mask, margin)
+    out = np.zeros(np.shape(mask), dtype=bool)
+    out[box] = ndimage.distance_transform_edt(~mask[box], sampling=zooms) <= radius
+    return out
 
 
 def erode_mm(mask: np.ndarray, radius: float, zooms: Sequence[float]) -> np.ndarray:
-    """Erode a boolean mask by a ball of ``radius`` mm (Euclidean distance transform; any voxel size)."""
+    """Erode a boolean mask by a ball of ``radius`` mm (Euclidean distance transform; any voxel size).
+
+    The transform runs in the mask's bounding box grown by one voxel: the background voxel nearest to a
+    mask voxel can always be taken in it (clamping a farther one into the box's background shell brings it
+    closer on every axis), so the result is the whole grid's.
+    """
     if radius <= 0:
         return mask
-    return ndimage.distance_transform_edt(mask, sampling=zooms) > radius
+    box = bounding_box(mask, 1)
+    out = np.zeros(np.shape(mask), dtype=bool)
+    out[box] = ndimage.distance_transform_edt(mask[box], sampling=zooms) > radius
+    return out
 
 
 def connected_components(mask: np.ndarray, *, full: bool = False) -> tuple[np.ndarray, np.ndarray]:

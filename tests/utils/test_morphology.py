@@ -3,8 +3,15 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
-from smriflow.utils.morphology import bounding_box, connected_components, largest_component
+from smriflow.utils.morphology import (
+    bounding_box,
+    connected_components,
+    dilate_mm,
+    erode_mm,
+    largest_component,
+)
 
 
 def _two_blobs() -> np.ndarray:
@@ -41,3 +48,24 @@ def test_bounding_box_margins_clip_and_an_empty_mask_gives_the_grid():
     assert bounding_box(mask) == (slice(4, 6), slice(2, 3), slice(7, 9))
     assert bounding_box(mask, [1, 3, 2]) == (slice(3, 7), slice(0, 6), slice(5, 10))
     assert bounding_box(np.zeros((2, 3, 4), bool)) == (slice(0, 2), slice(0, 3), slice(0, 4))
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_morphology_in_the_box_equals_the_whole_grid(seed):
+    """dilate_mm and erode_mm work in the mask's box; the result must be the whole grid's, bit for bit."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng(seed)
+    shape = (30, 26, 22)
+    mask = ndimage.gaussian_filter(rng.random(shape), 2.0) > 0.52
+    if seed % 2:  # a mask that touches the grid's edges
+        mask[0, :, :5] = True
+        mask[:, -1, :] |= rng.random(shape[::2]) > 0.5
+    zooms = [(1.0, 1.0, 1.0), (0.7, 1.3, 2.5), (2.0, 2.0, 1.0)][seed % 3]
+    for radius in (0.5, 1.0, 2.3, 4.0):
+        whole_dilated = ndimage.distance_transform_edt(~mask, sampling=zooms) <= radius
+        whole_eroded = ndimage.distance_transform_edt(mask, sampling=zooms) > radius
+        assert np.array_equal(dilate_mm(mask, radius, zooms), whole_dilated), radius
+        assert np.array_equal(erode_mm(mask, radius, zooms), whole_eroded), radius
+    assert not erode_mm(np.zeros(shape, bool), 1.0, zooms).any()
+    assert not dilate_mm(np.zeros(shape, bool), 1.0, zooms).any()

@@ -264,15 +264,17 @@ def resample_labels(
         )
     out = np.zeros(coords.shape[:-1], dtype=np.int32)
     for start in range(0, coords.shape[2], _SLAB):
-        points = coords[:, :, start : start + _SLAB].reshape(-1, 3).astype(np.float64)
-        index = points @ to_index[:3, :3].T + to_index[:3, 3]
-        result = np.zeros(len(points), dtype=np.int32)
+        slab = coords[:, :, start : start + _SLAB].reshape(-1, 3)
+        # points outside the template (NaN; most of a head's grid) are background: only the others are read
+        mapped = np.flatnonzero(np.isfinite(slab).all(axis=1))
+        index = slab[mapped].astype(np.float64) @ to_index[:3, :3].T + to_index[:3, 3]
+        result = np.zeros(len(mapped), dtype=np.int32)
         if interpolation == "nearestNeighbor":
-            near = np.floor(np.nan_to_num(index, nan=-2.0) + 0.5).astype(np.int64)  # ITK: half rounds up
+            near = np.floor(index + 0.5).astype(np.int64)  # ITK: a half rounds up
             inside = np.all((near >= 0) & (near < size), axis=1)
             result[inside] = labels[tuple(near[inside].T)]
         else:
-            floor = np.floor(np.nan_to_num(index, nan=-2.0))
+            floor = np.floor(index)
             block = floor.astype(np.int64) + 1  # the block's low corner, in the padded frame
             inside = np.all((block >= 0) & (block < size + 1), axis=1)
             rows = np.nonzero(inside)[0]
@@ -282,7 +284,9 @@ def resample_labels(
             mixed = rows[~same]
             if len(mixed):
                 result[mixed] = _vote(padded, block[mixed], index[mixed] - floor[mixed])
-        out[:, :, start : start + _SLAB] = result.reshape(coords.shape[0], coords.shape[1], -1)
+        flat = np.zeros(len(slab), dtype=np.int32)
+        flat[mapped] = result
+        out[:, :, start : start + _SLAB] = flat.reshape(coords.shape[0], coords.shape[1], -1)
     return out
 
 

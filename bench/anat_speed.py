@@ -52,6 +52,10 @@ STAGES = (
     ("tissue_segmentation", "tissue_segmentation_wf."),
     ("spatial_normalization", "spatial_normalization_wf."),
     ("parcellation", "parcellation_wf."),
+    ("cortical_thickness", "cortical_thickness_wf."),
+    ("qc", "qc_wf."),
+    ("report", "report_figures"),
+    ("report", "report"),
     ("derivatives (sinks)", ""),
 )
 
@@ -181,7 +185,7 @@ def run_once(args: argparse.Namespace, omp: int, folder: Path) -> dict:
         raise RuntimeError(f"smriflow run failed (exit code {proc.returncode}); see {log}")
     nodes = node_times(folder / "work")
     stages = {}
-    for stage, _ in STAGES:
+    for stage in dict.fromkeys(stage for stage, _ in STAGES):
         mine = [row for row in nodes if stage_of(row["node"]) == stage]
         if mine:
             stages[stage] = {

@@ -26,6 +26,7 @@ from scipy import ndimage
 
 from smriflow.utils.grids import same_grid
 from smriflow.utils.intensity import kmeans_1d, local_mean
+from smriflow.utils.morphology import dilate_mm as dilate
 from smriflow.utils.morphology import head_mask
 
 __all__ = ["fill_lesion", "lesion_on_grid", "lesion_tissue_fractions", "n4_fit_mask"]
@@ -139,8 +140,7 @@ def n4_fit_mask(
     if lesion.shape != np.shape(data):
         raise ValueError(f"'lesion' shape {lesion.shape} differs from the image shape {np.shape(data)}.")
     head = head_mask(data, zooms)
-    if dilate_mm > 0:
-        lesion = ndimage.distance_transform_edt(~lesion, sampling=[float(z) for z in zooms[:3]]) <= dilate_mm
+    lesion = dilate(lesion, dilate_mm, [float(z) for z in zooms[:3]])  # the lesion itself when dilate_mm <= 0
     return head & ~lesion
 
 

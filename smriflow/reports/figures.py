@@ -13,16 +13,35 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
+import nibabel as nb
 import numpy as np
 
 from smriflow.reports import reportlets as rl
 
-__all__ = ["FIGURES_VERSION", "early_figures", "read_figures", "write_figures"]
+__all__ = [
+    "FIGURES_VERSION",
+    "Framing",
+    "draw_early_figures",
+    "early_figures",
+    "framing",
+    "read_figures",
+    "write_figures",
+]
 
 #: Written into the figures file; a report refuses a file of another version.
 FIGURES_VERSION = 1
+
+
+class Framing(NamedTuple):
+    """What every mosaic of a subject report shares (:func:`framing`)."""
+
+    box: tuple[slice, slice, slice]
+    mask: nb.Nifti1Image
+    corrected: nb.Nifti1Image
+    cuts: dict[str, list[float]]
+    n_cuts: int
 
 
 def early_figures(
@@ -52,14 +71,25 @@ def early_figures(
     for what, path in {"t1w": t1w, "t1w_preproc": t1w_preproc, "t1w_biasfield": t1w_biasfield}.items():
         rl.check_grid(path, t1w_mask, what)
     rl.check_grid(t1w_dseg, t1w_mask, "t1w_dseg")
+    return draw_early_figures(t1w, t1w_biasfield, t1w_dseg, framing(t1w_mask, t1w_preproc, n_cuts))
+
+
+def framing(t1w_mask: str | Path, t1w_preproc: str | Path, n_cuts: int) -> Framing:
+    """The box, the cropped mask and corrected image, and the cuts that every mosaic of the report shares."""
     box = rl.crop_box(t1w_mask, margin_mm=15.0)
     mask = rl.crop(t1w_mask, box, np.uint8)
-    corrected = rl.crop(t1w_preproc, box)
-    cuts = rl.cut_coords(mask, n_cuts)
+    return Framing(box, mask, rl.crop(t1w_preproc, box), rl.cut_coords(mask, n_cuts), int(n_cuts))
+
+
+def draw_early_figures(
+    t1w: str | Path, t1w_biasfield: str | Path, t1w_dseg: str | Path, frame: Framing
+) -> dict[str, Any]:
+    """:func:`early_figures` on images already checked, in a :func:`framing` already made."""
+    box, mask, corrected, cuts = frame.box, frame.mask, frame.corrected, frame.cuts
     corrected_svg, field_svg, (low, high) = rl.bias_svgs(corrected, rl.crop(t1w_biasfield, box), mask, cuts)
     return {
         "version": FIGURES_VERSION,
-        "n_cuts": int(n_cuts),
+        "n_cuts": frame.n_cuts,
         "input": rl.input_svg(rl.crop(t1w, box), cuts),
         "bias_corrected": corrected_svg,
         "bias_field": field_svg,

@@ -29,7 +29,7 @@ from smriflow.reports.blocks import (
     tissue_notes,
     verdict_html,
 )
-from smriflow.reports.figures import early_figures, read_figures
+from smriflow.reports.figures import draw_early_figures, framing, read_figures
 from smriflow.reports.html import block, escape, figure, page, replace_block, section, svg_img, table
 
 __all__ = ["report_filename", "subject_report", "update_subject_report", "write_subject_report"]
@@ -149,22 +149,13 @@ def subject_report(
     native.update({"thickness": thickness} if thickness is not None else {})
     for what, path in native.items():
         rl.check_grid(path, t1w_mask, what)
-    if figures is None:
-        figures = early_figures(
-            t1w=t1w,
-            t1w_preproc=t1w_preproc,
-            t1w_biasfield=t1w_biasfield,
-            t1w_mask=t1w_mask,
-            t1w_dseg=t1w_dseg,
-            n_cuts=n_cuts,
-        )
-    elif figures.get("n_cuts") != n_cuts:
+    if figures is not None and figures.get("n_cuts") != n_cuts:
         drawn = figures.get("n_cuts")
         raise ValueError(f"'figures' were drawn with n_cuts={drawn}, the report asks for {n_cuts}")
-    box = rl.crop_box(t1w_mask, margin_mm=15.0)
-    mask = rl.crop(t1w_mask, box, np.uint8)
-    corrected = rl.crop(t1w_preproc, box)
-    cuts = rl.cut_coords(mask, n_cuts)
+    frame = framing(t1w_mask, t1w_preproc, n_cuts)
+    box, mask, corrected, cuts = frame.box, frame.mask, frame.corrected, frame.cuts
+    if figures is None:  # the images were checked above
+        figures = draw_early_figures(t1w, t1w_biasfield, t1w_dseg, frame)
     sections = []
     warnings = [("warn", str(n)) for n in notes] + conform_notes(conform) + tissue_notes(tissues)
     warnings += brain_notes(brain) + denoise_notes(denoise)

@@ -21,12 +21,18 @@ from smriflow.data.templates import DEFAULT_TEMPLATE
 __all__ = ["GroupQCReport", "ReportFigures", "SubjectReport"]
 
 
-class _SubjectReportInputSpec(BaseInterfaceInputSpec):
+class _ReportImagesInputSpec(BaseInterfaceInputSpec):
+    """The images every mosaic of the report is drawn from (ReportFigures and SubjectReport)."""
+
     in_t1w = File(exists=True, mandatory=True, desc="conformed input T1w (RAS, before bias correction)")
     t1w_preproc = File(exists=True, mandatory=True, desc="bias-corrected T1w, same grid")
     t1w_biasfield = File(exists=True, mandatory=True, desc="N4 bias field, same grid")
     t1w_mask = File(exists=True, mandatory=True, desc="brain mask, same grid")
     t1w_dseg = File(exists=True, mandatory=True, desc="tissue labels (1 GM, 2 WM, 3 CSF), same grid")
+    n_cuts = traits.Range(low=1, high=12, value=7, usedefault=True, desc="slices per row of each mosaic")
+
+
+class _SubjectReportInputSpec(_ReportImagesInputSpec):
     std_t1w = File(exists=True, desc="T1w in template space (registration section)")
     template = traits.Str(DEFAULT_TEMPLATE, usedefault=True, resource="template", desc="template of std_t1w")
     atlas_dseg = InputMultiObject(File(exists=True), desc="atlas label images on the T1w grid")
@@ -40,7 +46,6 @@ class _SubjectReportInputSpec(BaseInterfaceInputSpec):
     source_file = traits.Str(desc="the BIDS input file, whose sub-/ses- entities label the report")
     subject = traits.Str(desc="subject label (default: from source_file)")
     session = traits.Str(desc="session label (default: from source_file, else none)")
-    n_cuts = traits.Range(low=1, high=12, value=7, usedefault=True, desc="slices per row of each mosaic")
     lesion_mask = File(exists=True, desc="binary lesion mask on the T1w grid: adds the Lesions section")
     t2w_t1w = File(exists=True, desc="T2w resampled on the T1w grid: adds it to the Other contrasts section")
     flair_t1w = File(
@@ -160,15 +165,6 @@ class SubjectReport(SimpleInterface):
         return runtime
 
 
-class _ReportFiguresInputSpec(BaseInterfaceInputSpec):
-    in_t1w = File(exists=True, mandatory=True, desc="conformed input T1w (RAS, before bias correction)")
-    t1w_preproc = File(exists=True, mandatory=True, desc="bias-corrected T1w, same grid")
-    t1w_biasfield = File(exists=True, mandatory=True, desc="N4 bias field, same grid")
-    t1w_mask = File(exists=True, mandatory=True, desc="brain mask, same grid")
-    t1w_dseg = File(exists=True, mandatory=True, desc="tissue labels (1 GM, 2 WM, 3 CSF), same grid")
-    n_cuts = traits.Range(low=1, high=12, value=7, usedefault=True, desc="slices per row of each mosaic")
-
-
 class _ReportFiguresOutputSpec(TraitedSpec):
     out_figures = File(exists=True, desc="figures.json: the mosaics, for SubjectReport's 'figures'")
 
@@ -181,7 +177,7 @@ class ReportFigures(SimpleInterface):
     :func:`smriflow.reports.figures.early_figures`.
     """
 
-    input_spec = _ReportFiguresInputSpec
+    input_spec = _ReportImagesInputSpec
     output_spec = _ReportFiguresOutputSpec
 
     def _run_interface(self, runtime):

@@ -23,6 +23,7 @@ and differ in 2 of 1.0 M labelled voxels for AAL (points within float rounding o
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import nibabel as nb
@@ -48,6 +49,8 @@ _OUTSIDE = -1.0e9  # ANTs' default value for points outside the coordinate image
 _SLAB = 16  # output slices per pass of the vote (~50 MB of float64 coordinates at 256²)
 _RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
 _MAX_VOXELS = 256**3  # reference voxels per ANTs call of template_coordinates (a 1 mm head in one call)
+#: voxel step of template_coordinates' first look for the points that map inside (None: the whole grid)
+_COARSE: int | None = 4
 
 
 def _grid_corners(path: str | Path) -> np.ndarray:
@@ -153,6 +156,12 @@ def template_coordinates(
 ) -> np.ndarray:
     """Template (physical, LPS) coordinates of every voxel centre of ``reference``.
 
+    Only a box of the reference grid is warped: around the points of a grid four times coarser that map
+    into the coordinate images, grown until no inner face of the box has a point that maps inside
+    (:func:`_grow_box` says why the points outside it are then NaN). A 1 mm head maps into the atlases'
+    template box with 45 % of its voxels (sub-0002: 7.6 of 16.8 M voxels in the box; 6.8 → 4.1 s of CPU),
+    with the same values, to the bit, as the whole grid.
+
     Parameters
     ----------
     reference : str or pathlib.Path
@@ -180,12 +189,14 @@ def template_coordinates(
     shape = np.rint((high - low) / spacing).astype(int) + 1
     ants = import_ants(num_threads)
     # only the reference's grid matters, taken as ITK reads it (image_header_info rounds the origin and
-    # cleans the direction, which moves a few points across a voxel boundary); it is warped in float slabs
-    # of at most _MAX_VOXELS, so that a fine grid does not hold five full-size copies
+    # cleans the direction, which moves a few points across a voxel boundary)
     image = ants.image_read(str(reference))
-    dims = tuple(int(n) for n in image.shape[:3])
-    to_physical = index_to_lps(image)
-    direction, spacing_ref = np.asarray(image.direction, dtype=float), tuple(image.spacing)
+    grid = _Grid(
+        tuple(int(n) for n in image.shape[:3]),
+        index_to_lps(image),
+        np.asarray(image.direction, dtype=float),
+        tuple(float(s) for s in image.spacing),
+    )
     del image
     moving = []
     for axis in range(3):
@@ -196,29 +207,101 @@ def template_coordinates(
                 np.ascontiguousarray(ramp), origin=tuple(float(v) for v in low), spacing=(float(spacing),) * 3
             )
         )
-    coords = np.empty(dims + (3,), dtype=np.float32)
-    step = max(1, _MAX_VOXELS // (dims[0] * dims[1]))
-    for start in range(0, dims[2], step):
-        stop = min(start + step, dims[2])
-        fixed = ants.make_image(
-            (dims[0], dims[1], stop - start),
+    coords = np.full(grid.dims + (3,), np.nan, dtype=np.float32)
+    lo, hi = _first_box(ants, grid, moving[0], transforms)
+    while True:
+        _warp_box(ants, grid, moving, transforms, lo, hi, coords)
+        grown = _grow_box(coords, lo, hi)
+        if grown is None:
+            return coords
+        lo, hi = grown
+
+
+@dataclass(frozen=True)
+class _Grid:
+    """The reference grid as ITK reads it: shape, index → LPS matrix, direction and spacing."""
+
+    dims: tuple[int, int, int]
+    to_physical: np.ndarray
+    direction: np.ndarray
+    spacing: tuple[float, ...]
+
+    def image(self, ants, lo: Sequence[int], shape: Sequence[int], step: int = 1):
+        """An empty image of ``shape`` voxels, every ``step``-th voxel of the grid from index ``lo``."""
+        return ants.make_image(
+            tuple(int(n) for n in shape),
             pixeltype="float",
-            spacing=spacing_ref,
-            origin=tuple(to_physical[:3] @ [0.0, 0.0, start, 1.0]),
-            direction=direction,
+            spacing=tuple(s * step for s in self.spacing),
+            origin=tuple(self.to_physical[:3] @ [*(float(i) for i in lo), 1.0]),
+            direction=self.direction,
         )
+
+
+def _mapped(ants, fixed, moving, transforms: list[str]) -> np.ndarray:
+    """One coordinate image warped onto ``fixed``; NaN where the point maps outside it."""
+    out = ants.apply_transforms(
+        fixed=fixed, moving=moving, transformlist=transforms, interpolator="linear", defaultvalue=_OUTSIDE
+    ).numpy()
+    out[out < _OUTSIDE / 2] = np.nan
+    return out
+
+
+def _first_box(ants, grid: _Grid, moving, transforms: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """The reference voxels worth warping: around the points of a coarse grid that map into the template.
+
+    Every ``_COARSE``-th voxel is warped; the box of those that map inside the coordinate images, one coarse
+    step wider on every side. Where no coarse point maps inside, the whole grid.
+    """
+    dims = np.array(grid.dims)
+    step = _COARSE
+    if step is None or np.any(dims <= 2 * step):
+        return np.zeros(3, int), dims
+    coarse = (dims - 1) // step + 1
+    sample = _mapped(ants, grid.image(ants, (0, 0, 0), coarse, step), moving, transforms)
+    inside = np.argwhere(np.isfinite(sample))
+    if len(inside) == 0:
+        return np.zeros(3, int), dims
+    lo = np.maximum(inside.min(axis=0) * step - step, 0)
+    return lo, np.minimum(inside.max(axis=0) * step + step + 1, dims)
+
+
+def _warp_box(ants, grid: _Grid, moving, transforms: list[str], lo, hi, coords: np.ndarray) -> None:
+    """Fill ``coords`` in the box ``lo``-``hi``.
+
+    In slabs of at most ``_MAX_VOXELS`` voxels, so that a fine grid does not hold five full-size copies.
+    """
+    size = np.asarray(hi) - np.asarray(lo)
+    step = max(1, _MAX_VOXELS // int(size[0] * size[1]))
+    for start in range(int(lo[2]), int(hi[2]), step):
+        stop = min(start + step, int(hi[2]))
+        fixed = grid.image(ants, (lo[0], lo[1], start), (size[0], size[1], stop - start))
         for axis in range(3):
-            warped = ants.apply_transforms(
-                fixed=fixed,
-                moving=moving[axis],
-                transformlist=transforms,
-                interpolator="linear",
-                defaultvalue=_OUTSIDE,
-            )
-            coords[:, :, start:stop, axis] = warped.numpy()
-            del warped
-    coords[coords < _OUTSIDE / 2] = np.nan
-    return coords
+            warped = _mapped(ants, fixed, moving[axis], transforms)
+            coords[lo[0] : hi[0], lo[1] : hi[1], start:stop, axis] = warped
+
+
+def _grow_box(coords: np.ndarray, lo, hi) -> tuple[np.ndarray, np.ndarray] | None:
+    """None when no inner face of the box has a point that maps into the template; else a bigger box.
+
+    The points that map into the coordinate images (a box of the template) form one connected region of the
+    reference grid, as the transform is continuous and one-to-one (an affine and a diffeomorphic field). A
+    region that touches no face of the box from inside lies inside it: the points outside the box are NaN,
+    as warping the whole grid would make them. A face that has such a point moves out by ``_COARSE`` voxels
+    (the whole grid without a coarse step), and the box is warped again.
+    """
+    lo, hi = np.array(lo), np.array(hi)
+    dims = np.array(coords.shape[:3])
+    grow = dims if _COARSE is None else _COARSE
+    new_lo, new_hi = lo.copy(), hi.copy()
+    for axis in range(3):
+        box = coords[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2], 0]
+        if lo[axis] > 0 and np.isfinite(np.take(box, 0, axis=axis)).any():
+            new_lo[axis] = max(lo[axis] - grow, 0)
+        if hi[axis] < dims[axis] and np.isfinite(np.take(box, -1, axis=axis)).any():
+            new_hi[axis] = min(hi[axis] + grow, dims[axis])
+    if np.array_equal(new_lo, lo) and np.array_equal(new_hi, hi):
+        return None
+    return new_lo, new_hi
 
 
 def resample_labels(

@@ -116,6 +116,37 @@ def test_a_fine_grid_is_warped_in_slabs_with_the_same_coordinates(scene, monkeyp
     np.testing.assert_allclose(slabs, whole, atol=1e-4, equal_nan=True)
 
 
+@pytest.mark.parametrize("first", ["coarse look", "a corner"])
+def test_only_a_box_of_the_grid_is_warped_with_the_coordinates_of_the_whole_grid(scene, monkeypatch, first):
+    from smriflow.anat import label_resampling
+
+    atlas, native, xfm = scene
+    wide = native.with_name("wide.nii.gz")  # a field of view that reaches far beyond the template
+    affine = nb.load(native).affine.copy()
+    affine[:3, 3] -= affine[:3, :3] @ [20.0, 20.0, 20.0]
+    nb.Nifti1Image(np.zeros((84, 80, 100), np.float32), affine).to_filename(wide)
+    native = wide
+    monkeypatch.setattr(label_resampling, "_COARSE", None)
+    whole = template_coordinates(native, [xfm], [atlas])
+    assert np.isfinite(whole).any() and np.isnan(whole).mean() > 0.5
+    monkeypatch.setattr(label_resampling, "_COARSE", 4)
+    boxes = []
+    warp_box = label_resampling._warp_box
+
+    def spy(ants, grid, moving, transforms, lo, hi, coords):
+        boxes.append(tuple(int(n) for n in np.asarray(hi) - np.asarray(lo)))
+        warp_box(ants, grid, moving, transforms, lo, hi, coords)
+
+    monkeypatch.setattr(label_resampling, "_warp_box", spy)
+    if first == "a corner":  # a first look that found one point of the region: the faces make the box grow
+        point = np.argwhere(np.isfinite(whole[..., 0]))[0]
+        monkeypatch.setattr(label_resampling, "_first_box", lambda *_: (point, point + 2))
+    boxed = template_coordinates(native, [xfm], [atlas])
+    assert np.array_equal(boxed, whole, equal_nan=True)
+    assert np.prod(boxes[-1]) < whole[..., 0].size  # the last box left out part of the grid
+    assert (len(boxes) > 2) == (first == "a corner")
+
+
 @pytest.mark.parametrize("interpolation", ["genericLabel", "nearestNeighbor"])
 def test_the_native_geometry_is_read_as_itk_reads_it(scene, tmp_path, interpolation):
     # an origin with more than 4 decimals and a direction a few millidegrees off the axes: a header summary

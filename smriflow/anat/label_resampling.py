@@ -158,9 +158,8 @@ def template_coordinates(
 
     Only a box of the reference grid is warped: around the points of a grid four times coarser that map
     into the coordinate images, grown until no inner face of the box has a point that maps inside
-    (:func:`_grow_box` says why the points outside it are then NaN). A 1 mm head maps into the atlases'
-    template box with 45 % of its voxels (sub-0002: 7.6 of 16.8 M voxels in the box; 6.8 → 4.1 s of CPU),
-    with the same values, to the bit, as the whole grid.
+    (:func:`_grow_box` says why the points outside it are then NaN). On sub-0002's 1 mm head the box holds
+    7.6 of the grid's 16.8 M voxels (3.8 M map inside): 6.8 → 4.1 s of CPU, the same values to the bit.
 
     Parameters
     ----------

@@ -1,6 +1,7 @@
 """Quality control: the image-quality metrics of one T1w, and the group table that flags outliers.
 
-Thin shells over :func:`smriflow.qc.iqms.compute_iqms` and :func:`smriflow.stats.qc.group_qc`; the
+Thin shells over :mod:`smriflow.qc.iqms` (``compute_iqms`` and its two halves) and
+:func:`smriflow.stats.qc.group_qc`; the
 metrics are described in ``docs/iqms.md`` and the group rules in ``docs/qc.md``.
 """
 
@@ -23,7 +24,16 @@ from smriflow.data.templates import DEFAULT_TEMPLATE
 from smriflow.interfaces.base import param_trait
 from smriflow.stats.options import QCRules, params_of
 
-__all__ = ["AddThicknessIQMs", "ComputeIQMs", "GroupIQMTable"]
+__all__ = ["AddTemplateIQMs", "AddThicknessIQMs", "ComputeIQMs", "GroupIQMTable"]
+
+
+def _template_trait() -> traits.Str:
+    return traits.Str(
+        DEFAULT_TEMPLATE,
+        usedefault=True,
+        resource="template",
+        desc="template of the normalization (T1w, mask, tpms)",
+    )
 
 
 class _ComputeIQMsInputSpec(BaseInterfaceInputSpec):
@@ -35,16 +45,16 @@ class _ComputeIQMsInputSpec(BaseInterfaceInputSpec):
     in_tpms = InputMultiObject(
         File(exists=True), mandatory=True, desc="GM, WM and CSF probability maps, in this order"
     )
-    std_t1w = File(exists=True, mandatory=True, desc="T1w resampled into the template")
+    std_t1w = File(
+        exists=True,
+        requires=["std_tpms"],
+        desc="T1w resampled into the template (unset: the metrics of the native images only; AddTemplateIQMs "
+        "adds the others)",
+    )
     std_tpms = InputMultiObject(
-        File(exists=True), mandatory=True, desc="GM, WM and CSF probability maps in the template"
+        File(exists=True), requires=["std_t1w"], desc="GM, WM and CSF probability maps in the template"
     )
-    template = traits.Str(
-        DEFAULT_TEMPLATE,
-        usedefault=True,
-        resource="template",
-        desc="template of the normalization (T1w, mask, tpms)",
-    )
+    template = _template_trait()
 
 
 class _ComputeIQMsOutputSpec(TraitedSpec):
@@ -58,23 +68,57 @@ class ComputeIQMs(SimpleInterface):
     output_spec = _ComputeIQMsOutputSpec
 
     def _run_interface(self, runtime):
-        from smriflow.qc.iqms import compute_iqms, write_iqms
+        from smriflow.qc.iqms import compute_iqms, image_iqms, write_iqms
 
         inputs = self.inputs
         notes: dict[str, str] = {}
-        iqms = compute_iqms(
-            inputs.in_file,
-            inputs.in_preproc,
-            inputs.in_bias,
-            inputs.in_mask,
-            inputs.in_dseg,
-            list(inputs.in_tpms),
-            inputs.std_t1w,
-            list(inputs.std_tpms),
-            template=inputs.template,
-            notes=notes,
-        )
+        images = (inputs.in_file, inputs.in_preproc, inputs.in_bias, inputs.in_mask, inputs.in_dseg)
+        if isdefined(inputs.std_t1w):
+            iqms = compute_iqms(
+                *images,
+                list(inputs.in_tpms),
+                inputs.std_t1w,
+                list(inputs.std_tpms),
+                template=inputs.template,
+                notes=notes,
+            )
+        else:
+            iqms = image_iqms(*images, list(inputs.in_tpms), notes=notes)
         self._results["out_file"] = write_iqms(iqms, os.path.join(runtime.cwd, "iqms.json"), notes)
+        return runtime
+
+
+class _AddTemplateIQMsInputSpec(BaseInterfaceInputSpec):
+    in_file = File(exists=True, mandatory=True, desc="iqms.json of ComputeIQMs without the template images")
+    std_t1w = File(exists=True, mandatory=True, desc="T1w resampled into the template")
+    std_tpms = InputMultiObject(
+        File(exists=True), mandatory=True, desc="GM, WM and CSF probability maps in the template"
+    )
+    template = _template_trait()
+
+
+class _AddTemplateIQMsOutputSpec(TraitedSpec):
+    out_file = File(exists=True, desc="iqms.json with reg_ncc, reg_dice and tpm_overlap_* (as ComputeIQMs')")
+
+
+class AddTemplateIQMs(SimpleInterface):
+    """Add the metrics of the normalized images to an iqms.json of the native images.
+
+    A node of its own so that the native metrics need not wait for the registration (``qc.yml``); the file is
+    byte for byte the one ComputeIQMs writes given the template images too.
+    """
+
+    input_spec = _AddTemplateIQMsInputSpec
+    output_spec = _AddTemplateIQMsOutputSpec
+
+    def _run_interface(self, runtime):
+        from smriflow.qc.iqms import add_template_iqms
+
+        inputs = self.inputs
+        out_file = os.path.join(runtime.cwd, "iqms.json")
+        self._results["out_file"] = add_template_iqms(
+            inputs.in_file, inputs.std_t1w, list(inputs.std_tpms), out_file, template=inputs.template
+        )
         return runtime
 
 

@@ -55,7 +55,15 @@ from smriflow.utils.grids import check_same_grid, same_grid
 from smriflow.utils.metrics import cjv_from_stats, ncc
 from smriflow.utils.niftiio import load_image
 
-__all__ = ["add_thickness_iqms", "compute_iqms", "read_iqms", "write_iqms"]
+__all__ = [
+    "add_template_iqms",
+    "add_thickness_iqms",
+    "compute_iqms",
+    "image_iqms",
+    "read_iqms",
+    "template_iqms",
+    "write_iqms",
+]
 
 
 # -- all of them -----------------------------------------------------------------------------------------
@@ -206,6 +214,8 @@ def compute_iqms(
 ) -> dict[str, float]:
     """Compute every IQM and processing-quality metric of one T1w (see ``docs/iqms.md``).
 
+    The union of :func:`image_iqms` (the native images) and :func:`template_iqms` (the normalized ones).
+
     Parameters
     ----------
     t1w : path
@@ -241,6 +251,37 @@ def compute_iqms(
             f"compute_iqms: 'tpms' and 'std_tpms' must list 3 files (GM, WM, CSF); "
             f"got {len(tpms)} and {len(std_tpms)}."
         )
+    notes = {} if notes is None else notes
+    out = image_iqms(t1w, t1w_preproc, bias, mask, dseg, tpms, notes=notes)
+    out.update(template_iqms(std_t1w, std_tpms, template, notes=notes))
+    return {key: out[key] for key in sorted(out)}
+
+
+def _finite(out: dict[str, float], notes: dict[str, str]) -> dict[str, float]:
+    """``out`` as floats sorted by name, a non-finite value NaN with a note."""
+    for key, value in out.items():
+        if not math.isfinite(float(value)) and key not in notes:
+            notes[key] = "undefined on this input (not a finite number)"
+            out[key] = math.nan
+    return {key: float(out[key]) for key in sorted(out)}
+
+
+def image_iqms(
+    t1w: str | os.PathLike,
+    t1w_preproc: str | os.PathLike,
+    bias: str | os.PathLike,
+    mask: str | os.PathLike,
+    dseg: str | os.PathLike,
+    tpms: Sequence[str | os.PathLike],
+    notes: dict[str, str] | None = None,
+) -> dict[str, float]:
+    """The metrics of the native images: all of :func:`compute_iqms`'s but ``reg_*`` and ``tpm_overlap_*``.
+
+    They need no normalization, so they can be computed while it runs (``qc.yml``). The parameters are
+    :func:`compute_iqms`'s.
+    """
+    if len(tpms) != 3:
+        raise ValueError(f"image_iqms: 'tpms' must list 3 files (GM, WM, CSF); got {len(tpms)}.")
     raw_img = load_image(t1w)
     zooms = tuple(float(z) for z in raw_img.header.get_zooms()[:3])
     raw = _data(raw_img)
@@ -292,6 +333,23 @@ def compute_iqms(
         lambda: {"seg_entropy": segmentation_entropy([pvms[name] for name in TISSUES], brain)},
     )
 
+    return _finite(out, notes)
+
+
+def template_iqms(
+    std_t1w: str | os.PathLike,
+    std_tpms: Sequence[str | os.PathLike],
+    template: str = DEFAULT_TEMPLATE,
+    notes: dict[str, str] | None = None,
+) -> dict[str, float]:
+    """The metrics of the normalized images: ``reg_ncc``, ``reg_dice`` and ``tpm_overlap_*``.
+
+    The parameters are :func:`compute_iqms`'s.
+    """
+    if len(std_tpms) != 3:
+        raise ValueError(f"template_iqms: 'std_tpms' must list 3 files (GM, WM, CSF); got {len(std_tpms)}.")
+    notes = {} if notes is None else notes
+    out: dict[str, float] = {}
     std_img = load_image(std_t1w)
     std_tpm_imgs = [load_image(path) for path in std_tpms]
     for name, img in zip(TISSUES, std_tpm_imgs, strict=True):
@@ -310,11 +368,7 @@ def compute_iqms(
     for name, std_pvm in zip(TISSUES, std_pvms, strict=True):
         tpl = _template_on(std_img, template, "probseg", label=name.upper())
         out[f"tpm_overlap_{name}"] = fuzzy_jaccard(std_pvm, np.clip(tpl, 0.0, 1.0))
-    for key, value in out.items():
-        if not math.isfinite(float(value)) and key not in notes:
-            notes[key] = "undefined on this input (not a finite number)"
-            out[key] = math.nan
-    return {key: float(out[key]) for key in sorted(out)}
+    return _finite(out, notes)
 
 
 def write_iqms(
@@ -386,4 +440,20 @@ def add_thickness_iqms(
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise ValueError(f"{record_file}: cannot read the thickness record's 'iqms' ({exc})") from None
         iqms.update({str(k): float(v) for k, v in extra.items() if v is not None and math.isfinite(float(v))})
+    return write_iqms(iqms, out_file, notes)
+
+
+def add_template_iqms(
+    iqms_file: str | os.PathLike,
+    std_t1w: str | os.PathLike,
+    std_tpms: Sequence[str | os.PathLike],
+    out_file: str | os.PathLike,
+    template: str = DEFAULT_TEMPLATE,
+) -> str:
+    """Write the metrics of ``iqms_file`` (:func:`image_iqms`'s) plus :func:`template_iqms`; return the path.
+
+    The file is byte for byte the one :func:`compute_iqms` and :func:`write_iqms` give.
+    """
+    iqms, notes = read_iqms(iqms_file)
+    iqms.update(template_iqms(std_t1w, std_tpms, template, notes=notes))
     return write_iqms(iqms, out_file, notes)

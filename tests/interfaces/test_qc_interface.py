@@ -1,4 +1,4 @@
-"""The QC interfaces (ComputeIQMs, AddThicknessIQMs, GroupIQMTable) and the group workflow."""
+"""QC interfaces (ComputeIQMs, AddTemplateIQMs, AddThicknessIQMs, GroupIQMTable) and the group workflow."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import _qc_data
 import pandas as pd
 import pytest
 
-from smriflow.interfaces.qc import AddThicknessIQMs, ComputeIQMs, GroupIQMTable
+from smriflow.interfaces.qc import AddTemplateIQMs, AddThicknessIQMs, ComputeIQMs, GroupIQMTable
 from smriflow.qc.iqms import add_thickness_iqms, compute_iqms, write_iqms
 
 
@@ -42,6 +42,33 @@ def test_compute_iqms_writes_the_function_result(subject, tmp_path):
     assert list(values) == sorted(values) and all(isinstance(v, float) for v in values.values())
     again = run_compute(subject, tmp_path / "again")
     assert again.read_bytes() == out.read_bytes()
+
+
+def test_the_template_metrics_join_in_a_node_of_their_own(subject, tmp_path):
+    """Native metrics first (no template images), the template ones added: the bytes of one ComputeIQMs."""
+    whole = run_compute(subject, tmp_path / "whole")
+    (tmp_path / "native").mkdir()
+    native = ComputeIQMs(
+        in_file=subject["t1w"],
+        in_preproc=subject["t1w_preproc"],
+        in_bias=subject["bias"],
+        in_mask=subject["mask"],
+        in_dseg=subject["dseg"],
+        in_tpms=subject["tpms"],
+    ).run(cwd=str(tmp_path / "native"))
+    values = json.loads(Path(native.outputs.out_file).read_text())
+    template_keys = [key for key in json.loads(whole.read_text()) if key not in values]
+    assert sorted(template_keys) == [
+        "reg_dice",
+        "reg_ncc",
+        "tpm_overlap_csf",
+        "tpm_overlap_gm",
+        "tpm_overlap_wm",
+    ]
+    joined = AddTemplateIQMs(
+        in_file=native.outputs.out_file, std_t1w=subject["std_t1w"], std_tpms=subject["std_tpms"]
+    ).run(cwd=str(tmp_path))
+    assert Path(joined.outputs.out_file).read_bytes() == whole.read_bytes()
 
 
 def test_compute_iqms_refuses_two_tissue_maps(subject, tmp_path):

@@ -46,6 +46,10 @@ def test_qc_builds_with_its_ports(templateflow_home):
     assert sorted(wf.get_node("inputnode").inputs.copyable_trait_names()) == sorted(QC_INPUTS)
     assert wf.get_node("outputnode").inputs.copyable_trait_names() == ["iqms"]
     assert wf.get_node("measures").inputs.template == "MNI152NLin6Asym"
+    assert wf.get_node("template_iqms").inputs.template == "MNI152NLin6Asym"
+    # the native metrics do not wait for the registration: its images reach only the node that adds them
+    fed = {(dst.split(".")[-1], port) for _, out, dst, port in edges(wf) if out in ("std_t1w", "std_tpms")}
+    assert fed == {("template_iqms", "std_t1w"), ("template_iqms", "std_tpms")}
 
 
 def test_anat_preproc_feeds_qc_from_its_stages():

@@ -56,7 +56,9 @@ STAGES = (
     ("qc", "qc_wf."),
     ("report", "report_figures"),
     ("report", "report"),
-    ("derivatives (sinks)", ""),
+    ("derivatives (sinks)", "ds_"),
+    ("derivatives (sinks)", "derivatives_barrier"),
+    ("other nodes (runs, lesion, denoise)", ""),  # and the T2w/FLAIR ones
 )
 
 
@@ -151,7 +153,7 @@ def node_times(work_dir: Path) -> list[dict]:
 
 def stage_of(node: str) -> str:
     for stage, prefix in STAGES:
-        if node == prefix or (prefix.endswith(".") and node.startswith(prefix)):
+        if node == prefix or (prefix.endswith((".", "_")) and node.startswith(prefix)):
             return stage
     return STAGES[-1][0]
 

@@ -292,8 +292,8 @@ def _grow_box(coords: np.ndarray, lo, hi) -> tuple[np.ndarray, np.ndarray] | Non
     dims = np.array(coords.shape[:3])
     grow = dims if _COARSE is None else _COARSE
     new_lo, new_hi = lo.copy(), hi.copy()
+    box = coords[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2], 0]
     for axis in range(3):
-        box = coords[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2], 0]
         if lo[axis] > 0 and np.isfinite(np.take(box, 0, axis=axis)).any():
             new_lo[axis] = max(lo[axis] - grow, 0)
         if hi[axis] < dims[axis] and np.isfinite(np.take(box, -1, axis=axis)).any():

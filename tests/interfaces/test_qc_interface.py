@@ -19,8 +19,10 @@ def subject(tmp_path_factory) -> dict:
     return _qc_data.make_subject(tmp_path_factory.mktemp("qc_iface"))
 
 
-def run_compute(subject: dict, cwd: Path) -> Path:
+def run_compute(subject: dict, cwd: Path, *, template_images: bool = True) -> Path:
+    """ComputeIQMs on the synthetic subject; without ``template_images``, the native metrics only."""
     cwd.mkdir(parents=True, exist_ok=True)
+    template = {"std_t1w": subject["std_t1w"], "std_tpms": subject["std_tpms"]} if template_images else {}
     result = ComputeIQMs(
         in_file=subject["t1w"],
         in_preproc=subject["t1w_preproc"],
@@ -28,8 +30,7 @@ def run_compute(subject: dict, cwd: Path) -> Path:
         in_mask=subject["mask"],
         in_dseg=subject["dseg"],
         in_tpms=subject["tpms"],
-        std_t1w=subject["std_t1w"],
-        std_tpms=subject["std_tpms"],
+        **template,
     ).run(cwd=str(cwd))
     return Path(result.outputs.out_file)
 
@@ -47,16 +48,8 @@ def test_compute_iqms_writes_the_function_result(subject, tmp_path):
 def test_the_template_metrics_join_in_a_node_of_their_own(subject, tmp_path):
     """Native metrics first (no template images), the template ones added: the bytes of one ComputeIQMs."""
     whole = run_compute(subject, tmp_path / "whole")
-    (tmp_path / "native").mkdir()
-    native = ComputeIQMs(
-        in_file=subject["t1w"],
-        in_preproc=subject["t1w_preproc"],
-        in_bias=subject["bias"],
-        in_mask=subject["mask"],
-        in_dseg=subject["dseg"],
-        in_tpms=subject["tpms"],
-    ).run(cwd=str(tmp_path / "native"))
-    values = json.loads(Path(native.outputs.out_file).read_text())
+    native = run_compute(subject, tmp_path / "native", template_images=False)
+    values = json.loads(native.read_text())
     template_keys = [key for key in json.loads(whole.read_text()) if key not in values]
     assert sorted(template_keys) == [
         "reg_dice",
@@ -66,7 +59,7 @@ def test_the_template_metrics_join_in_a_node_of_their_own(subject, tmp_path):
         "tpm_overlap_wm",
     ]
     joined = AddTemplateIQMs(
-        in_file=native.outputs.out_file, std_t1w=subject["std_t1w"], std_tpms=subject["std_tpms"]
+        in_file=str(native), std_t1w=subject["std_t1w"], std_tpms=subject["std_tpms"]
     ).run(cwd=str(tmp_path))
     assert Path(joined.outputs.out_file).read_bytes() == whole.read_bytes()
 

@@ -1,4 +1,5 @@
-"""Voxel grids: whether two images share one, block averages and their inverse for smooth fields."""
+"""Voxel grids: whether two images share one, block averages and their inverse for smooth fields, and the
+isotropic ~1 mm grid that coarse or anisotropic images are processed on."""
 
 from __future__ import annotations
 
@@ -6,8 +7,19 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from scipy import ndimage
 
-__all__ = ["GRID_ATOL", "block_reduce", "check_same_grid", "grid_mismatch", "resize_linear", "same_grid"]
+__all__ = [
+    "GRID_ATOL",
+    "block_reduce",
+    "check_same_grid",
+    "from_isotropic_grid",
+    "grid_mismatch",
+    "isotropic_grid_size",
+    "resize_linear",
+    "same_grid",
+    "to_isotropic_grid",
+]
 
 #: Largest difference (mm, per entry of the voxel-to-world affine; numpy's relative 1e-5 on top) between two
 #: images said to share a grid. The loosest of the tolerances smriflow used before there was one check
@@ -91,3 +103,58 @@ def grid_mismatch(reference: Any, image: Any, what: str, *, reference_name: str 
             f"{tuple(reference.shape[:3])}."
         )
     return f"{what}: {name} has shape {tuple(image.shape)} like {reference_name} but a different affine."
+
+
+def isotropic_grid_size(
+    zooms: Sequence[float], *, voxel_size: float = 1.0, coarse: float = 1.2, max_finest: float = 1.5
+) -> float | None:
+    """The isotropic voxel size (mm) to process a coarse or anisotropic image on, or None for its own grid.
+
+    An image is resampled when its largest voxel side is above ``coarse`` mm or its sides differ by more
+    than 20 %, and its finest side is at most ``max_finest`` mm (deliberately coarse previews, such as
+    3 mm test copies, stay on their own grid: upsampling them costs more than it gives).
+
+    Examples
+    --------
+    >>> isotropic_grid_size((1.0, 1.0, 1.0)) is None
+    True
+    >>> isotropic_grid_size((1.0, 1.0, 3.0)), isotropic_grid_size((1.3, 1.3, 1.3))
+    (1.0, 1.0)
+    >>> isotropic_grid_size((3.0, 3.0, 3.0)) is None
+    True
+    """
+    z = np.asarray([float(v) for v in zooms[:3]])
+    if z.min() > max_finest or (z.max() <= coarse and z.max() / z.min() <= 1.2):
+        return None
+    return float(voxel_size)
+
+
+def to_isotropic_grid(data: np.ndarray, zooms: Sequence[float], size: float, order: int) -> np.ndarray:
+    """Resample an array onto the isotropic grid of ``size`` mm covering the same extent.
+
+    The new grid has ``round(n * zoom / size)`` voxels per axis; voxel centres are aligned so that both
+    grids' outer faces coincide when the extent is a multiple of ``size``. Spline ``order`` (0 nearest,
+    1 linear); beyond the edge the nearest value is taken. :func:`from_isotropic_grid` goes back.
+    """
+    z = np.asarray([float(v) for v in zooms[:3]])
+    shape = np.maximum(1, np.round(np.asarray(data.shape) * z / size)).astype(int)
+    coords = [(np.arange(n) + 0.5) * size / zz - 0.5 for n, zz in zip(shape, z, strict=True)]
+    full = np.broadcast_arrays(*np.meshgrid(*coords, indexing="ij", sparse=True))
+    return ndimage.map_coordinates(np.asarray(data, np.float32), full, order=order, mode="nearest")
+
+
+def from_isotropic_grid(
+    values: np.ndarray, shape: Sequence[int], zooms: Sequence[float], size: float
+) -> np.ndarray:
+    """Bring a map from :func:`to_isotropic_grid`'s grid back onto the grid of ``shape`` and ``zooms``.
+
+    The map is averaged over each input voxel's extent (a box of ``round(zoom / size)`` isotropic voxels per
+    axis) and sampled linearly at the input voxel centres: a membership or a 0/1 mask becomes the fraction
+    of each input voxel it covers.
+    """
+    z = np.asarray([float(v) for v in zooms[:3]])
+    box = [max(1, int(round(zz / size))) for zz in z]
+    smooth = ndimage.uniform_filter(values, size=box, mode="nearest") if max(box) > 1 else values
+    coords = [(np.arange(n) + 0.5) * zz / size - 0.5 for n, zz in zip(shape, z, strict=True)]
+    full = np.broadcast_arrays(*np.meshgrid(*coords, indexing="ij", sparse=True))
+    return ndimage.map_coordinates(smooth, full, order=1, mode="nearest")

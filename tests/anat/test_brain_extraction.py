@@ -8,11 +8,13 @@ import pytest
 from scipy import ndimage
 
 from smriflow.anat.brain_extraction.template import (
+    _refine_on_grid,
     brain_extraction,
     crude_brain_mask,
     refine_brain_mask,
     white_matter_peak,
 )
+from smriflow.utils.grids import block_reduce, to_isotropic_grid
 from smriflow.utils.intensity import kmeans_1d
 from smriflow.utils.metrics import dice
 
@@ -75,6 +77,37 @@ def test_refine_brain_mask_recovers_brain_from_a_shifted_prior():
     full = refine_brain_mask(data, (2.0, 2.0, 2.0), prior)
     assert full.sum() > refined.sum()
     assert not (full & (data > 110) & ~ndimage.binary_dilation(brain, iterations=3)).any()
+
+
+@pytest.mark.parametrize(("name", "zooms"), [("1 x 1 x 3 mm", (1.0, 1.0, 3.0)), ("1.5 mm", (1.5, 1.5, 1.5))])
+def test_refine_brain_mask_keeps_its_volume_on_coarse_or_anisotropic_voxels(name, zooms):
+    """Radii in mm on a grid that can only grow by whole voxels: 1 × 1 × 3 mm dilated the mask 3 mm, 1.5 mm
+    only 1.5 mm. Refined on a 1 mm grid, the mask keeps the 1 mm volume (measured on this phantom: +0.05 %
+    and +0.9 %; on the coarse grid itself: +7.3 % and -4.5 %)."""
+    data, brain = _head_phantom(shape=(96, 112, 102), zoom=1.0)
+    prior = brain.astype(np.float32)
+    fine_ml = refine_brain_mask(data, (1.0, 1.0, 1.0), prior).sum() / 1000.0
+    if zooms == (1.0, 1.0, 3.0):
+        coarse, coarse_prior = block_reduce(data, (1, 1, 3)), block_reduce(prior, (1, 1, 3))
+    else:
+        coarse, coarse_prior = (to_isotropic_grid(a, (1, 1, 1), zooms[0], order=1) for a in (data, prior))
+    voxel_ml = float(np.prod(zooms)) / 1000.0
+    mask = refine_brain_mask(coarse, zooms, coarse_prior)
+    assert mask.shape == coarse.shape and mask.dtype == bool
+    assert mask.sum() * voxel_ml == pytest.approx(fine_ml, rel=0.02), name
+    own_grid = _refine_on_grid(
+        coarse, zooms, coarse_prior, tissue_threshold=0.42, band_mm=2.0, closing_mm=3.0, dilation_mm=2.0
+    )
+    assert abs(own_grid.sum() * voxel_ml / fine_ml - 1) > 0.04, name  # what the 1 mm grid mends
+
+
+def test_refine_brain_mask_stays_on_fine_or_preview_grids():
+    """1 mm and 3 mm previews are refined on their own grid, as before (identical masks)."""
+    data, brain = _head_phantom()
+    options = {"tissue_threshold": 0.42, "band_mm": 2.0, "closing_mm": 3.0, "dilation_mm": 2.0}
+    for zooms in ((1.0, 1.0, 1.0), (3.0, 3.0, 3.0)):
+        expected = _refine_on_grid(data, zooms, brain.astype(np.float32), **options)
+        assert np.array_equal(refine_brain_mask(data, zooms, brain.astype(np.float32)), expected)
 
 
 def test_refine_brain_mask_errors():

@@ -16,50 +16,10 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import numpy as np
-from scipy import ndimage
+
+from smriflow.utils.grids import from_isotropic_grid, isotropic_grid_size, to_isotropic_grid
 
 __all__ = ["isotropic_grid_size", "segment_on_isotropic_grid"]
-
-
-def isotropic_grid_size(
-    zooms: Sequence[float], *, voxel_size: float = 1.0, coarse: float = 1.2, max_finest: float = 1.5
-) -> float | None:
-    """The isotropic voxel size (mm) to segment on, or None to segment on the input grid.
-
-    An image is resampled when its largest voxel side is above ``coarse`` mm or its sides differ by more
-    than 20 %, and its finest side is at most ``max_finest`` mm.
-
-    Examples
-    --------
-    >>> isotropic_grid_size((1.0, 1.0, 1.0)) is None
-    True
-    >>> isotropic_grid_size((1.0, 1.0, 3.0)), isotropic_grid_size((1.3, 1.3, 1.3))
-    (1.0, 1.0)
-    >>> isotropic_grid_size((3.0, 3.0, 3.0)) is None
-    True
-    """
-    z = np.asarray([float(v) for v in zooms[:3]])
-    if z.min() > max_finest or (z.max() <= coarse and z.max() / z.min() <= 1.2):
-        return None
-    return float(voxel_size)
-
-
-def _resample(data: np.ndarray, zooms: np.ndarray, size: float, order: int) -> np.ndarray:
-    """Resample onto the isotropic grid of ``size`` mm covering the same extent (voxel-centre aligned)."""
-    shape = np.maximum(1, np.round(np.asarray(data.shape) * zooms / size)).astype(int)
-    coords = [(np.arange(n) + 0.5) * size / z - 0.5 for n, z in zip(shape, zooms, strict=True)]
-    grid = np.meshgrid(*coords, indexing="ij", sparse=True)
-    full = np.broadcast_arrays(*grid)
-    return ndimage.map_coordinates(np.asarray(data, np.float32), full, order=order, mode="nearest")
-
-
-def _back(prob: np.ndarray, shape: Sequence[int], zooms: np.ndarray, size: float) -> np.ndarray:
-    """Average an isotropic map over each input voxel's extent and sample it at the input voxel centres."""
-    box = [max(1, int(round(z / size))) for z in zooms]
-    smooth = ndimage.uniform_filter(prob, size=box, mode="nearest") if max(box) > 1 else prob
-    coords = [(np.arange(n) + 0.5) * z / size - 0.5 for n, z in zip(shape, zooms, strict=True)]
-    full = np.broadcast_arrays(*np.meshgrid(*coords, indexing="ij", sparse=True))
-    return ndimage.map_coordinates(smooth, full, order=1, mode="nearest")
 
 
 def segment_on_isotropic_grid(
@@ -79,11 +39,13 @@ def segment_on_isotropic_grid(
     """
     z = np.asarray([float(v) for v in zooms[:3]])
     mask = np.asarray(mask, dtype=bool)
-    iso_data = _resample(data, z, size, order=1)
-    iso_mask = _resample(mask.astype(np.float32), z, size, order=1) > 0.5
-    iso_deep = None if deep_gm is None else _resample(deep_gm, z, size, order=1)
+    iso_data = to_isotropic_grid(data, z, size, order=1)
+    iso_mask = to_isotropic_grid(mask.astype(np.float32), z, size, order=1) > 0.5
+    iso_deep = None if deep_gm is None else to_isotropic_grid(deep_gm, z, size, order=1)
     probs, _, record = segment(iso_data, iso_mask, (size, size, size), deep_gm=iso_deep, **options)
-    back = np.stack([_back(probs[..., k], mask.shape, z, size) for k in range(probs.shape[-1])], axis=-1)
+    back = np.stack(
+        [from_isotropic_grid(probs[..., k], mask.shape, z, size) for k in range(probs.shape[-1])], axis=-1
+    )
     back = np.clip(back, 0.0, None)
     total = back.sum(-1, keepdims=True)
     uniform = np.full(back.shape[-1], 1.0 / back.shape[-1], dtype=np.float32)

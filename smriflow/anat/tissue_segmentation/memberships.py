@@ -121,8 +121,3 @@ def segment_tissues(
         "deep_gm_prior": deep_gm is not None,
     }
     return probseg, dseg, info
-
-
-#: Recorded in the report when multichannel segmentation is asked for but only the T1w is available.
-
-

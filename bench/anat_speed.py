@@ -55,6 +55,7 @@ STAGES = (
     ("cortical_thickness", "cortical_thickness_wf."),
     ("qc", "qc_wf."),
     ("report", "report_figures"),
+    ("report", "report_late_figures"),
     ("report", "report"),
     ("derivatives (sinks)", "ds_"),
     ("derivatives (sinks)", "derivatives_barrier"),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 from nipype.interfaces.base import (
     BaseInterfaceInputSpec,
@@ -22,20 +23,20 @@ __all__ = ["GroupQCReport", "ReportFigures", "SubjectReport"]
 
 
 class _ReportImagesInputSpec(BaseInterfaceInputSpec):
-    """The images every mosaic of the report is drawn from (ReportFigures and SubjectReport)."""
+    """What frames the report's mosaics and what its late figures show (ReportFigures and SubjectReport)."""
 
-    in_t1w = File(exists=True, mandatory=True, desc="conformed input T1w (RAS, before bias correction)")
-    t1w_preproc = File(exists=True, mandatory=True, desc="bias-corrected T1w, same grid")
-    t1w_biasfield = File(exists=True, mandatory=True, desc="N4 bias field, same grid")
-    t1w_mask = File(exists=True, mandatory=True, desc="brain mask, same grid")
-    t1w_dseg = File(exists=True, mandatory=True, desc="tissue labels (1 GM, 2 WM, 3 CSF), same grid")
+    t1w_preproc = File(exists=True, mandatory=True, desc="bias-corrected T1w (RAS)")
+    t1w_mask = File(exists=True, mandatory=True, desc="brain mask, on the T1w grid")
     n_cuts = traits.Range(low=1, high=12, value=7, usedefault=True, desc="slices per row of each mosaic")
-
-
-class _SubjectReportInputSpec(_ReportImagesInputSpec):
     std_t1w = File(exists=True, desc="T1w in template space (registration section)")
     template = traits.Str(DEFAULT_TEMPLATE, usedefault=True, resource="template", desc="template of std_t1w")
     atlas_dseg = InputMultiObject(File(exists=True), desc="atlas label images on the T1w grid")
+
+
+class _SubjectReportInputSpec(_ReportImagesInputSpec):
+    in_t1w = File(exists=True, mandatory=True, desc="conformed input T1w (RAS, before bias correction)")
+    t1w_biasfield = File(exists=True, mandatory=True, desc="N4 bias field, on the T1w grid")
+    t1w_dseg = File(exists=True, mandatory=True, desc="tissue labels (1 GM, 2 WM, 3 CSF), on the T1w grid")
     atlas_names = traits.List(
         traits.Str, resource="atlas", desc="names of the atlases (default: the atlas- entity of each file)"
     )
@@ -80,7 +81,13 @@ class _SubjectReportInputSpec(_ReportImagesInputSpec):
     )
     figures = File(
         exists=True,
-        desc="the early stages' mosaics, rendered from these inputs by ReportFigures (else drawn here)",
+        desc="figures rendered from these inputs by ReportFigures (in anat_preproc its early stage); the "
+        "stages no figures file holds are drawn here",
+    )
+    late_figures = File(
+        exists=True,
+        desc="a second stage's figures file of ReportFigures (in anat_preproc its late stage: the "
+        "registration flicker and the atlases)",
     )
 
 
@@ -108,27 +115,26 @@ class SubjectReport(SimpleInterface):
 
         inputs = self.inputs
         subject, session = _labels(inputs)
-        optional = {
-            name: getattr(inputs, name) if isdefined(getattr(inputs, name)) else None
-            for name in (
-                "std_t1w",
-                "conform_report",
-                "iqms",
-                "group_tsv",
-                "lesion_mask",
-                "t2w_t1w",
-                "flair_t1w",
-                "t2w_record",
-                "flair_record",
-                "runs_record",
-                "tissues_record",
-                "brain_record",
-                "denoise_record",
-                "thickness",
-                "thickness_record",
-                "figures",
-            )
-        }
+        optional = _optional(
+            inputs,
+            "std_t1w",
+            "conform_report",
+            "iqms",
+            "group_tsv",
+            "lesion_mask",
+            "t2w_t1w",
+            "flair_t1w",
+            "t2w_record",
+            "flair_record",
+            "runs_record",
+            "tissues_record",
+            "brain_record",
+            "denoise_record",
+            "thickness",
+            "thickness_record",
+            "figures",
+            "late_figures",
+        )
         contrasts = {"T2w": optional["t2w_t1w"], "FLAIR": optional["flair_t1w"]}
         records = {"T2w": optional["t2w_record"], "FLAIR": optional["flair_record"]}
         out = write_subject_report(
@@ -158,42 +164,64 @@ class SubjectReport(SimpleInterface):
             denoise_file=optional["denoise_record"],
             thickness=optional["thickness"],
             thickness_file=optional["thickness_record"],
-            figures_file=optional["figures"],
+            figures_files=[path for path in (optional["figures"], optional["late_figures"]) if path],
             surfaces_dir=inputs.surfaces_dir,
         )
         self._results["out_report"] = str(out)
         return runtime
 
 
+class _ReportFiguresInputSpec(_ReportImagesInputSpec):
+    stage = traits.Enum(
+        "early",
+        "late",
+        usedefault=True,
+        desc="which figures: early (input, bias, brain mask, tissues: needs in_t1w, t1w_biasfield and "
+        "t1w_dseg) or late (registration flicker from std_t1w and template, atlases from atlas_dseg)",
+    )
+    in_t1w = File(exists=True, desc="conformed input T1w (RAS, before bias correction; early stage)")
+    t1w_biasfield = File(exists=True, desc="N4 bias field, on the T1w grid (early stage)")
+    t1w_dseg = File(exists=True, desc="tissue labels (1 GM, 2 WM, 3 CSF), on the T1w grid (early stage)")
+
+
 class _ReportFiguresOutputSpec(TraitedSpec):
-    out_figures = File(exists=True, desc="figures.json: the mosaics, for SubjectReport's 'figures'")
+    out_figures = File(exists=True, desc="figures.json: the stage's figures, for SubjectReport's 'figures'")
 
 
 class ReportFigures(SimpleInterface):
-    """Render the subject report's mosaics of the input, bias, brain mask and tissues.
+    """Render one stage of the subject report's figures: early (input, bias, brain mask, tissues) or late
+    (registration flicker, atlases).
 
-    A node of its own so that they are drawn while the registration runs; give its output to
-    :class:`SubjectReport` (``figures``) with the same images and ``n_cuts``. See
-    :func:`smriflow.reports.figures.early_figures`.
+    A node of its own so that they are drawn while a long node runs (the registration, the thickness); give
+    its output to :class:`SubjectReport` (``figures`` or ``late_figures``) with the same images, ``n_cuts``
+    and ``template``. See :func:`smriflow.reports.figures.report_figures`.
     """
 
-    input_spec = _ReportImagesInputSpec
+    input_spec = _ReportFiguresInputSpec
     output_spec = _ReportFiguresOutputSpec
 
     def _run_interface(self, runtime):
-        from smriflow.reports.figures import early_figures, write_figures
+        from smriflow.reports.figures import report_figures, write_figures
 
         inputs = self.inputs
-        figures = early_figures(
-            t1w=inputs.in_t1w,
+        optional = _optional(inputs, "in_t1w", "t1w_biasfield", "t1w_dseg", "std_t1w")
+        figures = report_figures(
+            inputs.stage,
             t1w_preproc=inputs.t1w_preproc,
-            t1w_biasfield=inputs.t1w_biasfield,
             t1w_mask=inputs.t1w_mask,
-            t1w_dseg=inputs.t1w_dseg,
             n_cuts=inputs.n_cuts,
+            t1w=optional.pop("in_t1w"),
+            template=inputs.template,
+            atlas_dseg=list(inputs.atlas_dseg) if isdefined(inputs.atlas_dseg) else [],
+            **optional,
         )
         self._results["out_figures"] = str(write_figures(figures, Path(runtime.cwd) / "figures.json"))
         return runtime
+
+
+def _optional(inputs, *names: str) -> dict[str, Any]:
+    """The inputs named, None for those not set."""
+    return {name: getattr(inputs, name) if isdefined(getattr(inputs, name)) else None for name in names}
 
 
 def _labels(inputs) -> tuple[str, str]:

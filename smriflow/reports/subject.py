@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -29,7 +30,7 @@ from smriflow.reports.blocks import (
     tissue_notes,
     verdict_html,
 )
-from smriflow.reports.figures import draw_early_figures, framing, read_figures
+from smriflow.reports.figures import complete_figures, framing, read_figures
 from smriflow.reports.html import block, escape, figure, page, replace_block, section, svg_img, table
 
 __all__ = ["report_filename", "subject_report", "update_subject_report", "write_subject_report"]
@@ -76,7 +77,7 @@ def subject_report(
     thickness: str | Path | None = None,
     thickness_record: Mapping | None = None,
     denoise: Mapping | None = None,
-    figures: Mapping | None = None,
+    figures: Sequence[Mapping[str, Any]] = (),
 ) -> str:
     """Render the HTML report of one T1w and its preprocessing.
 
@@ -129,10 +130,11 @@ def subject_report(
     denoise : mapping, optional
         The denoising stage's record (``AdaptiveDenoise.out_report``): a denoised T1w, or noise that was
         measured above the threshold but not acted upon, joins the summary's list.
-    figures : mapping, optional
-        The mosaics of the input, bias, brain mask and tissues, already rendered from these same images
-        by :func:`smriflow.reports.figures.early_figures` (the ``ReportFigures`` node);
-        rendered here when not given. The document is the same either way.
+    figures : sequence of mappings
+        Figures already rendered from these same images and settings by
+        :func:`smriflow.reports.figures.report_figures` (the ``ReportFigures`` nodes), one mapping per stage:
+        the mosaics of the input, bias, brain mask and tissues (``early``), the registration flicker and the
+        atlases (``late``). The stages not given are rendered here; the document is the same either way.
 
     Returns
     -------
@@ -149,13 +151,22 @@ def subject_report(
     native.update({"thickness": thickness} if thickness is not None else {})
     for what, path in native.items():
         rl.check_grid(path, t1w_mask, what)
-    if figures is not None and figures.get("n_cuts") != n_cuts:
-        drawn = figures.get("n_cuts")
-        raise ValueError(f"'figures' were drawn with n_cuts={drawn}, the report asks for {n_cuts}")
+    names = list(atlas_names) or [_atlas_name(p) for p in atlas_dseg]
+    if len(names) != len(atlas_dseg):
+        raise ValueError(f"atlas_names: {len(names)} names for {len(atlas_dseg)} atlas images")
     frame = framing(t1w_mask, t1w_preproc, n_cuts)
     box, mask, corrected, cuts = frame.box, frame.mask, frame.corrected, frame.cuts
-    if figures is None:  # the images were checked above
-        figures = draw_early_figures(t1w, t1w_biasfield, t1w_dseg, frame)
+    drawn = complete_figures(  # the images were checked above
+        figures,
+        frame,
+        t1w=t1w,
+        t1w_biasfield=t1w_biasfield,
+        t1w_dseg=t1w_dseg,
+        std_t1w=std_t1w,
+        template=template,
+        atlas_dseg=atlas_dseg,
+    )
+    early, late = drawn["early"], drawn["late"]
     sections = []
     warnings = [("warn", str(n)) for n in notes] + conform_notes(conform) + tissue_notes(tissues)
     warnings += brain_notes(brain) + denoise_notes(denoise)
@@ -166,13 +177,13 @@ def subject_report(
             "Input",
             "The T1w as it came in, reoriented to RAS (before bias correction). Look for "
             "motion (ringing, blurring), wrap-around, missing slices and the field of view.",
-            figure(figures["input"], "input T1w mosaic"),
+            figure(early["input"], "input T1w mosaic"),
         )
     )
     runs_html = sx.runs_section(runs) if runs is not None else ""
     if runs_html:
         sections.append(runs_html)
-    low, high = figures["bias_range"]
+    low, high = early["bias_range"]
     sections.append(
         section(
             "bias",
@@ -180,9 +191,9 @@ def subject_report(
             "N4 divides the input by a smooth multiplicative field. "
             "The corrected image should look evenly bright from top to bottom and front to back; the field "
             "should be smooth, without anatomy in it.",
-            figure(figures["bias_corrected"], "bias-corrected T1w", "Corrected image.")
+            figure(early["bias_corrected"], "bias-corrected T1w", "Corrected image.")
             + figure(
-                figures["bias_field"],
+                early["bias_field"],
                 "bias field",
                 f"Bias field, magma colours from {low:.3g} (dark) to {high:.3g} "
                 "(bright): its 1st and 99th percentiles in the brain mask.",
@@ -195,7 +206,7 @@ def subject_report(
             "Brain mask",
             "The outline (red) should follow the outer edge of the CSF around the "
             "brain: no scalp, eyes or dura inside, no cortex or cerebellum cut off.",
-            figure(figures["mask"], "brain mask contour")
+            figure(early["mask"], "brain mask contour")
             + (
                 table(["brain extraction", ""], [[escape(a), escape(b)] for a, b in brain_rows(brain)])
                 if brain
@@ -211,7 +222,7 @@ def subject_report(
             "Outlines of the tissue labels. Green (GM) is the outer edge of grey + white matter "
             "and should follow the surface of the cortex; magenta (WM) is the grey/white edge and "
             "should leave the deep grey nuclei outside; cyan (CSF) is the outer edge of all tissue.",
-            f'<p class="legend">{legend}</p>' + figure(figures["tissues"], "tissue contours"),
+            f'<p class="legend">{legend}</p>' + figure(early["tissues"], "tissue contours"),
         )
     )
     if lesion_mask is not None:
@@ -220,15 +231,11 @@ def subject_report(
         images = {name: rl.crop(path, box) for name, path in (contrasts or {}).items()}
         dseg = rl.crop(t1w_dseg, box, np.uint8)
         sections.append(sx.contrasts_section(images, contrast_records or {}, mask, dseg, cuts))
-    sections.append(_registration(std_t1w, template))
-    names = list(atlas_names) or [_atlas_name(p) for p in atlas_dseg]
-    if len(names) != len(atlas_dseg):
-        raise ValueError(f"atlas_names: {len(names)} names for {len(atlas_dseg)} atlas images")
+    sections.append(_registration(late["registration"], template))
     if atlas_dseg:
-        figures = "".join(
-            f"<h3>{escape(name)}</h3>"
-            + figure(rl.atlas_svg(corrected, rl.crop(path, box, np.int32), cuts), f"atlas {name}")
-            for name, path in zip(names, atlas_dseg, strict=True)
+        atlases = "".join(
+            f"<h3>{escape(name)}</h3>" + figure(svg, f"atlas {name}")
+            for name, svg in zip(names, late["atlases"], strict=True)
         )
         sections.append(
             section(
@@ -236,7 +243,7 @@ def subject_report(
                 "Atlases",
                 "Each atlas warped to this T1w (template → T1w transform). Regions "
                 "should sit on the matching anatomy and stop at the brain's edge.",
-                figures,
+                atlases,
             )
         )
     has_thickness = thickness is not None or thickness_record is not None
@@ -289,35 +296,21 @@ def _summary(label, warnings, conform, group, subject, session) -> str:
     )
 
 
-def _registration(std_t1w, template: str) -> str:
+def _registration(layers: Mapping[str, str] | None, template: str) -> str:
+    """The registration section from :func:`smriflow.reports.figures.registration_figure`'s layers."""
     how = (
         "The T1w normalized to the template (first layer) and the template itself (second layer) alternate "
         "every second, both with the template's brain outline (red); hover to pause. Structures should stay "
         "still; anything that jumps is misregistered."
     )
-    if std_t1w is None:
+    if layers is None or "error" in layers:  # no normalized T1w, or no template to show it on
+        warning = "No normalized T1w given." if layers is None else layers["error"]
         return section(
-            "registration",
-            "Registration to the template",
-            how,
-            '<p class="warn">No normalized T1w given.</p>',
+            "registration", "Registration to the template", how, f'<p class="warn">{escape(warning)}</p>'
         )
-    import nibabel as nb
-
-    from smriflow.data.templates import get_template
-
-    zoom = int(round(float(min(nb.load(str(std_t1w)).header.get_zooms()[:3]))))
-    try:
-        tpl = get_template(template, resolution=max(zoom, 1), desc="brain")
-        tpl_mask = get_template(template, resolution=max(zoom, 1), suffix="mask", desc="brain")
-    except (FileNotFoundError, ValueError) as exc:
-        return section(
-            "registration", "Registration to the template", how, f'<p class="warn">{escape(exc)}</p>'
-        )
-    subject_svg, template_svg = rl.registration_svgs(std_t1w, tpl, tpl_mask)
     content = (
-        f'<figure><div class="flicker">{svg_img(subject_svg, "T1w in template space")}'
-        f"{svg_img(template_svg, f'template {template}', css_class='top')}</div>"
+        f'<figure><div class="flicker">{svg_img(layers["subject"], "T1w in template space")}'
+        f"{svg_img(layers['template'], f'template {template}', css_class='top')}</div>"
         f'<p class="caption">Template: {escape(template)}. The layers toggle every second.</p></figure>'
     )
     return section("registration", "Registration to the template", how, content)
@@ -376,7 +369,7 @@ def write_subject_report(
     brain_file: str | Path | None = None,
     thickness_file: str | Path | None = None,
     denoise_file: str | Path | None = None,
-    figures_file: str | Path | None = None,
+    figures_files: Sequence[str | Path] = (),
     **kwargs,
 ) -> Path:
     """Render :func:`subject_report` into ``out_file``, reading the JSON and TSV files given.
@@ -384,8 +377,8 @@ def write_subject_report(
     ``kwargs`` are those of :func:`subject_report`; ``iqms``, ``group``, ``runs``, ``contrast_records`` and
     ``tissues`` come from ``iqms_file``, ``group_tsv``, ``runs_file``, ``contrast_record_files`` (name -> JSON
     file), ``tissues_file`` and ``thickness_file`` (``thickness_record``); ``brain`` from ``brain_file``,
-    ``denoise`` from ``denoise_file``, ``figures`` from ``figures_file``
-    (:func:`smriflow.reports.figures.write_figures`).
+    ``denoise`` from ``denoise_file``, ``figures`` from ``figures_files``
+    (:func:`smriflow.reports.figures.write_figures`, one file per stage).
 
     Raises
     ------
@@ -416,8 +409,8 @@ def write_subject_report(
         kwargs["thickness_record"] = sx.read_record(thickness_file, "cortical thickness record")
     if denoise_file:
         kwargs["denoise"] = sx.read_record(denoise_file, "record of the denoising")
-    if figures_file:
-        kwargs["figures"] = read_figures(figures_file)
+    if figures_files:
+        kwargs["figures"] = [read_figures(path) for path in figures_files]
     out = Path(out_file)
     out.write_text(subject_report(**kwargs), encoding="utf-8")
     return out

@@ -14,8 +14,8 @@ from scipy.stats import percentileofscore
 
 from smriflow.interfaces.reports import ReportFigures, SubjectReport
 from smriflow.reports.blocks import brain_notes, conform_notes, percentile_in_group
-from smriflow.reports.figures import early_figures, read_figures
-from smriflow.reports.html import replace_block
+from smriflow.reports.figures import FIGURES_VERSION, read_figures, report_figures
+from smriflow.reports.html import escape, replace_block, svg_data_uri
 from smriflow.reports.subject import report_filename, subject_report, update_subject_report
 
 
@@ -311,7 +311,8 @@ def test_denoise_record_joins_the_summary(subject, report, tmp_path):
 
 
 def test_figures_drawn_apart_give_the_same_report(subject, tmp_path):
-    """ReportFigures' file in SubjectReport gives the very bytes of a report that draws them itself."""
+    """ReportFigures' files (early, late, both or none) in SubjectReport give the very bytes of a report that
+    draws every figure itself."""
     std = _report_data.std_t1w(tmp_path)
     images = dict(
         in_t1w=subject.t1w,
@@ -320,35 +321,80 @@ def test_figures_drawn_apart_give_the_same_report(subject, tmp_path):
         t1w_mask=subject.t1w_mask,
         t1w_dseg=subject.t1w_dseg,
         std_t1w=std,
+        atlas_dseg=subject.atlas_dseg,
         n_cuts=3,
     )
-    (tmp_path / "figures").mkdir()
-    early = {key: value for key, value in images.items() if key != "std_t1w"}
-    figures = ReportFigures(**early).run(cwd=tmp_path / "figures").outputs.out_figures
-    documents = []
-    for name, extra in (("self", {}), ("apart", {"figures": figures})):
+    early_inputs = ("in_t1w", "t1w_preproc", "t1w_biasfield", "t1w_mask", "t1w_dseg", "n_cuts")
+    late_inputs = ("t1w_preproc", "t1w_mask", "std_t1w", "atlas_dseg", "n_cuts")
+    files = {}
+    for stage, names in (("early", early_inputs), ("late", late_inputs)):
+        (tmp_path / f"{stage}_figures").mkdir()
+        node = ReportFigures(stage=stage, **{name: images[name] for name in names})
+        files[stage] = node.run(cwd=tmp_path / f"{stage}_figures").outputs.out_figures
+        assert read_figures(files[stage])["stage"] == stage
+    assert set(read_figures(files["late"])) >= {"registration", "atlases"}
+    assert "input" not in read_figures(files["late"]) and "atlases" not in read_figures(files["early"])
+    documents = {}
+    for name, given in (
+        ("self", {}),
+        ("early", {"figures": files["early"]}),
+        ("late", {"late_figures": files["late"]}),
+        ("both", {"figures": files["early"], "late_figures": files["late"]}),
+    ):
         (tmp_path / name).mkdir()
-        result = SubjectReport(
-            **images, atlas_dseg=subject.atlas_dseg, iqms=subject.iqms, subject="07", **extra
-        ).run(cwd=tmp_path / name)
-        documents.append(open(result.outputs.out_report, "rb").read())
-    assert documents[0] == documents[1]
-    assert b'<div class="flicker">' in documents[1]
+        result = SubjectReport(**images, iqms=subject.iqms, subject="07", **given).run(cwd=tmp_path / name)
+        documents[name] = open(result.outputs.out_report, "rb").read()
+    assert documents["early"] == documents["self"]
+    assert documents["late"] == documents["self"]
+    assert documents["both"] == documents["self"]
+    assert b'<div class="flicker">' in documents["both"] and documents["both"].count(b"<h3>") == 1
 
 
-def test_figures_of_other_settings_are_refused(subject, tmp_path):
-    figures = early_figures(
-        t1w=subject.t1w,
-        t1w_preproc=subject.t1w_preproc,
-        t1w_biasfield=subject.t1w_biasfield,
-        t1w_mask=subject.t1w_mask,
-        t1w_dseg=subject.t1w_dseg,
-        n_cuts=3,
+def test_late_figures_without_registration_or_template(subject, report, tmp_path):
+    """No normalized T1w, or a template that is not installed: the late figures say so as the report does."""
+    frame = dict(t1w_mask=subject.t1w_mask, t1w_preproc=subject.t1w_preproc, n_cuts=3)
+    none = report_figures("late", **frame, atlas_dseg=subject.atlas_dseg)
+    assert none["registration"] is None and len(none["atlases"]) == 1
+    assert render(subject, figures=[none]) == report
+    std = _report_data.std_t1w(tmp_path)
+    missing = report_figures("late", **frame, std_t1w=std, template="NoSuchTemplate")
+    assert set(missing["registration"]) == {"error"} and missing["atlases"] == []
+    document = render(subject, figures=[missing], std_t1w=std, template="NoSuchTemplate", atlas_dseg=[])
+    assert document == render(subject, std_t1w=std, template="NoSuchTemplate", atlas_dseg=[])
+    assert escape(missing["registration"]["error"]) in document.split('id="registration"')[1]
+
+
+def test_figures_given_are_used_and_those_of_other_settings_refused(subject, report, tmp_path):
+    images = dict(t1w_preproc=subject.t1w_preproc, t1w_mask=subject.t1w_mask, n_cuts=3)
+    early = report_figures(
+        "early", **images, t1w=subject.t1w, t1w_biasfield=subject.t1w_biasfield, t1w_dseg=subject.t1w_dseg
     )
-    assert render(subject, figures=figures) == render(subject)
-    with pytest.raises(ValueError, match=r"^'figures' were drawn with n_cuts=3, the report asks for 4$"):
-        render(subject, figures=figures, n_cuts=4)
+    late = report_figures("late", **images, atlas_dseg=subject.atlas_dseg)
+    assert render(subject, figures=[early]) == report == render(subject, figures=[late, early])
+    # the report shows the figures it is given instead of drawing them again
+    marker = '<svg xmlns="http://www.w3.org/2000/svg"><title>given</title></svg>'
+    shown = render(subject, figures=[{**late, "atlases": [marker]}, {**early, "tissues": marker}])
+    assert shown.count(svg_data_uri(marker)) == 2 and svg_data_uri(late["atlases"][0]) not in shown
+    with pytest.raises(
+        ValueError, match=r"^the early 'figures' were drawn with n_cuts=3, the report asks for 4$"
+    ):
+        render(subject, figures=[early], n_cuts=4)
+    std = _report_data.std_t1w(tmp_path)
+    for changed, message in (
+        ({"std_t1w": std}, "std_t1w=False, the report asks for True"),
+        ({"atlas_dseg": []}, "atlases=1, the report asks for 0"),
+        ({"template": "MNI152NLin6Asym"}, "template=MNI152NLin2009aSym, the report asks for MNI152NLin6Asym"),
+    ):
+        with pytest.raises(ValueError, match=rf"^the late 'figures' were drawn with {message}$"):
+            render(subject, figures=[late], **changed)
+    with pytest.raises(ValueError, match=r"^'figures': the early figures are given twice$"):
+        render(subject, figures=[early, early])
+    with pytest.raises(ValueError, match=r"^stage: 'middle' is not one of early, late$"):
+        report_figures("middle", **images)
+    with pytest.raises(ValueError, match=r"^the early figures need t1w_biasfield, t1w_dseg$"):
+        report_figures("early", **images, t1w=subject.t1w)
     bad = tmp_path / "figures.json"
-    bad.write_text(json.dumps({"version": 0}))
-    with pytest.raises(ValueError, match=r"figures\.json: not a figures file of this smriflow"):
-        read_figures(bad)
+    for content in ({"version": 0}, {"version": 1, "n_cuts": 3}, {"version": FIGURES_VERSION, "stage": "x"}):
+        bad.write_text(json.dumps(content))
+        with pytest.raises(ValueError, match=r"figures\.json: not a figures file of this smriflow"):
+            read_figures(bad)

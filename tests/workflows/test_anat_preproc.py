@@ -222,6 +222,38 @@ def test_arguments_reach_the_nodes():
         assert wf.get_node(f"cortical_thickness_wf.{node}").inputs.atlas == atlas  # `atlases` lacks them
 
 
+def test_report_figures_are_drawn_by_stage_before_the_report():
+    """The report's figures that need neither the thickness nor QC are drawn by ReportFigures nodes as their
+    inputs exist: the early ones beside the registration, the late ones (registration flicker, atlases)
+    beside the thickness; the report reads both files."""
+    import networkx as nx
+    from nipype.pipeline.engine.utils import generate_expanded_graph
+
+    wf = smriflow.load_workflow("anat_preproc")
+    assert wf.get_node("report_figures").inputs.stage == "early"
+    late = wf.get_node("report_late_figures")
+    assert (late.inputs.stage, late.inputs.template) == ("late", TEMPLATE)
+    connections = edges(wf)
+    for node, port in (("report_figures", "figures"), ("report_late_figures", "late_figures")):
+        assert (f"anat_preproc_wf.{node}", "out_figures", "anat_preproc_wf.report", port) in connections
+    graph = generate_expanded_graph(wf._create_flat_graph())  # as the scheduler runs it
+    name = {node: node.fullname.split(".", 1)[1] for node in graph.nodes}
+    ancestors = {
+        target: {name[a] for a in nx.ancestors(graph, node)}
+        for node, target in name.items()
+        if target in ("report_figures", "report_late_figures")
+    }
+    assert "tissue_segmentation_wf.segment" in ancestors["report_figures"]
+    assert "spatial_normalization_wf.register" not in ancestors["report_figures"]
+    assert {"spatial_normalization_wf.register", "parcellation_wf.warp_atlas"} <= ancestors[
+        "report_late_figures"
+    ]
+    waits = {
+        a for a in ancestors["report_late_figures"] if a.startswith(("cortical_thickness_wf.", "qc_wf."))
+    }
+    assert not waits and "parcellation_wf.volumes" not in ancestors["report_late_figures"]
+
+
 def test_further_spaces_are_one_registration_each_and_absent_without_them(templateflow_home):
     """``spaces``: a MapNode registering the brain to each further template (from its own affine: brain
     extraction's is to ``template``), and one warping the tissue maps with each; none without spaces."""

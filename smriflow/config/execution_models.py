@@ -186,9 +186,11 @@ class MultiProcArgs(_PluginArgs):
     raise_insufficient: bool = Field(
         True, description="Refuse to start when a node needs more CPUs or memory than n_procs/memory_gb."
     )
-    scheduler: Literal["tsort", "mem_thread"] = Field(
-        "tsort",
-        description="Order of ready nodes: graph order ('tsort') or smallest memory first ('mem_thread').",
+    scheduler: Literal["critical_path", "tsort", "mem_thread"] = Field(
+        "critical_path",
+        description="Order of ready nodes: the longest estimated chain of work after them first "
+        "('critical_path', from the nodes' resources.seconds), graph order ('tsort') or smallest memory "
+        "first ('mem_thread').",
     )
     mp_context: Literal["fork", "spawn"] = Field(
         default_factory=_default_mp_context,

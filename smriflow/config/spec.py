@@ -184,8 +184,14 @@ class ResourcesSpec(_Strict):
 
     n_procs: int | str = Field(1, description="CPU cores (threads) the node uses; an int or `$arg`.")
     mem_gb: float | str = Field(0.5, description="Peak memory in GB; a number or `$arg`.")
+    seconds: float | str = Field(
+        1.0,
+        description="Typical run time in s (a 1 mm T1w, one thread); a number or `$arg`. Only orders the "
+        "ready nodes (MultiProc's `critical_path` scheduler starts the longest chain of work first), "
+        "never a limit.",
+    )
 
-    @field_validator("n_procs", "mem_gb")
+    @field_validator("n_procs", "mem_gb", "seconds")
     @classmethod
     def _positive_or_ref(cls, value: Any) -> Any:
         if isinstance(value, str):

@@ -24,6 +24,7 @@ from smriflow.engine.registry import (
     resolve_interface,
     resolve_workflow,
 )
+from smriflow.engine.scheduling import ESTIMATE_ATTR
 from smriflow.engine.validate import BUILTIN_ARGS, GROUP_ARGS, LoadedSpec, substitute, validate_file
 from smriflow.engine.values import arg_expectation, check_values, coerce_arg, must_be
 
@@ -259,11 +260,13 @@ def _interface_node(node_name: str, node, args: dict[str, Any]) -> pe.Node:
     if node.run_without_submitting:
         kwargs["run_without_submitting"] = True
     if node.map_over:
-        map_node = pe.MapNode(iface, iterfield=list(node.map_over), **kwargs)
+        built = pe.MapNode(iface, iterfield=list(node.map_over), **kwargs)
         for key, value in mapped.items():
-            setattr(map_node.inputs, key, value)
-        return map_node
-    return pe.Node(iface, **kwargs)
+            setattr(built.inputs, key, value)
+    else:
+        built = pe.Node(iface, **kwargs)
+    setattr(built, ESTIMATE_ATTR, float(resources["seconds"]))
+    return built
 
 
 def _workflow_node(loaded: LoadedSpec, node_name: str, node, args: dict[str, Any]) -> pe.Workflow:

@@ -299,8 +299,9 @@ def _execution_options(config: ExecConfig, crash_dir: Path) -> dict[str, str]:
 
 
 def _make_plugin(config: ExecConfig, threads: int, tracker: _StatusTracker) -> Any:
-    from nipype.pipeline.plugins import LinearPlugin, MultiProcPlugin
+    from nipype.pipeline.plugins import LinearPlugin
 
+    from smriflow.engine.scheduling import CriticalPathMultiProc
     from smriflow.engine.slurm_plugins import SLURMGraphSubmitter, SLURMNodePlugin
 
     plugin_args = config.plugin_args.nipype_args()
@@ -309,7 +310,7 @@ def _make_plugin(config: ExecConfig, threads: int, tracker: _StatusTracker) -> A
     if isinstance(config, SLURMConfig | SLURMGraphConfig):
         plugin_args["template"] = job_template(config.plugin_args.template_text(), threads)
     plugin_class = {
-        "MultiProc": MultiProcPlugin,
+        "MultiProc": CriticalPathMultiProc,
         "Linear": LinearPlugin,
         "SLURM": SLURMNodePlugin,
         "SLURMGraph": SLURMGraphSubmitter,

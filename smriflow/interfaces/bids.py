@@ -13,7 +13,9 @@ workflow: workflows themselves never write derivatives (STYLE.md §4). Per subje
   each file is copied to a hidden temporary name in its final folder and renamed into place, so a derivative
   either is absent or complete. Unlike niworkflows' sink it never changes the data type of an image (the
   workflow decides it), it writes the JSON sidecar (provenance) before the data file, and it copies a
-  ``.nii.gz`` that needs no change without compressing it again (:func:`copy_unchanged`).
+  ``.nii.gz`` that needs no change without compressing it again (:func:`copy_unchanged`), and writes one
+  whose header it fixes at the nodes' gzip level 1 instead of 9
+  (:func:`~smriflow.utils.gzipcopy.write_nifti_anonymous`).
 
 Nothing here is a processing step, so ``__all__`` is empty: these classes stay out of the YAML interface
 registry (:func:`smriflow.engine.registry.interface_registry`); import them by name.
@@ -35,7 +37,7 @@ from nipype.interfaces.base import DynamicTraitedSpec, isdefined, traits
 from nipype.interfaces.io import IOBase, add_traits
 
 from smriflow.utils.atomic import atomic_write
-from smriflow.utils.gzipcopy import copy_gzip_anonymous
+from smriflow.utils.gzipcopy import copy_gzip_anonymous, write_nifti_anonymous
 from smriflow.utils.niftiio import split_ext
 
 __all__: list[str] = []  # not processing steps: keep them out of the YAML interface registry
@@ -80,6 +82,7 @@ def _import_niworkflows_bids():
 _NIWORKFLOWS_BIDS = _import_niworkflows_bids()
 _NiworkflowsDataSink = _NIWORKFLOWS_BIDS.DerivativesDataSink
 _NIWORKFLOWS_COPY = _NIWORKFLOWS_BIDS._copy_any  # the module's copy of a file that needs no change
+_NIWORKFLOWS_WRITE = _NIWORKFLOWS_BIDS.unsafe_write_nifti_header_and_data  # its write of a fixed image
 
 
 def copy_unchanged(src: str, dst: str) -> bool:
@@ -318,12 +321,15 @@ class DerivativesDataSink(_NiworkflowsDataSink):
         # niworkflows names and writes the files; here it writes them into the node folder first.
         given = self.inputs.base_directory
         self.inputs.base_directory = str(staging)
-        _NIWORKFLOWS_BIDS._copy_any = copy_unchanged  # for this call only
+        # for this call only: copies keep the compressed stream, rewrites (a header fixed) use level 1
+        _NIWORKFLOWS_BIDS._copy_any = copy_unchanged
+        _NIWORKFLOWS_BIDS.unsafe_write_nifti_header_and_data = write_nifti_anonymous
         try:
             runtime = super()._run_interface(runtime)
         finally:
             self.inputs.base_directory = given
             _NIWORKFLOWS_BIDS._copy_any = _NIWORKFLOWS_COPY
+            _NIWORKFLOWS_BIDS.unsafe_write_nifti_header_and_data = _NIWORKFLOWS_WRITE
         staged_files = self._results["out_file"]
         if not isinstance(staged_files, list):
             staged_files = [staged_files]

@@ -170,6 +170,33 @@ def test_sink_compresses_when_asked(tmp_path, source_t1w):
     assert result.outputs.out_file.endswith("sub-01_ses-A_acq-mp_desc-smooth_T1w.nii.gz")
 
 
+def test_sink_rewrites_a_header_it_fixes_at_level_1_with_the_same_data(tmp_path, source_t1w):
+    """A space-T1w image whose qform/sform codes niworkflows sets to 2: rewritten at the nodes' gzip level
+    (1, extra-flags byte 4), not at 9 (byte 2), anonymously; the data and the fixed header as niworkflows'."""
+    img = nb.load(source_t1w)
+    labels = (img.get_fdata() // 40).astype(np.int16)
+    dseg = tmp_path / "labels.nii.gz"
+    nb.Nifti1Image(labels, img.affine).to_filename(dseg)  # codes of a new image: sform 2, qform 0
+    sink = DerivativesDataSink(
+        base_directory=str(tmp_path / "out"),
+        source_file=str(source_t1w),
+        in_file=str(dseg),
+        space="T1w",
+        atlas="test",
+        suffix="dseg",
+    )
+    result = sink.run(cwd=str(_node_dir(tmp_path)))
+    assert result.outputs.fixed_hdr == [True]
+    written = Path(result.outputs.out_file)
+    raw = written.read_bytes()
+    assert raw[3] == 0 and raw[4:8] == b"\0\0\0\0" and raw[8] == 4  # no name, time 0, level 1
+    out = nb.load(written)
+    assert (int(out.header["qform_code"]), int(out.header["sform_code"])) == (2, 2)
+    assert out.get_data_dtype() == np.int16
+    np.testing.assert_array_equal(np.asarray(out.dataobj), labels)
+    np.testing.assert_allclose(out.affine, img.affine, atol=1e-5)
+
+
 # -- the barrier ------------------------------------------------------------------------------------------
 def test_barrier_passes_values_through_once_all_are_set():
     barrier = Barrier(fields=["a", "b"], a="x")

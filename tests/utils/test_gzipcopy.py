@@ -1,15 +1,18 @@
-"""copy_gzip_anonymous: the data unchanged, a header without name or time, and no second compression."""
+"""copy_gzip_anonymous: the data unchanged, a header without name or time, and no second compression;
+write_nifti_anonymous: niworkflows' rewrite of an image at level 1."""
 
 from __future__ import annotations
 
 import gzip
 import zlib
 
+import nibabel as nb
 import numpy as np
 import pytest
+from niworkflows.utils.images import unsafe_write_nifti_header_and_data
 
 from smriflow.interfaces.bids import copy_unchanged
-from smriflow.utils.gzipcopy import copy_gzip_anonymous, deflate_offset
+from smriflow.utils.gzipcopy import copy_gzip_anonymous, deflate_offset, write_nifti_anonymous
 
 DATA = np.random.default_rng(0).integers(0, 50, 300_000, dtype=np.int16).tobytes()
 
@@ -71,3 +74,18 @@ def test_deflate_offset_reads_every_optional_field():
     header += (3).to_bytes(2, "little") + b"abc" + b"name\0" + b"comment\0" + b"\0\0"
     assert deflate_offset(header + body) == len(header)
     assert deflate_offset(b"\x1f\x8b\x07" + b"\0" * 20) is None  # not deflate
+
+
+def test_the_rewrite_is_niworkflows_own_at_level_1(tmp_path):
+    image = nb.Nifti1Image(np.arange(4 * 5 * 6, dtype=np.int16).reshape(4, 5, 6) % 7, np.diag([2, 2, 2, 1]))
+    header = image.header.copy()
+    header.set_qform(image.affine, 2)
+    ours, theirs = tmp_path / "ours.nii.gz", tmp_path / "theirs.nii.gz"
+    write_nifti_anonymous(ours, header, image.dataobj)
+    unsafe_write_nifti_header_and_data(theirs, header, image.dataobj)
+    assert gzip.decompress(ours.read_bytes()) == gzip.decompress(theirs.read_bytes())
+    assert ours.read_bytes()[:8] == theirs.read_bytes()[:8]  # anonymous header: no name, time 0
+    assert (ours.read_bytes()[8], theirs.read_bytes()[8]) == (4, 2)  # extra flags: fastest vs best
+    plain = tmp_path / "plain.nii"
+    write_nifti_anonymous(plain, header, image.dataobj)
+    assert plain.read_bytes() == gzip.decompress(ours.read_bytes())

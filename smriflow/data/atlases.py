@@ -425,12 +425,15 @@ def roi_volumes(
         raise ValueError("'dseg' must not hold negative labels.")
     voxel = _voxel_mm3(img)
     size = int(max(data.max(initial=0), labels["label"].max() if len(labels) else 0)) + 1
-    counts = np.bincount(data.ravel(), minlength=size)
+    # NIfTI arrays are in Fortran order: flattening both in that order pairs the same voxels without the
+    # transposing copies of a C-order ravel (0.8-1.3 s of the 1-1.5 s per atlas at 1 mm)
+    labels_flat = data.ravel(order="F")
+    counts = np.bincount(labels_flat, minlength=size)
     if gm_probseg is not None:
         gm_img = load_image(gm_probseg)
         check_same_grid(img, gm_img, _grid_message("'dseg' and 'gm_probseg'", img, gm_img))
         gm = np.asanyarray(gm_img.dataobj).astype(np.float64)
-        gm_sums = np.bincount(data.ravel(), weights=gm.ravel(), minlength=size) * voxel
+        gm_sums = np.bincount(labels_flat, weights=gm.ravel(order="F"), minlength=size) * voxel
     else:
         gm_sums = np.full(size, np.nan)
     ids = labels["label"].to_numpy(dtype=np.int64)

@@ -2,9 +2,9 @@
 
 Makes every variant of :data:`smriflow.data.variants.VARIANTS` from the shared T1w (no face, neck and
 shoulders, a tilted or off-centre head, int16 / float / z-scored intensities, ±20 % and ±50 % bias, 3 % and
-6 % Rician noise, 1 × 1 × 3 mm, 1.3 mm and 0.6 mm voxels, the top of the head cut, no skull), writes them as
-the subjects of ONE temporary BIDS dataset (``sub-<variant>``), runs the real ``smriflow run anat_preproc``
-once on all of them (MultiProc, ``--nprocs``), and prints per variant:
+6 % Rician noise, 1 × 1 × 3 mm, 1.3 mm (acquired and interpolated) and 0.6 mm voxels, the top of the head cut,
+no skull), writes them as the subjects of ONE temporary BIDS dataset (``sub-<variant>``), runs the real
+``smriflow run anat_preproc`` once on all of them (MultiProc, ``--nprocs``), and prints per variant:
 
 * brain, GM and WM Dice against FreeSurfer's ``brainmask.mgz > 0`` and the ``aseg`` classes of
   :func:`smriflow.utils.metrics.fs_tissue_classes`, each carried into the variant's space by the variant's

@@ -23,7 +23,7 @@ from typing import NamedTuple
 
 import nibabel as nb
 import numpy as np
-from scipy import ndimage
+from scipy import fft, ndimage
 
 from smriflow.data.synth import add_rician_noise, bias_field
 from smriflow.utils.morphology import head_mask
@@ -32,6 +32,7 @@ __all__ = [
     "VARIANTS",
     "Carry",
     "Variant",
+    "acquire_voxels",
     "add_neck",
     "contrast_gamma",
     "cut_top",
@@ -271,6 +272,9 @@ def resample_voxels(img: Image, zooms: Sequence[float]) -> Variant:
 
     The grid keeps the input's orientation. Before trilinear sampling the data are smoothed with a Gaussian
     whose FWHM makes up the difference to the new voxel size (an acquisition's slice profile, no aliasing).
+    Where the new voxel centres fall between the old ones (1.3 mm from 1 mm), the trilinear sampling blurs
+    further: such a copy holds less detail than a scan with its voxels (:func:`acquire_voxels` makes that);
+    where they fall on old centres (1 × 1 × 3 mm from 1 mm) the Gaussian is a 2-D scan's slice profile.
     """
     old = _zooms(img.affine)
     new = np.empty(3)
@@ -284,6 +288,39 @@ def resample_voxels(img: Image, zooms: Sequence[float]) -> Variant:
     smooth = ndimage.gaussian_filter(_data(img), sigma) if np.any(sigma > 0) else _data(img)
     carry = Carry(shape, affine, np.eye(4))
     return Variant(_nifti(carry(_nifti(smooth, img.affine), order=1), affine), carry)
+
+
+def acquire_voxels(img: Image, zooms: Sequence[float]) -> Variant:
+    """The image a coarser 3-D acquisition of the same field of view gives: k-space cut to the new matrix.
+
+    An MR image is the inverse Fourier transform of the k-space it sampled; a scan with coarser voxels
+    samples a smaller central part of the same k-space. Along each voxel axis the ``n`` samples become
+    ``m = round(n * old / new)``, so the voxel side is ``n * old / m`` (the field of view is kept exactly;
+    ``zooms`` along the world axes R, A, S, as :func:`resample_voxels`), the spatial frequencies the new
+    matrix can hold are kept unchanged and the others dropped (no extra blur, unlike a smoothed and
+    interpolated copy), and the magnitude is stored, as scanners do. Voxel 0 stays where it was. Only
+    coarser or equal voxels: :func:`resample_voxels` makes finer grids.
+    """
+    old = _zooms(img.affine)
+    new = np.empty(3)
+    for world, size in enumerate(zooms):
+        new[_world_axis(img.affine, "RAS"[world])[0]] = size
+    shape = tuple(max(1, int(round(n * o / z))) for n, o, z in zip(img.shape[:3], old, new, strict=True))
+    if any(m > n for m, n in zip(shape, img.shape[:3], strict=True)):
+        raise ValueError(
+            f"acquire_voxels: voxels {tuple(new)} are finer than {tuple(old)}; use resample_voxels"
+        )
+    spectrum = _data(img).astype(np.complex64)
+    for axis, (n, m) in enumerate(zip(img.shape[:3], shape, strict=True)):
+        if m == n:
+            continue
+        spectrum = fft.fftshift(fft.fft(spectrum, axis=axis), axes=axis)
+        cut = [slice(None)] * 3
+        cut[axis] = slice(n // 2 - m // 2, n // 2 - m // 2 + m)
+        spectrum = fft.ifft(fft.ifftshift(spectrum[tuple(cut)], axes=axis), axis=axis) * np.float32(m / n)
+    affine = img.affine.copy()
+    affine[:3, :3] = img.affine[:3, :3] * (np.array(img.shape[:3]) / np.array(shape))
+    return Variant(_nifti(np.abs(spectrum), affine), Carry(shape, affine, np.eye(4)))
 
 
 # -- what is in the image -------------------------------------------------------------------------------
@@ -385,9 +422,11 @@ class Context:
     seed: int = 0
 
 
-def _voxels(factors: Sequence[float]) -> Callable[[Image, Context], Variant]:
+def _voxels(
+    factors: Sequence[float], make_grid: Callable[[Image, Sequence[float]], Variant] | None = None
+) -> Callable[[Image, Context], Variant]:
     def make(img: Image, ctx: Context) -> Variant:
-        return resample_voxels(img, np.asarray(factors) * _zooms(img.affine).min())
+        return (make_grid or resample_voxels)(img, np.asarray(factors) * _zooms(img.affine).min())
 
     return make
 
@@ -406,8 +445,9 @@ VARIANTS: dict[str, tuple[str, Callable[[Image, Context], Variant]]] = {
     "bias50": ("±50 % smooth bias", lambda img, ctx: smooth_bias(img, 0.5, ctx.seed)),
     "noise3": ("Rician noise 3 % of WM", lambda img, ctx: rician_noise(img, 0.03, ctx.wm_level, ctx.seed)),
     "noise6": ("Rician noise 6 % of WM", lambda img, ctx: rician_noise(img, 0.06, ctx.wm_level, ctx.seed)),
-    "aniso": ("1 × 1 × 3 mm voxels", _voxels((1.0, 1.0, 3.0))),
-    "iso13": ("1.3 mm isotropic voxels", _voxels((1.3, 1.3, 1.3))),
+    "aniso": ("1 × 1 × 3 mm voxels (2-D slices)", _voxels((1.0, 1.0, 3.0))),
+    "iso13": ("1.3 mm isotropic voxels (3-D, k-space)", _voxels((1.3, 1.3, 1.3), acquire_voxels)),
+    "iso13interp": ("1.3 mm grid interpolated from 1 mm (smoothed, trilinear)", _voxels((1.3, 1.3, 1.3))),
     "fine06": ("0.6 mm isotropic voxels (upsampled: a fine scan's size)", _voxels((0.6, 0.6, 0.6))),
     "topcut": ("top of the head cut (25 mm)", lambda img, ctx: cut_top(img, 25.0)),
     "skullstripped": (

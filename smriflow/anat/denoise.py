@@ -119,7 +119,8 @@ def denoise_if_noisy(
         float32: the denoised image, or the input unchanged when not denoised.
     record : dict
         ``noise`` (:func:`estimate_noise`), ``threshold``, ``max_voxel_mm``, ``voxel_mm`` (the largest voxel
-        side), ``mode``, ``denoised`` (bool) and ``reason`` (why, in words).
+        side), ``mode``, ``noisy`` (the estimate is above ``threshold``), ``denoised`` (bool) and ``reason``
+        (why, in words).
     """
     if mode not in ("auto", "always", "never"):
         raise ValueError(f"'mode' must be one of auto, always, never. {mode!r} was provided.")
@@ -143,6 +144,7 @@ def denoise_if_noisy(
         "max_voxel_mm": max_voxel_mm,
         "voxel_mm": round(voxel, 4),
         "mode": mode,
+        "noisy": noisy,
         "denoised": bool(denoise),
         "reason": reason,
     }

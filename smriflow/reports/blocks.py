@@ -210,22 +210,22 @@ def tissue_notes(record: Mapping | None) -> list[tuple[str, str]]:
 def denoise_notes(record: Mapping | None) -> list[tuple[str, str]]:
     """Notes from the denoising stage's record (``AdaptiveDenoise.out_report``).
 
-    A denoised T1w is ``info``; a noise estimate above the threshold that was not acted upon (``never``, or
-    voxels too coarse for ``auto``) is ``warn``; a clean scan left alone adds nothing.
+    A denoised T1w is ``info``; a noise estimate above the threshold (the record's ``noisy``) that was not
+    acted upon (``never``, or voxels too coarse for ``auto``) is ``warn``; a clean scan left alone adds
+    nothing.
     """
     if not record:
         return []
-    noise = (record.get("noise") or {}).get("relative")
-    threshold = record.get("threshold")
     reason = record.get("reason") or f"denoise={record.get('mode')}"
     if record.get("denoised"):
         return [("info", f"The T1w was denoised (non-local means) before tissue segmentation: {reason}.")]
-    if noise is not None and threshold is not None and float(noise) > float(threshold):
+    if record.get("noisy"):
+        noise, threshold = float(record["noise"]["relative"]), float(record["threshold"])
         return [
             (
                 "warn",
-                f"Noise {100 * float(noise):.1f} % of the white-matter intensity (above "
-                f"{100 * float(threshold):.1f} %), not denoised: {reason}.",
+                f"Noise {100 * noise:.1f} % of the white-matter intensity (above {100 * threshold:.1f} %), "
+                f"not denoised: {reason}.",
             )
         ]
     return []

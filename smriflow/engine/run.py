@@ -46,8 +46,9 @@ from smriflow.engine.derivatives import (
     write_dataset_description,
     write_json,
 )
+from smriflow.engine.loading import LoadedSpec
 from smriflow.engine.plugins import FailedNode, RunReport, run_workflow
-from smriflow.engine.validate import LoadedSpec, validate_file
+from smriflow.engine.validate import validate_file
 from smriflow.interfaces.bids import OutsideOutputError, check_inside
 from smriflow.interfaces.bids import SubjectFiles as SubjectPlan
 

@@ -1,6 +1,6 @@
 """What ``smriflow run`` adds around a workflow to write BIDS derivatives, and the provenance it records.
 
-Per subject (see :mod:`smriflow.engine.run`)::
+Per subject (see :mod:`smriflow.engine.prepare`)::
 
     sub_<label>_wf
     ├── <workflow name>            the YAML workflow, inputs filled from pybids

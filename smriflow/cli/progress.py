@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from smriflow.engine.run import RunSummary, SubjectResult
+from smriflow.engine.summary import RunSummary, SubjectResult
 
 __all__ = ["Progress", "print_summary"]
 

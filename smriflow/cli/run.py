@@ -118,7 +118,8 @@ def run_command(args: argparse.Namespace) -> int:
     from smriflow.cli.main import CLIError, parse_set_values
     from smriflow.cli.progress import Progress, print_summary
     from smriflow.config.execution import load_exec_config, override
-    from smriflow.engine.run import execute_run, prepare_run
+    from smriflow.engine.prepare import prepare_run
+    from smriflow.engine.run import execute_run
 
     values = parse_set_values(args.set)
     if args.seed is not None:
@@ -162,7 +163,8 @@ def run_command(args: argparse.Namespace) -> int:
         console.print(f"{len(prepared.subjects) - runnable} subject(s) cannot run (see the summary)")
     if args.dry_run:
         from smriflow.cli.progress import print_inputs
-        from smriflow.engine.run import SubjectResult, combined_inputs, taken_inputs
+        from smriflow.engine.prepare import combined_inputs, taken_inputs
+        from smriflow.engine.summary import SubjectResult
 
         runnable_subjects = [s for s in prepared.subjects if s.problem is None]
         planned = [SubjectResult(s.label, "planned", inputs=taken_inputs(s)) for s in runnable_subjects]

@@ -18,6 +18,7 @@ from nipype.pipeline import engine as pe
 from niworkflows.engine.workflows import LiterateWorkflow
 
 from smriflow.config.errors import Problem, SpecError, did_you_mean
+from smriflow.engine.loading import BUILTIN_ARGS, GROUP_ARGS, LoadedSpec
 from smriflow.engine.registry import (
     UnresolvedReference,
     packaged_workflows,
@@ -25,8 +26,8 @@ from smriflow.engine.registry import (
     resolve_workflow,
 )
 from smriflow.engine.scheduling import ESTIMATE_ATTR
-from smriflow.engine.validate import BUILTIN_ARGS, GROUP_ARGS, LoadedSpec, substitute, validate_file
-from smriflow.engine.values import arg_expectation, check_values, coerce_arg, must_be
+from smriflow.engine.validate import validate_file
+from smriflow.engine.values import arg_expectation, check_values, coerce_arg, must_be, substitute
 
 __all__ = [
     "load_workflow",
@@ -62,7 +63,7 @@ def locate_workflow(name_or_path: str | Path) -> Path:
 
 def list_workflows() -> dict[str, str]:
     """Packaged workflow names and the first line of their ``doc``."""
-    from smriflow.engine.validate import load_spec
+    from smriflow.engine.loading import load_spec
 
     docs = {}
     for stem, path in packaged_workflows().items():

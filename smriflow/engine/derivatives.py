@@ -1,6 +1,6 @@
 """What ``smriflow run`` adds around a workflow to write BIDS derivatives, and the provenance it records.
 
-Per subject (see :mod:`smriflow.engine.run`)::
+Per subject (see :mod:`smriflow.engine.prepare`)::
 
     sub_<label>_wf
     ├── <workflow name>            the YAML workflow, inputs filled from pybids
@@ -25,8 +25,9 @@ from smriflow.config.errors import Problem, did_you_mean
 from smriflow.config.execution import ExecConfig
 from smriflow.config.spec import output_path_problem
 from smriflow.engine.builder import build_workflow, methods_text
+from smriflow.engine.loading import LoadedSpec
 from smriflow.engine.naming import mapped_items, output_entities, output_path
-from smriflow.engine.validate import LoadedSpec, default_args, substitute
+from smriflow.engine.values import default_args, substitute
 from smriflow.interfaces.bids import OUTPUT_ENTITIES
 from smriflow.utils.atomic import atomic_write
 

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from smriflow.config.spec import OutputSpec
-from smriflow.engine.validate import substitute
+from smriflow.engine.values import substitute
 
 __all__ = ["derivative_path", "mapped_items", "output_entities", "output_path"]
 

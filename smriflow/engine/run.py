@@ -1,332 +1,36 @@
-"""Run a YAML workflow on a BIDS dataset and write BIDS derivatives: the logic behind ``smriflow run``.
+"""Run a prepared workflow on a BIDS dataset and write BIDS derivatives: the logic behind ``smriflow run``.
 
-:func:`prepare_run` checks everything that can be checked before computing (the workflow file, ``args``,
-the execution config, the dataset and the subjects) and builds one nipype graph::
-
-    smriflow_wf
-    └── sub_<label>_wf                 one per subject (a Python loop, not iterables)
-        ├── <workflow name>            the YAML workflow, inputs filled from pybids
-        │                              (``<stem>_ses_<label>_wf`` per session when there are sessions)
-        ├── derivatives_barrier        runs when *every* output of the subject exists
-        └── ds_<output>                one DerivativesDataSink per output with ``bids:``
-
-:func:`execute_run` writes ``dataset_description.json``, sends nipype's logging to ``OUTPUT/logs/`` and
-runs the graph with :func:`smriflow.engine.plugins.run_workflow`, then sums up per subject. A failing
+:func:`execute_run` runs the graph that :func:`smriflow.engine.prepare.prepare_run` built: it takes the
+subjects' locks, writes ``dataset_description.json``, sends nipype's logging to ``OUTPUT/logs/``
+(:func:`smriflow.engine.logfile.log_to_file`) and runs the graph with
+:func:`smriflow.engine.plugins.run_workflow`, then sums up per subject (:class:`RunSummary`). A failing
 subject stops nothing but itself (when the config keeps ``stop_on_first_crash: false``), and leaves no
-derivative behind. :func:`run_bids` does both; the CLI calls the two steps to show progress.
+derivative behind. :func:`run_bids` does both steps; the CLI calls the two to show progress.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import re
-import sys
-import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
-from copy import deepcopy
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from smriflow._version import __version__
-from smriflow.config.errors import SpecError, did_you_mean
-from smriflow.config.execution import ExecConfig, load_exec_config, override
-from smriflow.engine.builder import locate_workflow, resolve_args
-from smriflow.engine.derivatives import (
-    GROUP_NAME,
-    RunSetupError,
-    build_group_workflow,
-    build_subject_workflow,
-    check_output_dir,
-    check_runnable,
-    config_record,
-    write_dataset_description,
-    write_json,
-)
-from smriflow.engine.plugins import FailedNode, RunReport, run_workflow
-from smriflow.engine.validate import LoadedSpec, validate_file
+from smriflow.engine.derivatives import RunSetupError, config_record, write_dataset_description, write_json
+from smriflow.engine.logfile import log_to_file
+from smriflow.engine.plugins import RunReport, run_workflow
+from smriflow.engine.prepare import PreparedRun, SubjectPlan, combined_inputs, prepare_run, taken_inputs
+from smriflow.engine.summary import TOP_NAME, RunSummary, SubjectResult, last_error_line, subject_of
 from smriflow.interfaces.bids import OutsideOutputError, check_inside
-from smriflow.interfaces.bids import SubjectFiles as SubjectPlan
 
-__all__ = [
-    "PreparedRun",
-    "RunSetupError",
-    "RunSummary",
-    "SubjectPlan",
-    "SubjectResult",
-    "execute_run",
-    "prepare_run",
-    "run_bids",
-]
+__all__ = ["execute_run", "run_bids"]
 
-TOP_NAME = "smriflow_wf"
-#: The label a group run reports its one unit under (a subject's is its BIDS label).
-GROUP_LABEL = "group"
-_SUBJECT_RE = re.compile(rf"(?:^|\.)(?:sub_([A-Za-z0-9]+)_wf|({GROUP_NAME}))(?:\.|$)")
 logger = logging.getLogger("smriflow.engine")
 
 StatusCallback = Callable[[Any, str], None]
 
 
-@dataclass
-class PreparedRun:
-    """Everything :func:`execute_run` needs; ``nodes`` maps each node's full name to its subject."""
-
-    loaded: LoadedSpec
-    args: dict[str, Any]
-    config: ExecConfig
-    bids_dir: Path | None  # None: a group run without --bids-dir
-    output_dir: Path
-    work_dir: Path
-    subjects: list[SubjectPlan]
-    workflow: Any | None  # nipype Workflow; None when no subject can run
-    nodes: dict[str, str] = field(default_factory=dict)
-    longitudinal: bool = False  # one unit per subject from every session (--longitudinal)
-
-    @property
-    def total_nodes(self) -> int:
-        return len(self.nodes)
-
-
-@dataclass
-class SubjectResult:
-    """How one subject ended: ``done``, ``failed``, ``incomplete`` (nodes not run) or ``interrupted``."""
-
-    label: str
-    status: str
-    nodes_done: int = 0
-    nodes_total: int = 0
-    failed: list[FailedNode] = field(default_factory=list)
-    errors: dict[str, str] = field(default_factory=dict)  # failed node name -> last line of its error
-    reason: str = ""
-    inputs: dict[str, list[str]] = field(default_factory=dict)  # [ses-<label> ]input -> the files taken
-
-    @property
-    def display(self) -> str:
-        """How the summary names the unit: ``sub-<label>``, or ``group`` for a group run."""
-        return GROUP_LABEL if self.label == GROUP_LABEL else f"sub-{self.label}"
-
-    def node_path(self, node: FailedNode) -> str:
-        """The failed node's hierarchy below the top workflow, e.g. ``sub_01_wf.example_wf.smooth``."""
-        return node.name.removeprefix(f"{TOP_NAME}.")
-
-
-@dataclass
-class RunSummary:
-    """The outcome of a run, per subject."""
-
-    workflow: str
-    output_dir: Path
-    work_dir: Path
-    log_file: Path | None
-    subjects: list[SubjectResult]
-    report: RunReport | None = None
-    interrupted: int | None = None
-    """The signal that ended the run early (SIGINT, SIGTERM), if one did."""
-    combined: dict[str, str] = field(default_factory=dict)
-    """Inputs with ``many: true`` → how the workflow combines their files (``t1w_runs=average``)."""
-
-    @property
-    def ok(self) -> bool:
-        return self.interrupted is None and all(subject.status == "done" for subject in self.subjects)
-
-    @property
-    def exit_code(self) -> int:
-        """0 when every subject is done, 1 otherwise; ``128 + signal`` when interrupted (130, 143)."""
-        if self.interrupted is not None:
-            return 128 + self.interrupted
-        return 0 if self.ok else 1
-
-
-# -- preparing ----------------------------------------------------------------------------------------------
-def prepare_run(
-    workflow: str | Path,
-    bids_dir: str | Path | None,
-    output_dir: str | Path,
-    *,
-    participant_labels: Sequence[str] | None = None,
-    work_dir: str | Path | None = None,
-    exec_config: ExecConfig | str | Path | None = None,
-    args: Mapping[str, Any] | None = None,
-    arg_source: str = "argument",
-    longitudinal: bool = False,
-    bids_filters: str | Path | Mapping[str, Mapping[str, Any]] | None = None,
-    session_labels: Sequence[str] | None = None,
-) -> PreparedRun:
-    """Check the inputs of a run and build its graph, without running anything.
-
-    Parameters
-    ----------
-    workflow : str or Path
-        A packaged workflow name or a YAML file.
-    bids_dir : str or Path or None
-        The BIDS dataset; optional for a group workflow (``level: group``), which gets it as ``$bids_dir``.
-    output_dir : str or Path
-        The derivatives folder (created if needed); a group workflow gets it as ``$output_dir``.
-    participant_labels : sequence of str, optional
-        Subjects to run (with or without ``sub-``); default: every subject of the dataset. Participant
-        workflows only.
-    work_dir : str or Path, optional
-        Intermediate results; default: the config's ``work_dir``, else ``<output_dir>/../work``.
-    exec_config : ExecConfig, str or Path, optional
-        A loaded config, or a packaged name / file for :func:`load_exec_config` (default ``local``).
-    args : mapping, optional
-        Values of the workflow's ``args`` (and ``seed``, ``omp_nthreads``).
-    arg_source : str
-        How ``args`` were given, for messages (the CLI passes ``--set``).
-    longitudinal : bool
-        Process each subject once from the files of all its sessions (inputs with ``many: true`` get every
-        session's files; derivatives keep only the entities those files share, so no ``ses-``), instead of
-        once per session.
-    bids_filters : path or mapping, optional
-        A NiPreps BIDS filter file (``--bids-filter-file``) or its content: input name → pybids entity
-        filters added to the input's query (:mod:`smriflow.bids.filters`). Participant workflows only.
-    session_labels : sequence of str, optional
-        Sessions to take (``--session-label``, with or without ``ses-``). Participant workflows only.
-
-    Raises
-    ------
-    SpecError
-        Mistakes in the workflow file, the arguments or the execution config (all of them).
-    RunSetupError
-        A missing dataset, unknown participant labels, or an output folder holding other derivatives.
-    """
-    loaded = validate_file(locate_workflow(workflow))
-    config = exec_config if isinstance(exec_config, ExecConfig) else load_exec_config(exec_config)
-    if work_dir is not None:
-        config = override(config, work_dir=work_dir)
-    group = loaded.spec.level == "group"
-    output_dir = Path(os.path.abspath(output_dir))
-    if bids_dir is not None:
-        bids_dir = Path(os.path.abspath(bids_dir))
-    elif not group:
-        raise RunSetupError(
-            f"workflow '{loaded.spec.name}' runs per subject: give the BIDS dataset (--bids-dir)"
-        )
-    given = {"omp_nthreads": config.omp_nthreads, **(args or {})}
-    if group:
-        _refuse_run_folders(given, arg_source)
-        if participant_labels:
-            raise RunSetupError(
-                f"'{loaded.spec.name}' is a group workflow (one run for the whole study): "
-                "--participant-label does not apply"
-            )
-        for option, value in (("--bids-filter-file", bids_filters), ("--session-label", session_labels)):
-            if value:
-                raise RunSetupError(f"'{loaded.spec.name}' is a group workflow: {option} does not apply")
-        given.update(output_dir=str(output_dir), bids_dir=str(bids_dir) if bids_dir else "")
-    resolved = resolve_args(loaded, given, source=arg_source)
-    problems = check_runnable(loaded, resolved)
-    if problems:
-        raise SpecError(problems)
-    if resolved["omp_nthreads"] != config.omp_nthreads:  # one thread setting for the nodes and the plugin
-        config = override(config, omp_nthreads=resolved["omp_nthreads"])
-
-    run_work_dir = Path(config.work_dir) if config.work_dir else output_dir.parent / "work"
-    if bids_dir is not None:
-        if not bids_dir.is_dir():
-            raise RunSetupError(f"BIDS dataset folder not found: {bids_dir}")
-        # smriflow never writes into the input dataset (symbolic links followed), except under derivatives/
-        for option, folder in (("--output-dir", output_dir), ("--work-dir", run_work_dir)):
-            if _inside_dataset(folder, bids_dir):
-                raise RunSetupError(
-                    f"{option} {folder} is inside the BIDS dataset; use a folder outside it or under "
-                    f"{bids_dir / 'derivatives'}"
-                )
-    if group and longitudinal:
-        raise RunSetupError(f"'{loaded.spec.name}' is a group workflow: --longitudinal does not apply")
-    if not group:  # a group run adds its files to the folder of the derivatives it summarises
-        check_output_dir(output_dir, loaded, resolved, longitudinal=longitudinal)
-
-    if group:
-        subjects = [SubjectPlan(GROUP_LABEL)]
-    else:
-        subjects = _collect_subjects(
-            loaded, bids_dir, participant_labels, longitudinal, bids_filters, session_labels
-        )
-    prepared = PreparedRun(
-        loaded,
-        resolved,
-        config,
-        bids_dir,
-        output_dir,
-        run_work_dir,
-        subjects,
-        None,
-        longitudinal=longitudinal,
-    )
-    runnable = [subject for subject in subjects if subject.problem is None]
-    if runnable:
-        from nipype.pipeline import engine as pe
-
-        top = pe.Workflow(name=TOP_NAME)
-        if group:
-            top.add_nodes([build_group_workflow(loaded, resolved, output_dir=output_dir)])
-        for subject in runnable if not group else ():
-            top.add_nodes(
-                [
-                    build_subject_workflow(
-                        loaded,
-                        resolved,
-                        subject.label,
-                        subject.units,
-                        bids_dir=bids_dir,
-                        output_dir=output_dir,
-                    )
-                ]
-            )
-        if not config.work_dir:
-            top.base_dir = str(run_work_dir)
-        prepared.workflow, prepared.nodes = top, _execution_nodes(top)
-    return prepared
-
-
-def _inside_dataset(folder: Path, bids_dir: Path) -> bool:
-    """Whether ``folder`` is (or is under) ``bids_dir`` but not under its ``derivatives/``."""
-    real, dataset = folder.resolve(), bids_dir.resolve()
-    return real.is_relative_to(dataset) and not real.is_relative_to(dataset / "derivatives")
-
-
-def _refuse_run_folders(given: Mapping[str, Any], arg_source: str) -> None:
-    """A group workflow's ``output_dir``/``bids_dir`` come from the run's options, never from ``--set``."""
-    for name, option in (("output_dir", "--output-dir"), ("bids_dir", "--bids-dir")):
-        if name in given:
-            raise RunSetupError(f"{arg_source} {name}: it is set by {option}; give that option instead")
-
-
-def _collect_subjects(
-    loaded: LoadedSpec,
-    bids_dir: Path,
-    participant_labels: Sequence[str] | None,
-    longitudinal: bool,
-    bids_filters: str | Path | Mapping[str, Mapping[str, Any]] | None = None,
-    session_labels: Sequence[str] | None = None,
-) -> list[SubjectPlan]:
-    from smriflow.bids.filters import BIDSFilterError, apply_filters, load_bids_filters
-    from smriflow.interfaces.bids import BIDSInputError, BIDSQueryError, collect_subjects
-
-    queries = {name: (item.bids, item.required) for name, item in loaded.spec.inputs.items() if item.bids}
-    if isinstance(bids_filters, str | Path):
-        try:
-            bids_filters = load_bids_filters(bids_filters, queries)
-        except BIDSFilterError as exc:
-            raise RunSetupError(str(exc)) from None
-    queries = apply_filters(queries, bids_filters, session_labels)
-    many = [name for name, item in loaded.spec.inputs.items() if item.many]
-    try:
-        return collect_subjects(bids_dir, queries, participant_labels, many=many, merge_sessions=longitudinal)
-    except BIDSInputError as exc:
-        raise RunSetupError(str(exc)) from None
-    except BIDSQueryError as exc:
-        path = ("inputs", exc.input_name, "bids", exc.key)
-        hint = did_you_mean(exc.key, exc.choices)
-        raise SpecError([loaded.positions.problem(path, exc.message, hint, at_key=True)]) from None
-
-
-# -- running ------------------------------------------------------------------------------------------------
 def execute_run(
     prepared: PreparedRun, *, status_callback: StatusCallback | None = None, debug: bool = False
 ) -> RunSummary:
@@ -456,37 +160,6 @@ def _execute(
     )
 
 
-def taken_inputs(subject: SubjectPlan) -> dict[str, list[str]]:
-    """The files a subject's run takes, per input: keys ``<input>``, or ``ses-<label> <input>`` when the
-    subject's sessions are processed one by one.
-
-    Examples
-    --------
-    >>> plan = SubjectPlan("01", {"1": {"t1w": ["a.nii"]}, "2": {"t1w": ["b.nii", "c.nii"]}})
-    >>> taken_inputs(plan)
-    {'ses-1 t1w': ['a.nii'], 'ses-2 t1w': ['b.nii', 'c.nii']}
-    """
-    taken: dict[str, list[str]] = {}
-    for session, files in subject.units.items():
-        for name, paths in files.items():
-            key = name if session is None else f"ses-{session} {name}"
-            taken[key] = [paths] if isinstance(paths, str) else list(paths)
-    return taken
-
-
-def combined_inputs(prepared: PreparedRun) -> dict[str, str]:
-    """How each ``many: true`` input's files are combined: ``<input>_runs=<value>`` when the workflow has
-    such an argument (anat_preproc's ``t1w_runs``), else ``combined by the workflow``."""
-    notes = {}
-    for name, item in prepared.loaded.spec.inputs.items():
-        if item.many:
-            arg = f"{name}_runs"
-            notes[name] = (
-                f"{arg}={prepared.args[arg]}" if arg in prepared.args else "combined by the workflow"
-            )
-    return notes
-
-
 def _interrupted_result(
     prepared: PreparedRun, subject: SubjectPlan, tracker: _NodeTracker, signum: int
 ) -> SubjectResult:
@@ -577,104 +250,6 @@ def _subject_result(
         why = "the config sets stop_on_first_crash" if stopped else "the run stopped early"
         result.reason = f"{result.nodes_total - result.nodes_done} node(s) did not run ({why})"
     return result
-
-
-def last_error_line(crash_file: Path | None) -> str:
-    """The last line of the traceback in a text crash file (the error itself), or ``""``."""
-    if crash_file is None or crash_file.suffix != ".txt":
-        return ""
-    try:
-        lines = [line.strip() for line in crash_file.read_text(errors="replace").splitlines() if line.strip()]
-    except OSError:
-        return ""
-    return lines[-1][:300] if lines else ""
-
-
-_NO_LOCK = threading.Lock()
-
-
-class _LogFile(logging.FileHandler):
-    """The run's log file; when it cannot be written (a full disk), one line on stderr instead of a
-    traceback for every record."""
-
-    def __init__(self, *args: Any, **kwargs: Any):
-        super().__init__(*args, **kwargs)
-        self._failed = threading.Event()
-        self._owner = os.getpid()
-
-    def handleError(self, record: logging.LogRecord | None) -> None:  # noqa: N802 (logging's name)
-        error = sys.exc_info()[1]
-        with self.lock or _NO_LOCK:
-            if self._failed.is_set():
-                return
-            self._failed.set()
-        if os.getpid() != self._owner:  # a forked MultiProc worker: the run's process says it once
-            return
-        reason = getattr(error, "strerror", None) or error
-        print(
-            f"smriflow: cannot write the log {self.baseFilename} ({reason}); its end is lost", file=sys.stderr
-        )
-
-    def flush(self) -> None:
-        try:
-            super().flush()
-        except OSError:
-            self.handleError(None)
-
-    def close(self) -> None:
-        try:
-            super().close()
-        except OSError:
-            self.handleError(None)
-
-
-@contextmanager
-def log_to_file(path: Path, *, echo: bool = False) -> Iterator[None]:
-    """Send the ``nipype``, ``smriflow``, warnings and ``concurrent.futures`` loggers to ``path``.
-
-    With ``echo``, to stderr too. Their handlers are restored afterwards, so a run inside a Python session
-    leaves logging as it was.
-    """
-    handler = _LogFile(path, encoding="utf-8")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s: %(message)s"))
-    handlers: list[logging.Handler] = [handler]
-    if echo:
-        terminal = logging.StreamHandler()
-        terminal.setFormatter(handler.formatter)
-        handlers.append(terminal)
-    saved = []
-    # concurrent.futures logs a traceback when a killed MultiProc worker breaks the pool (Ctrl-C, SIGTERM)
-    for name in ("nipype", "smriflow", "py.warnings", "concurrent.futures"):
-        named = logging.getLogger(name)
-        saved.append((named, named.handlers[:], named.propagate, named.level))
-        named.handlers, named.propagate = list(handlers), False
-    logging.getLogger("smriflow").setLevel(logging.INFO)
-    logging.captureWarnings(True)
-    try:
-        yield
-    finally:
-        logging.captureWarnings(False)
-        for named, old_handlers, propagate, level in saved:
-            named.handlers, named.propagate = old_handlers, propagate
-            named.setLevel(level)
-        handler.close()
-
-
-def _execution_nodes(top: Any) -> dict[str, str]:
-    """Full names of the nodes nipype will execute (identity nodes removed), with their subject."""
-    from nipype.pipeline.engine.utils import generate_expanded_graph
-
-    graph = generate_expanded_graph(deepcopy(top._create_flat_graph()))
-    return dict(sorted((node.fullname, subject_of(node.fullname) or "") for node in graph.nodes()))
-
-
-def subject_of(node_name: str) -> str | None:
-    """The subject label in a node's full name (``smriflow_wf.sub_01_wf.…`` → ``01``; ``…group_wf…`` →
-    ``group``)."""
-    match = _SUBJECT_RE.search(node_name)
-    if not match:
-        return None
-    return match.group(1) or GROUP_LABEL
 
 
 def _run_record(prepared: PreparedRun) -> dict[str, Any]:

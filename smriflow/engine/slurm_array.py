@@ -31,7 +31,7 @@ from typing import Any
 from smriflow.config.execution import LinearConfig, MultiProcConfig, SLURMArrayConfig, load_exec_config
 from smriflow.engine.derivatives import RunSetupError
 from smriflow.engine.plugins import FailedNode, node_sbatch_args, read_crash_file
-from smriflow.engine.run import TOP_NAME, PreparedRun, RunSummary, SubjectResult, last_error_line
+from smriflow.engine.prepare import PreparedRun
 from smriflow.engine.slurm import (
     JobState,
     SlurmError,
@@ -42,6 +42,7 @@ from smriflow.engine.slurm import (
     submit,
     wait_until_done,
 )
+from smriflow.engine.summary import TOP_NAME, RunSummary, SubjectResult, last_error_line
 from smriflow.utils.threads import THREAD_VARIABLES
 
 __all__ = ["ArrayPlan", "ArraySetupError", "plan_array", "run_array", "summarize_array"]
@@ -123,7 +124,7 @@ def plan_array(
     Parameters
     ----------
     prepared : PreparedRun
-        From :func:`smriflow.engine.run.prepare_run` with a :class:`SLURMArrayConfig`.
+        From :func:`smriflow.engine.prepare.prepare_run` with a :class:`SLURMArrayConfig`.
     workflow : str
         The workflow as given on the command line (a packaged name, or a file: made absolute).
     set_values : mapping, optional

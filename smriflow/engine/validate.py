@@ -1,14 +1,13 @@
 """Validate a workflow YAML file in phases, collecting every problem before reporting.
 
-1. syntax: :func:`smriflow.config.loader.load_yaml` (duplicate keys rejected);
-2. schema: the pydantic models of :mod:`smriflow.config.spec` (unknown keys rejected);
-3. references: interfaces and workflows exist, ``params`` exist on the input spec and pass trait validation
-   (and name installed atlases and templates), ports exist, mandatory inputs are set exactly once, ``$arg``
-   references are declared, no cycles; the values written for nested workflows are followed to where they
-   land (:func:`smriflow.engine.values.check_values`).
+1. syntax and 2. schema: :func:`smriflow.engine.loading.load_spec` (YAML, then the pydantic models);
+3. references, here: interfaces and workflows exist, ``params`` exist on the input spec and pass trait
+   validation (and name installed atlases and templates), ports exist, mandatory inputs are set exactly
+   once, ``$arg`` references are declared, no cycles; the values written for nested workflows are followed
+   to where they land (:func:`smriflow.engine.values.check_values`).
 
 Phase 3 needs phase 2 to have passed for the part it checks, so a file with schema errors reports those
-first. :func:`load_spec` runs 1–2, :func:`check_spec` runs 3, :func:`validate_file` runs all of them.
+first. :func:`check_spec` runs 3, :func:`validate_file` runs all of them.
 """
 
 from __future__ import annotations
@@ -21,148 +20,28 @@ from pathlib import Path
 from typing import Any
 
 import networkx as nx
-from pydantic import ValidationError
 
 from smriflow.config.errors import Problem, SpecError, did_you_mean
-from smriflow.config.loader import KeyPath, Positions, load_yaml
-from smriflow.config.pydantic_errors import Issue, describe, issue_from_error
-from smriflow.config.spec import (
-    ARG_REF_RE,
-    NAME_RE,
-    RESERVED_NODE_NAMES,
-    SOURCE_RE,
-    ArgSpec,
-    NodeSpec,
-    WorkflowSpec,
-    normalise_short_forms,
-)
+from smriflow.config.loader import KeyPath, Positions
+from smriflow.config.pydantic_errors import describe
+from smriflow.config.spec import ARG_REF_RE, NAME_RE, RESERVED_NODE_NAMES, SOURCE_RE, ArgSpec, NodeSpec
+from smriflow.engine.loading import BUILTIN_ARGS, GROUP_ARGS, LoadedSpec, load_partial
 from smriflow.engine.registry import UnresolvedReference, resolve_interface, resolve_workflow
-from smriflow.engine.values import arg_expectation, check_values, must_be, port_expectation
-from smriflow.utils.seed import DEFAULT_SEED
+from smriflow.engine.values import (
+    arg_expectation,
+    check_values,
+    default_args,
+    must_be,
+    port_expectation,
+    substitute,
+)
 
-#: Arguments every workflow has without declaring them; they flow into nested workflows and fill the
-#: ``num_threads``/``seed`` traits of every node that has them.
-BUILTIN_ARGS: dict[str, ArgSpec] = {
-    "omp_nthreads": ArgSpec(type="int", default=1, doc="threads each node may use (run-level)"),
-    "seed": ArgSpec(type="int", default=DEFAULT_SEED, doc="random seed of every node that draws numbers"),
-}
-#: Built-in arguments of group-level workflows only: the run's folders (absolute paths, filled by the run).
-GROUP_ARGS: dict[str, ArgSpec] = {
-    "output_dir": ArgSpec(type="path", default="", doc="the run's output folder (set by --output-dir)"),
-    "bids_dir": ArgSpec(type="path", default="", doc="the run's BIDS dataset (--bids-dir), or empty"),
-}
+__all__ = ["PATH_FIELDS", "RESERVED_ARGS", "Ports", "check_spec", "validate_file"]
+
 RESERVED_ARGS = frozenset({*BUILTIN_ARGS, *GROUP_ARGS, "name"})
 #: The placeholders a participant workflow's output ``path`` may hold.
 PATH_FIELDS = frozenset({"subject", "session"})
 _HIDDEN_TRAITS = frozenset({"trait_added", "trait_modified"})
-
-
-@dataclass
-class LoadedSpec:
-    """A workflow file that passed phases 1–2: the model, the raw data and where everything sits."""
-
-    spec: WorkflowSpec
-    path: Path
-    positions: Positions
-    #: nodes left out because their own schema is broken (validation only; never built)
-    broken: frozenset[str] = frozenset()
-
-    @property
-    def stem(self) -> str:
-        return self.path.stem
-
-    def all_args(self) -> dict[str, ArgSpec]:
-        """Declared arguments plus the built-in ones (and, for a group workflow, the run's folders)."""
-        group = GROUP_ARGS if self.spec.level == "group" else {}
-        return {**BUILTIN_ARGS, **group, **self.spec.args}
-
-
-def load_spec(path: str | Path, *, display_name: str | None = None) -> LoadedSpec:
-    """Run phases 1 (syntax) and 2 (schema) on a workflow file.
-
-    Raises
-    ------
-    SpecError
-        Listing every syntax or schema problem.
-    """
-    loaded, problems = _load_partial(Path(path), display_name)
-    if problems:
-        raise SpecError(problems)
-    return loaded
-
-
-def _load_partial(path: Path, display_name: str | None = None) -> tuple[LoadedSpec | None, list[Problem]]:
-    """Phases 1–2, tolerant of broken nodes so that phase 3 can still check the rest of the file.
-
-    Returns the spec without the nodes whose own schema failed (``None`` if the file-level structure
-    failed) and the schema problems found.
-    """
-    data, positions = load_yaml(path, display_name=display_name)
-    if not isinstance(data, dict):
-        return None, [Problem(positions.file, 1, 1, "", "a workflow file must be a YAML mapping")]
-    data = normalise_short_forms(data)
-    try:
-        return LoadedSpec(WorkflowSpec.model_validate(data), path, positions), []
-    except ValidationError as exc:
-        problems = _schema_problems(exc, data, positions)
-        error_paths = [_real_path(error["loc"], data) for error in exc.errors()]
-    broken = {path[1] for path in error_paths if len(path) > 1 and path[0] == "nodes"}
-    nodes = data.get("nodes")
-    if not broken or not isinstance(nodes, dict) or len(broken) == len(nodes):
-        return None, problems
-    partial = {**data, "nodes": {k: v for k, v in nodes.items() if k not in broken}}
-    try:
-        spec = WorkflowSpec.model_validate(partial)
-    except ValidationError:
-        return None, problems  # the file-level structure is broken too: phase 3 would only add noise
-    return LoadedSpec(spec, path, positions, frozenset(broken)), problems
-
-
-def _schema_problems(exc: ValidationError, data: dict, positions: Positions) -> list[Problem]:
-    """Translate pydantic errors into located problems, one per place, without pydantic's wording."""
-    problems: dict[KeyPath, Problem] = {}
-    for error in exc.errors():
-        path = _real_path(error["loc"], data)
-        if path in problems:  # a union reports once per member; one message per place is enough
-            continue
-        if error["type"] == "literal_error" and path == ("smriflow",):
-            version = describe(error["input"])
-            issue = Issue(path, f"unsupported spec version {version}", "This smriflow reads 'smriflow: 1'.")
-        else:
-            issue = issue_from_error(error, WorkflowSpec, path)
-        hint = issue.hint
-        if error["type"] == "extra_forbidden" and " " in str(path[-1]):
-            # `{doc: a, b}` splits at the comma and makes 'b' a key
-            hint = f"Is there an unquoted comma inside a {{…}} value? Quote that text. {hint}".strip()
-        problems[path] = positions.problem(issue.path, issue.message, hint, at_key=issue.at_key)
-    return list(problems.values())
-
-
-def _real_path(loc: tuple, data: Any) -> KeyPath:
-    """Keep the part of a pydantic location that exists in the data (drops union member tags)."""
-    path: list[str | int] = []
-    node = data
-    for part in loc:
-        part = "from" if part == "from_" else "in" if part == "in_" else part
-        if isinstance(node, dict) and part in node:
-            node = node[part]
-        elif isinstance(node, list) and isinstance(part, int) and part < len(node):
-            node = node[part]
-        elif isinstance(node, dict) and isinstance(part, str) and not path_has_tag(part):
-            path.append(part)  # a key that is missing or unknown: keep it, stop descending
-            break
-        else:
-            continue
-        path.append(part)
-    return tuple(path)
-
-
-def path_has_tag(part: str) -> bool:
-    """pydantic tags union members with names like 'int', 'str' or 'function-after[...]'."""
-    return part in {"int", "str", "float", "bool", "list", "dict"} or "[" in part
-
-
-# --------------------------------------------------------------------------------------------- phase 3 --
 
 
 @dataclass
@@ -313,31 +192,6 @@ def _refs_in(value: Any, path: KeyPath) -> Iterator[tuple[KeyPath, str]]:
             yield from _refs_in(item, (*path, index))
 
 
-def substitute(value: Any, args: dict[str, Any]) -> Any:
-    """Replace every ``$name`` string (whole value only) by ``args[name]``, recursively."""
-    if isinstance(value, str):
-        match = ARG_REF_RE.match(value)
-        return args[match.group(1)] if match and match.group(1) in args else value
-    if isinstance(value, dict):
-        return {key: substitute(item, args) for key, item in value.items()}
-    if isinstance(value, list):
-        return [substitute(item, args) for item in value]
-    return value
-
-
-def default_args(loaded: LoadedSpec) -> dict[str, Any]:
-    """Default value of every argument whose default is valid (invalid ones are reported on their own).
-
-    A ``required`` argument has none, nor have the run's folders of a group workflow: their ``$name``
-    references stay unsubstituted, so the checks of the values they will fill wait for the run.
-    """
-    return {
-        name: arg.default
-        for name, arg in loaded.all_args().items()
-        if not arg.required and name not in GROUP_ARGS and arg_expectation(arg, arg.default) is None
-    }
-
-
 def _node_ports(
     loaded: LoadedSpec, node_name: str, node: NodeSpec, stack: tuple[Path, ...]
 ) -> tuple[Ports | None, list[Problem]]:
@@ -443,7 +297,7 @@ def _workflow_ports(
     if isinstance(target, Path):
         if target.resolve() in {p.resolve() for p in (*stack, loaded.path)}:
             return None, [pos.problem((*where, "workflow"), f"workflow '{node.workflow}' includes itself")]
-        nested, nested_problems = _load_partial(target)
+        nested, nested_problems = load_partial(target)
         if nested is not None:
             nested_problems += check_spec(nested, _stack=(*stack, loaded.path))
         if nested_problems:
@@ -567,7 +421,7 @@ def _check_source(loaded: LoadedSpec, path: KeyPath, source: str, ports: dict[st
 
 def validate_file(path: str | Path) -> LoadedSpec:
     """Run phases 1–3 on a workflow file; return it loaded, or raise one :class:`SpecError` listing all."""
-    loaded, problems = _load_partial(Path(path))
+    loaded, problems = load_partial(Path(path))
     if loaded is not None:
         problems += check_spec(loaded)
     if problems:

@@ -10,7 +10,8 @@ was written: ``--set NAME: …`` or ``file:line:col: key.path: …``, worded as 
 
 :func:`check_values` walks a workflow with values whose origin is known; the workflow file's own checks
 (:mod:`smriflow.engine.validate`) call it with the file's literal values and defaults, and
-:func:`smriflow.engine.builder.resolve_args` with the caller's.
+:func:`smriflow.engine.builder.resolve_args` with the caller's. :func:`default_args` gives those defaults
+(the valid ones) and :func:`substitute` puts values in place of the ``$name`` references.
 """
 
 from __future__ import annotations
@@ -23,14 +24,17 @@ from typing import Any
 
 from smriflow.config.errors import Problem
 from smriflow.config.spec import ARG_REF_RE, PYTHON_TYPES, ArgSpec
+from smriflow.engine.loading import BUILTIN_ARGS, GROUP_ARGS, LoadedSpec, load_spec
 
 __all__ = [
     "arg_expectation",
     "check_values",
     "coerce_arg",
+    "default_args",
     "must_be",
     "port_expectation",
     "shown",
+    "substitute",
 ]
 
 #: Where a value was written: a problem without its message (``--set NAME``, or a place in a file).
@@ -76,6 +80,31 @@ def coerce_arg(arg: ArgSpec, value: Any) -> Any:
     if arg.type == "path" and isinstance(value, str | Path) and str(value):
         return os.path.abspath(os.path.expanduser(value))
     return value
+
+
+def substitute(value: Any, args: dict[str, Any]) -> Any:
+    """Replace every ``$name`` string (whole value only) by ``args[name]``, recursively."""
+    if isinstance(value, str):
+        match = ARG_REF_RE.match(value)
+        return args[match.group(1)] if match and match.group(1) in args else value
+    if isinstance(value, dict):
+        return {key: substitute(item, args) for key, item in value.items()}
+    if isinstance(value, list):
+        return [substitute(item, args) for item in value]
+    return value
+
+
+def default_args(loaded: LoadedSpec) -> dict[str, Any]:
+    """Default value of every argument whose default is valid (invalid ones are reported on their own).
+
+    A ``required`` argument has none, nor have the run's folders of a group workflow: their ``$name``
+    references stay unsubstituted, so the checks of the values they will fill wait for the run.
+    """
+    return {
+        name: arg.default
+        for name, arg in loaded.all_args().items()
+        if not arg.required and name not in GROUP_ARGS and arg_expectation(arg, arg.default) is None
+    }
 
 
 def port_expectation(iface: Any, key: str, value: Any) -> tuple[str, Any] | None:
@@ -209,7 +238,6 @@ def _nested_values(
     prefix: tuple[str, ...],
 ) -> list[Problem]:
     from smriflow.engine.registry import resolve_workflow
-    from smriflow.engine.validate import BUILTIN_ARGS, default_args, load_spec
 
     target = resolve_workflow(node.workflow, relative_to=loaded.path)
     if not isinstance(target, Path):

@@ -1,6 +1,6 @@
 """Writing BIDS derivatives: the datasink, the barrier that gates it, and the entity rules.
 
-Only the runner of ``smriflow run`` (:mod:`smriflow.engine.run`) adds these nodes, after the embedded
+Only the runner of ``smriflow run`` (:mod:`smriflow.engine.prepare`) adds these nodes, after the embedded
 workflow: workflows themselves never write derivatives (STYLE.md §4). Per subject it builds::
 
     <workflow outputs> ──► derivatives_barrier ──► ds_<output> (one per output with ``bids:``)

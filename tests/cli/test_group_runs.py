@@ -14,7 +14,7 @@ from test_run import make_bids
 from smriflow.bids.publish import OutputPathError, publish_outputs
 from smriflow.config.errors import SpecError
 from smriflow.engine.derivatives import provenance_args
-from smriflow.engine.run import prepare_run
+from smriflow.engine.prepare import prepare_run
 from smriflow.engine.validate import validate_file
 
 GROUP_YAML = """\

@@ -19,8 +19,8 @@ from conftest import write_synthetic_t1w
 import smriflow
 from smriflow import __version__
 from smriflow.engine.derivatives import check_entities
+from smriflow.engine.prepare import prepare_run
 from smriflow.engine.registry import packaged_workflows
-from smriflow.engine.run import prepare_run
 
 # The module-scoped runs are shared by many tests: keep them on one xdist worker (CI: --dist loadgroup).
 pytestmark = pytest.mark.xdist_group("smriflow_run")
@@ -35,8 +35,6 @@ EXAMPLE_FILES = [
     "anat/sub-{s}_desc-smooth_T1w.nii.gz",
 ]
 DEFAULT_ARGS = {"fwhm": 4.0, "percentile": 50.0, "seed": 20161}
-
-
 
 
 def make_bids(root: Path, labels=("01", "02"), *, corrupt=(), zeros=(), sessions=(), t2w_only=()) -> Path:

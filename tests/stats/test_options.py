@@ -10,8 +10,8 @@ from __future__ import annotations
 import pytest
 
 from smriflow.cli.main import get_parser
+from smriflow.engine.loading import load_spec
 from smriflow.engine.registry import packaged_workflows, resolve_interface
-from smriflow.engine.validate import load_spec
 from smriflow.interfaces.qc import GroupIQMTable
 from smriflow.interfaces.stats import ROIGLM
 from smriflow.stats.options import ALPHA, CORRECTION, MISSING, QCRules, params_of

@@ -28,8 +28,8 @@ import pytest
 import smriflow
 from smriflow.anat.modulation import volume_mm3
 from smriflow.config.errors import SpecError
+from smriflow.engine.loading import load_spec
 from smriflow.engine.registry import packaged_workflows
-from smriflow.engine.validate import load_spec
 from smriflow.utils.metrics import dice, fs_tissue_classes
 
 TESTS = Path(__file__).resolve().parents[1]

@@ -7,8 +7,9 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from smriflow.engine.loading import LoadedSpec, load_spec
 from smriflow.engine.registry import UnresolvedReference, packaged_workflows, resolve_workflow
-from smriflow.engine.validate import LoadedSpec, default_args, load_spec
+from smriflow.engine.values import default_args
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 #: The command that rebuilds the generated pages, as the pages and the test messages name it.

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
-from smriflow.engine.validate import LoadedSpec
+from smriflow.engine.loading import LoadedSpec
 
 from ._common import nested_spec, packaged_specs
 from .workflows import render_derivatives_table

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from smriflow.engine.validate import LoadedSpec
+from smriflow.engine.loading import LoadedSpec
 
 from ._common import nested_spec, packaged_specs
 

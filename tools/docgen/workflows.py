@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import re
 
+from smriflow.engine.loading import LoadedSpec
 from smriflow.engine.naming import derivative_path, output_entities, output_path
-from smriflow.engine.validate import LoadedSpec
 
 from ._common import COMMAND, cell, doc_args, packaged_specs
 

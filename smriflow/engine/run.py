@@ -32,6 +32,8 @@ from pathlib import Path
 from typing import Any
 
 from smriflow._version import __version__
+from smriflow.bids.inputs import SubjectFiles as SubjectPlan
+from smriflow.bids.publish import OutsideOutputError, check_inside
 from smriflow.config.errors import SpecError, did_you_mean
 from smriflow.config.execution import ExecConfig, load_exec_config, override
 from smriflow.engine.builder import locate_workflow, resolve_args
@@ -48,8 +50,6 @@ from smriflow.engine.derivatives import (
 )
 from smriflow.engine.plugins import FailedNode, RunReport, run_workflow
 from smriflow.engine.validate import LoadedSpec, validate_file
-from smriflow.interfaces.bids import OutsideOutputError, check_inside
-from smriflow.interfaces.bids import SubjectFiles as SubjectPlan
 
 __all__ = [
     "PreparedRun",
@@ -306,7 +306,7 @@ def _collect_subjects(
     session_labels: Sequence[str] | None = None,
 ) -> list[SubjectPlan]:
     from smriflow.bids.filters import BIDSFilterError, apply_filters, load_bids_filters
-    from smriflow.interfaces.bids import BIDSInputError, BIDSQueryError, collect_subjects
+    from smriflow.bids.inputs import BIDSInputError, BIDSQueryError, collect_subjects
 
     queries = {name: (item.bids, item.required) for name, item in loaded.spec.inputs.items() if item.bids}
     if isinstance(bids_filters, str | Path):

@@ -10,7 +10,7 @@ added to (and override) the input's own query::
 ``null`` means "the entity is absent" (pybids' ``Query.NONE``), ``"*"`` any value but present
 (``Query.ANY``), and a list any of its values. Nothing here touches the files: :func:`load_bids_filters`
 checks a file against the inputs and the entities pybids knows; :func:`apply_filters` merges it into the
-queries that :func:`smriflow.interfaces.bids.collect_subjects` runs.
+queries that :func:`smriflow.bids.inputs.collect_subjects` runs.
 """
 
 from __future__ import annotations
@@ -138,7 +138,7 @@ def apply_filters(
     Parameters
     ----------
     queries : mapping
-        Input name → (pybids query, required), as :func:`~smriflow.interfaces.bids.collect_subjects` takes.
+        Input name → (pybids query, required), as :func:`~smriflow.bids.inputs.collect_subjects` takes.
     filters : mapping, optional
         From :func:`load_bids_filters`.
     session_labels : sequence of str, optional

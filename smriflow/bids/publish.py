@@ -1,11 +1,14 @@
-"""Copy a workflow output to its place in the output folder, atomically and without leaving the folder.
+"""Files written under an output folder, atomically and without leaving it.
 
-Used for the outputs a workflow file names with ``path:`` (group tables, figures, the subject HTML
-report); BIDS-named derivatives go through the datasink of :mod:`smriflow.interfaces.bids` instead.
+:func:`publish_file` copies one file: the BIDS datasink (:mod:`smriflow.interfaces.bids`) publishes each
+derivative and its JSON sidecar with it, after :func:`check_inside` has made sure that no symbolic link on the
+way leads out of the output folder. :func:`publish_outputs` copies the outputs a workflow file names with
+``path:`` (group tables, figures, the subject HTML report), files or whole folders, to the place they name.
 """
 
 from __future__ import annotations
 
+import filecmp
 import os
 import shutil
 import tempfile
@@ -14,7 +17,79 @@ from pathlib import Path
 
 from smriflow.utils.atomic import DIR_MODE, atomic_write
 
-__all__ = ["OutputPathError", "publish_outputs", "resolve_output_path"]
+__all__ = [
+    "OutputPathError",
+    "OutsideOutputError",
+    "check_inside",
+    "publish_file",
+    "publish_outputs",
+    "resolve_output_path",
+]
+
+
+class OutsideOutputError(ValueError):
+    """A write that would land outside the output folder (through ``..`` or a symbolic link)."""
+
+
+def check_inside(root: str | os.PathLike, path: str | os.PathLike) -> Path:
+    """Return ``path`` if it lies inside ``root`` once the symbolic links on its way are followed.
+
+    Folders that do not exist yet are fine (they will be created inside). ``path`` itself may be a symbolic
+    link: :func:`publish_file` replaces such a link by the file, it never writes through it.
+
+    Raises
+    ------
+    OutsideOutputError
+        Naming the path and where it leads.
+    """
+    path, root = Path(path), Path(root).resolve()
+    real = path.parent.resolve() / path.name
+    if not real.is_relative_to(root):
+        raise OutsideOutputError(
+            f"{path}: refusing to write outside the output folder {root} (the path leads to {real})"
+        )
+    return path
+
+
+def publish_file(
+    source: str | os.PathLike, destination: str | os.PathLike, *, root: str | os.PathLike | None = None
+) -> bool:
+    """Copy ``source`` to ``destination`` atomically; leave an identical ``destination`` untouched.
+
+    The copy is written to a hidden temporary name in the destination folder (same filesystem) and moved
+    into place with :func:`os.replace`, so readers see either the old file, the new one or none; a failed
+    copy (a full disk, a signal) removes its temporary file. With ``root``, a destination that leads out
+    of ``root`` (a symlinked folder on the way) is refused before anything is written, and a destination
+    that is itself a symbolic link is replaced by the file, never written through.
+
+    Returns
+    -------
+    bool
+        ``True`` when the file was written, ``False`` when an identical copy was already there.
+
+    Raises
+    ------
+    OutsideOutputError
+        When ``destination`` leads out of ``root``.
+    OSError
+        When the copy fails; the message names ``destination`` (e.g. ``No space left on device``).
+    """
+    destination = Path(destination)
+    if root is not None:
+        check_inside(root, destination)
+    if (
+        destination.is_file()
+        and not destination.is_symlink()
+        and filecmp.cmp(source, destination, shallow=False)
+    ):
+        return False
+    try:
+        atomic_write(destination, lambda temporary: shutil.copyfile(source, temporary))
+    except OSError as exc:
+        if exc.errno is None:
+            raise
+        raise OSError(exc.errno, f"cannot write the derivative ({exc.strerror})", str(destination)) from exc
+    return True
 
 
 class OutputPathError(ValueError):

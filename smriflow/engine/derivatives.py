@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from smriflow._version import __version__
+from smriflow.bids.entities import NIFTI_EXTENSIONS, OUTPUT_ENTITIES
 from smriflow.config.errors import Problem, did_you_mean
 from smriflow.config.execution import ExecConfig
 from smriflow.config.spec import output_path_problem
@@ -28,7 +29,6 @@ from smriflow.engine.builder import build_workflow, methods_text
 from smriflow.engine.loading import LoadedSpec
 from smriflow.engine.naming import mapped_items, output_entities, output_path
 from smriflow.engine.values import default_args, substitute
-from smriflow.interfaces.bids import OUTPUT_ENTITIES
 from smriflow.utils.atomic import atomic_write
 
 __all__ = [
@@ -262,7 +262,7 @@ def build_subject_workflow(
     """
     from nipype.pipeline import engine as pe
 
-    from smriflow.interfaces.bids import NIFTI_EXTENSIONS, Barrier, DerivativesDataSink
+    from smriflow.interfaces.bids import Barrier, DerivativesDataSink
 
     spec = loaded.spec
     if len(units) > 1:  # one file per subject would be written once per session

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from smriflow.bids.inputs import SubjectFiles as SubjectPlan
 from smriflow.config.errors import SpecError, did_you_mean
 from smriflow.config.execution import ExecConfig, load_exec_config, override
 from smriflow.engine.builder import locate_workflow, resolve_args
@@ -37,7 +38,6 @@ from smriflow.engine.derivatives import (
 from smriflow.engine.loading import LoadedSpec
 from smriflow.engine.summary import GROUP_LABEL, TOP_NAME, subject_of
 from smriflow.engine.validate import validate_file
-from smriflow.interfaces.bids import SubjectFiles as SubjectPlan
 
 __all__ = ["PreparedRun", "SubjectPlan", "combined_inputs", "prepare_run", "taken_inputs"]
 
@@ -227,7 +227,7 @@ def _collect_subjects(
     session_labels: Sequence[str] | None = None,
 ) -> list[SubjectPlan]:
     from smriflow.bids.filters import BIDSFilterError, apply_filters, load_bids_filters
-    from smriflow.interfaces.bids import BIDSInputError, BIDSQueryError, collect_subjects
+    from smriflow.bids.inputs import BIDSInputError, BIDSQueryError, collect_subjects
 
     queries = {name: (item.bids, item.required) for name, item in loaded.spec.inputs.items() if item.bids}
     if isinstance(bids_filters, str | Path):

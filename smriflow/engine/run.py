@@ -17,12 +17,12 @@ from pathlib import Path
 from typing import Any
 
 from smriflow._version import __version__
+from smriflow.bids.publish import OutsideOutputError, check_inside
 from smriflow.engine.derivatives import RunSetupError, config_record, write_dataset_description, write_json
 from smriflow.engine.logfile import log_to_file
 from smriflow.engine.plugins import RunReport, run_workflow
 from smriflow.engine.prepare import PreparedRun, SubjectPlan, combined_inputs, prepare_run, taken_inputs
 from smriflow.engine.summary import TOP_NAME, RunSummary, SubjectResult, last_error_line, subject_of
-from smriflow.interfaces.bids import OutsideOutputError, check_inside
 
 __all__ = ["execute_run", "run_bids"]
 

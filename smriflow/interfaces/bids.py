@@ -1,4 +1,4 @@
-"""Writing BIDS derivatives: the datasink, the barrier that gates it, and the entity rules.
+"""Writing BIDS derivatives: the datasink and the barrier that gates it, on niworkflows' sink.
 
 Only the runner of ``smriflow run`` (:mod:`smriflow.engine.prepare`) adds these nodes, after the embedded
 workflow: workflows themselves never write derivatives (STYLE.md §4). Per subject it builds::
@@ -9,13 +9,17 @@ workflow: workflows themselves never write derivatives (STYLE.md §4). Per subje
   upstream nodes have finished), so a subject that fails anywhere gets no derivative at all. It is a real
   interface on purpose: nipype deletes ``IdentityInterface`` nodes when it expands a graph, which would
   connect each sink straight to the node that made its file.
-* :class:`DerivativesDataSink` names files as niworkflows does, then *publishes* them (:func:`publish_file`):
-  each file is copied to a hidden temporary name in its final folder and renamed into place, so a derivative
-  either is absent or complete. Unlike niworkflows' sink it never changes the data type of an image (the
-  workflow decides it), it writes the JSON sidecar (provenance) before the data file, and it copies a
-  ``.nii.gz`` that needs no change without compressing it again (:func:`copy_unchanged`), and writes one
-  whose header it fixes at the nodes' gzip level 1 instead of 9
+* :class:`DerivativesDataSink` names files as niworkflows does, then *publishes* them
+  (:func:`~smriflow.bids.publish.publish_file`): each file is copied to a hidden temporary name in its final
+  folder and renamed into place, so a derivative either is absent or complete. Unlike niworkflows' sink it
+  never changes the data type of an image (the workflow decides it), it writes the JSON sidecar (provenance)
+  before the data file, and it copies a ``.nii.gz`` that needs no change without compressing it again
+  (:func:`copy_unchanged`), and writes one whose header it fixes at the nodes' gzip level 1 instead of 9
   (:func:`~smriflow.utils.gzipcopy.write_nifti_anonymous`).
+
+The entities a name may carry (:mod:`smriflow.bids.entities`), the atomic copy (:mod:`smriflow.bids.publish`)
+and the collection of each subject's input files (:mod:`smriflow.bids.inputs`) are plain functions of
+:mod:`smriflow.bids`, without nipype.
 
 Nothing here is a processing step, so ``__all__`` is empty: these classes stay out of the YAML interface
 registry (:func:`smriflow.engine.registry.interface_registry`); import them by name.
@@ -23,20 +27,18 @@ registry (:func:`smriflow.engine.registry.interface_registry`); import them by n
 
 from __future__ import annotations
 
-import filecmp
 import json
 import os
 import shutil
 from collections import defaultdict
-from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from nipype.interfaces.base import DynamicTraitedSpec, isdefined, traits
 from nipype.interfaces.io import IOBase, add_traits
 
-from smriflow.utils.atomic import atomic_write
+from smriflow.bids.entities import ENTITY_KEYS, dropped_entities
+from smriflow.bids.publish import publish_file
 from smriflow.utils.gzipcopy import copy_gzip_anonymous, write_nifti_anonymous
 from smriflow.utils.niftiio import split_ext
 
@@ -100,14 +102,6 @@ def copy_unchanged(src: str, dst: str) -> bool:
     return _NIWORKFLOWS_COPY(src, dst)
 
 
-#: Entities an output's ``bids:`` mapping may set (besides ``suffix`` and ``extension``); the sink's file
-#: patterns know them all. ``subject`` and ``session`` always come from the source file.
-OUTPUT_ENTITIES = frozenset(
-    {"acquisition", "ceagent", "reconstruction", "run", "space", "cohort", "resolution", "density"}
-    | {"label", "desc", "hemi", "from", "to", "mode", "atlas", "datatype"}
-)
-NIFTI_EXTENSIONS = (".nii.gz", ".nii")
-
 # Any suffix and extension, for files niworkflows' patterns do not know (e.g. ``_stats.json``). It comes
 # after niworkflows' patterns, so the usual names (T1w, mask, dseg, probseg, xfm ...) are unchanged.
 _FALLBACK_PATTERN = (
@@ -124,103 +118,6 @@ _ATLAS_PATTERN = _FALLBACK_PATTERN.replace("[_atlas-{atlas}]", "_atlas-{atlas}")
 #: The path patterns of :class:`DerivativesDataSink`, tried in order (the first that fits names the file);
 #: :func:`smriflow.engine.naming.derivative_path` names files with them too.
 FILE_PATTERNS = (_ATLAS_PATTERN, *_NiworkflowsDataSink._file_patterns, _FALLBACK_PATTERN)
-
-#: BIDS key of each entity an output may set (the file name spells them so).
-ENTITY_KEYS = {
-    "acquisition": "acq",
-    "ceagent": "ce",
-    "reconstruction": "rec",
-    "run": "run",
-    "hemi": "hemi",
-    "from": "from",
-    "to": "to",
-    "mode": "mode",
-    "space": "space",
-    "cohort": "cohort",
-    "resolution": "res",
-    "density": "den",
-    "atlas": "atlas",
-    "label": "label",
-    "desc": "desc",
-}
-
-
-def dropped_entities(file_name: str, entities: dict[str, Any]) -> list[str]:
-    """Entities that were asked for but do not appear in ``file_name`` (a path pattern dropped them).
-
-    Examples
-    --------
-    >>> dropped_entities("sub-01_desc-brain_mask.nii.gz", {"desc": "brain", "atlas": "aal"})
-    ['atlas']
-    """
-    stem, _ = split_ext(file_name)
-    parts = set(stem.split("_"))
-    return [key for key, value in entities.items() if f"{ENTITY_KEYS[key]}-{value}" not in parts]
-
-
-class OutsideOutputError(ValueError):
-    """A write that would land outside the output folder (through ``..`` or a symbolic link)."""
-
-
-def check_inside(root: str | os.PathLike, path: str | os.PathLike) -> Path:
-    """Return ``path`` if it lies inside ``root`` once the symbolic links on its way are followed.
-
-    Folders that do not exist yet are fine (they will be created inside). ``path`` itself may be a symbolic
-    link: :func:`publish_file` replaces such a link by the file, it never writes through it.
-
-    Raises
-    ------
-    OutsideOutputError
-        Naming the path and where it leads.
-    """
-    path, root = Path(path), Path(root).resolve()
-    real = path.parent.resolve() / path.name
-    if not real.is_relative_to(root):
-        raise OutsideOutputError(
-            f"{path}: refusing to write outside the output folder {root} (the path leads to {real})"
-        )
-    return path
-
-
-def publish_file(
-    source: str | os.PathLike, destination: str | os.PathLike, *, root: str | os.PathLike | None = None
-) -> bool:
-    """Copy ``source`` to ``destination`` atomically; leave an identical ``destination`` untouched.
-
-    The copy is written to a hidden temporary name in the destination folder (same filesystem) and moved
-    into place with :func:`os.replace`, so readers see either the old file, the new one or none; a failed
-    copy (a full disk, a signal) removes its temporary file. With ``root``, a destination that leads out
-    of ``root`` (a symlinked folder on the way) is refused before anything is written, and a destination
-    that is itself a symbolic link is replaced by the file, never written through.
-
-    Returns
-    -------
-    bool
-        ``True`` when the file was written, ``False`` when an identical copy was already there.
-
-    Raises
-    ------
-    OutsideOutputError
-        When ``destination`` leads out of ``root``.
-    OSError
-        When the copy fails; the message names ``destination`` (e.g. ``No space left on device``).
-    """
-    destination = Path(destination)
-    if root is not None:
-        check_inside(root, destination)
-    if (
-        destination.is_file()
-        and not destination.is_symlink()
-        and filecmp.cmp(source, destination, shallow=False)
-    ):
-        return False
-    try:
-        atomic_write(destination, lambda temporary: shutil.copyfile(source, temporary))
-    except OSError as exc:
-        if exc.errno is None:
-            raise
-        raise OSError(exc.errno, f"cannot write the derivative ({exc.strerror})", str(destination)) from exc
-    return True
 
 
 class Barrier(IOBase):
@@ -287,8 +184,8 @@ class DerivativesDataSink(_NiworkflowsDataSink):
 
     The name is built as in niworkflows: the entities of ``source_file`` (subject, session, acquisition,
     run, ...) plus those given as inputs (``desc``, ``suffix``, ...). Files are first written inside the
-    node's folder, then published with :func:`publish_file`. Images keep the data type the workflow gave them;
-    ``check_hdr`` still sets qform/sform codes and units as niworkflows does.
+    node's folder, then published with :func:`~smriflow.bids.publish.publish_file`. Images keep the data type
+    the workflow gave them; ``check_hdr`` still sets qform/sform codes and units as niworkflows does.
 
     Examples
     --------
@@ -391,154 +288,3 @@ class DerivativesDataSink(_NiworkflowsDataSink):
         if isdefined(self.inputs.provenance):
             fields.update(self.inputs.provenance)
         return fields
-
-
-# -- collecting the inputs of each subject --------------------------------------------------------------
-class BIDSInputError(ValueError):
-    """The dataset cannot be used as asked (no subjects, unknown labels); the message is one line."""
-
-
-class BIDSQueryError(ValueError):
-    """An input's pybids query is invalid (e.g. an unknown entity).
-
-    Attributes ``input_name`` and ``key`` locate the mistake in the workflow file; ``choices`` lists the
-    valid keys (for a did-you-mean hint).
-    """
-
-    def __init__(self, input_name: str, key: str, message: str, choices: Sequence[str] = ()):
-        super().__init__(message)
-        self.input_name, self.key, self.message, self.choices = input_name, key, message, list(choices)
-
-
-@dataclass
-class SubjectFiles:
-    """The input files of one subject, per session (``None`` when the files have no session).
-
-    ``problem`` says why the subject cannot run (a required input without a file, or with several).
-    """
-
-    label: str
-    units: dict[str | None, dict[str, str | list[str]]] = field(default_factory=dict)
-    problem: str | None = None
-
-
-def collect_subjects(
-    bids_dir: str | os.PathLike,
-    queries: Mapping[str, tuple[dict[str, Any], bool]],
-    participant_labels: Sequence[str] | None = None,
-    *,
-    many: Collection[str] = (),
-    merge_sessions: bool = False,
-) -> list[SubjectFiles]:
-    """Find each subject's input files with pybids (offline; the dataset is not validated).
-
-    Parameters
-    ----------
-    bids_dir : path
-        The BIDS dataset.
-    queries : mapping
-        Input name → (pybids query, required), e.g. ``{"t1w": ({"suffix": "T1w"}, True)}``.
-    participant_labels : sequence of str, optional
-        Labels with or without ``sub-``; default: every subject.
-    many : collection of str
-        Inputs that take every matching file of a unit, as a sorted list (e.g. several T1w runs).
-    merge_sessions : bool
-        One unit per subject (session ``None``) holding the files of all its sessions
-        (``smriflow run --longitudinal``).
-
-    Returns
-    -------
-    list of SubjectFiles
-        In the order asked (sorted when all subjects are taken). Each session of a subject is a unit, and
-        every unit must have exactly one file per required input (at least one for those in ``many``).
-
-    Raises
-    ------
-    BIDSInputError
-        No subjects, or labels that are not in the dataset (all of them named, with the available ones).
-    BIDSQueryError
-        A query uses an entity pybids does not know.
-    """
-    from bids import BIDSLayout
-
-    layout = BIDSLayout(str(bids_dir), validate=False)
-    available = sorted(layout.get_subjects())
-    if not available:
-        raise BIDSInputError(f"no subjects (sub-* folders) found in BIDS dataset {bids_dir}")
-    if participant_labels:
-        labels = list(dict.fromkeys(label.removeprefix("sub-") for label in participant_labels))
-        unknown = [label for label in labels if label not in available]
-        if unknown:
-            quoted = ", ".join(f"'{label}'" for label in unknown)
-            noun = "label" if len(unknown) == 1 else "labels"
-            raise BIDSInputError(
-                f"participant {noun} {quoted} not found in BIDS dataset {bids_dir}. "
-                f"Available: {', '.join(available)}"
-            )
-    else:
-        labels = available
-    entities = sorted(layout.get_entities())
-    for name, (query, _) in queries.items():
-        for key in query:
-            if key not in entities:
-                raise BIDSQueryError(name, key, f"'{key}' is not a BIDS entity", entities)
-    return [_subject_files(layout, label, queries, many, merge_sessions) for label in labels]
-
-
-def _subject_files(
-    layout: Any,
-    label: str,
-    queries: Mapping[str, tuple[dict[str, Any], bool]],
-    many: Collection[str],
-    merge_sessions: bool,
-) -> SubjectFiles:
-    found: dict[str, dict[str | None, list[str]]] = {}
-    for name, (query, _) in queries.items():
-        per_session: dict[str | None, list[str]] = {}
-        for item in layout.get(subject=label, return_type="object", **query):
-            session = None if merge_sessions else item.entities.get("session")
-            per_session.setdefault(session, []).append(item.path)
-        found[name] = per_session
-    sessions = sorted(
-        {session for name, (_, required) in queries.items() if required for session in found[name]}
-        or {session for per_session in found.values() for session in per_session},
-        key=lambda session: (session is not None, session or ""),
-    )
-    subject = SubjectFiles(label)
-    problems = []
-    for session in sessions:
-        where = "" if session is None else f" in session '{session}'"
-        files = {}
-        for name, (query, required) in queries.items():
-            matches = sorted(found[name].get(session, []))
-            if matches and name in many:
-                files[name] = matches
-            elif len(matches) == 1:
-                files[name] = matches[0]
-            elif len(matches) > 1:
-                names = ", ".join(Path(path).name for path in matches)
-                scope = "subject" if merge_sessions else "subject and session"
-                problems.append(
-                    f"{len(matches)} files match input '{name}'{where} ({names}); smriflow takes one "
-                    f"file per {scope}: narrow the input's 'bids' query (e.g. add run: 1)"
-                )
-            elif required:
-                problems.append(f"no file matches required input '{name}' ({_describe_query(query)}){where}")
-        subject.units[session] = files
-    if not sessions:
-        required = [name for name, (_, req) in queries.items() if req] or list(queries)
-        problems += [
-            f"no file matches required input '{name}' ({_describe_query(queries[name][0])})"
-            for name in required
-        ]
-    if problems:
-        subject.problem = "; ".join(problems)
-        subject.units = {}
-    return subject
-
-
-def _describe_query(query: Mapping[str, Any]) -> str:
-    def value(item: Any) -> str:
-        return "[" + ", ".join(map(str, item)) + "]" if isinstance(item, list) else str(item)
-
-    return ", ".join(f"{key}={value(item)}" for key, item in query.items())

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from smriflow.bids.filters import BIDSFilterError, apply_filters, load_bids_filters
+from smriflow.bids.inputs import collect_subjects
 from smriflow.bids.spaces import OutputSpaceError, parse_output_spaces
-from smriflow.interfaces.bids import collect_subjects
 
 INPUTS = ["t1w", "t2w", "flair", "lesion_mask"]
 QUERIES = {

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from smriflow.cli.demo import age_effect, roi_table, score_subject
+from smriflow.cli.demo.scoring import age_effect, roi_table, score_subject
 from smriflow.cli.main import main
 from smriflow.utils.metrics import dice
 

@@ -14,16 +14,11 @@ from nipype.interfaces.base import isdefined
 from nipype.interfaces.utility import IdentityInterface
 from nipype.pipeline import engine as pe
 
+from smriflow.bids.entities import dropped_entities
+from smriflow.bids.inputs import BIDSInputError, BIDSQueryError, collect_subjects
+from smriflow.bids.publish import publish_file
 from smriflow.engine.registry import interface_registry
-from smriflow.interfaces.bids import (
-    Barrier,
-    BIDSInputError,
-    BIDSQueryError,
-    DerivativesDataSink,
-    collect_subjects,
-    dropped_entities,
-    publish_file,
-)
+from smriflow.interfaces.bids import Barrier, DerivativesDataSink
 
 T1W_QUERY = {"t1w": ({"datatype": "anat", "suffix": "T1w", "extension": [".nii", ".nii.gz"]}, True)}
 

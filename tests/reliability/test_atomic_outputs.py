@@ -19,9 +19,10 @@ import numpy as np
 import pytest
 from conftest import write_synthetic_t1w
 
+from smriflow.bids import publish
+from smriflow.bids.publish import OutsideOutputError, check_inside, publish_file
 from smriflow.engine import derivatives
-from smriflow.interfaces import bids
-from smriflow.interfaces.bids import DerivativesDataSink, OutsideOutputError, check_inside, publish_file
+from smriflow.interfaces.bids import DerivativesDataSink
 
 
 def _half_then_full_disk(calls_before_failure: int = 0):
@@ -67,7 +68,7 @@ def _run(sink: DerivativesDataSink, tmp_path: Path):
 
 def test_a_sink_failing_in_the_middle_of_the_image_leaves_no_file(tmp_path, t1w, monkeypatch):
     # the sidecar is copied first (call 1), the image fails half-way (call 2)
-    monkeypatch.setattr(bids.shutil, "copyfile", _half_then_full_disk(calls_before_failure=1))
+    monkeypatch.setattr(publish.shutil, "copyfile", _half_then_full_disk(calls_before_failure=1))
     with pytest.raises(OSError) as info:
         _run(_sink(tmp_path, t1w, str(t1w), desc="preproc", suffix="T1w"), tmp_path)
     final = tmp_path / "out" / "sub-01" / "anat" / "sub-01_desc-preproc_T1w.nii.gz"
@@ -76,7 +77,7 @@ def test_a_sink_failing_in_the_middle_of_the_image_leaves_no_file(tmp_path, t1w,
 
 
 def test_a_sink_failing_on_its_sidecar_writes_no_image(tmp_path, t1w, monkeypatch):
-    monkeypatch.setattr(bids.shutil, "copyfile", _half_then_full_disk(calls_before_failure=0))
+    monkeypatch.setattr(publish.shutil, "copyfile", _half_then_full_disk(calls_before_failure=0))
     with pytest.raises(OSError, match=r"sub-01_desc-preproc_T1w\.json'$"):
         _run(_sink(tmp_path, t1w, str(t1w), desc="preproc", suffix="T1w"), tmp_path)
     assert _everything(tmp_path / "out") == []
@@ -89,7 +90,7 @@ def test_a_list_output_failing_half_way_leaves_only_complete_files(tmp_path, t1w
         nb.Nifti1Image(np.full((4, 4, 4), index, np.float32), np.eye(4)).to_filename(path)
         maps.append(str(path))
     # sidecar + map of GM, sidecar of WM, then the WM map fails
-    monkeypatch.setattr(bids.shutil, "copyfile", _half_then_full_disk(calls_before_failure=3))
+    monkeypatch.setattr(publish.shutil, "copyfile", _half_then_full_disk(calls_before_failure=3))
     with pytest.raises(OSError, match="No space left on device"):
         _run(_sink(tmp_path, t1w, maps, label=["GM", "WM", "CSF"], suffix="probseg"), tmp_path)
     anat = tmp_path / "out" / "sub-01" / "anat"
@@ -99,7 +100,7 @@ def test_a_list_output_failing_half_way_leaves_only_complete_files(tmp_path, t1w
 
 def test_a_rerun_after_the_failure_completes(tmp_path, t1w, monkeypatch):
     with monkeypatch.context() as patch:
-        patch.setattr(bids.shutil, "copyfile", _half_then_full_disk(calls_before_failure=1))
+        patch.setattr(publish.shutil, "copyfile", _half_then_full_disk(calls_before_failure=1))
         with pytest.raises(OSError):
             _run(_sink(tmp_path, t1w, str(t1w), desc="preproc", suffix="T1w"), tmp_path)
     _run(_sink(tmp_path, t1w, str(t1w), desc="preproc", suffix="T1w"), tmp_path)
@@ -210,7 +211,7 @@ def test_os_replace_is_what_makes_a_file_appear(tmp_path, monkeypatch):
         seen.append(sorted(p.name for p in Path(dst).parent.iterdir()))
         real(src, dst)
 
-    monkeypatch.setattr(bids.os, "replace", spy)
+    monkeypatch.setattr(publish.os, "replace", spy)
     source = tmp_path / "a.nii.gz"
     source.write_bytes(b"x" * 100)
     publish_file(source, tmp_path / "out" / "a.nii.gz", root=tmp_path / "out")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from smriflow.anat.bias import N4_PROFILES, n4_correct
+from smriflow.anat.bias import N4_PROFILES, n4_correct, n4_shrink
 from smriflow.utils.grids import block_reduce, resize_linear
 from smriflow.utils.morphology import head_mask
 
@@ -69,6 +69,24 @@ def test_head_mask_rejects_empty():
 def test_profiles():
     assert set(N4_PROFILES) == {"fast", "precise"}
     assert N4_PROFILES["precise"]["shrink_factor"] < N4_PROFILES["fast"]["shrink_factor"]
+
+
+@pytest.mark.parametrize(
+    ("voxel", "spacing", "shrink"),
+    [
+        (1.0, (2.0, 2.0, 2.0), 4),  # 1 mm: the 2 mm fit grid shrunk 4 times, 8 mm
+        (0.6, (1.8, 1.8, 1.8), 4),  # 3 blocks of 0.6 mm: 7.2 mm
+        (1.3, (2.6, 2.6, 2.6), 3),  # 2 blocks of 1.3 mm: 7.8 mm, not 10.4 mm
+        (1.2, (2.4, 2.4, 2.4), 3),  # 7.2 mm, not 9.6 mm
+        (3.0, (3.0, 3.0, 3.0), 3),  # one 3 mm block: 9 mm, not 12 mm
+        (1.0, (2.0, 2.0, 3.0), 4),  # 1 x 1 x 3 mm: the finest side sets it
+    ],
+)
+def test_n4_samples_at_the_same_spacing_in_mm_whatever_the_voxel_size(voxel, spacing, shrink):
+    factor = N4_PROFILES["fast"]["shrink_factor"]
+    assert n4_shrink(factor, 2.0, spacing) == shrink
+    assert abs(shrink * min(spacing) - 8.0) <= 0.5 * min(spacing)  # the nearest multiple to 8 mm
+    assert n4_shrink(factor, 0.0, spacing) == factor  # the native grid keeps the factor
 
 
 @pytest.mark.ants

@@ -7,8 +7,9 @@ The bias field is smooth (B-spline knots every few centimetres), so fitting it o
 2. crops the image to the head plus a margin and block-averages it to the *fit grid* (~2 mm);
 3. runs antspyx's N4 on that small image, restricted to the head mask, with the profile's shrink factor and
    iterations (spline distance 200 mm, tolerance 1e-7, as ``antsBrainExtraction.sh``); the shrink factor is
-   counted on the nominal fit grid, so N4 samples at the same spacing in mm whatever the voxel size
-   (:func:`n4_shrink`: 8 mm for ``fast``; 1.3 mm voxels make a 2.6 mm fit grid, shrunk 3 times, not 4);
+   counted on the nominal fit grid, so N4 samples at the same spacing in mm whatever the size of the voxels
+   it block-averages (:func:`n4_shrink`: 8 mm for ``fast``; 1.3 mm voxels make a 2.6 mm fit grid, shrunk 3
+   times, not 4);
 4. interpolates the field back to every voxel of the original grid (linear inside the crop, nearest-edge
    values outside it), scales it to a median of 1 inside the head, and divides the image by it.
 
@@ -36,22 +37,27 @@ N4_PROFILES: dict[str, dict[str, Any]] = {
 }
 
 
-def n4_shrink(shrink_factor: int, fit_resolution: float, spacing: Sequence[float]) -> int:
-    """N4's integer shrink factor on a fit grid of ``spacing`` mm, for ``shrink_factor`` on the nominal one.
+def n4_shrink(
+    shrink_factor: int, fit_resolution: float, zooms: Sequence[float], factors: Sequence[int]
+) -> int:
+    """N4's integer shrink factor on a fit grid of ``factors`` blocks of ``zooms`` mm voxels.
 
     The fit grid's voxels are whole blocks of input voxels, so their size follows the input's: 2 mm from
     1 mm voxels, 2.6 mm from 1.3 mm ones. N4 then works on a grid ``shrink`` times coarser; keeping the
     profile's factor would make it 10.4 mm at 1.3 mm against 8 mm at 1 mm, and the field it fits differs
-    (bench: within −6 %/+10 % of the 1 mm run's in the brain, −5 %/+6 % at 7.8 mm). The factor is chosen so
-    that the finest side of N4's grid is nearest ``shrink_factor × fit_resolution`` mm; ``fit_resolution``
-    0 (the native grid) keeps ``shrink_factor``.
+    (bench: within −6 %/+10 % of the 1 mm run's in the brain, −5 %/+6 % at 7.8 mm). So on a block-averaged
+    fit grid the factor is the one that brings the finest side of N4's grid nearest to ``shrink_factor ×
+    fit_resolution`` mm. An input fitted on its own grid (``fit_resolution`` 0, or voxels too coarse for
+    blocks, ~1.33 mm and up) keeps ``shrink_factor``: at 3 mm, 9 mm instead of 12 mm gave better tissue Dice
+    but a 3 % larger brain mask on the long-field-of-view copy (docs/anat_preproc.md).
 
-    >>> n4_shrink(4, 2.0, (2.0, 2.0, 2.0)), n4_shrink(4, 2.0, (2.6, 2.6, 2.6)), n4_shrink(4, 2.0, (1.8,) * 3)
-    (4, 3, 4)
+    >>> [n4_shrink(4, 2.0, (z,) * 3, (k,) * 3) for z, k in ((1.0, 2), (1.3, 2), (0.6, 3), (3.0, 1))]
+    [4, 3, 4, 4]
     """
-    if fit_resolution <= 0:
+    if fit_resolution <= 0 or max(int(k) for k in factors) == 1:
         return int(shrink_factor)
-    return max(1, round(shrink_factor * fit_resolution / min(float(s) for s in spacing)))
+    finest = min(float(z) * int(k) for z, k in zip(zooms, factors, strict=True))
+    return max(1, round(shrink_factor * fit_resolution / finest))
 
 
 def n4_correct(
@@ -131,7 +137,7 @@ def n4_correct(
     field_small = ants.n4_bias_field_correction(
         ants.from_numpy(small, spacing=spacing),
         mask=ants.from_numpy(small_mask.astype(np.float32), spacing=spacing),
-        shrink_factor=n4_shrink(shrink_factor, fit_resolution, spacing),
+        shrink_factor=n4_shrink(shrink_factor, fit_resolution, zooms, factors),
         convergence={"iters": iterations, "tol": 1e-7},
         spline_param=float(spline_distance),
         return_bias_field=True,

@@ -72,21 +72,23 @@ def test_profiles():
 
 
 @pytest.mark.parametrize(
-    ("voxel", "spacing", "shrink"),
+    ("zooms", "blocks", "shrink"),
     [
-        (1.0, (2.0, 2.0, 2.0), 4),  # 1 mm: the 2 mm fit grid shrunk 4 times, 8 mm
-        (0.6, (1.8, 1.8, 1.8), 4),  # 3 blocks of 0.6 mm: 7.2 mm
-        (1.3, (2.6, 2.6, 2.6), 3),  # 2 blocks of 1.3 mm: 7.8 mm, not 10.4 mm
-        (1.2, (2.4, 2.4, 2.4), 3),  # 7.2 mm, not 9.6 mm
-        (3.0, (3.0, 3.0, 3.0), 3),  # one 3 mm block: 9 mm, not 12 mm
-        (1.0, (2.0, 2.0, 3.0), 4),  # 1 x 1 x 3 mm: the finest side sets it
+        ((1.0, 1.0, 1.0), (2, 2, 2), 4),  # 1 mm: the 2 mm fit grid shrunk 4 times, 8 mm
+        ((0.6, 0.6, 0.6), (3, 3, 3), 4),  # 3 blocks of 0.6 mm: 7.2 mm
+        ((1.3, 1.3, 1.3), (2, 2, 2), 3),  # 2 blocks of 1.3 mm: 7.8 mm, not 10.4 mm
+        ((1.2, 1.2, 1.2), (2, 2, 2), 3),  # 7.2 mm, not 9.6 mm
+        ((1.0, 1.0, 3.0), (2, 2, 1), 4),  # 1 x 1 x 3 mm: the finest side sets it
+        ((3.0, 3.0, 3.0), (1, 1, 1), 4),  # no blocks: its own grid, the profile's factor
     ],
 )
-def test_n4_samples_at_the_same_spacing_in_mm_whatever_the_voxel_size(voxel, spacing, shrink):
+def test_n4_samples_at_the_same_spacing_in_mm_whatever_the_voxel_size(zooms, blocks, shrink):
     factor = N4_PROFILES["fast"]["shrink_factor"]
-    assert n4_shrink(factor, 2.0, spacing) == shrink
-    assert abs(shrink * min(spacing) - 8.0) <= 0.5 * min(spacing)  # the nearest multiple to 8 mm
-    assert n4_shrink(factor, 0.0, spacing) == factor  # the native grid keeps the factor
+    assert n4_shrink(factor, 2.0, zooms, blocks) == shrink
+    if max(blocks) > 1:  # the nearest multiple of the fit grid's finest side to 8 mm
+        finest = min(z * k for z, k in zip(zooms, blocks, strict=True))
+        assert abs(shrink * finest - 8.0) <= 0.5 * finest
+    assert n4_shrink(factor, 0.0, zooms, (1, 1, 1)) == factor  # the native grid keeps the factor
 
 
 @pytest.mark.ants

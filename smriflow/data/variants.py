@@ -267,6 +267,14 @@ def cut_top(img: Image, depth_mm: float = 20.0) -> Variant:
     return Variant(_nifti(_data(cropped), affine), Carry(shape, affine, np.eye(4)))
 
 
+def _voxel_axis_sizes(img: Image, zooms: Sequence[float]) -> np.ndarray:
+    """``zooms`` given along the world axes R, A, S, put in the order of the image's voxel axes."""
+    new = np.empty(3)
+    for world, size in enumerate(zooms):
+        new[_world_axis(img.affine, "RAS"[world])[0]] = size
+    return new
+
+
 def resample_voxels(img: Image, zooms: Sequence[float]) -> Variant:
     """Resample to voxel sizes ``zooms`` (mm, along the world axes R, A, S) over the same field of view.
 
@@ -276,10 +284,7 @@ def resample_voxels(img: Image, zooms: Sequence[float]) -> Variant:
     further: such a copy holds less detail than a scan with its voxels (:func:`acquire_voxels` makes that);
     where they fall on old centres (1 × 1 × 3 mm from 1 mm) the Gaussian is a 2-D scan's slice profile.
     """
-    old = _zooms(img.affine)
-    new = np.empty(3)
-    for world, size in enumerate(zooms):
-        new[_world_axis(img.affine, "RAS"[world])[0]] = size
+    old, new = _zooms(img.affine), _voxel_axis_sizes(img, zooms)
     shape = tuple(int(np.ceil(n * o / z - 1e-6)) for n, o, z in zip(img.shape[:3], old, new, strict=True))
     affine = img.affine.copy()
     affine[:3, :3] = img.affine[:3, :3] * (new / old)
@@ -301,10 +306,7 @@ def acquire_voxels(img: Image, zooms: Sequence[float]) -> Variant:
     interpolated copy), and the magnitude is stored, as scanners do. Voxel 0 stays where it was. Only
     coarser or equal voxels: :func:`resample_voxels` makes finer grids.
     """
-    old = _zooms(img.affine)
-    new = np.empty(3)
-    for world, size in enumerate(zooms):
-        new[_world_axis(img.affine, "RAS"[world])[0]] = size
+    old, new = _zooms(img.affine), _voxel_axis_sizes(img, zooms)
     shape = tuple(max(1, int(round(n * o / z))) for n, o, z in zip(img.shape[:3], old, new, strict=True))
     if any(m > n for m, n in zip(shape, img.shape[:3], strict=True)):
         raise ValueError(

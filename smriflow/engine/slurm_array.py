@@ -42,7 +42,7 @@ from smriflow.engine.slurm import (
     submit,
     wait_until_done,
 )
-from smriflow.engine.summary import TOP_NAME, RunSummary, SubjectResult, last_error_line
+from smriflow.engine.summary import TOP_NAME, RunSummary, SubjectResult, last_error_line, last_line
 from smriflow.utils.threads import THREAD_VARIABLES
 
 __all__ = ["ArrayPlan", "ArraySetupError", "plan_array", "run_array", "summarize_array"]
@@ -342,15 +342,7 @@ def _subject_result(
         how = "failed: smriflow reported failed nodes"
     result.reason = f"SLURM task {task} {how}; log: {plan.log_of(index)}"
     if not failed:
-        tail = _last_line(plan.log_of(index))
+        tail = last_line(plan.log_of(index), limit=200)
         if tail and state is not None and state.state == "FAILED":
             result.reason += f" (last line: {tail})"
     return result
-
-
-def _last_line(path: str) -> str:
-    try:
-        lines = [line.strip() for line in Path(path).read_text(errors="replace").splitlines() if line.strip()]
-    except OSError:
-        return ""
-    return lines[-1][:200] if lines else ""

@@ -15,7 +15,15 @@ from pathlib import Path
 from smriflow.engine.derivatives import GROUP_NAME
 from smriflow.engine.plugins import FailedNode, RunReport
 
-__all__ = ["GROUP_LABEL", "TOP_NAME", "RunSummary", "SubjectResult", "last_error_line", "subject_of"]
+__all__ = [
+    "GROUP_LABEL",
+    "TOP_NAME",
+    "RunSummary",
+    "SubjectResult",
+    "last_error_line",
+    "last_line",
+    "subject_of",
+]
 
 TOP_NAME = "smriflow_wf"
 #: The label a group run reports its one unit under (a subject's is its BIDS label).
@@ -82,12 +90,17 @@ def subject_of(node_name: str) -> str | None:
     return match.group(1) or GROUP_LABEL
 
 
+def last_line(path: str | Path, limit: int = 300) -> str:
+    """The last non-blank line of a text file (stripped, at most ``limit`` characters), or ``""``."""
+    try:
+        lines = [line.strip() for line in Path(path).read_text(errors="replace").splitlines() if line.strip()]
+    except OSError:
+        return ""
+    return lines[-1][:limit] if lines else ""
+
+
 def last_error_line(crash_file: Path | None) -> str:
     """The last line of the traceback in a text crash file (the error itself), or ``""``."""
     if crash_file is None or crash_file.suffix != ".txt":
         return ""
-    try:
-        lines = [line.strip() for line in crash_file.read_text(errors="replace").splitlines() if line.strip()]
-    except OSError:
-        return ""
-    return lines[-1][:300] if lines else ""
+    return last_line(crash_file)
